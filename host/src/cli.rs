@@ -1,0 +1,188 @@
+//! The `synchost` command line: parsing and one function per command.
+
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::plugin::{plugin_info, PluginEngine, PluginSetup};
+use crate::runtime::{LoadError, Runtime, Tenants};
+use crate::state::{PipelineId, RunId, RunStatus, SqliteStore, StateStore};
+use crate::sync::SyncOptions;
+
+/// Keeps destination data sets in step with sources, through sandboxed
+/// WebAssembly connectors.
+#[derive(Parser)]
+#[command(name = "synchost", version, about, long_about = None)]
+struct Cli {
+    /// The host config file; tenant files are read from its `tenants_dir`.
+    #[arg(long, short, global = true, env = "SYNCHOST_CONFIG", default_value = "synchost.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check synchost.toml, every tenant file and every plugin, running nothing.
+    Validate,
+    /// Look at plugin files.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run one sync of a pipeline now.
+    Sync {
+        /// The pipeline, as TENANT/PIPELINE.
+        pipeline: PipelineId,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Event syncs: stop after this many batches, even if more events wait.
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
+    /// Run every scheduled pipeline until Ctrl-C or SIGTERM.
+    Run,
+    /// Show the runs the host has recorded.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Build a demo tenant and show a diff sync and an event sync end to end.
+    Demo {
+        /// Where to build it; a new temporary directory if not given.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show a plugin's kind, world, WIT version and what its info() says.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// The newest runs first.
+    List {
+        /// Only this pipeline (TENANT/PIPELINE).
+        pipeline: Option<PipelineId>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run in full.
+    Show {
+        run: RunId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line and returns the process's exit code: 0 on success,
+/// 1 when the command failed (a failed sync included), 2 for bad usage.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SYNCHOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate => validate(&cli.config),
+        Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),
+        Command::Sync { pipeline, json, max_batches } => sync(&cli.config, &pipeline, json, SyncOptions { max_batches }),
+        Command::Run => {
+            let runtime = load(&cli.config, Tenants::All)?;
+            crate::daemon::run(runtime)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs(RunsCommand::List { pipeline, limit, json }) => {
+            let state = open_state(&cli.config)?;
+            let runs = state.runs(pipeline.as_ref(), limit)?;
+            output::runs(&runs, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs(RunsCommand::Show { run, json }) => {
+            let state = open_state(&cli.config)?;
+            let record = state.run(run)?.with_context(|| format!("no run {run}"))?;
+            output::run(&record, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir } => {
+            crate::demo::run(dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(config: &Path, tenants: Tenants<'_>) -> anyhow::Result<Runtime> {
+    Runtime::load(config, tenants).map_err(|e| match e {
+        LoadError::Config(errors) => anyhow::anyhow!("the configuration has {} problem(s):\n{errors}", errors.0.len()),
+        other => other.into(),
+    })
+}
+
+fn open_state(config: &Path) -> anyhow::Result<SqliteStore> {
+    let host = crate::config::HostConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(SqliteStore::open(&host.state_dir)?)
+}
+
+fn validate(config: &Path) -> anyhow::Result<ExitCode> {
+    match Runtime::check(config, Tenants::All) {
+        Ok((config, _, _)) => {
+            let pipelines: usize = config.tenants.iter().map(|t| t.pipelines.len()).sum();
+            let plugins: usize = config.tenants.iter().map(|t| t.plugins.len()).sum();
+            println!(
+                "{}: valid ({} tenant(s), {plugins} plugin(s), {pipelines} pipeline(s))",
+                config.host.path.display(),
+                config.tenants.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(LoadError::Config(errors)) => {
+            eprintln!("{errors}");
+            eprintln!("{} problem(s) found", errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let name = file.file_stem().map_or_else(|| "plugin".to_string(), |s| s.to_string_lossy().into_owned());
+    let engine = PluginEngine::new()?;
+    let compiled = engine.compile(&name, &bytes)?;
+    let info = plugin_info(&engine, &compiled, &PluginSetup::bare(&name))?;
+    output::inspection(file, &compiled, &info, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sync(config: &Path, id: &PipelineId, json: bool, options: SyncOptions) -> anyhow::Result<ExitCode> {
+    let runtime = load(config, Tenants::Only(&id.tenant))?;
+    let stop = AtomicBool::new(false);
+    let job = runtime.job(id, &stop, options).map_err(anyhow::Error::msg)?;
+    let report = job.run()?;
+    output::report(&report, json);
+    Ok(if report.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

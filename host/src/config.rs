@@ -1,0 +1,76 @@
+//! Reading and checking `synchost.toml` and the tenant files (`tenants/*.toml`).
+//!
+//! Every problem is reported with the file, line and key it comes from, and all
+//! problems are reported at once, so an operator fixes a config in one pass.
+//! Checks that need the plugins themselves (their kind, their WIT version) are
+//! made by [`crate::plugin`] against the locations kept here.
+
+mod error;
+mod host_file;
+mod schedule;
+mod tenant_file;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use host_file::{HostConfig, Limits};
+pub use schedule::Schedule;
+pub use tenant_file::{DirGrant, Mode, PipelineConfig, PluginConfig, PluginRef, Role, TenantConfig};
+
+/// The whole configuration: host settings and every tenant.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: HostConfig,
+    pub tenants: Vec<TenantConfig>,
+}
+
+impl Config {
+    /// Loads `synchost.toml` at `path` and every tenant file in its tenants
+    /// directory, and checks everything that can be checked without the plugins.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let host = HostConfig::load(path)?;
+        let mut errors = ConfigErrors::default();
+        let mut tenants = Vec::new();
+        for file in tenant_files(&host, &mut errors) {
+            match TenantConfig::load(&file, &host) {
+                Ok(tenant) => tenants.push(tenant),
+                Err(e) => errors.extend(e),
+            }
+        }
+        errors.into_result(Config { host, tenants })
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+}
+
+/// The tenant files, in name order so that reports are stable.
+fn tenant_files(host: &HostConfig, errors: &mut ConfigErrors) -> Vec<PathBuf> {
+    let dir = &host.tenants_dir;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(ConfigError::new(
+                Location::file(&host.path),
+                "tenants_dir",
+                format!("cannot read the tenants directory `{}`: {e}", dir.display()),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Whether `name` may name a tenant, plugin or pipeline: it appears in paths,
+/// logs and the CLI (`tenant/pipeline`), so it keeps to a safe alphabet.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}

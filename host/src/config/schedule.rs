@@ -1,0 +1,78 @@
+//! When a pipeline runs under `synchost run`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A pipeline's schedule.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// Only when asked (`synchost sync`).
+    Manual,
+    /// Again this long after the previous run ended ("every 30s").
+    Every(Duration),
+    /// At the times a cron expression names, in UTC ("*/5 * * * *").
+    Cron(Box<croner::Cron>),
+}
+
+impl FromStr for Schedule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Schedule, String> {
+        let text = text.trim();
+        if text == "manual" {
+            return Ok(Schedule::Manual);
+        }
+        if let Some(interval) = text.strip_prefix("every ") {
+            let interval = humantime::parse_duration(interval.trim())
+                .map_err(|e| format!("`{text}`: `{}` is not a duration ({e})", interval.trim()))?;
+            if interval < Duration::from_millis(100) {
+                return Err(format!("`{text}`: the interval must be at least 100ms"));
+            }
+            return Ok(Schedule::Every(interval));
+        }
+        croner::Cron::from_str(text).map(|c| Schedule::Cron(Box::new(c))).map_err(|e| {
+            format!("`{text}` is neither \"manual\", \"every <duration>\" nor a cron expression ({e})")
+        })
+    }
+}
+
+impl Schedule {
+    /// How long to wait, from `now`, for the next run; `None` when manual.
+    pub fn wait_from(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        match self {
+            Schedule::Manual => None,
+            Schedule::Every(interval) => Some(*interval),
+            Schedule::Cron(cron) => {
+                let next = cron.find_next_occurrence(&now, false).ok()?;
+                Some((next - now).to_std().unwrap_or_default())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_form() {
+        assert!(matches!("manual".parse(), Ok(Schedule::Manual)));
+        assert!(matches!("every 30s".parse(), Ok(Schedule::Every(d)) if d == Duration::from_secs(30)));
+        assert!(matches!("*/5 * * * *".parse(), Ok(Schedule::Cron(_))));
+    }
+
+    #[test]
+    fn rejects_nonsense_with_the_text() {
+        let err = "every 5 parsecs".parse::<Schedule>().unwrap_err();
+        assert!(err.contains("every 5 parsecs"), "{err}");
+        assert!("sometimes".parse::<Schedule>().is_err());
+        assert!("every 1ms".parse::<Schedule>().is_err());
+    }
+
+    #[test]
+    fn cron_waits_until_the_next_match() {
+        let schedule: Schedule = "0 * * * *".parse().unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:59:00Z").unwrap().to_utc();
+        assert_eq!(schedule.wait_from(now), Some(Duration::from_secs(60)));
+    }
+}

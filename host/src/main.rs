@@ -1,0 +1,5 @@
+//! The `synchost` command.
+
+fn main() -> std::process::ExitCode {
+    synchost::cli::main()
+}

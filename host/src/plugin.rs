@@ -1,0 +1,21 @@
+//! Plugins: WebAssembly components that implement the `synchost:plugin` worlds.
+//!
+//! [`PluginEngine`] compiles each component once per sha256 and shares it across
+//! tenants; [`PluginSetup`] is what one tenant grants one plugin; the instance
+//! types ([`SourceInstance`], [`TransformInstance`], [`DestinationInstance`]) are
+//! live sandboxes, one store each, whose every call runs under a deadline and a
+//! memory cap.
+
+mod bindings;
+mod ctx;
+mod engine;
+mod error;
+mod host_api;
+mod instance;
+mod kind;
+
+pub use bindings::types;
+pub use engine::{CompiledPlugin, PluginEngine};
+pub use error::{describe, PluginError, WitError};
+pub use instance::{plugin_info, DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed};
+pub use kind::{PluginKind, WIT_PACKAGE, WIT_VERSION};

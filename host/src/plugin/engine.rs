@@ -1,0 +1,149 @@
+//! The one wasmtime engine of the process, the linker every plugin is
+//! instantiated through, and the compiled components, one per sha256.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::bindings::{DestinationPluginPre, SourcePlugin, SourcePluginPre, TransformPluginPre};
+use super::ctx::PluginCtx;
+use super::error::PluginError;
+use super::kind::{is_compatible, PluginKind, WIT_PACKAGE, WIT_VERSION};
+
+/// How often the epoch advances: the granularity of call deadlines.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Compiles plugins and keeps them compiled. Cheap to share (`Arc`).
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<PluginCtx>,
+    compiled: Mutex<HashMap<String, Arc<CompiledPlugin>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// A component compiled and linked, ready to instantiate for any tenant.
+pub struct CompiledPlugin {
+    /// sha256 of the `.wasm` file, lowercase hex.
+    pub digest: String,
+    pub kind: PluginKind,
+    /// The WIT package version the component was built against.
+    pub wit_version: String,
+    pub(super) pre: WorldPre,
+}
+
+pub(super) enum WorldPre {
+    Source(SourcePluginPre<PluginCtx>),
+    Destination(DestinationPluginPre<PluginCtx>),
+    Transform(TransformPluginPre<PluginCtx>),
+}
+
+impl PluginEngine {
+    pub fn new() -> anyhow::Result<PluginEngine> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            // Deadlines interrupt a call through the epoch, which costs far
+            // less per call than fuel.
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20)
+            // Plugin calls are synchronous: the cheaper call path will do.
+            .concurrency_support(false);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        SourcePlugin::add_to_linker::<_, HasSelf<PluginCtx>>(&mut linker, |ctx| ctx).map_err(anyhow::Error::from)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new().name("synchost-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticking_engine.increment_epoch();
+            }
+        })?;
+        Ok(PluginEngine { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop })
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `bytes` (named `plugin` in errors), or returns the plugin already
+    /// compiled from the same bytes.
+    pub fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, PluginError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(compiled) = self.compiled.lock().expect("compiled-plugin map poisoned").get(&digest) {
+            return Ok(compiled.clone());
+        }
+        let compiled = Arc::new(self.compile_new(plugin, bytes, digest.clone())?);
+        self.compiled.lock().expect("compiled-plugin map poisoned").insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn compile_new(&self, plugin: &str, bytes: &[u8], digest: String) -> Result<CompiledPlugin, PluginError> {
+        let not_a_component = |detail: String| PluginError::NotAComponent { plugin: plugin.to_string(), detail };
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(not_a_component(
+                    "it is a core WebAssembly module; build the plugin for wasm32-wasip2, which makes a component".into(),
+                ));
+            }
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => return Err(not_a_component("the file does not start with the WebAssembly header".into())),
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| not_a_component(format!("{e:#}")))?;
+
+        let mut found = Vec::new();
+        let mut exports = Vec::new();
+        for (name, _) in component.component_type().exports(&self.engine) {
+            exports.push(name.to_string());
+            if let Some((kind, version)) = PluginKind::from_export(name) {
+                found.push((kind, version.to_string()));
+            }
+        }
+        let (kind, wit_version) = match found.as_slice() {
+            [one] => one.clone(),
+            [] => {
+                return Err(PluginError::NotAPlugin {
+                    plugin: plugin.to_string(),
+                    exports: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
+                });
+            }
+            several => {
+                return Err(PluginError::SeveralKinds {
+                    plugin: plugin.to_string(),
+                    kinds: several.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        };
+        if !is_compatible(&wit_version) {
+            return Err(PluginError::IncompatibleVersion {
+                plugin: plugin.to_string(),
+                package: WIT_PACKAGE,
+                found: wit_version,
+                supported: WIT_VERSION.to_string(),
+            });
+        }
+
+        let link_error = |e: wasmtime::Error| PluginError::Link { plugin: plugin.to_string(), detail: format!("{e:#}") };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
+        let pre = match kind {
+            PluginKind::Source => WorldPre::Source(SourcePluginPre::new(instance_pre).map_err(link_error)?),
+            PluginKind::Destination => WorldPre::Destination(DestinationPluginPre::new(instance_pre).map_err(link_error)?),
+            PluginKind::Transform => WorldPre::Transform(TransformPluginPre::new(instance_pre).map_err(link_error)?),
+        };
+        Ok(CompiledPlugin { digest, kind, wit_version, pre })
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,82 @@
+//! What can go wrong with a plugin: loading it, or calling it.
+
+use std::time::Duration;
+
+use super::types::Error as WitErrorRaw;
+
+/// An error a plugin returned through the WIT `error` variant: it tells the
+/// host what to do next.
+pub type WitError = WitErrorRaw;
+
+impl WitError {
+    pub fn message(&self) -> &str {
+        match self {
+            WitError::Config(m) | WitError::Transient(m) | WitError::Rejected(m) => m,
+        }
+    }
+
+    /// `config`, `transient` or `rejected`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            WitError::Config(_) => "config",
+            WitError::Transient(_) => "transient",
+            WitError::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// How an error the plugin returned reads in reports: "transient error: …".
+/// (The generated type's own `Display` shows its debug form.)
+pub fn describe(error: &WitError) -> String {
+    format!("{} error: {}", error.class(), error.message())
+}
+
+/// A plugin could not be loaded or a call to it failed. Every variant names the
+/// plugin, so an operator reading a log knows whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin `{plugin}` is not a WebAssembly component: {detail}")]
+    NotAComponent { plugin: String, detail: String },
+
+    #[error("plugin `{plugin}` does not implement a synchost plugin world: it exports {exports}")]
+    NotAPlugin { plugin: String, exports: String },
+
+    #[error("plugin `{plugin}` exports several plugin interfaces ({kinds}); a plugin implements one world")]
+    SeveralKinds { plugin: String, kinds: String },
+
+    #[error(
+        "plugin `{plugin}` was built against {package}@{found}, but this host supports {package}@{supported}"
+    )]
+    IncompatibleVersion { plugin: String, package: &'static str, found: String, supported: String },
+
+    #[error("plugin `{plugin}` cannot be linked: {detail}")]
+    Link { plugin: String, detail: String },
+
+    #[error("plugin `{plugin}` cannot be given its grants: {detail}")]
+    Grant { plugin: String, detail: String },
+
+    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` exceeded the call timeout of {limit:?}")]
+    Timeout { tenant: String, plugin: String, call: &'static str, limit: Duration },
+
+    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` exceeded the memory limit of {limit}")]
+    MemoryLimit { tenant: String, plugin: String, call: &'static str, limit: bytesize::ByteSize },
+
+    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` trapped: {detail}")]
+    Trapped { tenant: String, plugin: String, call: &'static str, detail: String },
+
+    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` returned a {}", describe(error))]
+    Returned { tenant: String, plugin: String, call: &'static str, error: WitError },
+
+    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` broke the contract: {detail}")]
+    Contract { tenant: String, plugin: String, call: &'static str, detail: String },
+}
+
+impl PluginError {
+    /// The error the plugin itself returned, if that is what this is.
+    pub fn returned(&self) -> Option<&WitError> {
+        match self {
+            PluginError::Returned { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Live plugin instances: a store each, every call under the deadline and
+//! memory cap of the plugin's limits. An instance whose call trapped is never
+//! called again; the sync that used it makes a new one when it runs next.
+
+use std::collections::BTreeMap;
+
+use wasmtime::Store;
+
+use super::bindings::{DestinationPlugin, SourcePlugin, TransformPlugin};
+pub use super::bindings::Transformed;
+use super::ctx::PluginCtx;
+use super::engine::{CompiledPlugin, PluginEngine, WorldPre, EPOCH_TICK};
+use super::error::{PluginError, WitError};
+use super::kind::PluginKind;
+use super::types::{EventBatch, OperationBatch, Page, PluginInfo, Row, RowBatch};
+use crate::config::{DirGrant, Limits, PluginConfig};
+
+/// What one tenant grants one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginSetup {
+    pub tenant: String,
+    pub plugin: String,
+    /// The plugin's config table, as `host.config()` returns it.
+    pub config: serde_json::Value,
+    pub dirs: Vec<DirGrant>,
+    pub secrets: BTreeMap<String, String>,
+    pub limits: Limits,
+}
+
+impl PluginSetup {
+    pub fn from_config(tenant: &str, plugin: &PluginConfig) -> PluginSetup {
+        PluginSetup {
+            tenant: tenant.to_string(),
+            plugin: plugin.name.clone(),
+            config: plugin.config.clone(),
+            dirs: plugin.dirs.clone(),
+            secrets: plugin.secrets.clone(),
+            limits: plugin.limits,
+        }
+    }
+
+    /// A setup with nothing granted and default limits, for inspecting a plugin.
+    pub fn bare(plugin: &str) -> PluginSetup {
+        PluginSetup {
+            tenant: "-".into(),
+            plugin: plugin.to_string(),
+            config: serde_json::json!({}),
+            dirs: vec![],
+            secrets: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A store with the rules every call goes through.
+struct Sandbox {
+    store: Store<PluginCtx>,
+    limits: Limits,
+    /// Set once a call failed inside wasm: the instance may be in any state.
+    broken: bool,
+}
+
+impl Sandbox {
+    fn new(engine: &PluginEngine, setup: &PluginSetup) -> Result<Sandbox, PluginError> {
+        let mut store = Store::new(engine.engine(), PluginCtx::new(setup)?);
+        store.limiter(|ctx| &mut ctx.limits);
+        store.epoch_deadline_trap();
+        Ok(Sandbox { store, limits: setup.limits, broken: false })
+    }
+
+    fn tenant(&self) -> String {
+        self.store.data().tenant.clone()
+    }
+
+    fn plugin(&self) -> String {
+        self.store.data().plugin.clone()
+    }
+
+    /// Runs one call into the guest under the deadline, naming `call` in errors.
+    fn call<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&mut Store<PluginCtx>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        if self.broken {
+            return Err(PluginError::Trapped {
+                tenant: self.tenant(),
+                plugin: self.plugin(),
+                call,
+                detail: "an earlier call failed and the instance was discarded".into(),
+            });
+        }
+        let ticks = self.limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+        self.store.set_epoch_deadline(ticks);
+        f(&mut self.store).map_err(|e| {
+            self.broken = true;
+            self.classify(call, e)
+        })
+    }
+
+    fn classify(&self, call: &'static str, error: wasmtime::Error) -> PluginError {
+        let (tenant, plugin) = (self.tenant(), self.plugin());
+        if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            return PluginError::Timeout { tenant, plugin, call, limit: self.limits.call_timeout };
+        }
+        let detail = format!("{error:#}");
+        if detail.contains("forcing trap when growing memory") {
+            return PluginError::MemoryLimit {
+                tenant,
+                plugin,
+                call,
+                limit: bytesize::ByteSize::b(self.limits.memory_bytes),
+            };
+        }
+        PluginError::Trapped { tenant, plugin, call, detail }
+    }
+
+    fn returned<T>(&self, call: &'static str, result: Result<T, WitError>) -> Result<T, PluginError> {
+        result.map_err(|error| PluginError::Returned { tenant: self.tenant(), plugin: self.plugin(), call, error })
+    }
+
+    fn contract(&self, call: &'static str, detail: String) -> PluginError {
+        PluginError::Contract { tenant: self.tenant(), plugin: self.plugin(), call, detail }
+    }
+
+    /// Checks that every row carries one value per column.
+    fn check_rows(&self, call: &'static str, columns: &[String], rows: &[Row]) -> Result<(), PluginError> {
+        match rows.iter().find(|row| row.values.len() != columns.len()) {
+            Some(row) => Err(self.contract(
+                call,
+                format!("row `{}` has {} values for {} columns", row.key, row.values.len(), columns.len()),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn wrong_kind(setup: &PluginSetup, compiled: &CompiledPlugin, wanted: PluginKind) -> PluginError {
+    PluginError::Link {
+        plugin: setup.plugin.clone(),
+        detail: format!("it is a {} plugin, not a {wanted}", compiled.kind),
+    }
+}
+
+/// A source plugin, instantiated for one tenant.
+pub struct SourceInstance {
+    sandbox: Sandbox,
+    bindings: SourcePlugin,
+}
+
+impl SourceInstance {
+    pub fn new(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<Self, PluginError> {
+        let WorldPre::Source(pre) = &compiled.pre else {
+            return Err(wrong_kind(setup, compiled, PluginKind::Source));
+        };
+        let mut sandbox = Sandbox::new(engine, setup)?;
+        let bindings = sandbox.call("instantiate", |store| pre.instantiate(store))?;
+        Ok(SourceInstance { sandbox, bindings })
+    }
+
+    pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
+        let source = self.bindings.synchost_plugin_source();
+        self.sandbox.call("info", |store| source.call_info(store))
+    }
+
+    pub fn snapshot(&mut self, token: Option<&str>) -> Result<Page, PluginError> {
+        let source = self.bindings.synchost_plugin_source();
+        let result = self.sandbox.call("snapshot", |store| source.call_snapshot(store, token))?;
+        let page = self.sandbox.returned("snapshot", result)?;
+        self.sandbox.check_rows("snapshot", &page.columns, &page.rows)?;
+        Ok(page)
+    }
+
+    pub fn events(&mut self, cursor: Option<&str>, max: u32) -> Result<EventBatch, PluginError> {
+        let source = self.bindings.synchost_plugin_source();
+        let result = self.sandbox.call("events", |store| source.call_events(store, cursor, max))?;
+        let batch = self.sandbox.returned("events", result)?;
+        if batch.events.len() > max as usize {
+            return Err(self.sandbox.contract("events", format!("returned {} events, asked for at most {max}", batch.events.len())));
+        }
+        for event in &batch.events {
+            if let super::types::Change::Upsert(row) = &event.change {
+                self.sandbox.check_rows("events", &batch.columns, std::slice::from_ref(row))?;
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// A transform plugin, instantiated for one tenant.
+pub struct TransformInstance {
+    sandbox: Sandbox,
+    bindings: TransformPlugin,
+}
+
+impl TransformInstance {
+    pub fn new(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<Self, PluginError> {
+        let WorldPre::Transform(pre) = &compiled.pre else {
+            return Err(wrong_kind(setup, compiled, PluginKind::Transform));
+        };
+        let mut sandbox = Sandbox::new(engine, setup)?;
+        let bindings = sandbox.call("instantiate", |store| pre.instantiate(store))?;
+        Ok(TransformInstance { sandbox, bindings })
+    }
+
+    pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
+        let transform = self.bindings.synchost_plugin_transform();
+        self.sandbox.call("info", |store| transform.call_info(store))
+    }
+
+    pub fn transform(&mut self, batch: &RowBatch) -> Result<Transformed, PluginError> {
+        let transform = self.bindings.synchost_plugin_transform();
+        let result = self.sandbox.call("transform", |store| transform.call_transform(store, batch))?;
+        let out = self.sandbox.returned("transform", result)?;
+        self.sandbox.check_rows("transform", &out.columns, &out.rows)?;
+        if out.origins.len() != out.rows.len() {
+            return Err(self.sandbox.contract(
+                "transform",
+                format!("returned {} rows but {} origins", out.rows.len(), out.origins.len()),
+            ));
+        }
+        if let Some(origin) = out.origins.iter().find(|&&o| o as usize >= batch.rows.len()) {
+            return Err(self.sandbox.contract(
+                "transform",
+                format!("origin {origin} is past the {} input rows", batch.rows.len()),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// A destination plugin, instantiated for one tenant.
+pub struct DestinationInstance {
+    sandbox: Sandbox,
+    bindings: DestinationPlugin,
+}
+
+impl DestinationInstance {
+    pub fn new(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<Self, PluginError> {
+        let WorldPre::Destination(pre) = &compiled.pre else {
+            return Err(wrong_kind(setup, compiled, PluginKind::Destination));
+        };
+        let mut sandbox = Sandbox::new(engine, setup)?;
+        let bindings = sandbox.call("instantiate", |store| pre.instantiate(store))?;
+        Ok(DestinationInstance { sandbox, bindings })
+    }
+
+    pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
+        let destination = self.bindings.synchost_plugin_destination();
+        self.sandbox.call("info", |store| destination.call_info(store))
+    }
+
+    pub fn snapshot(&mut self, token: Option<&str>) -> Result<Page, PluginError> {
+        let destination = self.bindings.synchost_plugin_destination();
+        let result = self.sandbox.call("snapshot", |store| destination.call_snapshot(store, token))?;
+        let page = self.sandbox.returned("snapshot", result)?;
+        self.sandbox.check_rows("snapshot", &page.columns, &page.rows)?;
+        Ok(page)
+    }
+
+    /// Applies a batch: one outcome per operation, or an error for the whole batch.
+    pub fn apply(&mut self, batch: &OperationBatch) -> Result<Vec<Result<(), WitError>>, PluginError> {
+        let destination = self.bindings.synchost_plugin_destination();
+        let result = self.sandbox.call("apply", |store| destination.call_apply(store, batch))?;
+        let outcomes = self.sandbox.returned("apply", result)?;
+        if outcomes.len() != batch.operations.len() {
+            return Err(self.sandbox.contract(
+                "apply",
+                format!("returned {} outcomes for {} operations", outcomes.len(), batch.operations.len()),
+            ));
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Instantiates any compiled plugin and asks for its `info()`.
+pub fn plugin_info(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<PluginInfo, PluginError> {
+    match compiled.kind {
+        PluginKind::Source => SourceInstance::new(engine, compiled, setup)?.info(),
+        PluginKind::Destination => DestinationInstance::new(engine, compiled, setup)?.info(),
+        PluginKind::Transform => TransformInstance::new(engine, compiled, setup)?.info(),
+    }
+}

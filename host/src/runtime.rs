@@ -1,0 +1,154 @@
+//! The host assembled from its configuration: the plugin engine, every
+//! tenant's plugins compiled and checked against the pipelines that use them,
+//! and the state store.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, ConfigErrors, Role, TenantConfig};
+use crate::plugin::{CompiledPlugin, PluginEngine, PluginKind};
+use crate::state::{PipelineId, SqliteStore, StateError, StateStore};
+use crate::sync::{SyncJob, SyncOptions};
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot start the WebAssembly engine: {0:#}")]
+    Engine(anyhow::Error),
+}
+
+/// Which tenants to load.
+#[derive(Debug, Clone, Copy)]
+pub enum Tenants<'a> {
+    All,
+    Only(&'a str),
+}
+
+/// The host: configuration, compiled plugins and state.
+pub struct Runtime {
+    pub config: Config,
+    pub engine: PluginEngine,
+    pub state: Arc<dyn StateStore>,
+    /// Tenant → plugin name → compiled plugin.
+    plugins: BTreeMap<String, BTreeMap<String, Arc<CompiledPlugin>>>,
+}
+
+impl Runtime {
+    /// Loads the configuration at `path`, compiles and checks the plugins of the
+    /// chosen tenants, and opens the state store.
+    pub fn load(path: &Path, tenants: Tenants<'_>) -> Result<Runtime, LoadError> {
+        let (config, engine, plugins) = Self::check(path, tenants)?;
+        let state = Arc::new(SqliteStore::open(&config.host.state_dir)?);
+        Ok(Runtime { config, engine, state, plugins })
+    }
+
+    /// Everything `load` checks, without opening the state: what `synchost
+    /// validate` runs.
+    #[allow(clippy::type_complexity)]
+    pub fn check(
+        path: &Path,
+        tenants: Tenants<'_>,
+    ) -> Result<(Config, PluginEngine, BTreeMap<String, BTreeMap<String, Arc<CompiledPlugin>>>), LoadError> {
+        let config = Config::load(path)?;
+        if let Tenants::Only(name) = tenants {
+            if config.tenant(name).is_none() {
+                let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+                return Err(ConfigErrors::from(ConfigError::new(
+                    crate::config::Location::file(&config.host.tenants_dir),
+                    "",
+                    format!("no tenant `{name}` (tenants: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+                ))
+                .into());
+            }
+        }
+        let engine = PluginEngine::new().map_err(LoadError::Engine)?;
+        let mut errors = ConfigErrors::default();
+        let mut plugins = BTreeMap::new();
+        for tenant in &config.tenants {
+            if matches!(tenants, Tenants::Only(name) if name != tenant.name) {
+                continue;
+            }
+            match compile_tenant(&engine, tenant) {
+                Ok(compiled) => {
+                    plugins.insert(tenant.name.clone(), compiled);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        errors.into_result(())?;
+        Ok((config, engine, plugins))
+    }
+
+    /// The sync job for one pipeline.
+    pub fn job<'a>(&'a self, id: &PipelineId, stop: &'a AtomicBool, options: SyncOptions) -> Result<SyncJob<'a>, String> {
+        let tenant = self.config.tenant(&id.tenant).ok_or_else(|| format!("no tenant `{}`", id.tenant))?;
+        let pipeline = tenant.pipelines.get(&id.pipeline).ok_or_else(|| {
+            let known: Vec<&str> = tenant.pipelines.keys().map(String::as_str).collect();
+            format!("tenant `{}` has no pipeline `{}` (it has: {})", id.tenant, id.pipeline, known.join(", "))
+        })?;
+        let plugins = self.plugins.get(&tenant.name).ok_or_else(|| format!("tenant `{}` was not loaded", tenant.name))?;
+        Ok(SyncJob { engine: &self.engine, state: self.state.as_ref(), tenant, pipeline, plugins, stop, options })
+    }
+
+    /// Every pipeline of the loaded tenants.
+    pub fn pipelines(&self) -> impl Iterator<Item = (&TenantConfig, &crate::config::PipelineConfig)> {
+        self.config
+            .tenants
+            .iter()
+            .filter(|t| self.plugins.contains_key(&t.name))
+            .flat_map(|t| t.pipelines.values().map(move |p| (t, p)))
+    }
+}
+
+/// Compiles a tenant's plugins and checks that each pipeline uses each plugin
+/// in the part its kind plays.
+fn compile_tenant(engine: &PluginEngine, tenant: &TenantConfig) -> Result<BTreeMap<String, Arc<CompiledPlugin>>, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let mut compiled = BTreeMap::new();
+    for plugin in tenant.plugins.values() {
+        let key = format!("plugins.{}.path", plugin.name);
+        let bytes = match std::fs::read(&plugin.path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                errors.push(ConfigError::new(plugin.location.clone(), key, format!("cannot read `{}`: {e}", plugin.path.display())));
+                continue;
+            }
+        };
+        match engine.compile(&plugin.name, &bytes) {
+            // The file may have changed since the config was checked.
+            Ok(c) if c.digest != plugin.sha256 => errors.push(ConfigError::new(
+                plugin.location.clone(),
+                format!("plugins.{}.sha256", plugin.name),
+                format!("digest mismatch for `{}`: the file has {}, the tenant file pins {}", plugin.path.display(), c.digest, plugin.sha256),
+            )),
+            Ok(c) => {
+                compiled.insert(plugin.name.clone(), c);
+            }
+            Err(e) => errors.push(ConfigError::new(plugin.location.clone(), key, e.to_string())),
+        }
+    }
+    for pipeline in tenant.pipelines.values() {
+        for reference in &pipeline.references {
+            let Some(plugin) = compiled.get(&reference.plugin) else { continue };
+            let wanted = match reference.role {
+                Role::Source => PluginKind::Source,
+                Role::Transform => PluginKind::Transform,
+                Role::Destination => PluginKind::Destination,
+            };
+            if plugin.kind != wanted {
+                errors.push(ConfigError::new(
+                    reference.location.clone(),
+                    reference.key.clone(),
+                    format!("plugin `{}` is a {} plugin, but this place needs a {wanted} plugin", reference.plugin, plugin.kind),
+                ));
+            }
+        }
+    }
+    errors.into_result(compiled)
+}

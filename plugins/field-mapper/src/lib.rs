@@ -1,0 +1,124 @@
+//! A transform configured from the tenant file: it picks and renames fields,
+//! computes fields from templates over several others (a username from first
+//! name, last name and an id, say), and filters rows out.
+//!
+//! ```toml
+//! [plugins.lms_fields.config]
+//! fields = [
+//!   { name = "sis_id", from = "student_id" },
+//!   { name = "username", template = "{first_name|lower|first:1}{last_name|lower|alnum}{student_id}" },
+//! ]
+//! filter = { field = "status", not_equals = "withdrawn" }
+//! ```
+
+mod template;
+
+use serde::Deserialize;
+use synchost_plugin_sdk::{self as sdk, Error, PluginInfo, Row, RowBatch, Value};
+
+use exports::synchost::plugin::transform::Transformed;
+use template::Template;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "synchost:plugin/transform-plugin",
+    with: {
+        "synchost:plugin/types@0.1.0": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.1.0": synchost_plugin_sdk::host,
+    },
+});
+
+/// The plugin's `config` table in the tenant file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The output fields, in order. Nothing else is passed on.
+    fields: Vec<FieldConfig>,
+    /// Keep only the rows that pass.
+    filter: Option<Filter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldConfig {
+    name: String,
+    /// Copy this input field.
+    from: Option<String>,
+    /// Or compute the value from a template.
+    template: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filter {
+    field: String,
+    equals: Option<String>,
+    not_equals: Option<String>,
+}
+
+/// How one output field gets its value.
+enum Rule {
+    Copy(Option<usize>),
+    Compute(Template),
+}
+
+struct FieldMapper;
+
+impl exports::synchost::plugin::transform::Guest for FieldMapper {
+    fn info() -> PluginInfo {
+        sdk::plugin_info(
+            "field-mapper",
+            env!("CARGO_PKG_VERSION"),
+            "Renames, computes and filters fields as the tenant file describes",
+        )
+    }
+
+    fn transform(batch: RowBatch) -> Result<Transformed, Error> {
+        let config: Config = sdk::config()?;
+        let position = |name: &str| batch.columns.iter().position(|c| c == name);
+        let mut rules = Vec::with_capacity(config.fields.len());
+        for field in &config.fields {
+            rules.push(match (&field.from, &field.template) {
+                (Some(from), None) => Rule::Copy(position(from)),
+                (None, Some(template)) => Rule::Compute(
+                    Template::parse(template, &batch.columns)
+                        .map_err(|e| Error::Config(format!("field `{}`: {e}", field.name)))?,
+                ),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "field `{}` needs exactly one of `from` and `template`",
+                        field.name
+                    )));
+                }
+            });
+        }
+        let filter = config.filter.as_ref().map(|f| (position(&f.field), f));
+
+        let mut rows = Vec::with_capacity(batch.rows.len());
+        let mut origins = Vec::with_capacity(batch.rows.len());
+        for (index, row) in batch.rows.into_iter().enumerate() {
+            if let Some((at, filter)) = &filter {
+                let text = at.map(|i| sdk::value_to_text(&row.values[i])).unwrap_or_default();
+                let keep = filter.equals.as_ref().is_none_or(|v| *v == text)
+                    && filter.not_equals.as_ref().is_none_or(|v| *v != text);
+                if !keep {
+                    continue;
+                }
+            }
+            let values = rules
+                .iter()
+                .map(|rule| match rule {
+                    Rule::Copy(Some(i)) => row.values[*i].clone(),
+                    Rule::Copy(None) => Value::Null,
+                    Rule::Compute(template) => Value::Text(template.render(&row.values)),
+                })
+                .collect();
+            rows.push(Row { key: row.key, values });
+            origins.push(index as u32);
+        }
+        let columns = config.fields.into_iter().map(|f| f.name).collect();
+        Ok(Transformed { columns, rows, origins })
+    }
+}
+
+export!(FieldMapper);

@@ -1,0 +1,82 @@
+//! Events from an append-only JSON-lines changelog.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+
+use serde::Deserialize;
+use synchost_plugin_sdk::{self as sdk, Change, Error, Event, EventBatch};
+
+use crate::KeyFields;
+
+/// One line of the changelog.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Entry {
+    /// The full new state of a record; its key comes from the key fields unless given.
+    Upsert { key: Option<String>, row: BTreeMap<String, serde_json::Value> },
+    Delete { key: String },
+}
+
+/// Reads up to `max` events that start at or after byte `offset`.
+///
+/// A last line without its newline is still being written: it is left for the
+/// next call, so the cursor never passes a half-written event.
+pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: usize) -> Result<EventBatch, Error> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        // No changelog yet means no events yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(EventBatch { columns: vec![], events: vec![], cursor: offset.to_string() });
+        }
+        Err(e) => return Err(sdk::io_error(&format!("cannot open `{path}`"), e)),
+    };
+    file.seek(SeekFrom::Start(offset)).map_err(|e| sdk::io_error(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut position = offset;
+    let mut line = String::new();
+    // Upserts are gathered first so that their rows can share one column list.
+    let mut pending: Vec<(String, Result<(String, BTreeMap<String, serde_json::Value>), String>)> = Vec::new();
+    while pending.len() < max {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(|e| sdk::io_error(path, e))?;
+        if read == 0 || !line.ends_with('\n') {
+            break;
+        }
+        let line_start = position;
+        position += read as u64;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Entry = serde_json::from_str(&line)
+            .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a changelog entry: {e}")))?;
+        let at = line_start.to_string();
+        match entry {
+            Entry::Delete { key } => pending.push((at, Err(key))),
+            Entry::Upsert { key, row } => {
+                let key = match key {
+                    Some(key) => key,
+                    None => key_fields
+                        .key_of(|name| row.get(name).cloned().map(sdk::value_from_json))
+                        .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: {e}")))?,
+                };
+                pending.push((at, Ok((key, row))));
+            }
+        }
+    }
+
+    let upserts: Vec<_> = pending.iter().filter_map(|(_, e)| e.as_ref().ok().cloned()).collect();
+    let (columns, rows) = crate::dataset::to_rows(upserts);
+    let mut rows = rows.into_iter();
+    let events = pending
+        .into_iter()
+        .map(|(position, entry)| Event {
+            position,
+            change: match entry {
+                Ok(_) => Change::Upsert(rows.next().expect("one row per upsert")),
+                Err(key) => Change::Delete(key),
+            },
+        })
+        .collect();
+    Ok(EventBatch { columns, events, cursor: position.to_string() })
+}

@@ -1,0 +1,130 @@
+//! A source that reads files from a directory the tenant grants read-only:
+//! a data set as CSV or JSON lines (snapshots, for diff syncs) and an
+//! append-only changelog of JSON lines (events, for event syncs).
+//!
+//! Both are paged statelessly by byte offset: the page token and the event
+//! cursor are the offset to resume at, so the host can stop and resume anywhere.
+
+mod changelog;
+mod dataset;
+
+use serde::Deserialize;
+use synchost_plugin_sdk::{self as sdk, Error, EventBatch, Page, PluginInfo, Value};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "synchost:plugin/source-plugin",
+    with: {
+        "synchost:plugin/types@0.1.0": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.1.0": synchost_plugin_sdk::host,
+    },
+});
+
+/// The plugin's `config` table in the tenant file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// The data set read by snapshots, e.g. "/data/students.csv".
+    pub snapshot: Option<String>,
+    /// "csv" or "jsonl"; by default taken from the snapshot file's extension.
+    pub format: Option<Format>,
+    /// The field, or fields, whose values make a row's key (joined with ':').
+    pub key: KeyFields,
+    /// The changelog read by events: one JSON object per line,
+    /// `{"op": "upsert", "row": {...}}` or `{"op": "delete", "key": "..."}`.
+    pub changelog: Option<String>,
+    /// Rows per snapshot page.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+}
+
+fn default_page_size() -> usize {
+    5000
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Format {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum KeyFields {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl KeyFields {
+    fn names(&self) -> &[String] {
+        match self {
+            KeyFields::One(name) => std::slice::from_ref(name),
+            KeyFields::Several(names) => names,
+        }
+    }
+
+    /// The key of a row, or a message naming the key field it lacks.
+    pub(crate) fn key_of(&self, lookup: impl Fn(&str) -> Option<Value>) -> Result<String, String> {
+        let mut parts = Vec::with_capacity(self.names().len());
+        for name in self.names() {
+            match lookup(name) {
+                None | Some(Value::Null) => return Err(format!("no value for key field `{name}`")),
+                Some(value) => parts.push(sdk::value_to_text(&value)),
+            }
+        }
+        Ok(parts.join(":"))
+    }
+}
+
+/// Parses a page token or cursor: the byte offset to resume at.
+pub(crate) fn parse_offset(token: Option<String>, what: &str) -> Result<u64, Error> {
+    match token {
+        None => Ok(0),
+        Some(t) => t
+            .parse()
+            .map_err(|_| Error::Config(format!("{what} `{t}` is not a byte offset"))),
+    }
+}
+
+struct FileSource;
+
+impl exports::synchost::plugin::source::Guest for FileSource {
+    fn info() -> PluginInfo {
+        sdk::plugin_info(
+            "file-source",
+            env!("CARGO_PKG_VERSION"),
+            "Reads a CSV or JSON-lines data set and an append-only JSON-lines changelog from a granted directory",
+        )
+    }
+
+    fn snapshot(token: Option<String>) -> Result<Page, Error> {
+        let config: Config = sdk::config()?;
+        let Some(path) = config.snapshot.as_deref() else {
+            return Err(Error::Config("no `snapshot` file configured".into()));
+        };
+        let format = match config.format {
+            Some(format) => format,
+            None if path.ends_with(".csv") => Format::Csv,
+            None if path.ends_with(".jsonl") || path.ends_with(".ndjson") => Format::Jsonl,
+            None => {
+                return Err(Error::Config(format!(
+                    "cannot tell the format of `{path}`: set `format` to \"csv\" or \"jsonl\""
+                )));
+            }
+        };
+        let offset = parse_offset(token, "page token")?;
+        dataset::read_page(path, format, &config, offset)
+    }
+
+    fn events(cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
+        let config: Config = sdk::config()?;
+        let Some(path) = config.changelog.as_deref() else {
+            return Err(Error::Config("no `changelog` file configured".into()));
+        };
+        let offset = parse_offset(cursor, "cursor")?;
+        changelog::read_events(path, &config.key, offset, max as usize)
+    }
+}
+
+export!(FileSource);

@@ -1,0 +1,133 @@
+//! The guest-side kit for synchost plugins written in Rust.
+//!
+//! It generates the bindings for what every plugin shares (the `types` and `host`
+//! interfaces of `synchost:plugin`) once, and adds what each plugin would otherwise
+//! write again: reading its typed config, logging, and converting values to and
+//! from JSON. A plugin crate generates only its own world and maps the shared
+//! interfaces onto this crate:
+//!
+//! ```ignore
+//! wit_bindgen::generate!({
+//!     path: "../../wit",
+//!     world: "synchost:plugin/source-plugin",
+//!     with: {
+//!         "synchost:plugin/types@0.1.0": synchost_plugin_sdk::types,
+//!         "synchost:plugin/host@0.1.0": synchost_plugin_sdk::host,
+//!     },
+//! });
+//! ```
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        inline: "
+            package synchost:sdk;
+            world imports {
+                import synchost:plugin/types@0.1.0;
+                import synchost:plugin/host@0.1.0;
+            }
+        ",
+        world: "synchost:sdk/imports",
+        generate_unused_types: true,
+        generate_all,
+    });
+}
+
+pub use bindings::synchost::plugin::{host, types};
+pub use types::{
+    Action, Change, Error, Event, EventBatch, Operation, OperationBatch, Page, PluginInfo, Row,
+    RowBatch, RowUpdate, Value,
+};
+
+/// The version of the `synchost:plugin` WIT package this SDK was built from.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// The `info()` answer for a plugin built with this SDK.
+pub fn plugin_info(name: &str, version: &str, description: &str) -> PluginInfo {
+    PluginInfo {
+        name: name.to_string(),
+        version: version.to_string(),
+        description: description.to_string(),
+        wit_version: WIT_VERSION.to_string(),
+    }
+}
+
+/// Reads the plugin's `config` table from the tenant file into `T`.
+///
+/// A config that does not fit `T` is a [`Error::Config`] naming what is wrong,
+/// so the host stops the pipeline and shows the operator the reason.
+pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, Error> {
+    let text = host::config();
+    serde_json::from_str(&text).map_err(|e| Error::Config(format!("invalid plugin config: {e}")))
+}
+
+/// Logging through the host, which tags each line with the tenant and plugin.
+pub mod log {
+    use super::host::{self, Level};
+
+    pub fn debug(message: &str) {
+        host::log(Level::Debug, message);
+    }
+    pub fn info(message: &str) {
+        host::log(Level::Info, message);
+    }
+    pub fn warn(message: &str) {
+        host::log(Level::Warn, message);
+    }
+}
+
+/// Converts a JSON value into a field value: arrays and objects stay nested JSON
+/// text, integers that fit in 64 bits stay integers.
+pub fn value_from_json(json: serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match json {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Boolean(b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Value::Text(s),
+        nested @ (J::Array(_) | J::Object(_)) => Value::Json(nested.to_string()),
+    }
+}
+
+/// Converts a field value into JSON. Bytes become an array of numbers; nested
+/// JSON text that does not parse is kept as a string rather than lost.
+pub fn value_to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        Value::Null => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => J::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::Text(s) => J::String(s.clone()),
+        Value::Bytes(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
+        Value::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| J::String(text.clone())),
+    }
+}
+
+/// Renders a value as plain text, as a template or a key would show it.
+pub fn value_to_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Text(s) | Value::Json(s) => s.clone(),
+        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+    }
+}
+
+/// Turns a failed file or I/O operation into the WIT error the host acts on:
+/// a missing file or a denied path needs an operator; anything else may pass.
+pub fn io_error(context: &str, e: std::io::Error) -> Error {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound | K::PermissionDenied | K::InvalidInput | K::ReadOnlyFilesystem => {
+            Error::Config(format!("{context}: {e}"))
+        }
+        K::InvalidData => Error::Rejected(format!("{context}: {e}")),
+        _ => Error::Transient(format!("{context}: {e}")),
+    }
+}
