@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::plugin::{plugin_info, PluginEngine, PluginSetup};
+use crate::plugin::{PluginEngine, PluginSetup, plugin_info};
 use crate::runtime::{LoadError, Runtime, Tenants};
 use crate::state::{PipelineId, RunId, RunStatus, SqliteStore, StateStore};
 use crate::sync::SyncOptions;
@@ -110,7 +110,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => validate(&cli.config),
         Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),
-        Command::Sync { pipeline, json, max_batches } => sync(&cli.config, &pipeline, json, SyncOptions { max_batches }),
+        Command::Sync { pipeline, json, max_batches } => {
+            sync(&cli.config, &pipeline, json, SyncOptions { max_batches, ..SyncOptions::default() })
+        }
         Command::Run => {
             let runtime = load(&cli.config, Tenants::All)?;
             crate::daemon::run(runtime)?;
@@ -149,7 +151,8 @@ fn open_state(config: &Path) -> anyhow::Result<SqliteStore> {
 
 fn validate(config: &Path) -> anyhow::Result<ExitCode> {
     match Runtime::check(config, Tenants::All) {
-        Ok((config, _, _)) => {
+        Ok(checked) => {
+            let config = checked.config;
             let pipelines: usize = config.tenants.iter().map(|t| t.pipelines.len()).sum();
             let plugins: usize = config.tenants.iter().map(|t| t.plugins.len()).sum();
             println!(

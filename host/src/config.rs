@@ -70,7 +70,5 @@ fn tenant_files(host: &HostConfig, errors: &mut ConfigErrors) -> Vec<PathBuf> {
 /// Whether `name` may name a tenant, plugin or pipeline: it appears in paths,
 /// logs and the CLI (`tenant/pipeline`), so it keeps to a safe alphabet.
 pub(crate) fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }

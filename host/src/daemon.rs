@@ -7,8 +7,8 @@
 //! nothing uncommitted is marked done. A second signal exits at once; that too
 //! loses nothing, since what was not committed is read again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -32,7 +32,13 @@ async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<()> {
             continue;
         }
         let id = PipelineId::new(&tenant.name, &pipeline.name);
-        pipelines.spawn(schedule_loop(runtime.clone(), id, pipeline.schedule.clone(), stop.clone(), shutdown_seen.clone()));
+        pipelines.spawn(schedule_loop(
+            runtime.clone(),
+            id,
+            pipeline.schedule.clone(),
+            stop.clone(),
+            shutdown_seen.clone(),
+        ));
     }
     if pipelines.is_empty() {
         tracing::warn!("no pipeline has a schedule; waiting for a signal (run one with `synchost sync`)");
@@ -67,7 +73,8 @@ async fn schedule_loop(
     // a cron schedule waits for its next time.
     let mut first = matches!(schedule, Schedule::Every(_));
     loop {
-        let wait = if first { std::time::Duration::ZERO } else { schedule.wait_from(chrono::Utc::now()).unwrap_or_default() };
+        let wait =
+            if first { std::time::Duration::ZERO } else { schedule.wait_from(chrono::Utc::now()).unwrap_or_default() };
         first = false;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -78,7 +85,8 @@ async fn schedule_loop(
         }
         let (runtime, job_id, job_stop) = (runtime.clone(), id.clone(), stop.clone());
         let outcome = tokio::task::spawn_blocking(move || -> Result<SyncReport, String> {
-            let job = runtime.job(&job_id, &job_stop, SyncOptions::default())?;
+            let options = SyncOptions { forget_idle_runs: true, ..SyncOptions::default() };
+            let job = runtime.job(&job_id, &job_stop, options)?;
             job.run().map_err(|e| e.to_string())
         })
         .await;
@@ -99,14 +107,16 @@ fn log_report(report: &SyncReport) {
             upserted = s.upserted, rejected = s.rejected, failed = s.failed,
             "run finished"
         ),
-        Some(error) => tracing::warn!(pipeline = %report.pipeline, run = report.run, status = ?report.status, "run ended: {error}"),
+        Some(error) => {
+            tracing::warn!(pipeline = %report.pipeline, run = report.run, status = ?report.status, "run ended: {error}")
+        }
     }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut terminate = signal(SignalKind::terminate())?;
         tokio::select! {
             result = tokio::signal::ctrl_c() => result,

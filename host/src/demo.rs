@@ -1,5 +1,280 @@
-//! `synchost demo`: placeholder, written next.
+//! `synchost demo`: a school district's student roster (the SIS) kept in step
+//! with a learning platform (the LMS), built from nothing in a directory and
+//! narrated step by step: a diff sync, changes at the source and a manual edit
+//! at the destination, a second diff sync, an idle one, then an event sync that
+//! resumes from its cursor.
 
-pub fn run(_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::bundled;
+use crate::runtime::{Runtime, Tenants};
+use crate::state::PipelineId;
+use crate::sync::{SyncOptions, SyncReport};
+
+const STUDENTS: &str = "\
+student_id,first_name,last_name,grade,status
+1001,Ada,Lovelace,9,active
+1002,Alan,Turing,10,active
+1003,Grace,Hopper,11,active
+1004,Maria,Garcia,9,active
+1005,Kwame,Mensah,12,active
+";
+
+/// The roster after a week: Maria's family name changed, Kwame withdrew, and
+/// Li Wei enrolled.
+const STUDENTS_LATER: &str = "\
+student_id,first_name,last_name,grade,status
+1001,Ada,Lovelace,9,active
+1002,Alan,Turing,10,active
+1003,Grace,Hopper,11,active
+1004,Maria,Garcia-Lopez,9,active
+1005,Kwame,Mensah,12,withdrawn
+1006,Li,Wei,10,active
+";
+
+const FIRST_EVENTS: &str = r#"{"op":"upsert","row":{"student_id":"2001","first_name":"Noor","last_name":"Haddad","grade":"9","status":"active"}}
+{"op":"upsert","row":{"student_id":"2002","first_name":"Tomas","last_name":"Novak","grade":"11","status":"active"}}
+{"op":"upsert","row":{"student_id":"2001","first_name":"Noor","last_name":"Haddad","grade":"10","status":"active"}}
+"#;
+
+const LATER_EVENTS: &str = r#"{"op":"delete","key":"2002"}
+{"op":"upsert","row":{"student_id":"2003","first_name":"Aiko","last_name":"Tanaka","grade":"12","status":"active"}}
+"#;
+
+/// Builds the demo in `dir` (or a new temporary directory) and runs it.
+pub fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+            if std::fs::read_dir(&dir)?.next().is_some() {
+                anyhow::bail!("`{}` is not empty; the demo needs an empty or new directory", dir.display());
+            }
+            std::path::absolute(dir)?
+        }
+        None => tempfile::Builder::new().prefix("synchost-demo-").tempdir()?.keep(),
+    };
+    let config = build(&dir)?;
+    narrate(&dir, &config)
+}
+
+/// Writes the host config, the tenant file, the plugins and the SIS data.
+fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+    for sub in ["plugins", "tenants", "data/sis", "data/lms", "data/lms-live"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    for plugin in bundled::ALL {
+        std::fs::write(dir.join("plugins").join(plugin.file_name), plugin.bytes)?;
+    }
+    std::fs::write(dir.join("data/sis/students.csv"), STUDENTS)?;
+    std::fs::write(dir.join("data/sis/changes.jsonl"), "")?;
+    let config = dir.join("synchost.toml");
+    std::fs::write(
+        &config,
+        "# The host: where state, plugins and tenant files live.\n\
+         state_dir = \"state\"\nplugin_dir = \"plugins\"\ntenants_dir = \"tenants\"\n\n\
+         [limits]\ncall_timeout = \"10s\"\nmemory = \"128 MiB\"\n",
+    )?;
+    let digest = |bytes: &[u8]| hex::encode(Sha256::digest(bytes));
+    let tenant = format!(
+        r#"# The district syncs its student information system (SIS) into its
+# learning platform (LMS), twice: a nightly full diff, and live changes.
+
+[plugins.sis]
+path = "{source}"
+sha256 = "{source_digest}"
+dirs = [{{ host = "../data/sis", guest = "/sis" }}]
+config = {{ snapshot = "/sis/students.csv", changelog = "/sis/changes.jsonl", key = "student_id" }}
+
+[plugins.lms_fields]
+path = "{mapper}"
+sha256 = "{mapper_digest}"
+[plugins.lms_fields.config]
+fields = [
+  {{ name = "sis_id", from = "student_id" }},
+  {{ name = "given_name", from = "first_name" }},
+  {{ name = "family_name", from = "last_name" }},
+  {{ name = "grade", from = "grade" }},
+  {{ name = "username", template = "{{first_name|lower|first:1}}{{last_name|lower|alnum}}{{student_id}}" }},
+  {{ name = "email", template = "{{first_name|lower|alnum}}.{{last_name|lower|alnum}}@students.example.edu" }},
+]
+filter = {{ field = "status", not_equals = "withdrawn" }}
+
+[plugins.lms]
+path = "{destination}"
+sha256 = "{destination_digest}"
+dirs = [{{ host = "../data/lms", guest = "/lms", write = true }}]
+config = {{ dir = "/lms" }}
+
+[plugins.lms_live]
+path = "{destination}"
+sha256 = "{destination_digest}"
+dirs = [{{ host = "../data/lms-live", guest = "/lms", write = true }}]
+config = {{ dir = "/lms" }}
+
+[pipelines.roster]
+mode = "diff"
+source = "sis"
+transforms = ["lms_fields"]
+destination = "lms"
+schedule = "every 1h"
+
+[pipelines.live]
+mode = "event"
+source = "sis"
+transforms = ["lms_fields"]
+destination = "lms_live"
+schedule = "every 5s"
+"#,
+        source = bundled::FILE_SOURCE.file_name,
+        source_digest = digest(bundled::FILE_SOURCE.bytes),
+        mapper = bundled::FIELD_MAPPER.file_name,
+        mapper_digest = digest(bundled::FIELD_MAPPER.bytes),
+        destination = bundled::FILE_DESTINATION.file_name,
+        destination_digest = digest(bundled::FILE_DESTINATION.bytes),
+    );
+    std::fs::write(dir.join("tenants/district.toml"), tenant)?;
+    Ok(config)
+}
+
+fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
+    println!("synchost demo in {}", dir.display());
+    let runtime = Runtime::load(config, Tenants::All).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let roster = PipelineId::new("district", "roster");
+    let live = PipelineId::new("district", "live");
+    let lms = dir.join("data/lms");
+
+    step("1. First diff sync: the SIS roster (5 students) fills the empty LMS");
+    show(&sync(&runtime, &roster)?);
+    print!("{}", table(&lms)?);
+
+    step(
+        "2. A week later: Maria's family name changes, Kwame withdraws, Li Wei enrolls;\n   meanwhile an LMS admin adds a field the sync does not own to Ada's record",
+    );
+    std::fs::write(dir.join("data/sis/students.csv"), STUDENTS_LATER)?;
+    add_manual_field(&lms, "1001", "homeroom", "B12")?;
+    show(&sync(&runtime, &roster)?);
+    print!("{}", table(&lms)?);
+    println!("   (Ada's `homeroom` survived: only the fields the transform emits are owned)");
+
+    step("3. Nothing changed at the source: the next diff sync changes nothing");
+    show(&sync(&runtime, &roster)?);
+
+    step("4. Event sync: three changes arrive on the SIS changelog (Noor's grade twice)");
+    append(&dir.join("data/sis/changes.jsonl"), FIRST_EVENTS)?;
+    show(&sync(&runtime, &live)?);
+    print!("{}", table(&dir.join("data/lms-live"))?);
+
+    step("5. Two more events (Tomas leaves, Aiko arrives): the sync resumes from its cursor");
+    append(&dir.join("data/sis/changes.jsonl"), LATER_EVENTS)?;
+    show(&sync(&runtime, &live)?);
+    print!("{}", table(&dir.join("data/lms-live"))?);
+
+    step("Explore");
+    println!("   synchost --config {} runs list", config.display());
+    println!("   synchost --config {} validate", config.display());
+    println!("   synchost --config {} run        # both pipelines on their schedules", config.display());
+    Ok(())
+}
+
+fn step(title: &str) {
+    println!("\n{title}");
+}
+
+fn sync(runtime: &Runtime, id: &PipelineId) -> anyhow::Result<SyncReport> {
+    let stop = AtomicBool::new(false);
+    let report = runtime.job(id, &stop, SyncOptions::default()).map_err(anyhow::Error::msg)?.run()?;
+    if let Some(error) = &report.error {
+        anyhow::bail!("the demo's sync of {id} failed: {error}");
+    }
+    Ok(report)
+}
+
+fn show(report: &SyncReport) {
+    let s = &report.stats;
+    match report.mode {
+        crate::config::Mode::Diff => println!(
+            "   run {}: read {} rows, {} desired, destination had {} -> created {}, updated {}, deleted {}, unchanged {}",
+            report.run, s.read, s.desired, s.destination, s.created, s.updated, s.deleted, s.unchanged
+        ),
+        crate::config::Mode::Event => println!(
+            "   run {}: {} events in {} batch(es), cursor {} -> {} -> upserted {}, deleted {}",
+            report.run,
+            s.read,
+            s.batches,
+            s.cursor_before.as_deref().unwrap_or("(start)"),
+            s.cursor_after.as_deref().unwrap_or("-"),
+            s.upserted,
+            s.deleted
+        ),
+    }
+}
+
+/// The destination's records, read from its files, as a small table.
+fn table(dir: &Path) -> anyhow::Result<String> {
+    let mut records = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")) {
+            for line in std::fs::read_to_string(&path)?.lines().filter(|l| !l.trim().is_empty()) {
+                records.push(serde_json::from_str::<serde_json::Value>(line)?);
+            }
+        }
+    }
+    records.sort_by_key(|r| r["key"].as_str().unwrap_or_default().to_string());
+    let mut out = String::new();
+    for record in records {
+        let f = &record["fields"];
+        let text = |name: &str| f[name].as_str().unwrap_or("").to_string();
+        let mut extra = String::new();
+        if let Some(homeroom) = f.get("homeroom") {
+            write!(extra, "  homeroom={}", homeroom.as_str().unwrap_or_default())?;
+        }
+        writeln!(
+            out,
+            "   {:<5} {:<20} grade {:<3} {:<18} {}{extra}",
+            record["key"].as_str().unwrap_or_default(),
+            format!("{} {}", text("given_name"), text("family_name")),
+            text("grade"),
+            text("username"),
+            text("email")
+        )?;
+    }
+    Ok(out)
+}
+
+/// Edits a destination record by hand, as an LMS admin would.
+fn add_manual_field(dir: &Path, key: &str, field: &str, value: &str) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        if !text.contains(&format!("\"key\":\"{key}\"")) {
+            continue;
+        }
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let mut record: serde_json::Value = serde_json::from_str(line)?;
+            if record["key"] == key {
+                record["fields"][field] = value.into();
+            }
+            lines.push(record.to_string());
+        }
+        std::fs::write(&path, lines.join("\n") + "\n")?;
+        return Ok(());
+    }
+    anyhow::bail!("no record `{key}` in `{}`", dir.display())
+}
+
+fn append(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }

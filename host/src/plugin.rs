@@ -16,6 +16,6 @@ mod kind;
 
 pub use bindings::types;
 pub use engine::{CompiledPlugin, PluginEngine};
-pub use error::{describe, PluginError, WitError};
-pub use instance::{plugin_info, DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed};
+pub use error::{PluginError, WitError, describe};
+pub use instance::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, plugin_info};
 pub use kind::{PluginKind, WIT_PACKAGE, WIT_VERSION};

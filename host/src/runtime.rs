@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::config::{Config, ConfigError, ConfigErrors, Role, TenantConfig};
 use crate::plugin::{CompiledPlugin, PluginEngine, PluginKind};
@@ -30,42 +30,50 @@ pub enum Tenants<'a> {
     Only(&'a str),
 }
 
+/// Tenant → plugin name → compiled plugin.
+type TenantPlugins = BTreeMap<String, BTreeMap<String, Arc<CompiledPlugin>>>;
+
 /// The host: configuration, compiled plugins and state.
 pub struct Runtime {
     pub config: Config,
     pub engine: PluginEngine,
     pub state: Arc<dyn StateStore>,
-    /// Tenant → plugin name → compiled plugin.
-    plugins: BTreeMap<String, BTreeMap<String, Arc<CompiledPlugin>>>,
+    plugins: TenantPlugins,
+}
+
+/// A configuration whose plugins compiled and fit their pipelines.
+pub struct Checked {
+    pub config: Config,
+    engine: PluginEngine,
+    plugins: TenantPlugins,
 }
 
 impl Runtime {
     /// Loads the configuration at `path`, compiles and checks the plugins of the
     /// chosen tenants, and opens the state store.
     pub fn load(path: &Path, tenants: Tenants<'_>) -> Result<Runtime, LoadError> {
-        let (config, engine, plugins) = Self::check(path, tenants)?;
+        let Checked { config, engine, plugins } = Self::check(path, tenants)?;
         let state = Arc::new(SqliteStore::open(&config.host.state_dir)?);
         Ok(Runtime { config, engine, state, plugins })
     }
 
     /// Everything `load` checks, without opening the state: what `synchost
     /// validate` runs.
-    #[allow(clippy::type_complexity)]
-    pub fn check(
-        path: &Path,
-        tenants: Tenants<'_>,
-    ) -> Result<(Config, PluginEngine, BTreeMap<String, BTreeMap<String, Arc<CompiledPlugin>>>), LoadError> {
+    pub fn check(path: &Path, tenants: Tenants<'_>) -> Result<Checked, LoadError> {
         let config = Config::load(path)?;
-        if let Tenants::Only(name) = tenants {
-            if config.tenant(name).is_none() {
-                let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
-                return Err(ConfigErrors::from(ConfigError::new(
-                    crate::config::Location::file(&config.host.tenants_dir),
-                    "",
-                    format!("no tenant `{name}` (tenants: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
-                ))
-                .into());
-            }
+        if let Tenants::Only(name) = tenants
+            && config.tenant(name).is_none()
+        {
+            let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+            return Err(ConfigErrors::from(ConfigError::new(
+                crate::config::Location::file(&config.host.tenants_dir),
+                "",
+                format!(
+                    "no tenant `{name}` (tenants: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            ))
+            .into());
         }
         let engine = PluginEngine::new().map_err(LoadError::Engine)?;
         let mut errors = ConfigErrors::default();
@@ -82,17 +90,23 @@ impl Runtime {
             }
         }
         errors.into_result(())?;
-        Ok((config, engine, plugins))
+        Ok(Checked { config, engine, plugins })
     }
 
     /// The sync job for one pipeline.
-    pub fn job<'a>(&'a self, id: &PipelineId, stop: &'a AtomicBool, options: SyncOptions) -> Result<SyncJob<'a>, String> {
+    pub fn job<'a>(
+        &'a self,
+        id: &PipelineId,
+        stop: &'a AtomicBool,
+        options: SyncOptions,
+    ) -> Result<SyncJob<'a>, String> {
         let tenant = self.config.tenant(&id.tenant).ok_or_else(|| format!("no tenant `{}`", id.tenant))?;
         let pipeline = tenant.pipelines.get(&id.pipeline).ok_or_else(|| {
             let known: Vec<&str> = tenant.pipelines.keys().map(String::as_str).collect();
             format!("tenant `{}` has no pipeline `{}` (it has: {})", id.tenant, id.pipeline, known.join(", "))
         })?;
-        let plugins = self.plugins.get(&tenant.name).ok_or_else(|| format!("tenant `{}` was not loaded", tenant.name))?;
+        let plugins =
+            self.plugins.get(&tenant.name).ok_or_else(|| format!("tenant `{}` was not loaded", tenant.name))?;
         Ok(SyncJob { engine: &self.engine, state: self.state.as_ref(), tenant, pipeline, plugins, stop, options })
     }
 
@@ -108,7 +122,10 @@ impl Runtime {
 
 /// Compiles a tenant's plugins and checks that each pipeline uses each plugin
 /// in the part its kind plays.
-fn compile_tenant(engine: &PluginEngine, tenant: &TenantConfig) -> Result<BTreeMap<String, Arc<CompiledPlugin>>, ConfigErrors> {
+fn compile_tenant(
+    engine: &PluginEngine,
+    tenant: &TenantConfig,
+) -> Result<BTreeMap<String, Arc<CompiledPlugin>>, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let mut compiled = BTreeMap::new();
     for plugin in tenant.plugins.values() {
@@ -116,7 +133,11 @@ fn compile_tenant(engine: &PluginEngine, tenant: &TenantConfig) -> Result<BTreeM
         let bytes = match std::fs::read(&plugin.path) {
             Ok(bytes) => bytes,
             Err(e) => {
-                errors.push(ConfigError::new(plugin.location.clone(), key, format!("cannot read `{}`: {e}", plugin.path.display())));
+                errors.push(ConfigError::new(
+                    plugin.location.clone(),
+                    key,
+                    format!("cannot read `{}`: {e}", plugin.path.display()),
+                ));
                 continue;
             }
         };
@@ -125,7 +146,12 @@ fn compile_tenant(engine: &PluginEngine, tenant: &TenantConfig) -> Result<BTreeM
             Ok(c) if c.digest != plugin.sha256 => errors.push(ConfigError::new(
                 plugin.location.clone(),
                 format!("plugins.{}.sha256", plugin.name),
-                format!("digest mismatch for `{}`: the file has {}, the tenant file pins {}", plugin.path.display(), c.digest, plugin.sha256),
+                format!(
+                    "digest mismatch for `{}`: the file has {}, the tenant file pins {}",
+                    plugin.path.display(),
+                    c.digest,
+                    plugin.sha256
+                ),
             )),
             Ok(c) => {
                 compiled.insert(plugin.name.clone(), c);
@@ -145,7 +171,10 @@ fn compile_tenant(engine: &PluginEngine, tenant: &TenantConfig) -> Result<BTreeM
                 errors.push(ConfigError::new(
                     reference.location.clone(),
                     reference.key.clone(),
-                    format!("plugin `{}` is a {} plugin, but this place needs a {wanted} plugin", reference.plugin, plugin.kind),
+                    format!(
+                        "plugin `{}` is a {} plugin, but this place needs a {wanted} plugin",
+                        reference.plugin, plugin.kind
+                    ),
                 ));
             }
         }

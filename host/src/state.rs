@@ -148,6 +148,9 @@ pub trait StateStore: Send + Sync {
 
     fn finish_run(&self, run: RunId, status: RunStatus, stats: &RunStats, error: Option<&str>) -> StateResult<()>;
 
+    /// Removes the record of a run that did nothing worth keeping.
+    fn forget_run(&self, run: RunId) -> StateResult<()>;
+
     /// The cursor an event pipeline resumes after; `None` before its first batch.
     fn cursor(&self, pipeline: &PipelineId) -> StateResult<Option<String>>;
 

@@ -7,8 +7,8 @@ mod event;
 mod values;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
@@ -39,6 +39,9 @@ pub struct SyncReport {
 pub struct SyncOptions {
     /// Event syncs: stop after this many batches even if more events wait.
     pub max_batches: Option<u64>,
+    /// Event syncs: drop the record of a run that found nothing to do, so that
+    /// a daemon polling every second does not fill the run history.
+    pub forget_idle_runs: bool,
 }
 
 /// Everything one sync needs.
@@ -92,10 +95,7 @@ impl SyncJob<'_> {
     /// that failed, recorded and reported.
     pub fn run(&self) -> Result<SyncReport, StateError> {
         let id = self.id();
-        let digests = self
-            .plugin_names()
-            .map(|name| (name.to_string(), self.plugins[name].digest.clone()))
-            .collect();
+        let digests = self.plugin_names().map(|name| (name.to_string(), self.plugins[name].digest.clone())).collect();
         let run = self.state.start_run(&id, self.pipeline.mode, &digests)?;
         let mut progress = Progress { stats: RunStats::default(), failures: Vec::new() };
         let outcome = match self.pipeline.mode {
@@ -112,9 +112,12 @@ impl SyncJob<'_> {
             }
             Err(e) => (RunStatus::Failed, Some(e.to_string())),
         };
-        // A state error during the run (a batch that could not commit) is
-        // reported as the run's error too; the run record still gets its end.
-        self.state.finish_run(run, status, &progress.stats, error.as_deref())?;
+        let idle = status == RunStatus::Succeeded && progress.stats.read == 0 && progress.stats.batches == 0;
+        if idle && self.pipeline.mode == Mode::Event && self.options.forget_idle_runs {
+            self.state.forget_run(run)?;
+        } else {
+            self.state.finish_run(run, status, &progress.stats, error.as_deref())?;
+        }
         Ok(SyncReport {
             run,
             pipeline: id,
@@ -166,10 +169,17 @@ pub(crate) struct TransformChain {
     stages: Vec<TransformInstance>,
 }
 
+/// Rows that came out of the transforms.
+pub(crate) struct TransformedRows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+    /// For each row, the index of the input row it came from.
+    pub origins: Vec<u32>,
+}
+
 impl TransformChain {
-    /// Runs a batch through every stage. Returns the output rows and, for each,
-    /// the index of the input row it came from.
-    pub(crate) fn apply(&mut self, columns: Vec<String>, rows: Vec<Row>) -> Result<(Vec<String>, Vec<Row>, Vec<u32>), PluginError> {
+    /// Runs a batch through every stage.
+    pub(crate) fn apply(&mut self, columns: Vec<String>, rows: Vec<Row>) -> Result<TransformedRows, PluginError> {
         let mut origins: Vec<u32> = (0..rows.len() as u32).collect();
         let mut batch = RowBatch { columns, rows };
         for stage in &mut self.stages {
@@ -177,6 +187,6 @@ impl TransformChain {
             origins = out.origins.iter().map(|&o| origins[o as usize]).collect();
             batch = RowBatch { columns: out.columns, rows: out.rows };
         }
-        Ok((batch.columns, batch.rows, origins))
+        Ok(TransformedRows { columns: batch.columns, rows: batch.rows, origins })
     }
 }

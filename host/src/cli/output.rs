@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::plugin::types::PluginInfo;
 use crate::plugin::CompiledPlugin;
+use crate::plugin::types::PluginInfo;
 use crate::state::{RunRecord, RunStats};
 use crate::sync::SyncReport;
 
@@ -65,8 +65,16 @@ fn status_word(status: crate::state::RunStatus) -> &'static str {
 fn print_stats(stats: &RunStats) {
     match (&stats.cursor_before, &stats.cursor_after) {
         (before, Some(after)) => {
-            println!("  read {} events in {} batch(es); cursor {} -> {after}", stats.read, stats.batches, before.as_deref().unwrap_or("(start)"));
-            println!("  upserted {}, deleted {}, rejected {}, failed {}", stats.upserted, stats.deleted, stats.rejected, stats.failed);
+            println!(
+                "  read {} events in {} batch(es); cursor {} -> {after}",
+                stats.read,
+                stats.batches,
+                before.as_deref().unwrap_or("(start)")
+            );
+            println!(
+                "  upserted {}, deleted {}, rejected {}, failed {}",
+                stats.upserted, stats.deleted, stats.rejected, stats.failed
+            );
         }
         _ => {
             println!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::{parse_toml, ConfigError, ConfigErrors, Location};
+use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 
 /// Host settings, with every path made absolute.
 #[derive(Debug, Clone)]
@@ -98,9 +98,8 @@ impl LimitsFile {
 impl HostConfig {
     /// Reads `synchost.toml`; relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> Result<HostConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(Location::file(path), "", format!("cannot read the host config: {e}"))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(Location::file(path), "", format!("cannot read the host config: {e}")))?;
         let file: HostFile = parse_toml(path, &text)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);

@@ -30,9 +30,9 @@ impl FromStr for Schedule {
             }
             return Ok(Schedule::Every(interval));
         }
-        croner::Cron::from_str(text).map(|c| Schedule::Cron(Box::new(c))).map_err(|e| {
-            format!("`{text}` is neither \"manual\", \"every <duration>\" nor a cron expression ({e})")
-        })
+        croner::Cron::from_str(text)
+            .map(|c| Schedule::Cron(Box::new(c)))
+            .map_err(|e| format!("`{text}` is neither \"manual\", \"every <duration>\" nor a cron expression ({e})"))
     }
 }
 

@@ -8,10 +8,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use super::error::{parse_toml, ConfigError, ConfigErrors, Location};
+use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use super::host_file::{HostConfig, Limits, LimitsFile};
-use super::schedule::Schedule;
 use super::is_valid_name;
+use super::schedule::Schedule;
 
 /// One tenant, checked.
 #[derive(Debug, Clone)]
@@ -174,7 +174,8 @@ impl TenantConfig {
 
         // References are checked against every declared plugin, so a plugin
         // whose own entry has an error is not reported missing as well.
-        let declared: std::collections::BTreeSet<String> = file.plugins.keys().map(|name| name.get_ref().clone()).collect();
+        let declared: std::collections::BTreeSet<String> =
+            file.plugins.keys().map(|name| name.get_ref().clone()).collect();
         let mut plugins = BTreeMap::new();
         for (plugin_name, entry) in file.plugins {
             match checker.plugin(plugin_name.get_ref(), plugin_name.span().start, entry) {
@@ -216,7 +217,11 @@ impl Checker<'_> {
         let table = format!("plugins.{name}");
         let mut errors = ConfigErrors::default();
         if !is_valid_name(name) {
-            errors.push(self.error(name_at, table.clone(), format!("`{name}` is not a valid plugin name: use letters, digits, `_` and `-`")));
+            errors.push(self.error(
+                name_at,
+                table.clone(),
+                format!("`{name}` is not a valid plugin name: use letters, digits, `_` and `-`"),
+            ));
         }
         let path = self.host.plugin_dir.join(entry.path.get_ref());
         let pinned = entry.sha256.get_ref().trim().to_ascii_lowercase();
@@ -239,7 +244,10 @@ impl Checker<'_> {
                     errors.push(self.error(
                         entry.sha256.span().start,
                         format!("{table}.sha256"),
-                        format!("digest mismatch for `{}`: the file has {actual}, the tenant file pins {pinned}", path.display()),
+                        format!(
+                            "digest mismatch for `{}`: the file has {actual}, the tenant file pins {pinned}",
+                            path.display()
+                        ),
                     ));
                 }
             }
@@ -294,7 +302,11 @@ impl Checker<'_> {
         let table = format!("pipelines.{name}");
         let mut errors = ConfigErrors::default();
         if !is_valid_name(name) {
-            errors.push(self.error(name_at, table.clone(), format!("`{name}` is not a valid pipeline name: use letters, digits, `_` and `-`")));
+            errors.push(self.error(
+                name_at,
+                table.clone(),
+                format!("`{name}` is not a valid pipeline name: use letters, digits, `_` and `-`"),
+            ));
         }
         let mut references = Vec::new();
         let mut reference = |role: Role, key: String, plugin: &Spanned<String>, errors: &mut ConfigErrors| {
@@ -322,7 +334,11 @@ impl Checker<'_> {
         let schedule = match &entry.schedule {
             None => Schedule::Manual,
             Some(text) => text.get_ref().parse().unwrap_or_else(|e| {
-                errors.push(self.error(text.span().start, format!("{table}.schedule"), format!("invalid schedule {e}")));
+                errors.push(self.error(
+                    text.span().start,
+                    format!("{table}.schedule"),
+                    format!("invalid schedule {e}"),
+                ));
                 Schedule::Manual
             }),
         };
@@ -334,7 +350,8 @@ impl Checker<'_> {
             Some(v) => *v.get_ref(),
             None => default,
         };
-        let max_batch = positive(&entry.max_batch.map(|v| Spanned::new(v.span(), *v.get_ref() as usize)), "max_batch", 1000) as u32;
+        let max_batch =
+            positive(&entry.max_batch.map(|v| Spanned::new(v.span(), *v.get_ref() as usize)), "max_batch", 1000) as u32;
         let apply_batch = positive(&entry.apply_batch, "apply_batch", 500);
         errors.into_result(PipelineConfig {
             name: name.to_string(),

@@ -13,7 +13,7 @@ use wasmtime::{Config, Engine};
 use super::bindings::{DestinationPluginPre, SourcePlugin, SourcePluginPre, TransformPluginPre};
 use super::ctx::PluginCtx;
 use super::error::PluginError;
-use super::kind::{is_compatible, PluginKind, WIT_PACKAGE, WIT_VERSION};
+use super::kind::{PluginKind, WIT_PACKAGE, WIT_VERSION, is_compatible};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -91,7 +91,8 @@ impl PluginEngine {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
                 return Err(not_a_component(
-                    "it is a core WebAssembly module; build the plugin for wasm32-wasip2, which makes a component".into(),
+                    "it is a core WebAssembly module; build the plugin for wasm32-wasip2, which makes a component"
+                        .into(),
                 ));
             }
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
@@ -131,11 +132,14 @@ impl PluginEngine {
             });
         }
 
-        let link_error = |e: wasmtime::Error| PluginError::Link { plugin: plugin.to_string(), detail: format!("{e:#}") };
+        let link_error =
+            |e: wasmtime::Error| PluginError::Link { plugin: plugin.to_string(), detail: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
         let pre = match kind {
             PluginKind::Source => WorldPre::Source(SourcePluginPre::new(instance_pre).map_err(link_error)?),
-            PluginKind::Destination => WorldPre::Destination(DestinationPluginPre::new(instance_pre).map_err(link_error)?),
+            PluginKind::Destination => {
+                WorldPre::Destination(DestinationPluginPre::new(instance_pre).map_err(link_error)?)
+            }
             PluginKind::Transform => WorldPre::Transform(TransformPluginPre::new(instance_pre).map_err(link_error)?),
         };
         Ok(CompiledPlugin { digest, kind, wit_version, pre })

@@ -44,9 +44,7 @@ pub enum PluginError {
     #[error("plugin `{plugin}` exports several plugin interfaces ({kinds}); a plugin implements one world")]
     SeveralKinds { plugin: String, kinds: String },
 
-    #[error(
-        "plugin `{plugin}` was built against {package}@{found}, but this host supports {package}@{supported}"
-    )]
+    #[error("plugin `{plugin}` was built against {package}@{found}, but this host supports {package}@{supported}")]
     IncompatibleVersion { plugin: String, package: &'static str, found: String, supported: String },
 
     #[error("plugin `{plugin}` cannot be linked: {detail}")]

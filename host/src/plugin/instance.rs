@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use wasmtime::Store;
 
-use super::bindings::{DestinationPlugin, SourcePlugin, TransformPlugin};
 pub use super::bindings::Transformed;
+use super::bindings::{DestinationPlugin, SourcePlugin, TransformPlugin};
 use super::ctx::PluginCtx;
-use super::engine::{CompiledPlugin, PluginEngine, WorldPre, EPOCH_TICK};
+use super::engine::{CompiledPlugin, EPOCH_TICK, PluginEngine, WorldPre};
 use super::error::{PluginError, WitError};
 use super::kind::PluginKind;
 use super::types::{EventBatch, OperationBatch, Page, PluginInfo, Row, RowBatch};
@@ -176,7 +176,9 @@ impl SourceInstance {
         let result = self.sandbox.call("events", |store| source.call_events(store, cursor, max))?;
         let batch = self.sandbox.returned("events", result)?;
         if batch.events.len() > max as usize {
-            return Err(self.sandbox.contract("events", format!("returned {} events, asked for at most {max}", batch.events.len())));
+            return Err(self
+                .sandbox
+                .contract("events", format!("returned {} events, asked for at most {max}", batch.events.len())));
         }
         for event in &batch.events {
             if let super::types::Change::Upsert(row) = &event.change {
@@ -214,16 +216,14 @@ impl TransformInstance {
         let out = self.sandbox.returned("transform", result)?;
         self.sandbox.check_rows("transform", &out.columns, &out.rows)?;
         if out.origins.len() != out.rows.len() {
-            return Err(self.sandbox.contract(
-                "transform",
-                format!("returned {} rows but {} origins", out.rows.len(), out.origins.len()),
-            ));
+            return Err(self
+                .sandbox
+                .contract("transform", format!("returned {} rows but {} origins", out.rows.len(), out.origins.len())));
         }
         if let Some(origin) = out.origins.iter().find(|&&o| o as usize >= batch.rows.len()) {
-            return Err(self.sandbox.contract(
-                "transform",
-                format!("origin {origin} is past the {} input rows", batch.rows.len()),
-            ));
+            return Err(self
+                .sandbox
+                .contract("transform", format!("origin {origin} is past the {} input rows", batch.rows.len())));
         }
         Ok(out)
     }
@@ -274,7 +274,11 @@ impl DestinationInstance {
 }
 
 /// Instantiates any compiled plugin and asks for its `info()`.
-pub fn plugin_info(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<PluginInfo, PluginError> {
+pub fn plugin_info(
+    engine: &PluginEngine,
+    compiled: &CompiledPlugin,
+    setup: &PluginSetup,
+) -> Result<PluginInfo, PluginError> {
     match compiled.kind {
         PluginKind::Source => SourceInstance::new(engine, compiled, setup)?.info(),
         PluginKind::Destination => DestinationInstance::new(engine, compiled, setup)?.info(),

@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    now, DeadLetter, NewDeadLetter, PipelineId, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore,
+    DeadLetter, NewDeadLetter, PipelineId, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult, StateStore,
+    now,
 };
 use crate::config::Mode;
 
@@ -95,7 +95,8 @@ impl SqliteStore {
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = connection.transaction().map_err(failed("cannot begin a migration"))?;
             tx.execute_batch(migration).map_err(failed(format!("migration {} failed", i + 1)))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(failed("cannot record the schema version"))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(failed("cannot record the schema version"))?;
             tx.commit().map_err(failed("cannot commit a migration"))?;
         }
         Ok(SqliteStore { connection: Mutex::new(connection) })
@@ -136,7 +137,14 @@ impl StateStore for SqliteStore {
             .execute(
                 "INSERT INTO runs (tenant, pipeline, mode, status, started_at, stats, plugins)
                  VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
-                params![pipeline.tenant, pipeline.pipeline, mode.to_string(), now(), to_json(&RunStats::default()), to_json(plugins)],
+                params![
+                    pipeline.tenant,
+                    pipeline.pipeline,
+                    mode.to_string(),
+                    now(),
+                    to_json(&RunStats::default()),
+                    to_json(plugins)
+                ],
             )
             .map_err(failed(format!("cannot record a run of {pipeline}")))?;
         Ok(connection.last_insert_rowid())
@@ -149,6 +157,13 @@ impl StateStore for SqliteStore {
                 params![run, status.as_str(), now(), to_json(stats), error],
             )
             .map_err(failed(format!("cannot record the end of run {run}")))?;
+        Ok(())
+    }
+
+    fn forget_run(&self, run: RunId) -> StateResult<()> {
+        self.connection()
+            .execute("DELETE FROM runs WHERE id = ?1", params![run])
+            .map_err(failed(format!("cannot forget run {run}")))?;
         Ok(())
     }
 
@@ -217,9 +232,8 @@ impl StateStore for SqliteStore {
                  ORDER BY id DESC LIMIT ?3",
             )
             .map_err(failed("cannot list runs"))?;
-        let rows = query
-            .query_map(params![tenant, name, limit as i64], run_from_row)
-            .map_err(failed("cannot list runs"))?;
+        let rows =
+            query.query_map(params![tenant, name, limit as i64], run_from_row).map_err(failed("cannot list runs"))?;
         rows.collect::<Result<_, _>>().map_err(failed("cannot list runs"))
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::values::{row_to_json, values_equal};
 use super::{Halt, Progress, SyncJob};
 use crate::plugin::types::{Action, Operation, OperationBatch, Row, RowUpdate, Value};
-use crate::plugin::{describe, DestinationInstance, WitError};
+use crate::plugin::{DestinationInstance, WitError, describe};
 use crate::state::RunId;
 
 /// Rows by key, values in the order of the owned columns.
@@ -56,12 +56,12 @@ fn read_desired(job: &SyncJob<'_>, progress: &mut Progress) -> Result<DataSet, H
         }
         let page = source.snapshot(token.as_deref())?;
         progress.stats.read += page.rows.len() as u64;
-        let (columns, rows, _) = transforms.apply(page.columns, page.rows)?;
+        let out = transforms.apply(page.columns, page.rows)?;
         if desired.columns.is_empty() {
-            desired.columns = columns.clone();
+            desired.columns = out.columns.clone();
         }
-        let positions = positions_in(&desired.columns, &columns);
-        for row in rows {
+        let positions = positions_in(&desired.columns, &out.columns);
+        for row in out.rows {
             let values = project(&positions, row.values);
             if desired.rows.insert(row.key.clone(), values).is_some() {
                 return Err(Halt::Refused(format!(
@@ -79,7 +79,11 @@ fn read_desired(job: &SyncJob<'_>, progress: &mut Progress) -> Result<DataSet, H
     Ok(desired)
 }
 
-fn read_actual(destination: &mut DestinationInstance, owned: &[String], progress: &mut Progress) -> Result<DataSet, Halt> {
+fn read_actual(
+    destination: &mut DestinationInstance,
+    owned: &[String],
+    progress: &mut Progress,
+) -> Result<DataSet, Halt> {
     let mut actual = DataSet { columns: owned.to_vec(), rows: HashMap::new() };
     let mut token: Option<String> = None;
     loop {
@@ -104,10 +108,7 @@ fn positions_in(wanted: &[String], columns: &[String]) -> Vec<Option<usize>> {
 
 /// Picks the wanted values out of a row; a missing column is null.
 fn project(positions: &[Option<usize>], mut values: Vec<Value>) -> Vec<Value> {
-    positions
-        .iter()
-        .map(|p| p.map_or(Value::Null, |i| std::mem::replace(&mut values[i], Value::Null)))
-        .collect()
+    positions.iter().map(|p| p.map_or(Value::Null, |i| std::mem::replace(&mut values[i], Value::Null))).collect()
 }
 
 fn plan(desired: &DataSet, actual: &DataSet) -> Plan {
@@ -241,10 +242,7 @@ mod tests {
 
     #[test]
     fn projection_fills_missing_columns_with_null() {
-        let positions = positions_in(
-            &["a".to_string(), "b".to_string()],
-            &["b".to_string(), "extra".to_string()],
-        );
+        let positions = positions_in(&["a".to_string(), "b".to_string()], &["b".to_string(), "extra".to_string()]);
         let values = project(&positions, vec![Value::Integer(2), Value::Integer(99)]);
         assert_eq!(values, vec![Value::Null, Value::Integer(2)]);
     }

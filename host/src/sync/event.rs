@@ -10,7 +10,7 @@ use super::diff::action_key;
 use super::values::row_to_json;
 use super::{Halt, Progress, SyncJob};
 use crate::plugin::types::{Action, Change, EventBatch, Operation, OperationBatch, Row};
-use crate::plugin::{describe, WitError};
+use crate::plugin::{WitError, describe};
 use crate::state::{NewDeadLetter, RunId};
 
 pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
@@ -44,9 +44,10 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
 
         let mut dead_letters = Vec::new();
         for chunk in operations.chunks(job.pipeline.apply_batch) {
-            let batch = OperationBatch { columns: columns.clone(), operations: chunk.iter().map(|(_, op)| op.clone()).collect() };
+            let operations = chunk.iter().map(|e| e.operation.clone()).collect();
+            let batch = OperationBatch { columns: columns.clone(), operations };
             let outcomes = destination.apply(&batch)?;
-            for ((position, op), outcome) in chunk.iter().zip(outcomes) {
+            for (EventOperation { position, operation: op }, outcome) in chunk.iter().zip(outcomes) {
                 match outcome {
                     Ok(()) => match op.action {
                         Action::Delete(_) => progress.stats.deleted += 1,
@@ -97,14 +98,20 @@ fn commit(
         .map_err(|e| Halt::Refused(e.to_string()))
 }
 
-/// The operations for a batch of events, in event order, each with the
-/// position of its event: an upsert becomes the upserts of the rows the
-/// transforms made of it; a delete passes through by key.
+/// An operation with the source position of the event it came from.
+struct EventOperation {
+    position: String,
+    operation: Operation,
+}
+
+/// The operations for a batch of events, in event order, and the columns of
+/// their rows: an upsert becomes the upserts of the rows the transforms made
+/// of it; a delete passes through by key.
 fn operations_for(
     job: &SyncJob<'_>,
     transforms: &mut super::TransformChain,
     batch: EventBatch,
-) -> Result<(Vec<String>, Vec<(String, Operation)>), Halt> {
+) -> Result<(Vec<String>, Vec<EventOperation>), Halt> {
     let mut upsert_rows: Vec<Row> = Vec::new();
     let mut upsert_events: Vec<usize> = Vec::new();
     for (i, event) in batch.events.iter().enumerate() {
@@ -113,11 +120,11 @@ fn operations_for(
             upsert_events.push(i);
         }
     }
-    let (columns, rows, origins) = transforms.apply(batch.columns, upsert_rows)?;
+    let out = transforms.apply(batch.columns, upsert_rows)?;
 
     // Rows out, grouped by the event they came from, in order.
     let mut rows_of_event: Vec<Vec<Row>> = vec![Vec::new(); batch.events.len()];
-    for (row, origin) in rows.into_iter().zip(origins) {
+    for (row, origin) in out.rows.into_iter().zip(out.origins) {
         rows_of_event[upsert_events[origin as usize]].push(row);
     }
     let id = job.id();
@@ -127,17 +134,18 @@ fn operations_for(
         match event.change {
             Change::Upsert(_) => {
                 for row in rows {
-                    let op = Operation { idempotency_key: idempotency_key(&row.key), action: Action::Upsert(row) };
-                    operations.push((event.position.clone(), op));
+                    let operation =
+                        Operation { idempotency_key: idempotency_key(&row.key), action: Action::Upsert(row) };
+                    operations.push(EventOperation { position: event.position.clone(), operation });
                 }
             }
             Change::Delete(key) => {
-                let op = Operation { idempotency_key: idempotency_key(&key), action: Action::Delete(key) };
-                operations.push((event.position.clone(), op));
+                let operation = Operation { idempotency_key: idempotency_key(&key), action: Action::Delete(key) };
+                operations.push(EventOperation { position: event.position.clone(), operation });
             }
         }
     }
-    Ok((columns, operations))
+    Ok((out.columns, operations))
 }
 
 fn operation_json(columns: &[String], action: &Action) -> serde_json::Value {

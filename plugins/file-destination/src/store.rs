@@ -106,9 +106,8 @@ impl DataSet {
                         if line.trim().is_empty() {
                             continue;
                         }
-                        let record: Record = serde_json::from_str(&line).map_err(|e| {
-                            Error::Config(format!("`{path}` at byte {line_start}: not a record: {e}"))
-                        })?;
+                        let record: Record = serde_json::from_str(&line)
+                            .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a record: {e}")))?;
                         records.push(record);
                     }
                     if records.len() == page_size {
@@ -205,10 +204,10 @@ fn apply_one(
         }
         record.last_op = Some(idempotency_key.to_string());
     };
-    if let Some(existing) = records.get(action_key(action)) {
-        if existing.last_op.as_deref() == Some(idempotency_key) {
-            return Ok(());
-        }
+    if let Some(existing) = records.get(action_key(action))
+        && existing.last_op.as_deref() == Some(idempotency_key)
+    {
+        return Ok(());
     }
     match action {
         // A create that finds the record (a replay after a crash, or a record

@@ -14,8 +14,19 @@ use crate::KeyFields;
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 enum Entry {
     /// The full new state of a record; its key comes from the key fields unless given.
-    Upsert { key: Option<String>, row: BTreeMap<String, serde_json::Value> },
-    Delete { key: String },
+    Upsert {
+        key: Option<String>,
+        row: BTreeMap<String, serde_json::Value>,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+/// An event read, before its row is laid out with the batch's columns.
+enum Pending {
+    Upsert(String, BTreeMap<String, serde_json::Value>),
+    Delete(String),
 }
 
 /// Reads up to `max` events that start at or after byte `offset`.
@@ -36,7 +47,7 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
     let mut position = offset;
     let mut line = String::new();
     // Upserts are gathered first so that their rows can share one column list.
-    let mut pending: Vec<(String, Result<(String, BTreeMap<String, serde_json::Value>), String>)> = Vec::new();
+    let mut pending: Vec<(String, Pending)> = Vec::new();
     while pending.len() < max {
         line.clear();
         let read = reader.read_line(&mut line).map_err(|e| sdk::io_error(path, e))?;
@@ -52,7 +63,7 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
             .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a changelog entry: {e}")))?;
         let at = line_start.to_string();
         match entry {
-            Entry::Delete { key } => pending.push((at, Err(key))),
+            Entry::Delete { key } => pending.push((at, Pending::Delete(key))),
             Entry::Upsert { key, row } => {
                 let key = match key {
                     Some(key) => key,
@@ -60,12 +71,18 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
                         .key_of(|name| row.get(name).cloned().map(sdk::value_from_json))
                         .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: {e}")))?,
                 };
-                pending.push((at, Ok((key, row))));
+                pending.push((at, Pending::Upsert(key, row)));
             }
         }
     }
 
-    let upserts: Vec<_> = pending.iter().filter_map(|(_, e)| e.as_ref().ok().cloned()).collect();
+    let upserts: Vec<_> = pending
+        .iter()
+        .filter_map(|(_, p)| match p {
+            Pending::Upsert(key, row) => Some((key.clone(), row.clone())),
+            Pending::Delete(_) => None,
+        })
+        .collect();
     let (columns, rows) = crate::dataset::to_rows(upserts);
     let mut rows = rows.into_iter();
     let events = pending
@@ -73,8 +90,8 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
         .map(|(position, entry)| Event {
             position,
             change: match entry {
-                Ok(_) => Change::Upsert(rows.next().expect("one row per upsert")),
-                Err(key) => Change::Delete(key),
+                Pending::Upsert(..) => Change::Upsert(rows.next().expect("one row per upsert")),
+                Pending::Delete(key) => Change::Delete(key),
             },
         })
         .collect();

@@ -107,10 +107,7 @@ pub(crate) fn to_rows(objects: Vec<(String, BTreeMap<String, serde_json::Value>)
         .into_iter()
         .map(|(key, mut object)| Row {
             key,
-            values: columns
-                .iter()
-                .map(|c| object.remove(c).map_or(Value::Null, sdk::value_from_json))
-                .collect(),
+            values: columns.iter().map(|c| object.remove(c).map_or(Value::Null, sdk::value_from_json)).collect(),
         })
         .collect();
     (columns, rows)

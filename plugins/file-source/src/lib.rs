@@ -81,9 +81,7 @@ impl KeyFields {
 pub(crate) fn parse_offset(token: Option<String>, what: &str) -> Result<u64, Error> {
     match token {
         None => Ok(0),
-        Some(t) => t
-            .parse()
-            .map_err(|_| Error::Config(format!("{what} `{t}` is not a byte offset"))),
+        Some(t) => t.parse().map_err(|_| Error::Config(format!("{what} `{t}` is not a byte offset"))),
     }
 }
 

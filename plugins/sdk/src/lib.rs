@@ -35,8 +35,8 @@ mod bindings {
 
 pub use bindings::synchost::plugin::{host, types};
 pub use types::{
-    Action, Change, Error, Event, EventBatch, Operation, OperationBatch, Page, PluginInfo, Row,
-    RowBatch, RowUpdate, Value,
+    Action, Change, Error, Event, EventBatch, Operation, OperationBatch, Page, PluginInfo, Row, RowBatch, RowUpdate,
+    Value,
 };
 
 /// The version of the `synchost:plugin` WIT package this SDK was built from.

@@ -1,0 +1,142 @@
+//! What the integration tests share: a scratch host directory with the bundled
+//! plugins, a way to run the real `synchost` binary in it, and readers for what
+//! the file destination wrote.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_synchost");
+
+/// A host directory: `synchost.toml`, `plugins/` with the bundled plugins,
+/// `tenants/`, and `data/` for the plugins' files.
+pub struct HostDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl HostDir {
+    pub fn new() -> HostDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["plugins", "tenants", "data/in", "data/out"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        for plugin in synchost::bundled::ALL {
+            std::fs::write(dir.path().join("plugins").join(plugin.file_name), plugin.bytes).unwrap();
+        }
+        std::fs::write(dir.path().join("synchost.toml"), "state_dir = \"state\"\n").unwrap();
+        HostDir { dir }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn write(&self, relative: &str, text: &str) {
+        let path = self.path(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn append(&self, relative: &str, text: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(self.path(relative)).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Runs `synchost --config <dir>/synchost.toml ARGS...`.
+    pub fn synchost(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(self.path("synchost.toml"))
+            .args(args)
+            .env("SYNCHOST_LOG", "warn")
+            .output()
+            .expect("run synchost")
+    }
+
+    /// Runs `synchost sync PIPELINE --json` and returns the exit status and report.
+    pub fn sync(&self, pipeline: &str, extra: &[&str]) -> (bool, serde_json::Value) {
+        let mut args = vec!["sync", pipeline, "--json"];
+        args.extend_from_slice(extra);
+        let output = self.synchost(&args);
+        let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("sync printed no JSON report ({e}):\nstdout: {}\nstderr: {}", stdout(&output), stderr(&output))
+        });
+        (output.status.success(), report)
+    }
+
+    /// The records in a file destination's directory: key → fields.
+    pub fn records(&self, relative: &str) -> BTreeMap<String, serde_json::Value> {
+        read_records(&self.path(relative))
+    }
+}
+
+pub fn read_records(dir: &Path) -> BTreeMap<String, serde_json::Value> {
+    let mut records = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("shard-") && name.ends_with(".jsonl") {
+            for line in std::fs::read_to_string(&path).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                let key = record["key"].as_str().unwrap().to_string();
+                assert!(records.insert(key.clone(), record["fields"].clone()).is_none(), "key {key} stored twice");
+            }
+        }
+    }
+    records
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A tenant file for one pipeline: file source (reading `data/in`) → field
+/// mapper → file destination (writing `data/out`). `mapper_fields` is the TOML
+/// array of the mapper's `fields`; `pipeline` is the body of the pipeline table.
+pub fn file_pipeline_tenant(source_config: &str, mapper_fields: &str, pipeline: &str) -> String {
+    use synchost::bundled::{FIELD_MAPPER, FILE_DESTINATION, FILE_SOURCE};
+    format!(
+        r#"[plugins.src]
+path = "{src}"
+sha256 = "{src_digest}"
+dirs = [{{ host = "../data/in", guest = "/in" }}]
+config = {source_config}
+
+[plugins.map]
+path = "{map}"
+sha256 = "{map_digest}"
+config = {{ fields = {mapper_fields} }}
+
+[plugins.dst]
+path = "{dst}"
+sha256 = "{dst_digest}"
+dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
+config = {{ dir = "/out", shards = 4 }}
+
+[pipelines.main]
+source = "src"
+transforms = ["map"]
+destination = "dst"
+{pipeline}
+"#,
+        src = FILE_SOURCE.file_name,
+        src_digest = sha256(FILE_SOURCE.bytes),
+        map = FIELD_MAPPER.file_name,
+        map_digest = sha256(FIELD_MAPPER.bytes),
+        dst = FILE_DESTINATION.file_name,
+        dst_digest = sha256(FILE_DESTINATION.bytes),
+    )
+}

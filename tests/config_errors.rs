@@ -1,0 +1,198 @@
+//! Every kind of config mistake gets one clear error naming the file, line and
+//! key, from `synchost validate` (and `synchost sync` refuses to start).
+
+mod common;
+
+use common::{HostDir, file_pipeline_tenant, stderr, stdout};
+
+const FIELDS: &str = r#"[{ name = "id", from = "id" }]"#;
+
+fn valid_tenant() -> String {
+    file_pipeline_tenant(
+        r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+        FIELDS,
+        "mode = \"diff\"\nschedule = \"every 5m\"",
+    )
+}
+
+/// Writes `tenant` as tenants/acme.toml, runs validate, and returns its stderr
+/// after checking that it failed.
+fn validate_fails(host: &HostDir, tenant: &str) -> String {
+    host.write("tenants/acme.toml", tenant);
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success(), "validate passed:\n{}", stdout(&output));
+    stderr(&output)
+}
+
+/// The 1-based line of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}` in the tenant file")) + 1
+}
+
+#[test]
+fn a_valid_config_validates() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &valid_tenant());
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("valid (1 tenant(s), 3 plugin(s), 1 pipeline(s))"), "{}", stdout(&output));
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_line() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("[plugins.map]\n", "[plugins.map]\ncolour = \"blue\"\n");
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "colour");
+    assert!(error.contains(&format!("acme.toml:{line}:")), "{error}");
+    assert!(error.contains("plugins.map.colour") && error.contains("unknown field `colour`"), "{error}");
+}
+
+#[test]
+fn an_unknown_key_in_the_host_config_is_named() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &valid_tenant());
+    host.write("synchost.toml", "state_dir = \"state\"\n[limits]\ncall_timeout = \"5s\"\nthreads = 4\n");
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("synchost.toml:4:")
+            && error.contains("limits.threads")
+            && error.contains("unknown field `threads`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_missing_host_config_is_named() {
+    let host = HostDir::new();
+    let output = std::process::Command::new(common::BIN)
+        .args(["--config"])
+        .arg(host.path("nowhere.toml"))
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(error.contains("nowhere.toml") && error.contains("cannot read the host config"), "{error}");
+}
+
+#[test]
+fn a_missing_plugin_file_is_named() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("path = \"field_mapper.wasm\"", "path = \"mapper-v2.wasm\"");
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "mapper-v2.wasm");
+    assert!(error.contains(&format!("acme.toml:{line}:8: plugins.map.path")), "{error}");
+    assert!(error.contains("cannot read plugin file") && error.contains("mapper-v2.wasm"), "{error}");
+}
+
+#[test]
+fn a_digest_mismatch_names_both_digests() {
+    let host = HostDir::new();
+    let real = common::sha256(synchost::bundled::FIELD_MAPPER.bytes);
+    let pinned = "ab".repeat(32);
+    let tenant = valid_tenant().replace(&real, &pinned);
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, &pinned);
+    assert!(error.contains(&format!("acme.toml:{line}:10: plugins.map.sha256: digest mismatch")), "{error}");
+    assert!(error.contains(&format!("the file has {real}")) && error.contains(&format!("pins {pinned}")), "{error}");
+}
+
+#[test]
+fn a_plugin_of_the_wrong_kind_is_named_where_it_is_used() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("source = \"src\"", "source = \"dst\"");
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "source = \"dst\"");
+    assert!(error.contains(&format!("acme.toml:{line}:10: pipelines.main.source")), "{error}");
+    assert!(error.contains("plugin `dst` is a destination plugin, but this place needs a source plugin"), "{error}");
+}
+
+#[test]
+fn a_pipeline_naming_a_missing_plugin_is_named() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("transforms = [\"map\"]", "transforms = [\"mapper\"]");
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "transforms = [\"mapper\"]");
+    assert!(error.contains(&format!("acme.toml:{line}:15: pipelines.main.transforms[0]")), "{error}");
+    assert!(error.contains("no plugin named `mapper` in this tenant (it has: dst, map, src)"), "{error}");
+}
+
+#[test]
+fn an_invalid_schedule_is_named() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("every 5m", "every 5 fortnights-ish");
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "fortnights");
+    assert!(error.contains(&format!("acme.toml:{line}:12: pipelines.main.schedule: invalid schedule")), "{error}");
+    assert!(error.contains("every 5 fortnights-ish"), "{error}");
+}
+
+#[test]
+fn a_toml_syntax_error_is_named() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("mode = \"diff\"", "mode = diff");
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "mode = diff");
+    assert!(error.contains(&format!("acme.toml:{line}:")), "{error}");
+}
+
+#[test]
+fn an_unknown_mode_is_named() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("mode = \"diff\"", "mode = \"mirror\"");
+    let error = validate_fails(&host, &tenant);
+    assert!(error.contains("unknown variant `mirror`, expected `diff` or `event`"), "{error}");
+}
+
+#[test]
+fn all_problems_are_reported_in_one_pass() {
+    let host = HostDir::new();
+    let tenant =
+        valid_tenant().replace("every 5m", "whenever").replace("destination = \"dst\"", "destination = \"nowhere\"");
+    let error = validate_fails(&host, &tenant);
+    assert!(error.contains("pipelines.main.schedule") && error.contains("pipelines.main.destination"), "{error}");
+    assert!(error.contains("2 problem(s) found"), "{error}");
+}
+
+#[test]
+fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
+    // The bundled mapper with its export renamed to a future WIT version (the
+    // same length, so the binary stays well formed).
+    let host = HostDir::new();
+    let from = b"synchost:plugin/transform@0.1.0";
+    let to = b"synchost:plugin/transform@0.9.0";
+    let mut bytes = synchost::bundled::FIELD_MAPPER.bytes.to_vec();
+    let mut replaced = 0;
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            replaced += 1;
+        }
+        i += 1;
+    }
+    assert!(replaced > 0, "the mapper's export name was not found");
+    std::fs::write(host.path("plugins/future.wasm"), &bytes).unwrap();
+    let tenant = valid_tenant()
+        .replace("path = \"field_mapper.wasm\"", "path = \"future.wasm\"")
+        .replace(&common::sha256(synchost::bundled::FIELD_MAPPER.bytes), &common::sha256(&bytes));
+    let error = validate_fails(&host, &tenant);
+    assert!(
+        error.contains(
+            "plugin `map` was built against synchost:plugin@0.9.0, but this host supports synchost:plugin@0.1.0"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn sync_refuses_to_start_on_a_broken_config() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &valid_tenant().replace("every 5m", "whenever"));
+    let output = host.synchost(&["sync", "acme/main"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("pipelines.main.schedule"), "{}", stderr(&output));
+}
