@@ -21,6 +21,8 @@ fn main() {
             watch(&entry.path().join("src"));
         }
     }
+    // Test-only plugins, built beside the bundled ones but not embedded.
+    watch(&plugins.join("fixtures"));
 
     // The outer build holds the lock on its target directory: the plugins get
     // their own, beside the profile directories so that it survives

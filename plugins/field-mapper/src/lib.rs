@@ -93,6 +93,14 @@ impl exports::synchost::plugin::transform::Guest for FieldMapper {
             });
         }
         let filter = config.filter.as_ref().map(|f| (position(&f.field), f));
+        // How many output fields copy each input column.
+        let mut copy_counts = vec![0usize; batch.columns.len()];
+        for rule in &rules {
+            if let Rule::Copy(Some(i)) = rule {
+                copy_counts[*i] += 1;
+            }
+        }
+        let mut copies = copy_counts.clone();
 
         let mut rows = Vec::with_capacity(batch.rows.len());
         let mut origins = Vec::with_capacity(batch.rows.len());
@@ -105,14 +113,28 @@ impl exports::synchost::plugin::transform::Guest for FieldMapper {
                     continue;
                 }
             }
-            let values = rules
+            // Computed fields first, while every input value is still in place;
+            // then copies, each moving its value out unless another rule still
+            // copies it too (cloning ten strings a row adds up at a million).
+            let mut values: Vec<Value> = rules
                 .iter()
                 .map(|rule| match rule {
-                    Rule::Copy(Some(i)) => row.values[*i].clone(),
-                    Rule::Copy(None) => Value::Null,
                     Rule::Compute(template) => Value::Text(template.render(&row.values)),
+                    _ => Value::Null,
                 })
                 .collect();
+            let mut input = row.values;
+            for (out, rule) in values.iter_mut().zip(&rules).rev() {
+                if let Rule::Copy(Some(i)) = rule {
+                    *out = if copies[*i] > 1 {
+                        copies[*i] -= 1;
+                        input[*i].clone()
+                    } else {
+                        std::mem::replace(&mut input[*i], Value::Null)
+                    };
+                }
+            }
+            copies.copy_from_slice(&copy_counts);
             rows.push(Row { key: row.key, values });
             origins.push(index as u32);
         }

@@ -1,6 +1,20 @@
 //! The on-disk layout: a `layout.json` that fixes the shard count, and the shard
 //! files themselves.
+//!
+//! Several writers may apply batches to one data set at once (the host runs an
+//! event sync in parallel lanes, each with its own instance of this plugin).
+//! A shard is rewritten whole (read, modify, write a temporary file, rename),
+//! so two writers on one shard would lose each other's updates: each rewrite
+//! holds the shard's lock file (`shard-NNN.lock`, made with `create_new`,
+//! which fails if it exists). WASI has no advisory locks and no process ids,
+//! so a lock left behind by a killed process is recognised by its age (its
+//! modification time): one older than `lock_stale_ms` is broken. A rewrite
+//! holds a lock for milliseconds, far below that.
+//! The host spreads keys over lanes with the same hash as the shards here, so
+//! with a shard count that is a multiple of the lane count the locks are never
+//! contended; they are what keeps any other combination correct.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -8,7 +22,37 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use serde::{Deserialize, Serialize};
 use synchost_plugin_sdk::{self as sdk, Action, Error, OperationBatch, Page, Row, Value};
 
-use crate::Config;
+/// The plugin's `config` table in the tenant file (the settings of the data
+/// set; a plugin that embeds this store may take more keys of its own).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// The directory that holds the data set, e.g. "/out".
+    pub dir: String,
+    /// How many shard files a new data set is spread over; an existing data set
+    /// keeps the number it was created with.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// Records per snapshot page.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// A shard lock older than this many milliseconds was left by a writer
+    /// that died, and is broken.
+    #[serde(default = "default_lock_stale_ms")]
+    pub lock_stale_ms: u64,
+}
+
+fn default_shards() -> u32 {
+    16
+}
+
+fn default_page_size() -> usize {
+    5000
+}
+
+fn default_lock_stale_ms() -> u64 {
+    2000
+}
 
 const LAYOUT_FILE: &str = "layout.json";
 
@@ -28,9 +72,45 @@ struct Record {
     last_op: Option<String>,
 }
 
+/// A record as a snapshot reads it: the field names borrowed from the line,
+/// not allocated for every record of a large data set.
+#[derive(Deserialize)]
+struct RecordView<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    fields: BTreeMap<Cow<'a, str>, serde_json::Value>,
+}
+
+/// A page laid out positionally as its records are read: the columns are the
+/// union of the records' fields, and a field a record lacks is null.
+#[derive(Default)]
+struct PageBuilder {
+    columns: Vec<String>,
+    rows: Vec<Row>,
+}
+
+impl PageBuilder {
+    fn push(&mut self, record: RecordView<'_>) {
+        let mut fields = record.fields;
+        for name in fields.keys() {
+            if !self.columns.iter().any(|c| c == name) {
+                self.columns.push(name.to_string());
+                for row in &mut self.rows {
+                    row.values.push(Value::Null);
+                }
+            }
+        }
+        let values =
+            self.columns.iter().map(|c| fields.remove(c.as_str()).map_or(Value::Null, sdk::value_from_json)).collect();
+        self.rows.push(Row { key: record.key.into_owned(), values });
+    }
+}
+
 pub(crate) struct DataSet {
     dir: String,
     shards: u32,
+    lock_stale_ms: u64,
 }
 
 impl DataSet {
@@ -49,7 +129,7 @@ impl DataSet {
             }
             Err(e) => return Err(sdk::io_error(&format!("cannot read `{layout_path}`"), e)),
         };
-        Ok(DataSet { dir: config.dir.clone(), shards })
+        Ok(DataSet { dir: config.dir.clone(), shards, lock_stale_ms: config.lock_stale_ms })
     }
 
     pub(crate) fn open_or_create(config: &Config) -> Result<DataSet, Error> {
@@ -59,7 +139,7 @@ impl DataSet {
                 return Err(Error::Config("`shards` must be at least 1".into()));
             }
             let layout = serde_json::to_string(&Layout { shards: config.shards }).expect("layout serialises");
-            write_atomically(&format!("{}/{LAYOUT_FILE}", data_set.dir), layout.as_bytes())?;
+            write_atomically(&format!("{}/{LAYOUT_FILE}", data_set.dir), layout.as_bytes(), true)?;
             data_set.shards = config.shards;
         }
         Ok(data_set)
@@ -84,8 +164,8 @@ impl DataSet {
                 .and_then(|(s, o)| Some((s.parse().ok()?, o.parse().ok()?)))
                 .ok_or_else(|| Error::Config(format!("page token `{t}` is not `shard/offset`")))?,
         };
-        let mut records = Vec::new();
-        while shard < self.shards && records.len() < page_size {
+        let mut page = PageBuilder::default();
+        while shard < self.shards && page.rows.len() < page_size {
             let path = self.shard_path(shard);
             match fs::File::open(&path) {
                 Ok(mut file) => {
@@ -93,7 +173,7 @@ impl DataSet {
                     let mut reader = BufReader::new(file);
                     let mut line = String::new();
                     loop {
-                        if records.len() == page_size {
+                        if page.rows.len() == page_size {
                             break;
                         }
                         line.clear();
@@ -106,11 +186,11 @@ impl DataSet {
                         if line.trim().is_empty() {
                             continue;
                         }
-                        let record: Record = serde_json::from_str(&line)
+                        let record: RecordView = serde_json::from_str(&line)
                             .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a record: {e}")))?;
-                        records.push(record);
+                        page.push(record);
                     }
-                    if records.len() == page_size {
+                    if page.rows.len() == page_size {
                         break;
                     }
                 }
@@ -121,25 +201,7 @@ impl DataSet {
             offset = 0;
         }
         let next = (shard < self.shards).then(|| format!("{shard}/{offset}"));
-        let mut columns: Vec<String> = Vec::new();
-        for record in &records {
-            for name in record.fields.keys() {
-                if !columns.contains(name) {
-                    columns.push(name.clone());
-                }
-            }
-        }
-        let rows = records
-            .into_iter()
-            .map(|mut record| Row {
-                values: columns
-                    .iter()
-                    .map(|c| record.fields.remove(c).map_or(Value::Null, sdk::value_from_json))
-                    .collect(),
-                key: record.key,
-            })
-            .collect();
-        Ok(Page { columns, rows, next })
+        Ok(Page { columns: page.columns, rows: page.rows, next })
     }
 
     /// Applies the operations shard by shard, each shard rewritten once.
@@ -152,6 +214,15 @@ impl DataSet {
         let mut results: Vec<Result<(), Error>> = (0..operations.len()).map(|_| Ok(())).collect();
         for (shard, indexes) in by_shard {
             let path = self.shard_path(shard);
+            let _lock = match ShardLock::take(&format!("{}/shard-{shard:03}.lock", self.dir), self.lock_stale_ms) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    for &i in &indexes {
+                        results[i] = Err(e.clone());
+                    }
+                    continue;
+                }
+            };
             let mut records = match read_shard(&path) {
                 Ok(records) => records,
                 Err(e) => {
@@ -170,7 +241,7 @@ impl DataSet {
                 serde_json::to_writer(&mut text, record).expect("records serialise");
                 text.push(b'\n');
             }
-            if let Err(e) = write_atomically(&path, &text) {
+            if let Err(e) = write_atomically(&path, &text, false) {
                 for &i in &indexes {
                     if results[i].is_ok() {
                         results[i] = Err(e.clone());
@@ -254,9 +325,75 @@ fn read_shard(path: &str) -> Result<BTreeMap<String, Record>, Error> {
     Ok(records)
 }
 
+/// Milliseconds since the Unix epoch (WASI's wall clock).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A shard's lock, held while it is rewritten; released when dropped.
+struct ShardLock {
+    path: String,
+}
+
+impl ShardLock {
+    /// How long a writer waits for a lock held by another live writer before
+    /// giving up with a transient error (the host retries the operations).
+    const MAX_WAIT_MS: u64 = 30_000;
+
+    fn take(path: &str, stale_ms: u64) -> Result<ShardLock, Error> {
+        let started = now_ms();
+        loop {
+            match fs::OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut file) => {
+                    // The time it was taken tells others when it is stale.
+                    let _ = file.write_all(now_ms().to_string().as_bytes());
+                    return Ok(ShardLock { path: path.to_string() });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // The lock's age comes from its modification time, not its
+                    // content: a writer killed between creating the lock and
+                    // writing into it leaves an empty one.
+                    let age_ms = fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                        .map(|d| d.as_millis() as u64);
+                    if age_ms.is_some_and(|age| age > stale_ms) {
+                        sdk::log::warn(&format!("breaking the stale lock `{path}` (older than {stale_ms} ms)"));
+                        let _ = fs::remove_file(path);
+                        continue;
+                    }
+                    if now_ms().saturating_sub(started) > Self::MAX_WAIT_MS {
+                        return Err(Error::Transient(format!(
+                            "`{path}` has been held by another writer for over {} ms",
+                            Self::MAX_WAIT_MS
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(sdk::io_error(&format!("cannot create the lock `{path}`"), e)),
+            }
+        }
+    }
+}
+
+impl Drop for ShardLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// Writes a file so that readers see the old or the new content, never half.
-fn write_atomically(path: &str, content: &[u8]) -> Result<(), Error> {
-    let temporary = format!("{path}.tmp");
+/// A shard's temporary file is its own (`….tmp`, written under the shard's
+/// lock, and left at most once by a killed writer); `layout.json` may be
+/// written by several new lanes at once, so each writes its own temporary file.
+fn write_atomically(path: &str, content: &[u8], shared: bool) -> Result<(), Error> {
+    let temporary = if shared {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{path}.{nanos:x}.tmp")
+    } else {
+        format!("{path}.tmp")
+    };
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&temporary)?;
         file.write_all(content)?;
