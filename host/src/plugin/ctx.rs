@@ -28,6 +28,10 @@ impl PluginCtx {
         // nowhere; only the granted directories are visible.
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        // Plugin calls already run on a thread of their own, off any async
+        // runtime: file I/O done right there saves a hop to a blocking pool per
+        // read (set before the preopens, which take it over).
+        wasi.allow_blocking_current_thread(true);
         for dir in &setup.dirs {
             let perms = if dir.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| PluginError::Grant {

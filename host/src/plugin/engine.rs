@@ -53,6 +53,10 @@ impl PluginEngine {
             .max_wasm_stack(1 << 20)
             // Plugin calls are synchronous: the cheaper call path will do.
             .concurrency_support(false);
+        // SYNCHOST_PERFMAP=1 names compiled plugin code for `perf report`.
+        if std::env::var_os("SYNCHOST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
 
         let mut linker = Linker::new(&engine);
