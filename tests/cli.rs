@@ -83,6 +83,7 @@ fn the_demo_shows_a_diff_sync_and_an_event_sync_end_to_end() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("created 5, updated 0, deleted 0, unchanged 0"), "{text}");
+    assert!(text.contains("BLOCKED, nothing written") && text.contains("synchost approve 2"), "{text}");
     assert!(text.contains("created 1, updated 1, deleted 1, unchanged 3"), "{text}");
     assert!(text.contains("created 0, updated 0, deleted 0, unchanged 5"), "{text}");
     assert!(text.contains("mgarcialopez1004") && text.contains("homeroom=B12"), "{text}");

@@ -66,3 +66,44 @@ fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
     let read: u64 = runs.iter().map(|r| r["stats"]["read"].as_u64().unwrap()).sum();
     assert_eq!(read, 3, "each event was read exactly once across the runs");
 }
+
+#[test]
+fn a_config_error_pauses_an_event_pipeline_and_the_daemon_stops_scheduling_it() {
+    let host = HostDir::new();
+    host.write("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": 1}})));
+    let digest = host.install_fixture("flaky_destination.wasm");
+    host.write(
+        "tenants/acme.toml",
+        &common::pipeline_tenant_with_destination(
+            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
+            ("flaky_destination.wasm", &digest),
+            r#"{ dir = "/out", fail_config = "the LMS rejects our credentials" }"#,
+            "mode = \"event\"\nschedule = \"every 100ms\"",
+        ),
+    );
+    let mut daemon = Command::new(BIN)
+        .arg("--config")
+        .arg(host.path("synchost.toml"))
+        .arg("run")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = || -> Vec<serde_json::Value> {
+        let output = host.synchost(&["runs", "list", "--json", "--limit", "100"]);
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    };
+    wait_for("the first run", Duration::from_secs(20), || !runs().is_empty());
+    // Ten schedule intervals later there is still that one run.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
+    let exit = daemon.wait().unwrap();
+    let log = std::io::read_to_string(daemon.stderr.take().unwrap()).unwrap();
+    assert!(exit.success(), "{log}");
+    let runs = runs();
+    assert_eq!(runs.len(), 1, "a paused pipeline is not run again: {runs:?}");
+    assert_eq!(runs[0]["status"], "paused");
+    assert!(runs[0]["error"].as_str().unwrap().contains("the LMS rejects our credentials"), "{}", runs[0]);
+    assert!(log.contains("pipeline paused") && log.contains("the LMS rejects our credentials"), "{log}");
+    assert!(!host.path("data/out/layout.json").exists(), "nothing was written");
+}

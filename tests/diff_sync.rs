@@ -12,18 +12,44 @@ const FIELDS: &str = r#"[
   { name = "login", template = "{name|lower|alnum}{id}" },
 ]"#;
 
-fn host_with(csv: &str) -> HostDir {
+/// A host whose pipeline `acme/main` diffs `data/in/people.csv` into
+/// `data/out`; `extra` adds keys to the pipeline table. The change-ratio guard
+/// is off unless `extra` sets it, so that small data sets can change freely.
+fn host_with(csv: &str, extra: &str) -> HostDir {
     let host = HostDir::new();
     host.write("data/in/people.csv", csv);
-    host.write(
-        "tenants/acme.toml",
-        &file_pipeline_tenant(
-            r#"{ snapshot = "/in/people.csv", key = "id", page_size = 2 }"#,
-            FIELDS,
-            r#"mode = "diff""#,
-        ),
-    );
+    host.write("tenants/acme.toml", &file_pipeline_tenant(SOURCE, FIELDS, &pipeline_table(extra)));
     host
+}
+
+const SOURCE: &str = r#"{ snapshot = "/in/people.csv", key = "id", page_size = 2 }"#;
+
+/// The body of the diff pipeline's table: `extra`, and the guard off unless set.
+fn pipeline_table(extra: &str) -> String {
+    let guard = if extra.contains("max_change_ratio") { "" } else { "max_change_ratio = 10.0\n" };
+    format!("mode = \"diff\"\n{guard}{extra}")
+}
+
+/// Edits one destination record by hand, as a person would.
+fn edit_destination(host: &HostDir, key: &str, edit: impl Fn(&mut serde_json::Value)) {
+    for entry in std::fs::read_dir(host.path("data/out")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".jsonl") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+                if record["key"] == key {
+                    edit(&mut record["fields"]);
+                }
+                record.to_string()
+            })
+            .collect();
+        std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    }
 }
 
 fn count(report: &serde_json::Value, field: &str) -> u64 {
@@ -32,7 +58,7 @@ fn count(report: &serde_json::Value, field: &str) -> u64 {
 
 #[test]
 fn diff_sync_creates_updates_deletes_and_then_changes_nothing() {
-    let host = host_with("id,name\n1,Ann\n2,Bob\n3,Cy\n");
+    let host = host_with("id,name\n1,Ann\n2,Bob\n3,Cy\n", "");
 
     let (ok, report) = host.sync("acme/main", &[]);
     assert!(ok, "{report}");
@@ -82,30 +108,14 @@ fn diff_sync_creates_updates_deletes_and_then_changes_nothing() {
 
 #[test]
 fn manual_edits_to_fields_the_sync_does_not_own_survive() {
-    let host = host_with("id,name\n1,Ann\n2,Bob\n");
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "");
     assert!(host.sync("acme/main", &[]).0);
 
     // Someone adds a field by hand to a record and also changes an owned field.
-    let shard_files: Vec<_> = std::fs::read_dir(host.path("data/out"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".jsonl"))
-        .collect();
-    for path in shard_files {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let edited: Vec<String> = text
-            .lines()
-            .map(|line| {
-                let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
-                if record["key"] == "1" {
-                    record["fields"]["note"] = json!("VIP");
-                    record["fields"]["name"] = json!("Annie");
-                }
-                record.to_string()
-            })
-            .collect();
-        std::fs::write(&path, edited.join("\n") + "\n").unwrap();
-    }
+    edit_destination(&host, "1", |fields| {
+        fields["note"] = json!("VIP");
+        fields["name"] = json!("Annie");
+    });
 
     let (ok, report) = host.sync("acme/main", &[]);
     assert!(ok, "{report}");
@@ -115,7 +125,7 @@ fn manual_edits_to_fields_the_sync_does_not_own_survive() {
 
 #[test]
 fn an_empty_source_never_deletes_the_destination() {
-    let host = host_with("id,name\n1,Ann\n2,Bob\n");
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "");
     assert!(host.sync("acme/main", &[]).0);
 
     host.write("data/in/people.csv", "id,name\n");
@@ -129,7 +139,7 @@ fn an_empty_source_never_deletes_the_destination() {
 
 #[test]
 fn a_source_that_fails_part_way_writes_nothing() {
-    let host = host_with("id,name\n1,Ann\n2,Bob\n");
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "");
     assert!(host.sync("acme/main", &[]).0);
 
     // The third page has a row without its key: the source fails after two pages.
@@ -145,7 +155,7 @@ fn a_source_that_fails_part_way_writes_nothing() {
 
 #[test]
 fn duplicate_keys_in_the_desired_state_fail_the_run_by_name() {
-    let host = host_with("id,name\n1,Ann\n1,Annie\n");
+    let host = host_with("id,name\n1,Ann\n1,Annie\n", "");
     let (ok, report) = host.sync("acme/main", &[]);
     assert!(!ok);
     assert!(report["error"].as_str().unwrap().contains("key `1` appears more than once"), "{report}");
@@ -154,7 +164,7 @@ fn duplicate_keys_in_the_desired_state_fail_the_run_by_name() {
 
 #[test]
 fn runs_are_recorded_with_the_plugin_digests_they_used() {
-    let host = host_with("id,name\n1,Ann\n");
+    let host = host_with("id,name\n1,Ann\n", "");
     let (_, report) = host.sync("acme/main", &[]);
     let run = report["run"].as_i64().unwrap().to_string();
     let output = host.synchost(&["runs", "show", &run, "--json"]);
@@ -167,4 +177,320 @@ fn runs_are_recorded_with_the_plugin_digests_they_used() {
     let list = host.synchost(&["runs", "list", "acme/main", "--json"]);
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(runs.len(), 1);
+}
+
+#[test]
+fn a_plan_over_the_change_ratio_is_blocked_until_approved() {
+    let host = host_with("id,name\n1,Ann\n2,Bob\n3,Cy\n4,Di\n5,Ed\n", "max_change_ratio = 0.25");
+    assert!(host.sync("acme/main", &[]).0, "an initial load is never blocked");
+
+    host.write("data/in/people.csv", "id,name\n1,Ann\n2,Rob\n4,Di\n5,Eddie\n6,Fay\n");
+    let before = host.records("data/out");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok, "a blocked run is not a success");
+    assert_eq!(report["status"], "blocked");
+    let reason = report["error"].as_str().unwrap();
+    assert!(reason.contains("changes 4 of 5 destination records (80.0%)") && reason.contains("(25.0%)"), "{reason}");
+    assert_eq!(host.records("data/out"), before, "a blocked plan writes nothing");
+    let run = report["run"].as_i64().unwrap().to_string();
+
+    let output = host.synchost(&["approve", &run, "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let approved: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(approved["run"].as_i64().unwrap().to_string(), run, "approve completes the blocked run itself");
+    assert_eq!(approved["status"], "succeeded");
+    assert_eq!((count(&approved, "created"), count(&approved, "updated"), count(&approved, "deleted")), (1, 2, 1));
+    let records = host.records("data/out");
+    assert_eq!(records.keys().collect::<Vec<_>>(), ["1", "2", "4", "5", "6"]);
+    assert_eq!(records["5"]["name"], "Eddie");
+
+    // An approved plan cannot be approved twice.
+    let again = host.synchost(&["approve", &run]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("is not blocked"), "{}", stderr(&again));
+}
+
+#[test]
+fn approve_refuses_when_the_destination_changed_since_the_plan() {
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "max_change_ratio = 0.1");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", "id,name\n1,Annie\n2,Bob\n");
+    let (_, report) = host.sync("acme/main", &[]);
+    assert_eq!(report["status"], "blocked");
+    let run = report["run"].as_i64().unwrap().to_string();
+
+    // Someone changes an owned field in the destination meanwhile.
+    edit_destination(&host, "2", |fields| fields["name"] = json!("Bobby"));
+
+    let output = host.synchost(&["approve", &run]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("the destination changed since run"), "{}", stderr(&output));
+    assert_eq!(host.records("data/out")["2"]["name"], "Bobby", "the refused plan wrote nothing");
+    let show = host.synchost(&["runs", "show", &run, "--json"]);
+    let record: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(record["status"], "blocked", "a refused approval leaves the run blocked");
+}
+
+#[test]
+fn force_applies_a_blocked_plan_once() {
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "max_change_ratio = 0.1");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", "id,name\n1,Annie\n2,Bobby\n");
+    let (ok, report) = host.sync("acme/main", &["--force"]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "updated"), 2);
+    host.write("data/in/people.csv", "id,name\n1,A\n2,B\n");
+    let (_, report) = host.sync("acme/main", &[]);
+    assert_eq!(report["status"], "blocked", "--force held for one run only");
+}
+
+#[test]
+fn unique_collisions_are_held_back_with_both_keys_and_the_rest_applies() {
+    // `login` is name + id, so unique anyway; `name` collides for 1 and 3.
+    let host = host_with("id,name\n1,Sam\n2,Kim\n3,Sam\n", "unique = [\"name\"]");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!((count(&report, "created"), count(&report, "held")), (1, 2));
+    let failures: Vec<(String, String)> = serde_json::from_value(report["failures"].clone()).unwrap();
+    assert!(failures.iter().any(|(k, why)| k == "1" && why.contains("collides with `3`")), "{failures:?}");
+    assert!(failures.iter().any(|(k, why)| k == "3" && why.contains("collides with `1`")), "{failures:?}");
+    assert_eq!(host.records("data/out").keys().collect::<Vec<_>>(), ["2"]);
+
+    // Once the source is fixed, the held rows go through.
+    host.write("data/in/people.csv", "id,name\n1,Sam\n2,Kim\n3,Sammy\n");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!((count(&report, "created"), count(&report, "held")), (2, 0));
+}
+
+#[test]
+fn deletes_never_and_managed_keep_records_the_pipeline_does_not_own() {
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "deletes = \"managed\"");
+    assert!(host.sync("acme/main", &[]).0);
+    // A record made by hand in the destination, not by this pipeline.
+    let layout: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(host.path("data/out/layout.json")).unwrap()).unwrap();
+    assert_eq!(layout["shards"], 4);
+    host.append("data/out/shard-000.jsonl", "{\"key\":\"99\",\"fields\":{\"id\":\"99\",\"name\":\"Manual\"}}\n");
+    host.write("data/in/people.csv", "id,name\n1,Ann\n");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "deleted"), 1, "only the record the pipeline created goes");
+    assert_eq!(host.records("data/out").keys().collect::<Vec<_>>(), ["1", "99"]);
+
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "deletes = \"never\"");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", "id,name\n1,Ann\n");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "deleted"), 0);
+    assert_eq!(host.records("data/out").len(), 2);
+}
+
+#[test]
+fn owned_fields_limit_what_the_sync_compares_and_writes() {
+    let host = host_with("id,name\n1,Ann\n", "owned_fields = [\"id\", \"name\"]");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(host.records("data/out")["1"], json!({"id": "1", "name": "Ann"}), "login is not owned");
+
+    let host = host_with("id,name\n1,Ann\n", "owned_fields = [\"id\", \"nickname\"]");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok);
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("owned field `nickname` is not among the fields the transforms emit (id, name, login)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn plan_shows_the_plan_and_writes_nothing() {
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "max_change_ratio = 0.2");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", "id,name\n1,Ann\n2,Rob\n3,Cy\n");
+    let before = host.records("data/out");
+    let runs_before = host.synchost(&["runs", "list", "--json"]).stdout;
+
+    let output = host.synchost(&["plan", "acme/main", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["counts"], json!({"create": 1, "update": 1, "delete": 0, "unchanged": 1, "held": 0}));
+    assert_eq!(plan["change_ratio"], 1.0);
+    assert!(plan["blocked"].as_str().unwrap().contains("more than max_change_ratio allows"));
+    assert_eq!(
+        plan["sample"]["update"][0],
+        json!({"key": "2", "fields": {"id": "2", "name": "Rob", "login": "rob2"}, "changed": ["name", "login"]})
+    );
+    assert_eq!(plan["sample"]["create"][0]["key"], "3");
+
+    let human = host.synchost(&["plan", "acme/main"]);
+    let text = common::stdout(&human);
+    assert!(text.contains("create 1, update 1, delete 0, unchanged 1") && text.contains("BLOCKED"), "{text}");
+    assert_eq!(host.records("data/out"), before);
+    assert_eq!(host.synchost(&["runs", "list", "--json"]).stdout, runs_before, "plan records no run");
+}
+
+#[test]
+fn every_run_is_archived_and_replays_to_the_same_plan() {
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", "id,name\n1,Ann\n2,Rob\n3,Cy\n");
+    let (_, report) = host.sync("acme/main", &[]);
+    let run = report["run"].as_i64().unwrap().to_string();
+    let archive = host.path(&format!("state/runs/{run}"));
+    for file in ["source", "destination", "desired", "plan", "outcomes"] {
+        assert!(archive.join(format!("{file}.jsonl.zst")).is_file(), "no {file} in the archive");
+    }
+
+    let output = host.synchost(&["replay", &run, "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let replay: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(replay["differing_keys"], 0, "{replay}");
+    assert_eq!(replay["recorded"], replay["replayed"]);
+    assert_eq!(replay["recorded"]["creates"], 1);
+
+    // The same transform file named explicitly replays the same way.
+    let mapper = host.path("plugins/field_mapper.wasm");
+    let spec = format!("map={}", mapper.display());
+    let output = host.synchost(&["replay", &run, "--plugin", &spec, "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let replay: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(replay["differing_keys"], 0);
+
+    // With the transform configured differently, the replay shows what would change.
+    let tenant = std::fs::read_to_string(host.path("tenants/acme.toml")).unwrap();
+    host.write("tenants/acme.toml", &tenant.replace("{name|lower|alnum}{id}", "{name|upper}-{id}"));
+    let output = host.synchost(&["replay", &run, "--json"]);
+    let replay: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(replay["differing_keys"], 3, "{replay}");
+    assert_eq!(replay["replayed"]["updates"], 2);
+
+    let wrong = host.synchost(&["replay", &run, "--plugin", &format!("src={}", mapper.display())]);
+    assert!(!wrong.status.success());
+    assert!(stderr(&wrong).contains("`src` is not a transform of acme/main"), "{}", stderr(&wrong));
+}
+
+/// A host like `host_with`, but writing through the flaky test destination
+/// with the given extra config (e.g. `transient_keys = ["2"]`).
+fn flaky_host(csv: &str, pipeline_extra: &str, destination_config: &str) -> HostDir {
+    let host = host_with(csv, pipeline_extra);
+    let digest = host.install_fixture("flaky_destination.wasm");
+    host.write(
+        "tenants/acme.toml",
+        &common::pipeline_tenant_with_destination(
+            SOURCE,
+            FIELDS,
+            ("flaky_destination.wasm", &digest),
+            &format!("{{ dir = \"/out\", shards = 4, {destination_config} }}"),
+            &pipeline_table(pipeline_extra),
+        ),
+    );
+    host
+}
+
+#[test]
+fn transient_failures_are_retried_in_the_run_and_the_rest_repairs_itself() {
+    let csv: String = std::iter::once("id,name\n".to_string()).chain((1..=40).map(|i| format!("{i},n{i}\n"))).collect();
+    let host =
+        flaky_host(&csv, "", "transient_rate = 0.5, seed = 7, reject_keys = [\"13\"], transient_keys = [\"21\"]");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert!(count(&report, "retried") > 0, "transient failures were retried within the run: {report}");
+    assert_eq!(count(&report, "rejected"), 1);
+    let created = count(&report, "created");
+    let failed = count(&report, "failed");
+    assert_eq!(created + failed + 1, 40, "every operation ends applied, failed or rejected: {report}");
+    assert!(failed >= 1, "key 21 always fails");
+    let failures: Vec<(String, String)> = serde_json::from_value(report["failures"].clone()).unwrap();
+    assert!(failures.iter().any(|(k, why)| k == "13" && why.starts_with("rejected error")), "{failures:?}");
+    assert!(failures.iter().any(|(k, why)| k == "21" && why.starts_with("transient error")), "{failures:?}");
+
+    // Later runs see what is still missing and repair it; only the rejected key stays out.
+    let tenant = std::fs::read_to_string(host.path("tenants/acme.toml")).unwrap();
+    host.write("tenants/acme.toml", &tenant.replace("transient_keys = [\"21\"]", "transient_keys = []"));
+    for _ in 0..10 {
+        if host.records("data/out").len() == 39 {
+            break;
+        }
+        host.sync("acme/main", &[]);
+    }
+    let records = host.records("data/out");
+    assert_eq!(records.len(), 39);
+    assert!(!records.contains_key("13"));
+    assert_eq!(records["21"]["name"], "n21");
+}
+
+#[test]
+fn a_sync_killed_during_apply_converges_when_run_again() {
+    let rows = 600;
+    let csv: String =
+        std::iter::once("id,name\n".to_string()).chain((1..=rows).map(|i| format!("{i},name{i}\n"))).collect();
+    let host = flaky_host(&csv, "apply_batch = 20\nmax_change_ratio = 1000.0", "apply_delay_ms = 25");
+    let mut partial = Vec::new();
+    for attempt in 0..3u64 {
+        let before = if host.path("data/out/layout.json").exists() { host.records("data/out").len() } else { 0 };
+        let mut child = std::process::Command::new(common::BIN)
+            .arg("--config")
+            .arg(host.path("synchost.toml"))
+            .args(["sync", "acme/main"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until this run has applied something, then kill it a little
+        // later (a different moment each time), in the middle of its apply.
+        let started = std::time::Instant::now();
+        while !host.path("data/out/layout.json").exists() || host.records("data/out").len() <= before {
+            if let Some(status) = child.try_wait().unwrap() {
+                let report = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+                let log = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+                panic!("the sync ended ({status}) before it was killed:\n{report}\n{log}");
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "the sync never started applying");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10 + 37 * attempt));
+        std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+        child.wait().unwrap();
+        partial.push(host.records("data/out").len());
+    }
+    assert!(partial.iter().any(|&n| n > 0 && n < rows), "no kill landed mid-apply: {partial:?}");
+
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    let records = host.records("data/out");
+    assert_eq!(records.len(), rows);
+    assert!((1..=rows).all(|i| records[&i.to_string()]["name"] == format!("name{i}")));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok);
+    assert_eq!(count(&report, "unchanged"), rows as u64, "converged: nothing left to do");
+}
+
+#[test]
+fn old_run_archives_are_pruned_and_a_blocked_plan_is_superseded_by_the_next_run() {
+    let host = host_with("id,name\n1,Ann\n2,Bob\n", "max_change_ratio = 0.6");
+    host.write("synchost.toml", "state_dir = \"state\"\nkeep_run_archives = 2\n");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", "id,name\n1,A\n2,B\n");
+    let (_, blocked) = host.sync("acme/main", &[]);
+    assert_eq!(blocked["status"], "blocked");
+    for name in ["Ann", "Annie", "Anna"] {
+        host.write("data/in/people.csv", &format!("id,name\n1,{name}\n2,Bob\n"));
+        assert!(host.sync("acme/main", &[]).0);
+    }
+    let mut archived: Vec<i64> = std::fs::read_dir(host.path("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    archived.sort();
+    assert_eq!(archived, [4, 5], "the newest two");
+
+    let show = host.synchost(&["runs", "show", "2", "--json"]);
+    let record: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(record["status"], "failed");
+    assert!(record["error"].as_str().unwrap().starts_with("superseded: run 3 planned again"), "{record}");
+    let approve = host.synchost(&["approve", "2"]);
+    assert!(!approve.status.success());
+    assert!(stderr(&approve).contains("is not blocked"), "{}", stderr(&approve));
 }

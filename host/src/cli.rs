@@ -1,5 +1,7 @@
 //! The `synchost` command line: parsing and one function per command.
 
+mod diff;
+mod dlq;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -43,12 +45,40 @@ enum Command {
         /// Event syncs: stop after this many batches, even if more events wait.
         #[arg(long)]
         max_batches: Option<u64>,
+        /// Diff syncs: apply the plan even if a guard blocks it, this once.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what a diff sync would do now, writing nothing.
+    Plan {
+        /// The pipeline, as TENANT/PIPELINE.
+        pipeline: PipelineId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the exact plan of a blocked diff run.
+    Approve {
+        run: RunId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute a diff run's plan from its archive and compare.
+    Replay {
+        run: RunId,
+        /// Replay with another version of a transform: NAME=FILE.wasm (repeatable).
+        #[arg(long = "plugin", value_name = "NAME=FILE.wasm")]
+        plugins: Vec<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Run every scheduled pipeline until Ctrl-C or SIGTERM.
     Run,
     /// Show the runs the host has recorded.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// An event pipeline's dead letters: list, retry or drop them.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Build a demo tenant and show a diff sync and an event sync end to end.
     Demo {
         /// Where to build it; a new temporary directory if not given.
@@ -110,9 +140,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => validate(&cli.config),
         Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),
-        Command::Sync { pipeline, json, max_batches } => {
-            sync(&cli.config, &pipeline, json, SyncOptions { max_batches, ..SyncOptions::default() })
+        Command::Sync { pipeline, json, max_batches, force } => {
+            let options =
+                SyncOptions { max_batches, force, live_progress: live_progress(json), ..SyncOptions::default() };
+            sync(&cli.config, &pipeline, json, options)
         }
+        Command::Plan { pipeline, json } => diff::plan(&cli.config, &pipeline, json),
+        Command::Approve { run, json } => diff::approve(&cli.config, run, json),
+        Command::Replay { run, plugins, json } => diff::replay(&cli.config, run, &plugins, json),
         Command::Run => {
             let runtime = load(&cli.config, Tenants::All)?;
             crate::daemon::run(runtime)?;
@@ -127,14 +162,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(RunsCommand::Show { run, json }) => {
             let state = open_state(&cli.config)?;
             let record = state.run(run)?.with_context(|| format!("no run {run}"))?;
-            output::run(&record, json);
+            let batches = state.batches(run)?;
+            output::run_with_batches(&record, &batches, json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq(command) => dlq::run(&cli.config, command),
         Command::Demo { dir } => {
             crate::demo::run(dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Live progress goes to a terminal only, and never beside JSON output.
+fn live_progress(json: bool) -> bool {
+    use std::io::IsTerminal;
+    !json && std::io::stderr().is_terminal()
 }
 
 fn load(config: &Path, tenants: Tenants<'_>) -> anyhow::Result<Runtime> {

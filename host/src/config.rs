@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use host_file::{HostConfig, Limits};
 pub use schedule::Schedule;
-pub use tenant_file::{DirGrant, Mode, PipelineConfig, PluginConfig, PluginRef, Role, TenantConfig};
+pub use tenant_file::{
+    Deletes, DiffPolicy, DirGrant, EventPolicy, Mode, PipelineConfig, PluginConfig, PluginRef, Role, TenantConfig,
+};
 
 /// The whole configuration: host settings and every tenant.
 #[derive(Debug, Clone)]

@@ -6,6 +6,14 @@
 //! sync after committing the batch in hand. Nothing committed is lost and
 //! nothing uncommitted is marked done. A second signal exits at once; that too
 //! loses nothing, since what was not committed is read again.
+//!
+//! A run that ends *paused* (an event sync that met a config error: a bad
+//! plugin config, a missing directory, a malformed event) is not scheduled
+//! again by this process: polling would only repeat the error, and the cursor
+//! has not moved, so nothing is lost by waiting. The pause is logged as an
+//! error with its reason; after fixing the cause the operator restarts
+//! `synchost run` (or runs `synchost sync` by hand), which resumes from the
+//! cursor.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Schedule;
 use crate::runtime::Runtime;
-use crate::state::PipelineId;
+use crate::state::{PipelineId, RunStatus};
 use crate::sync::{SyncOptions, SyncReport};
 
 /// Runs the daemon on its own tokio runtime until a shutdown signal.
@@ -91,6 +99,14 @@ async fn schedule_loop(
         })
         .await;
         match outcome {
+            Ok(Ok(report)) if report.status == RunStatus::Paused => {
+                tracing::error!(
+                    pipeline = %id, run = report.run,
+                    "pipeline paused, not scheduled again until synchost restarts: {}",
+                    report.error.as_deref().unwrap_or("a config error")
+                );
+                return;
+            }
             Ok(Ok(report)) => log_report(&report),
             Ok(Err(e)) => tracing::error!(pipeline = %id, "the run could not be recorded: {e}"),
             Err(e) => tracing::error!(pipeline = %id, "the run panicked: {e}"),

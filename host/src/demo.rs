@@ -1,8 +1,8 @@
 //! `synchost demo`: a school district's student roster (the SIS) kept in step
 //! with a learning platform (the LMS), built from nothing in a directory and
 //! narrated step by step: a diff sync, changes at the source and a manual edit
-//! at the destination, a second diff sync, an idle one, then an event sync that
-//! resumes from its cursor.
+//! at the destination, a second diff sync that a guard blocks until an operator
+//! approves it, an idle one, then an event sync that resumes from its cursor.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -158,7 +158,18 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
     );
     std::fs::write(dir.join("data/sis/students.csv"), STUDENTS_LATER)?;
     add_manual_field(&lms, "1001", "homeroom", "B12")?;
-    show(&sync(&runtime, &roster)?);
+    let blocked = sync_allowing_block(&runtime, &roster)?;
+    println!("   run {}: BLOCKED, nothing written: {}", blocked.run, blocked.error.as_deref().unwrap_or_default());
+    println!("   (3 changes to 5 records is 60%, above the pipeline's max_change_ratio of 20%)");
+
+    step(&format!("2b. An operator checks the plan and approves it: `synchost approve {}`", blocked.run));
+    let stop = AtomicBool::new(false);
+    let approved = runtime
+        .job(&roster, &stop, SyncOptions::default())
+        .map_err(anyhow::Error::msg)?
+        .approve(blocked.run)
+        .map_err(anyhow::Error::msg)?;
+    show(&approved);
     print!("{}", table(&lms)?);
     println!("   (Ada's `homeroom` survived: only the fields the transform emits are owned)");
 
@@ -176,6 +187,8 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
     print!("{}", table(&dir.join("data/lms-live"))?);
 
     step("Explore");
+    println!("   synchost --config {} plan district/roster", config.display());
+    println!("   synchost --config {} replay 1", config.display());
     println!("   synchost --config {} runs list", config.display());
     println!("   synchost --config {} validate", config.display());
     println!("   synchost --config {} run        # both pipelines on their schedules", config.display());
@@ -187,10 +200,18 @@ fn step(title: &str) {
 }
 
 fn sync(runtime: &Runtime, id: &PipelineId) -> anyhow::Result<SyncReport> {
+    let report = sync_allowing_block(runtime, id)?;
+    if let Some(error) = &report.error {
+        anyhow::bail!("the demo's sync of {id} did not succeed: {error}");
+    }
+    Ok(report)
+}
+
+fn sync_allowing_block(runtime: &Runtime, id: &PipelineId) -> anyhow::Result<SyncReport> {
     let stop = AtomicBool::new(false);
     let report = runtime.job(id, &stop, SyncOptions::default()).map_err(anyhow::Error::msg)?.run()?;
-    if let Some(error) = &report.error {
-        anyhow::bail!("the demo's sync of {id} failed: {error}");
+    if report.status != crate::state::RunStatus::Succeeded && report.status != crate::state::RunStatus::Blocked {
+        anyhow::bail!("the demo's sync of {id} failed: {}", report.error.as_deref().unwrap_or_default());
     }
     Ok(report)
 }

@@ -107,7 +107,22 @@ impl Runtime {
         })?;
         let plugins =
             self.plugins.get(&tenant.name).ok_or_else(|| format!("tenant `{}` was not loaded", tenant.name))?;
-        Ok(SyncJob { engine: &self.engine, state: self.state.as_ref(), tenant, pipeline, plugins, stop, options })
+        Ok(SyncJob {
+            engine: &self.engine,
+            state: self.state.as_ref(),
+            tenant,
+            pipeline,
+            plugins,
+            stop,
+            options,
+            state_dir: &self.config.host.state_dir,
+            keep_run_archives: self.config.host.keep_run_archives,
+        })
+    }
+
+    /// The compiled plugins of a loaded tenant, by name.
+    pub fn plugins_of(&self, tenant: &str) -> Option<&BTreeMap<String, Arc<CompiledPlugin>>> {
+        self.plugins.get(tenant)
     }
 
     /// Every pipeline of the loaded tenants.

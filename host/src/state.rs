@@ -55,6 +55,11 @@ pub enum RunStatus {
     Failed,
     /// Stopped early by a shutdown; what it committed stands.
     Stopped,
+    /// A diff plan held back by a guard, waiting for `synchost approve`.
+    Blocked,
+    /// An event sync stopped by a config error, cursor unchanged: an operator
+    /// must fix the cause; `synchost run` stops scheduling the pipeline.
+    Paused,
 }
 
 impl RunStatus {
@@ -64,6 +69,8 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Stopped => "stopped",
+            RunStatus::Blocked => "blocked",
+            RunStatus::Paused => "paused",
         }
     }
 
@@ -72,6 +79,8 @@ impl RunStatus {
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
             "stopped" => RunStatus::Stopped,
+            "blocked" => RunStatus::Blocked,
+            "paused" => RunStatus::Paused,
             _ => RunStatus::Running,
         }
     }
@@ -98,8 +107,25 @@ pub struct RunStats {
     pub rejected: u64,
     /// Event batches committed.
     pub batches: u64,
+    /// Event syncs: operations dropped because a later event for the same key
+    /// in the same batch superseded them.
+    pub collapsed: u64,
+    /// Further attempts at operations that had failed transiently (diff syncs:
+    /// within the run, with backoff; event syncs: from the retry queue).
+    pub retried: u64,
+    /// Event syncs: operations that failed transiently and wait in the retry queue.
+    pub queued: u64,
+    /// Event syncs: operations that went to the dead letters (rejected, or out
+    /// of attempts).
+    pub dead_lettered: u64,
+    /// Event syncs: items in the retry queue when the run ended.
+    pub pending_retries: u64,
     pub cursor_before: Option<String>,
     pub cursor_after: Option<String>,
+    /// Diff syncs: desired rows held back by a uniqueness conflict.
+    pub held: u64,
+    /// Milliseconds spent per phase (diff syncs: read, apply).
+    pub timings_ms: BTreeMap<String, u64>,
 }
 
 /// One run, as kept in the state store.
@@ -129,6 +155,10 @@ pub struct DeadLetter {
     pub operation: serde_json::Value,
     pub reason: String,
     pub created_at: String,
+    /// The position of a later event for the same key that has since been
+    /// applied or queued: retrying this letter would go back in time.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
 }
 
 /// A failure of the state store itself.
@@ -172,6 +202,42 @@ pub trait StateStore: Send + Sync {
     fn run(&self, id: RunId) -> StateResult<Option<RunRecord>>;
 
     fn dead_letters(&self, pipeline: &PipelineId) -> StateResult<Vec<DeadLetter>>;
+
+    // --- diff sync state ---
+
+    /// Marks a finished run as running again (an approved plan being applied).
+    fn restart_run(&self, run: RunId) -> StateResult<()>;
+
+    /// The keys of the destination records this pipeline created and has not
+    /// deleted since (for `deletes = "managed"`).
+    fn managed_keys(&self, pipeline: &PipelineId) -> StateResult<std::collections::HashSet<String>>;
+
+    /// Records records created and deleted by a batch, in one transaction.
+    fn update_managed_keys(&self, pipeline: &PipelineId, created: &[String], deleted: &[String]) -> StateResult<()>;
+
+    // --- event sync state ---
+
+    /// The retry queue of an event pipeline, oldest item first.
+    fn retry_queue(&self, pipeline: &PipelineId) -> StateResult<Vec<RetryItem>>;
+
+    /// In one transaction: moves the cursor, changes the retry queue, adds dead
+    /// letters, marks superseded ones, records the batch's stats and the run's
+    /// progress. A crash before it leaves everything as it was before the batch.
+    fn commit_event_batch(&self, commit: &EventCommit<'_>) -> StateResult<()>;
+
+    /// Records how long a batch's commit took, once it is known (after the commit).
+    fn set_batch_commit_time(&self, run: RunId, seq: u64, commit_ms: f64) -> StateResult<()>;
+
+    /// The per-batch stats of an event run, in order.
+    fn batches(&self, run: RunId) -> StateResult<Vec<BatchStats>>;
+
+    /// Moves dead letters (all, or those with these ids) back into the retry
+    /// queue, due now. Letters a later event superseded, or whose key already
+    /// has a queued operation, are refused with the reason.
+    fn requeue_dead_letters(&self, pipeline: &PipelineId, ids: Option<&[i64]>) -> StateResult<RequeueOutcome>;
+
+    /// Deletes dead letters (all, or those with these ids); returns how many.
+    fn drop_dead_letters(&self, pipeline: &PipelineId, ids: Option<&[i64]>) -> StateResult<usize>;
 }
 
 /// A dead letter about to be stored.
@@ -181,6 +247,109 @@ pub struct NewDeadLetter {
     pub key: String,
     pub operation: serde_json::Value,
     pub reason: String,
+}
+
+// --- event sync state ---
+
+/// An operation waiting in an event pipeline's retry queue. A key has at most
+/// one: a later event for the key replaces the operation (events carry full
+/// state) and keeps the item's attempts and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryItem {
+    pub id: i64,
+    pub key: String,
+    /// The source position of the event the operation came from.
+    pub position: String,
+    /// The operation, as JSON (the form dead letters show).
+    pub operation: serde_json::Value,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it is due, in milliseconds since the Unix epoch.
+    pub next_attempt_at: i64,
+    pub last_error: String,
+}
+
+/// A retry item about to be stored (inserted, or replacing the key's item).
+#[derive(Debug, Clone)]
+pub struct NewRetry {
+    pub key: String,
+    pub position: String,
+    pub operation: serde_json::Value,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: String,
+}
+
+/// Everything one event batch commits.
+pub struct EventCommit<'a> {
+    pub run: RunId,
+    pub pipeline: &'a PipelineId,
+    pub cursor: &'a str,
+    /// Retry items to insert, or to replace the item of their key.
+    pub queued: &'a [NewRetry],
+    /// Keys whose retry item is done with (applied, dead-lettered, superseded).
+    pub unqueued: &'a [String],
+    pub dead_letters: &'a [NewDeadLetter],
+    /// (key, position): the key's earlier dead letters are superseded by the
+    /// later event at `position`.
+    pub superseded_letters: &'a [(String, String)],
+    /// The highest retry item id the batch read: an item added after it (by
+    /// `dlq retry`) whose key the batch applied is older than what was applied,
+    /// so it is dropped rather than run later and go back in time.
+    pub queue_seen_up_to: i64,
+    pub applied_keys: &'a (dyn Fn(&str) -> bool + Sync),
+    pub batch: &'a BatchStats,
+    /// The commit time of the run's previous batch, known only now.
+    pub previous_commit_ms: Option<(u64, f64)>,
+    pub stats: &'a RunStats,
+}
+
+/// What one event batch did, kept per batch for `synchost runs show`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchStats {
+    /// 1 for the run's first batch.
+    pub seq: u64,
+    pub cursor_before: Option<String>,
+    pub cursor_after: String,
+    /// Events read from the source.
+    pub events: u64,
+    /// Operations the transforms made of them.
+    pub operations: u64,
+    /// Operations a later one for the same key superseded within the batch.
+    pub collapsed: u64,
+    /// Operations that went into the retry queue in place of a queued one.
+    pub superseded: u64,
+    /// Queued operations attempted again.
+    pub retried: u64,
+    pub upserted: u64,
+    pub deleted: u64,
+    /// Operations that failed transiently and wait in the retry queue.
+    pub queued: u64,
+    /// Operations the destination rejected.
+    pub rejected: u64,
+    /// Operations that ran out of attempts.
+    pub expired: u64,
+    /// Items in the retry queue after the batch.
+    pub pending_retries: u64,
+    pub lanes: u64,
+    pub read_ms: f64,
+    pub transform_ms: f64,
+    pub apply_ms: f64,
+    /// Filled in after the commit (with the next batch, or at the run's end);
+    /// `None` if the process died first.
+    pub commit_ms: Option<f64>,
+    /// From reading the events to the start of the commit.
+    pub work_ms: f64,
+}
+
+/// What `requeue_dead_letters` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequeueOutcome {
+    /// Ids of the letters now in the retry queue.
+    pub requeued: Vec<i64>,
+    /// (id, why) of the letters left where they are.
+    pub refused: Vec<(i64, String)>,
 }
 
 /// Now, as RFC 3339 in UTC, the form every timestamp in the state takes.

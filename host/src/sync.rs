@@ -2,18 +2,20 @@
 //! ([`event`]). Both record the run in the state store, with the digests of the
 //! plugins they used, and both stop at the next safe point when asked to.
 
-mod diff;
+pub mod diff;
 mod event;
 mod values;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::config::{Mode, PipelineConfig, TenantConfig};
-use crate::plugin::types::{Row, RowBatch};
+use crate::plugin::types::{Action, Row, RowBatch};
 use crate::plugin::{
     CompiledPlugin, DestinationInstance, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
 };
@@ -42,6 +44,10 @@ pub struct SyncOptions {
     /// Event syncs: drop the record of a run that found nothing to do, so that
     /// a daemon polling every second does not fill the run history.
     pub forget_idle_runs: bool,
+    /// Diff syncs: apply a plan even if a guard would block it, this once.
+    pub force: bool,
+    /// Show live progress on the terminal (stderr).
+    pub live_progress: bool,
 }
 
 /// Everything one sync needs.
@@ -55,6 +61,10 @@ pub struct SyncJob<'a> {
     /// Set by a shutdown: stop at the next batch boundary.
     pub stop: &'a AtomicBool,
     pub options: SyncOptions,
+    /// The host's state directory, under which run archives are kept.
+    pub state_dir: &'a Path,
+    /// How many diff-run archives to keep for the pipeline.
+    pub keep_run_archives: usize,
 }
 
 /// Why a run stopped before its end; recorded with the run.
@@ -66,6 +76,15 @@ pub(crate) enum Halt {
     Refused(String),
     #[error("stopped by shutdown")]
     Stopped,
+    /// A guard held the plan back for an operator.
+    #[error("blocked: {0}")]
+    Blocked(String),
+    /// Event syncs: a config error; nothing of the batch was committed and an
+    /// operator must act before the pipeline runs again.
+    #[error("paused: {0}")]
+    Paused(String),
+    #[error(transparent)]
+    Archive(#[from] diff::archive::ArchiveError),
 }
 
 /// How many failed operations a report lists.
@@ -75,13 +94,62 @@ const REPORTED_FAILURES: usize = 20;
 pub(crate) struct Progress {
     pub stats: RunStats,
     pub failures: Vec<(String, String)>,
+    /// Live progress on the terminal, when asked for.
+    live: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
+    fn new(live: bool) -> Progress {
+        let live = live.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress { stats: RunStats::default(), failures: Vec::new(), live }
+    }
+
     fn failure(&mut self, key: &str, reason: String) {
         if self.failures.len() < REPORTED_FAILURES {
             self.failures.push((key.to_string(), reason));
         }
+    }
+
+    /// Updates the live line, if there is one.
+    fn show(&self, phase: &str) {
+        if let Some(bar) = &self.live {
+            let s = &self.stats;
+            bar.set_message(format!(
+                "{phase}: source {} rows, destination {}, applied {} (+{} ~{} -{})",
+                s.read,
+                s.destination,
+                s.created + s.updated + s.deleted + s.upserted,
+                s.created,
+                s.updated,
+                s.deleted
+            ));
+        }
+    }
+
+    /// Records how long a phase took, in milliseconds.
+    fn timing(&mut self, phase: &str, started: Instant) {
+        self.stats.timings_ms.insert(phase.to_string(), started.elapsed().as_millis() as u64);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.live {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The key an action is about.
+pub(crate) fn action_key(action: &Action) -> &str {
+    match action {
+        Action::Create(row) | Action::Upsert(row) => &row.key,
+        Action::Update(update) => &update.row.key,
+        Action::Delete(key) => key,
     }
 }
 
@@ -94,17 +162,70 @@ impl SyncJob<'_> {
     /// failure of the state store itself is an `Err`: anything else is a run
     /// that failed, recorded and reported.
     pub fn run(&self) -> Result<SyncReport, StateError> {
+        let run = self.state.start_run(&self.id(), self.pipeline.mode, &self.digests())?;
+        self.record(run, |progress| match self.pipeline.mode {
+            Mode::Diff => diff::run(self, run, progress),
+            Mode::Event => event::run(self, run, progress),
+        })
+    }
+
+    /// Applies the plan that a guard blocked in diff run `run`, provided the
+    /// destination has not changed since. The run record is that run's.
+    pub fn approve(&self, run: RunId) -> Result<SyncReport, String> {
+        let record = self.state.run(run).map_err(|e| e.to_string())?.ok_or_else(|| format!("no run {run}"))?;
+        if record.pipeline != self.id() || record.mode != Mode::Diff {
+            return Err(format!("run {run} is not a diff run of {}", self.id()));
+        }
+        if record.status != RunStatus::Blocked {
+            return Err(format!(
+                "run {run} is not blocked (it {:?}); only a blocked plan can be approved",
+                record.status
+            ));
+        }
+        let mut progress = Progress::new(self.options.live_progress);
+        // The destination is checked before the run is touched: a refusal
+        // leaves the blocked run as it was.
+        let check = diff::check_approvable(self, run, &mut progress);
+        if let Err(halt) = check {
+            return Err(halt.to_string());
+        }
+        self.state.restart_run(run).map_err(|e| e.to_string())?;
+        self.record(run, |progress| diff::approve(self, run, progress)).map_err(|e| e.to_string())
+    }
+
+    /// Plans without writing anything: what `synchost plan` shows.
+    pub fn preview(&self) -> Result<diff::Preview, String> {
+        if self.pipeline.mode != Mode::Diff {
+            return Err(format!("{} is an event pipeline; only diff pipelines plan", self.id()));
+        }
+        let mut progress = Progress::new(self.options.live_progress);
+        diff::preview(self, &mut progress).map_err(|e| e.to_string())
+    }
+
+    /// Recomputes the plan of diff run `run` from its archive with this job's
+    /// plugins, and compares it with the recorded plan.
+    pub fn replay(&self, run: RunId) -> Result<diff::ReplayReport, String> {
+        let record = self.state.run(run).map_err(|e| e.to_string())?.ok_or_else(|| format!("no run {run}"))?;
+        if record.mode != Mode::Diff {
+            return Err(format!("run {run} is an event run; only diff runs can be replayed"));
+        }
+        diff::replay(self, run).map_err(|e| e.to_string())
+    }
+
+    /// Runs `work` as run `run` and records how it ended.
+    fn record(
+        &self,
+        run: RunId,
+        work: impl FnOnce(&mut Progress) -> Result<(), Halt>,
+    ) -> Result<SyncReport, StateError> {
         let id = self.id();
-        let digests = self.plugin_names().map(|name| (name.to_string(), self.plugins[name].digest.clone())).collect();
-        let run = self.state.start_run(&id, self.pipeline.mode, &digests)?;
-        let mut progress = Progress { stats: RunStats::default(), failures: Vec::new() };
-        let outcome = match self.pipeline.mode {
-            Mode::Diff => diff::run(self, run, &mut progress),
-            Mode::Event => event::run(self, run, &mut progress),
-        };
+        let mut progress = Progress::new(self.options.live_progress);
+        let outcome = work(&mut progress);
         let (status, error) = match outcome {
             Ok(()) => (RunStatus::Succeeded, None),
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
+            Err(Halt::Blocked(reason)) => (RunStatus::Blocked, Some(reason)),
+            Err(Halt::Paused(reason)) => (RunStatus::Paused, Some(reason)),
             Err(Halt::Plugin(PluginError::Returned { error, .. }))
                 if matches!(error, crate::plugin::WitError::Transient(_)) =>
             {
@@ -123,10 +244,19 @@ impl SyncJob<'_> {
             pipeline: id,
             mode: self.pipeline.mode,
             status,
-            stats: progress.stats,
+            stats: std::mem::take(&mut progress.stats),
             error,
-            failures: progress.failures,
+            failures: std::mem::take(&mut progress.failures),
         })
+    }
+
+    /// Plugin name → sha256 of every plugin the pipeline uses.
+    pub(crate) fn digests(&self) -> BTreeMap<String, String> {
+        self.plugin_names().map(|name| (name.to_string(), self.plugins[name].digest.clone())).collect()
+    }
+
+    pub(crate) fn archive_dir(&self, run: RunId) -> PathBuf {
+        diff::archive_dir(self.state_dir, run)
     }
 
     fn plugin_names(&self) -> impl Iterator<Item = &str> {

@@ -140,3 +140,56 @@ destination = "dst"
         dst_digest = sha256(FILE_DESTINATION.bytes),
     )
 }
+
+// --- event sync helpers ---
+
+/// A test fixture plugin, built by host/build.rs beside the bundled plugins
+/// but not bundled in the binary (e.g. `flaky_destination.wasm`).
+pub fn fixture_plugin(file_name: &str) -> Vec<u8> {
+    let path = Path::new(synchost::bundled::PLUGIN_DIR).join(file_name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture plugin `{}` is missing: {e}", path.display()))
+}
+
+impl HostDir {
+    /// Copies a fixture plugin into `plugins/` and returns its sha256.
+    pub fn install_fixture(&self, file_name: &str) -> String {
+        let bytes = fixture_plugin(file_name);
+        std::fs::write(self.path("plugins").join(file_name), &bytes).unwrap();
+        sha256(&bytes)
+    }
+
+    /// Runs `synchost ARGS... --json` and parses what it printed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let output = self.synchost(&all);
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("`synchost {}` printed no JSON ({e}):\n{}\n{}", all.join(" "), stdout(&output), stderr(&output))
+        })
+    }
+}
+
+/// Like [`file_pipeline_tenant`], with the destination given: its file name
+/// in `plugins/`, its sha256 and its config (an inline TOML table).
+pub fn pipeline_tenant_with_destination(
+    source_config: &str,
+    mapper_fields: &str,
+    destination: (&str, &str),
+    destination_config: &str,
+    pipeline: &str,
+) -> String {
+    let tenant = file_pipeline_tenant(source_config, mapper_fields, pipeline);
+    let file_destination = format!(
+        "path = \"{}\"\nsha256 = \"{}\"\ndirs = [{{ host = \"../data/out\", guest = \"/out\", write = true }}]\nconfig = {{ dir = \"/out\", shards = 4 }}\n",
+        synchost::bundled::FILE_DESTINATION.file_name,
+        sha256(synchost::bundled::FILE_DESTINATION.bytes)
+    );
+    assert!(tenant.contains(&file_destination), "file_pipeline_tenant changed its destination table");
+    let (file_name, digest) = destination;
+    tenant.replace(
+        &file_destination,
+        &format!(
+            "path = \"{file_name}\"\nsha256 = \"{digest}\"\ndirs = [{{ host = \"../data/out\", guest = \"/out\", write = true }}]\nconfig = {destination_config}\n"
+        ),
+    )
+}

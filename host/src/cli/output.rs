@@ -7,7 +7,7 @@ use crate::plugin::types::PluginInfo;
 use crate::state::{RunRecord, RunStats};
 use crate::sync::SyncReport;
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub(super) fn print_json<T: serde::Serialize>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("CLI output serialises"));
 }
 
@@ -59,6 +59,8 @@ fn status_word(status: crate::state::RunStatus) -> &'static str {
         Succeeded => "succeeded",
         Failed => "failed",
         Stopped => "stopped",
+        Blocked => "is blocked",
+        Paused => "paused",
     }
 }
 
@@ -85,6 +87,14 @@ fn print_stats(stats: &RunStats) {
                 "  created {}, updated {}, deleted {}, unchanged {}, rejected {}, failed {}",
                 stats.created, stats.updated, stats.deleted, stats.unchanged, stats.rejected, stats.failed
             );
+            if stats.held > 0 || stats.retried > 0 {
+                println!("  held back (unique) {}, retried within the run {}", stats.held, stats.retried);
+            }
+            if !stats.timings_ms.is_empty() {
+                let phases: Vec<String> =
+                    stats.timings_ms.iter().map(|(phase, ms)| format!("{phase} {ms} ms")).collect();
+                println!("  timings: {}", phases.join(", "));
+            }
         }
     }
 }
@@ -130,5 +140,166 @@ pub(super) fn run(run: &RunRecord, json: bool) {
     }
     for (plugin, digest) in &run.plugins {
         println!("  plugin {plugin}: sha256 {digest}");
+    }
+}
+
+/// How many rows of each kind `synchost plan` shows.
+const PLAN_SAMPLE: usize = 5;
+
+pub(super) fn preview(id: &crate::state::PipelineId, preview: &crate::sync::diff::Preview, max_ratio: f64, json: bool) {
+    use crate::sync::row_to_json;
+    let plan = &preview.plan;
+    if json {
+        let sample = |rows: &mut dyn Iterator<Item = serde_json::Value>| rows.take(PLAN_SAMPLE).collect::<Vec<_>>();
+        print_json(&serde_json::json!({
+            "pipeline": id.to_string(),
+            "source_rows": preview.read,
+            "desired_rows": plan.desired_rows,
+            "destination_rows": plan.destination_rows,
+            "owned_fields": plan.columns,
+            "counts": {
+                "create": plan.creates.len(),
+                "update": plan.updates.len(),
+                "delete": plan.deletes.len(),
+                "unchanged": plan.unchanged,
+                "held": plan.held.len(),
+            },
+            "change_ratio": plan.change_ratio(),
+            "max_change_ratio": max_ratio,
+            "blocked": preview.blocked,
+            "sample": {
+                "create": sample(&mut plan.creates.iter().map(|r| serde_json::json!({"key": r.key, "fields": row_to_json(&plan.columns, r)}))),
+                "update": sample(&mut plan.updates.iter().map(|u| serde_json::json!({"key": u.row.key, "fields": row_to_json(&plan.columns, &u.row), "changed": u.changed}))),
+                "delete": sample(&mut plan.deletes.iter().map(|k| serde_json::json!({"key": k}))),
+                "held": sample(&mut plan.held.iter().map(|c| serde_json::to_value(c).expect("conflicts serialise"))),
+            },
+        }));
+        return;
+    }
+    println!("plan for {id} (nothing written)");
+    println!(
+        "  source {} rows -> {} desired; destination {} records; owned fields: {}",
+        preview.read,
+        plan.desired_rows,
+        plan.destination_rows,
+        plan.columns.join(", ")
+    );
+    println!(
+        "  create {}, update {}, delete {}, unchanged {}, held back {}",
+        plan.creates.len(),
+        plan.updates.len(),
+        plan.deletes.len(),
+        plan.unchanged,
+        plan.held.len()
+    );
+    println!("  change ratio {:.1}% (max_change_ratio {:.1}%)", plan.change_ratio() * 100.0, max_ratio * 100.0);
+    match &preview.blocked {
+        Some(reason) => println!("  BLOCKED: {reason}"),
+        None => println!("  a sync would apply it"),
+    }
+    for row in plan.creates.iter().take(PLAN_SAMPLE) {
+        println!("  + {} {}", row.key, row_to_json(&plan.columns, row));
+    }
+    for update in plan.updates.iter().take(PLAN_SAMPLE) {
+        println!(
+            "  ~ {} {} (changed: {})",
+            update.row.key,
+            row_to_json(&plan.columns, &update.row),
+            update.changed.join(", ")
+        );
+    }
+    for key in plan.deletes.iter().take(PLAN_SAMPLE) {
+        println!("  - {key}");
+    }
+    for conflict in plan.held.iter().take(PLAN_SAMPLE) {
+        println!(
+            "  ! {} held back: `{}` = {} collides with `{}`",
+            conflict.key, conflict.field, conflict.value, conflict.other
+        );
+    }
+}
+
+pub(super) fn replay(report: &crate::sync::diff::ReplayReport, json: bool) {
+    if json {
+        print_json(report);
+        return;
+    }
+    let counts = |c: &crate::sync::diff::PlanCounts| {
+        format!(
+            "create {}, update {}, delete {}, unchanged {}, held {}",
+            c.creates, c.updates, c.deletes, c.unchanged, c.held
+        )
+    };
+    println!("replay of run {}", report.run);
+    for (name, digest) in &report.transforms {
+        println!("  transform {name}: sha256 {digest}");
+    }
+    println!("  recorded: {}", counts(&report.recorded));
+    println!("  replayed: {}", counts(&report.replayed));
+    if report.differing_keys == 0 {
+        println!("  the replayed plan is the same as the recorded one");
+    } else {
+        println!("  {} key(s) planned differently:", report.differing_keys);
+        for difference in &report.differences {
+            println!("    {}: recorded {} | replayed {}", difference.key, difference.recorded, difference.replayed);
+        }
+    }
+}
+
+/// `runs show`: the run, and for an event run the stats of each batch.
+pub(super) fn run_with_batches(record: &RunRecord, batches: &[crate::state::BatchStats], json: bool) {
+    if json {
+        let mut value = serde_json::to_value(record).expect("runs serialise");
+        value["batches"] = serde_json::to_value(batches).expect("batch stats serialise");
+        print_json(&value);
+        return;
+    }
+    run(record, false);
+    if batches.is_empty() {
+        return;
+    }
+    let s = &record.stats;
+    println!(
+        "  collapsed {}, retried {}, queued for retry {}, dead-lettered {}, retries pending {}",
+        s.collapsed, s.retried, s.queued, s.dead_lettered, s.pending_retries
+    );
+    println!(
+        "  {:>5} {:>7} {:>6} {:>9} {:>8} {:>7} {:>6} {:>6} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8}  cursor",
+        "batch",
+        "events",
+        "ops",
+        "collapsed",
+        "applied",
+        "retried",
+        "queued",
+        "dead",
+        "queue",
+        "lanes",
+        "read ms",
+        "xform ms",
+        "apply ms",
+        "commit ms"
+    );
+    for b in batches {
+        let commit = b.commit_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.1}"));
+        println!(
+            "  {:>5} {:>7} {:>6} {:>9} {:>8} {:>7} {:>6} {:>6} {:>6} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8}  {} -> {}",
+            b.seq,
+            b.events,
+            b.operations,
+            b.collapsed,
+            b.upserted + b.deleted,
+            b.retried,
+            b.queued,
+            b.rejected + b.expired,
+            b.pending_retries,
+            b.lanes,
+            b.read_ms,
+            b.transform_ms,
+            b.apply_ms,
+            commit,
+            b.cursor_before.as_deref().unwrap_or("(start)"),
+            b.cursor_after
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct HostConfig {
     pub plugin_dir: PathBuf,
     pub tenants_dir: PathBuf,
     pub limits: Limits,
+    /// How many diff-run archives to keep per pipeline.
+    pub keep_run_archives: usize,
 }
 
 /// What one plugin call may use.
@@ -42,6 +44,7 @@ struct HostFile {
     tenants_dir: Option<String>,
     #[serde(default)]
     limits: LimitsFile,
+    keep_run_archives: Option<usize>,
 }
 
 /// Limits as written in a config file: every field optional, overriding the
@@ -111,6 +114,7 @@ impl HostConfig {
             plugin_dir: resolve(&file.plugin_dir, "plugins"),
             tenants_dir: resolve(&file.tenants_dir, "tenants"),
             limits,
+            keep_run_archives: file.keep_run_archives.unwrap_or(20),
         })
     }
 }

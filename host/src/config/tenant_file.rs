@@ -78,8 +78,67 @@ pub struct PipelineConfig {
     pub max_batch: u32,
     /// Operations handed to the destination per call.
     pub apply_batch: usize,
+    /// Diff syncs: what the sync may change and delete.
+    pub diff: DiffPolicy,
+    /// Event syncs: lanes, retries.
+    pub event: EventPolicy,
     /// Every plugin the pipeline names, with where, for errors found later.
     pub references: Vec<PluginRef>,
+}
+
+/// How a diff sync treats the destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffPolicy {
+    /// The fields the sync compares and writes; `None`: those the transforms emit.
+    pub owned_fields: Option<Vec<String>>,
+    pub deletes: Deletes,
+    /// Fields whose values must be unique across the destination.
+    pub unique: Vec<String>,
+    /// A plan that changes more than this share of the destination is blocked.
+    pub max_change_ratio: f64,
+}
+
+impl Default for DiffPolicy {
+    fn default() -> Self {
+        DiffPolicy { owned_fields: None, deletes: Deletes::Mirror, unique: Vec::new(), max_change_ratio: 0.2 }
+    }
+}
+
+/// How an event sync applies and retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPolicy {
+    /// Parallel lanes: keys are spread over them by a stable hash; each lane
+    /// has its own destination instance and applies in order.
+    pub lanes: usize,
+    /// Attempts at a transiently failing operation before it is dead-lettered.
+    pub max_attempts: u32,
+    /// The wait after the first failure; it doubles with each attempt.
+    pub retry_backoff: std::time::Duration,
+    /// The longest wait between attempts.
+    pub retry_backoff_max: std::time::Duration,
+}
+
+impl Default for EventPolicy {
+    fn default() -> Self {
+        EventPolicy {
+            lanes: 4,
+            max_attempts: 10,
+            retry_backoff: std::time::Duration::from_secs(1),
+            retry_backoff_max: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+/// Which destination records a diff sync may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deletes {
+    /// Any record the source no longer has.
+    Mirror,
+    /// Only records this pipeline created.
+    Managed,
+    /// None.
+    Never,
 }
 
 /// A pipeline's reference to one of its tenant's plugins.
@@ -152,6 +211,24 @@ struct PipelineEntry {
     max_batch: Option<Spanned<u32>>,
     #[serde(default)]
     apply_batch: Option<Spanned<usize>>,
+    // Diff syncs only.
+    #[serde(default)]
+    owned_fields: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    deletes: Option<Spanned<Deletes>>,
+    #[serde(default)]
+    unique: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    max_change_ratio: Option<Spanned<f64>>,
+    // Event syncs only.
+    #[serde(default)]
+    lanes: Option<Spanned<usize>>,
+    #[serde(default)]
+    max_attempts: Option<Spanned<u32>>,
+    #[serde(default)]
+    retry_backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    retry_backoff_max: Option<Spanned<String>>,
 }
 
 impl TenantConfig {
@@ -292,6 +369,149 @@ impl Checker<'_> {
         })
     }
 
+    /// The diff-sync keys of a pipeline, checked; on an event pipeline they are
+    /// errors, since they would silently do nothing there.
+    fn diff_policy(&self, table: &str, entry: &PipelineEntry, errors: &mut ConfigErrors) -> DiffPolicy {
+        let mut policy = DiffPolicy::default();
+        if entry.mode == Mode::Event {
+            let diff_only = [
+                ("owned_fields", entry.owned_fields.as_ref().map(|v| v.span())),
+                ("deletes", entry.deletes.as_ref().map(|v| v.span())),
+                ("unique", entry.unique.as_ref().map(|v| v.span())),
+                ("max_change_ratio", entry.max_change_ratio.as_ref().map(|v| v.span())),
+            ];
+            for (key, span) in diff_only {
+                if let Some(span) = span {
+                    errors.push(self.error(
+                        span.start,
+                        format!("{table}.{key}"),
+                        "applies to diff pipelines only".into(),
+                    ));
+                }
+            }
+            return policy;
+        }
+        if let Some(owned) = &entry.owned_fields {
+            if owned.get_ref().is_empty() {
+                errors.push(self.error(
+                    owned.span().start,
+                    format!("{table}.owned_fields"),
+                    "must name at least one field".into(),
+                ));
+            }
+            policy.owned_fields = Some(owned.get_ref().clone());
+        }
+        if let Some(deletes) = &entry.deletes {
+            policy.deletes = *deletes.get_ref();
+        }
+        if let Some(unique) = &entry.unique {
+            if let Some(owned) = &policy.owned_fields
+                && let Some(field) = unique.get_ref().iter().find(|f| !owned.contains(f))
+            {
+                errors.push(self.error(
+                    unique.span().start,
+                    format!("{table}.unique"),
+                    format!("`{field}` is not one of the owned_fields; only owned fields can be kept unique"),
+                ));
+            }
+            policy.unique = unique.get_ref().clone();
+        }
+        if let Some(ratio) = &entry.max_change_ratio {
+            let value = *ratio.get_ref();
+            if !(value > 0.0 && value.is_finite()) {
+                errors.push(self.error(
+                    ratio.span().start,
+                    format!("{table}.max_change_ratio"),
+                    format!("`{value}` must be a number above 0 (0.2 blocks plans that change more than 20%)"),
+                ));
+            }
+            policy.max_change_ratio = value;
+        }
+        policy
+    }
+
+    /// The event-sync keys of a pipeline, checked; on a diff pipeline they are
+    /// errors, since they would silently do nothing there.
+    fn event_policy(&self, table: &str, entry: &PipelineEntry, errors: &mut ConfigErrors) -> EventPolicy {
+        let mut policy = EventPolicy::default();
+        if entry.mode == Mode::Diff {
+            let event_only = [
+                ("lanes", entry.lanes.as_ref().map(|v| v.span())),
+                ("max_attempts", entry.max_attempts.as_ref().map(|v| v.span())),
+                ("retry_backoff", entry.retry_backoff.as_ref().map(|v| v.span())),
+                ("retry_backoff_max", entry.retry_backoff_max.as_ref().map(|v| v.span())),
+            ];
+            for (key, span) in event_only {
+                if let Some(span) = span {
+                    errors.push(self.error(
+                        span.start,
+                        format!("{table}.{key}"),
+                        "applies to event pipelines only".into(),
+                    ));
+                }
+            }
+            return policy;
+        }
+        if let Some(lanes) = &entry.lanes {
+            let value = *lanes.get_ref();
+            if !(1..=64).contains(&value) {
+                errors.push(self.error(
+                    lanes.span().start,
+                    format!("{table}.lanes"),
+                    format!("`{value}` must be from 1 to 64"),
+                ));
+            } else {
+                policy.lanes = value;
+            }
+        }
+        if let Some(attempts) = &entry.max_attempts {
+            if *attempts.get_ref() == 0 {
+                errors.push(self.error(
+                    attempts.span().start,
+                    format!("{table}.max_attempts"),
+                    "must be at least 1".into(),
+                ));
+            } else {
+                policy.max_attempts = *attempts.get_ref();
+            }
+        }
+        let mut duration = |value: &Option<Spanned<String>>, key: &str, default: std::time::Duration| match value {
+            None => default,
+            Some(text) => match humantime::parse_duration(text.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    errors.push(self.error(text.span().start, format!("{table}.{key}"), "must be above zero".into()));
+                    default
+                }
+                Err(e) => {
+                    errors.push(self.error(
+                        text.span().start,
+                        format!("{table}.{key}"),
+                        format!("`{}` is not a duration such as \"500ms\" or \"2m\": {e}", text.get_ref()),
+                    ));
+                    default
+                }
+            },
+        };
+        policy.retry_backoff = duration(&entry.retry_backoff, "retry_backoff", policy.retry_backoff);
+        // Without a cap of its own, a long first wait is its own cap.
+        let default_max = policy.retry_backoff_max.max(policy.retry_backoff);
+        policy.retry_backoff_max = duration(&entry.retry_backoff_max, "retry_backoff_max", default_max);
+        if policy.retry_backoff_max < policy.retry_backoff {
+            let at = entry.retry_backoff_max.as_ref().map_or(0, |v| v.span().start);
+            errors.push(self.error(
+                at,
+                format!("{table}.retry_backoff_max"),
+                format!(
+                    "{} is shorter than retry_backoff ({})",
+                    humantime::format_duration(policy.retry_backoff_max),
+                    humantime::format_duration(policy.retry_backoff)
+                ),
+            ));
+        }
+        policy
+    }
+
     fn pipeline(
         &self,
         name: &str,
@@ -350,9 +570,14 @@ impl Checker<'_> {
             Some(v) => *v.get_ref(),
             None => default,
         };
-        let max_batch =
-            positive(&entry.max_batch.map(|v| Spanned::new(v.span(), *v.get_ref() as usize)), "max_batch", 1000) as u32;
+        let max_batch = positive(
+            &entry.max_batch.as_ref().map(|v| Spanned::new(v.span(), *v.get_ref() as usize)),
+            "max_batch",
+            1000,
+        ) as u32;
         let apply_batch = positive(&entry.apply_batch, "apply_batch", 500);
+        let diff = self.diff_policy(&table, &entry, &mut errors);
+        let event = self.event_policy(&table, &entry, &mut errors);
         errors.into_result(PipelineConfig {
             name: name.to_string(),
             mode: entry.mode,
@@ -362,6 +587,8 @@ impl Checker<'_> {
             schedule,
             max_batch,
             apply_batch,
+            diff,
+            event,
             references,
         })
     }

@@ -8,14 +8,15 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    DeadLetter, NewDeadLetter, PipelineId, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult, StateStore,
-    now,
+    BatchStats, DeadLetter, EventCommit, NewDeadLetter, PipelineId, RequeueOutcome, RetryItem, RunId, RunRecord,
+    RunStats, RunStatus, StateError, StateResult, StateStore, now,
 };
 use crate::config::Mode;
 
 /// Each entry moves the schema one version on; `PRAGMA user_version` records
 /// how many have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE runs (
         id          INTEGER PRIMARY KEY,
         tenant      TEXT NOT NULL,
@@ -48,7 +49,43 @@ const MIGRATIONS: &[&str] = &[r#"
         created_at TEXT NOT NULL
     );
     CREATE INDEX dead_letters_by_pipeline ON dead_letters (tenant, pipeline, id);
-"#];
+"#,
+    // Diff syncs: the records each pipeline created, for `deletes = "managed"`.
+    r#"
+    CREATE TABLE managed_keys (
+        tenant   TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        key      TEXT NOT NULL,
+        PRIMARY KEY (tenant, pipeline, key)
+    ) WITHOUT ROWID;
+"#,
+    // Event syncs: the retry queue (one item per key at most), per-batch stats,
+    // and dead letters that a later event for their key made obsolete.
+    r#"
+    ALTER TABLE dead_letters ADD COLUMN superseded_by TEXT;
+    CREATE TABLE retry_queue (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant          TEXT NOT NULL,
+        pipeline        TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        position        TEXT NOT NULL,
+        operation       TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        UNIQUE (tenant, pipeline, key)
+    );
+    CREATE TABLE event_batches (
+        run          INTEGER NOT NULL,
+        seq          INTEGER NOT NULL,
+        stats        TEXT NOT NULL,
+        committed_at TEXT NOT NULL,
+        PRIMARY KEY (run, seq)
+    ) WITHOUT ROWID;
+"#,
+];
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -107,6 +144,14 @@ impl SqliteStore {
         // an open transaction), so a poisoned lock is safe to take.
         self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Fills in a batch's commit time inside its stats (known only after its commit).
+fn set_commit_time(connection: &Connection, run: RunId, seq: u64, commit_ms: f64) -> rusqlite::Result<usize> {
+    connection.execute(
+        "UPDATE event_batches SET stats = json_set(stats, '$.commit_ms', ?3) WHERE run = ?1 AND seq = ?2",
+        params![run, seq as i64, commit_ms],
+    )
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -248,7 +293,7 @@ impl StateStore for SqliteStore {
         let connection = self.connection();
         let mut query = connection
             .prepare_cached(
-                "SELECT id, run, position, key, operation, reason, created_at FROM dead_letters
+                "SELECT id, run, position, key, operation, reason, created_at, superseded_by FROM dead_letters
                  WHERE tenant = ?1 AND pipeline = ?2 ORDER BY id",
             )
             .map_err(failed("cannot list dead letters"))?;
@@ -263,10 +308,279 @@ impl StateStore for SqliteStore {
                     operation: serde_json::from_str(&operation).unwrap_or(serde_json::Value::String(operation)),
                     reason: row.get(5)?,
                     created_at: row.get(6)?,
+                    superseded_by: row.get(7)?,
                 })
             })
             .map_err(failed("cannot list dead letters"))?;
         rows.collect::<Result<_, _>>().map_err(failed("cannot list dead letters"))
+    }
+
+    // --- diff sync state ---
+
+    fn restart_run(&self, run: RunId) -> StateResult<()> {
+        self.connection()
+            .execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?1", params![run])
+            .map_err(failed(format!("cannot restart run {run}")))?;
+        Ok(())
+    }
+
+    fn managed_keys(&self, pipeline: &PipelineId) -> StateResult<std::collections::HashSet<String>> {
+        let connection = self.connection();
+        let context = format!("cannot read the managed keys of {pipeline}");
+        let mut query = connection
+            .prepare_cached("SELECT key FROM managed_keys WHERE tenant = ?1 AND pipeline = ?2")
+            .map_err(failed(context.clone()))?;
+        let keys = query
+            .query_map(params![pipeline.tenant, pipeline.pipeline], |row| row.get(0))
+            .map_err(failed(context.clone()))?;
+        keys.collect::<Result<_, _>>().map_err(failed(context))
+    }
+
+    fn update_managed_keys(&self, pipeline: &PipelineId, created: &[String], deleted: &[String]) -> StateResult<()> {
+        let mut connection = self.connection();
+        let context = format!("cannot record the managed keys of {pipeline}");
+        let tx = connection.transaction().map_err(failed(context.clone()))?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT OR IGNORE INTO managed_keys (tenant, pipeline, key) VALUES (?1, ?2, ?3)")
+                .map_err(failed(context.clone()))?;
+            for key in created {
+                insert.execute(params![pipeline.tenant, pipeline.pipeline, key]).map_err(failed(context.clone()))?;
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM managed_keys WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3")
+                .map_err(failed(context.clone()))?;
+            for key in deleted {
+                delete.execute(params![pipeline.tenant, pipeline.pipeline, key]).map_err(failed(context.clone()))?;
+            }
+        }
+        tx.commit().map_err(failed(context))
+    }
+    // --- event sync state ---
+
+    fn retry_queue(&self, pipeline: &PipelineId) -> StateResult<Vec<RetryItem>> {
+        let connection = self.connection();
+        let context = format!("cannot read the retry queue of {pipeline}");
+        let mut query = connection
+            .prepare_cached(
+                "SELECT id, key, position, operation, attempts, next_attempt_at, last_error FROM retry_queue
+                 WHERE tenant = ?1 AND pipeline = ?2 ORDER BY id",
+            )
+            .map_err(failed(context.clone()))?;
+        let rows = query
+            .query_map(params![pipeline.tenant, pipeline.pipeline], |row| {
+                let operation: String = row.get(3)?;
+                Ok(RetryItem {
+                    id: row.get(0)?,
+                    key: row.get(1)?,
+                    position: row.get(2)?,
+                    operation: serde_json::from_str(&operation).unwrap_or(serde_json::Value::String(operation)),
+                    attempts: row.get(4)?,
+                    next_attempt_at: row.get(5)?,
+                    last_error: row.get(6)?,
+                })
+            })
+            .map_err(failed(context.clone()))?;
+        rows.collect::<Result<_, _>>().map_err(failed(context))
+    }
+
+    fn commit_event_batch(&self, commit: &EventCommit<'_>) -> StateResult<()> {
+        let pipeline = commit.pipeline;
+        let (tenant, name) = (&pipeline.tenant, &pipeline.pipeline);
+        let mut connection = self.connection();
+        let context = format!("cannot commit a batch of {pipeline}");
+        let err = || failed(context.clone());
+        let tx = connection.transaction().map_err(err())?;
+        let at = now();
+        tx.execute(
+            "INSERT INTO cursors (tenant, pipeline, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant, pipeline) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+            params![tenant, name, commit.cursor, at],
+        )
+        .map_err(err())?;
+        {
+            // Items queued by someone else since the batch read the queue, for a
+            // key the batch applied: older than what is now in the destination.
+            let mut late = tx
+                .prepare_cached("SELECT key FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND id > ?3")
+                .map_err(err())?;
+            let late_keys: Vec<String> = late
+                .query_map(params![tenant, name, commit.queue_seen_up_to], |row| row.get(0))
+                .map_err(err())?
+                .collect::<Result<_, _>>()
+                .map_err(err())?;
+            let mut unqueue = tx
+                .prepare_cached("DELETE FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3")
+                .map_err(err())?;
+            for key in late_keys.iter().filter(|key| (commit.applied_keys)(key)) {
+                unqueue.execute(params![tenant, name, key]).map_err(err())?;
+            }
+            for key in commit.unqueued {
+                unqueue.execute(params![tenant, name, key]).map_err(err())?;
+            }
+            let mut queue = tx
+                .prepare_cached(
+                    "INSERT INTO retry_queue (tenant, pipeline, key, position, operation, attempts, next_attempt_at,
+                                              last_error, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                     ON CONFLICT (tenant, pipeline, key) DO UPDATE SET position = excluded.position,
+                         operation = excluded.operation, attempts = excluded.attempts,
+                         next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                         updated_at = excluded.updated_at",
+                )
+                .map_err(err())?;
+            for item in commit.queued {
+                queue
+                    .execute(params![
+                        tenant,
+                        name,
+                        item.key,
+                        item.position,
+                        item.operation.to_string(),
+                        item.attempts,
+                        item.next_attempt_at,
+                        item.last_error,
+                        at
+                    ])
+                    .map_err(err())?;
+            }
+            let mut supersede = tx
+                .prepare_cached(
+                    "UPDATE dead_letters SET superseded_by = ?4
+                     WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3 AND superseded_by IS NULL",
+                )
+                .map_err(err())?;
+            for (key, position) in commit.superseded_letters {
+                supersede.execute(params![tenant, name, key, position]).map_err(err())?;
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO dead_letters (tenant, pipeline, run, position, key, operation, reason, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err())?;
+            for letter in commit.dead_letters {
+                insert
+                    .execute(params![
+                        tenant,
+                        name,
+                        commit.run,
+                        letter.position,
+                        letter.key,
+                        letter.operation.to_string(),
+                        letter.reason,
+                        at
+                    ])
+                    .map_err(err())?;
+            }
+        }
+        if let Some((seq, ms)) = commit.previous_commit_ms {
+            set_commit_time(&tx, commit.run, seq, ms).map_err(err())?;
+        }
+        tx.execute(
+            "INSERT INTO event_batches (run, seq, stats, committed_at) VALUES (?1, ?2, ?3, ?4)",
+            params![commit.run, commit.batch.seq as i64, to_json(commit.batch), at],
+        )
+        .map_err(err())?;
+        tx.execute("UPDATE runs SET stats = ?2 WHERE id = ?1", params![commit.run, to_json(commit.stats)])
+            .map_err(err())?;
+        tx.commit().map_err(err())
+    }
+
+    fn set_batch_commit_time(&self, run: RunId, seq: u64, commit_ms: f64) -> StateResult<()> {
+        set_commit_time(&self.connection(), run, seq, commit_ms)
+            .map(|_| ())
+            .map_err(failed(format!("cannot record the commit time of batch {seq} of run {run}")))
+    }
+
+    fn batches(&self, run: RunId) -> StateResult<Vec<BatchStats>> {
+        let connection = self.connection();
+        let context = format!("cannot read the batches of run {run}");
+        let mut query = connection
+            .prepare_cached("SELECT stats FROM event_batches WHERE run = ?1 ORDER BY seq")
+            .map_err(failed(context.clone()))?;
+        let rows = query.query_map(params![run], |row| row.get::<_, String>(0)).map_err(failed(context.clone()))?;
+        let texts: Vec<String> = rows.collect::<Result<_, _>>().map_err(failed(context))?;
+        Ok(texts.iter().map(|text| serde_json::from_str(text).unwrap_or_default()).collect())
+    }
+
+    fn requeue_dead_letters(&self, pipeline: &PipelineId, ids: Option<&[i64]>) -> StateResult<RequeueOutcome> {
+        let letters = self.dead_letters(pipeline)?;
+        let mut connection = self.connection();
+        let context = format!("cannot requeue the dead letters of {pipeline}");
+        let err = || failed(context.clone());
+        let tx = connection.transaction().map_err(err())?;
+        let mut outcome = RequeueOutcome::default();
+        let at = now();
+        let due = chrono::Utc::now().timestamp_millis();
+        for letter in letters.iter().filter(|l| ids.is_none_or(|ids| ids.contains(&l.id))) {
+            if let Some(position) = &letter.superseded_by {
+                outcome.refused.push((
+                    letter.id,
+                    format!(
+                        "a later event for `{}` (at {position}) was applied since; retrying would undo it",
+                        letter.key
+                    ),
+                ));
+                continue;
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO retry_queue (tenant, pipeline, key, position, operation, attempts, next_attempt_at,
+                                              last_error, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?8)
+                     ON CONFLICT (tenant, pipeline, key) DO NOTHING",
+                    params![
+                        pipeline.tenant,
+                        pipeline.pipeline,
+                        letter.key,
+                        letter.position,
+                        letter.operation.to_string(),
+                        due,
+                        format!("requeued from dead letter {}: {}", letter.id, letter.reason),
+                        at
+                    ],
+                )
+                .map_err(err())?;
+            if inserted == 0 {
+                outcome
+                    .refused
+                    .push((letter.id, format!("`{}` already has an operation in the retry queue", letter.key)));
+                continue;
+            }
+            tx.execute("DELETE FROM dead_letters WHERE id = ?1", params![letter.id]).map_err(err())?;
+            outcome.requeued.push(letter.id);
+        }
+        tx.commit().map_err(err())?;
+        Ok(outcome)
+    }
+
+    fn drop_dead_letters(&self, pipeline: &PipelineId, ids: Option<&[i64]>) -> StateResult<usize> {
+        let mut connection = self.connection();
+        let context = format!("cannot drop the dead letters of {pipeline}");
+        let tx = connection.transaction().map_err(failed(context.clone()))?;
+        let dropped = match ids {
+            None => tx
+                .execute(
+                    "DELETE FROM dead_letters WHERE tenant = ?1 AND pipeline = ?2",
+                    params![pipeline.tenant, pipeline.pipeline],
+                )
+                .map_err(failed(context.clone()))?,
+            Some(ids) => {
+                let mut dropped = 0;
+                for id in ids {
+                    dropped += tx
+                        .execute(
+                            "DELETE FROM dead_letters WHERE tenant = ?1 AND pipeline = ?2 AND id = ?3",
+                            params![pipeline.tenant, pipeline.pipeline, id],
+                        )
+                        .map_err(failed(context.clone()))?;
+                }
+                dropped
+            }
+        };
+        tx.commit().map_err(failed(context))?;
+        Ok(dropped)
     }
 }
 
@@ -309,5 +623,127 @@ mod tests {
         assert_eq!(runs[1].status, RunStatus::Failed);
         assert_eq!(runs[1].error.as_deref(), Some("source failed"));
         assert_eq!(runs[0].status, RunStatus::Running);
+    }
+}
+
+// --- event sync state ---
+#[cfg(test)]
+mod event_state_tests {
+    use super::*;
+    use crate::state::{EventCommit, NewRetry};
+
+    fn retry(key: &str, position: &str, attempts: u32) -> NewRetry {
+        NewRetry {
+            key: key.into(),
+            position: position.into(),
+            operation: serde_json::json!({"delete": key}),
+            attempts,
+            next_attempt_at: 1_000,
+            last_error: "transient error: busy".into(),
+        }
+    }
+
+    fn commit(store: &SqliteStore, run: RunId, pipeline: &PipelineId, seq: u64, parts: CommitParts) {
+        let applied: Vec<String> = parts.applied.iter().map(|k| k.to_string()).collect();
+        let applied_keys = move |key: &str| applied.iter().any(|k| k == key);
+        let batch = BatchStats { seq, ..BatchStats::default() };
+        store
+            .commit_event_batch(&EventCommit {
+                run,
+                pipeline,
+                cursor: &format!("{seq}0"),
+                queued: &parts.queued,
+                unqueued: &parts.unqueued,
+                dead_letters: &parts.dead_letters,
+                superseded_letters: &parts.superseded,
+                queue_seen_up_to: parts.seen,
+                applied_keys: &applied_keys,
+                batch: &batch,
+                previous_commit_ms: (seq > 1).then_some((seq - 1, 2.5)),
+                stats: &RunStats::default(),
+            })
+            .unwrap();
+    }
+
+    #[derive(Default)]
+    struct CommitParts {
+        queued: Vec<NewRetry>,
+        unqueued: Vec<String>,
+        dead_letters: Vec<NewDeadLetter>,
+        superseded: Vec<(String, String)>,
+        applied: Vec<&'static str>,
+        seen: i64,
+    }
+
+    #[test]
+    fn the_retry_queue_holds_one_item_per_key_and_batches_keep_their_stats() {
+        let store = SqliteStore::in_memory().unwrap();
+        let pipeline = PipelineId::new("acme", "events");
+        let run = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        commit(
+            &store,
+            run,
+            &pipeline,
+            1,
+            CommitParts { queued: vec![retry("a", "1", 1), retry("b", "2", 1)], ..Default::default() },
+        );
+        // A later operation for `a` replaces its item; `b` is done with.
+        commit(
+            &store,
+            run,
+            &pipeline,
+            2,
+            CommitParts { queued: vec![retry("a", "7", 2)], unqueued: vec!["b".into()], seen: 2, ..Default::default() },
+        );
+        let queue = store.retry_queue(&pipeline).unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!((queue[0].key.as_str(), queue[0].position.as_str(), queue[0].attempts), ("a", "7", 2));
+        assert_eq!(store.cursor(&pipeline).unwrap().as_deref(), Some("20"));
+        store.set_batch_commit_time(run, 2, 4.0).unwrap();
+        let batches = store.batches(run).unwrap();
+        assert_eq!(batches.iter().map(|b| (b.seq, b.commit_ms)).collect::<Vec<_>>(), [(1, Some(2.5)), (2, Some(4.0))]);
+    }
+
+    #[test]
+    fn dead_letters_are_requeued_unless_superseded_and_dropped_by_id() {
+        let store = SqliteStore::in_memory().unwrap();
+        let pipeline = PipelineId::new("acme", "events");
+        let run = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        let letter = |key: &str| NewDeadLetter {
+            position: "5".into(),
+            key: key.into(),
+            operation: serde_json::json!({"delete": key}),
+            reason: "rejected error: no".into(),
+        };
+        commit(
+            &store,
+            run,
+            &pipeline,
+            1,
+            CommitParts { dead_letters: vec![letter("a"), letter("b"), letter("c")], ..Default::default() },
+        );
+        commit(
+            &store,
+            run,
+            &pipeline,
+            2,
+            CommitParts { superseded: vec![("b".into(), "9".into())], ..Default::default() },
+        );
+        let letters = store.dead_letters(&pipeline).unwrap();
+        assert_eq!(letters[1].superseded_by.as_deref(), Some("9"));
+
+        let outcome = store.requeue_dead_letters(&pipeline, Some(&[letters[0].id, letters[1].id])).unwrap();
+        assert_eq!(outcome.requeued, vec![letters[0].id]);
+        assert_eq!(outcome.refused.len(), 1);
+        assert_eq!(store.retry_queue(&pipeline).unwrap()[0].key, "a");
+        assert_eq!(store.dead_letters(&pipeline).unwrap().len(), 2, "the requeued letter left the dead letters");
+
+        // A requeued item whose key a batch applied meanwhile is dropped by that batch's commit.
+        commit(&store, run, &pipeline, 3, CommitParts { applied: vec!["a"], seen: 0, ..Default::default() });
+        assert!(store.retry_queue(&pipeline).unwrap().is_empty());
+
+        assert_eq!(store.drop_dead_letters(&pipeline, Some(&[letters[2].id])).unwrap(), 1);
+        assert_eq!(store.drop_dead_letters(&pipeline, None).unwrap(), 1);
+        assert!(store.dead_letters(&pipeline).unwrap().is_empty());
     }
 }

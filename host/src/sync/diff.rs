@@ -1,249 +1,381 @@
-//! Diff sync: read the whole source and destination, plan by key, apply.
+//! Diff sync: read the source (through the transforms) and the destination,
+//! plan by key, check the guards, apply, and keep the run.
 //!
-//! Only the fields the sync owns (those the transforms emit) are compared and
-//! written, so fields people add to destination records by hand survive. A
-//! failed operation is not carried anywhere: the next run sees the difference
-//! again and repairs it.
+//! Only the fields the sync owns are compared and written, so fields people
+//! add to destination records by hand survive. A failed operation is carried
+//! nowhere: the next run sees the difference again and repairs it.
+
+mod apply;
+pub mod archive;
+mod plan;
+mod replay;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
-use super::values::{row_to_json, values_equal};
-use super::{Halt, Progress, SyncJob};
-use crate::plugin::types::{Action, Operation, OperationBatch, Row, RowUpdate, Value};
-use crate::plugin::{DestinationInstance, WitError, describe};
-use crate::state::RunId;
+use archive::{Meta, RowWriter};
+pub use plan::{Conflict, DestinationIndex, Plan, PlanError, Planner};
+pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
 
-/// Rows by key, values in the order of the owned columns.
-struct DataSet {
-    columns: Vec<String>,
-    rows: HashMap<String, Vec<Value>>,
+use super::{Halt, Progress, SyncJob, TransformedRows};
+use crate::config::Deletes;
+use crate::plugin::DestinationInstance;
+use crate::plugin::types::Page;
+use crate::state::{RunId, RunStatus};
+
+/// The streams a run archives as it reads.
+struct Recorder {
+    source: RowWriter,
+    destination: RowWriter,
+    desired: RowWriter,
 }
 
-/// What a run will do, by key.
-struct Plan {
-    creates: Vec<Row>,
-    updates: Vec<RowUpdate>,
-    deletes: Vec<String>,
-    unchanged: u64,
+impl Recorder {
+    fn create(dir: &std::path::Path) -> Result<Recorder, Halt> {
+        std::fs::create_dir_all(dir).map_err(|e| Halt::Refused(format!("cannot create `{}`: {e}", dir.display())))?;
+        Ok(Recorder {
+            source: RowWriter::create(dir.join("source.jsonl.zst"))?,
+            destination: RowWriter::create(dir.join("destination.jsonl.zst"))?,
+            desired: RowWriter::create(dir.join("desired.jsonl.zst"))?,
+        })
+    }
+
+    fn finish(self) -> Result<(), Halt> {
+        self.source.finish()?;
+        self.destination.finish()?;
+        self.desired.finish()?;
+        Ok(())
+    }
 }
 
-pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
-    let desired = read_desired(job, progress)?;
-    let mut destination = job.destination()?;
-    let actual = read_actual(&mut destination, &desired.columns, progress)?;
-    let plan = plan(&desired, &actual);
+/// Reads both sides and plans. The destination instance is handed back so the
+/// plan can be applied through it.
+///
+/// Three threads share the work, each with its own plugin instance: one pages
+/// through the destination into the index, one pages through the source, and
+/// this one transforms the source pages and plans them. Transformed pages that
+/// arrive before the index is complete wait in memory; the source thread runs
+/// at most a few pages ahead of the transforms.
+fn compute_plan(
+    job: &SyncJob<'_>,
+    recorder: Option<&mut Recorder>,
+    progress: &mut Progress,
+) -> Result<(Plan, DestinationInstance), Halt> {
+    let policy = &job.pipeline.diff;
+    let mut source = job.source()?;
+    let mut transforms = job.transforms()?;
+    let destination = job.destination()?;
+    let (mut source_log, destination_log, mut desired_log) = match recorder {
+        Some(r) => (Some(&mut r.source), Some(&mut r.destination), Some(&mut r.desired)),
+        None => (None, None, None),
+    };
+
+    // The first page tells which fields the transforms emit, which are the
+    // owned fields unless the pipeline names them.
+    let started = Instant::now();
+    let page = source.snapshot(None)?;
+    progress.stats.read += page.rows.len() as u64;
+    if let Some(log) = source_log.as_deref_mut() {
+        log.page(&page.columns, &page.rows)?;
+    }
+    let next = page.next.clone();
+    let first = transforms.apply(page.columns, page.rows)?;
+    if let Some(log) = desired_log.as_deref_mut() {
+        log.page(&first.columns, &first.rows)?;
+    }
+    let owned = policy.owned_fields.clone().unwrap_or_else(|| first.columns.clone());
+
+    // Set when any thread fails, so that the others stop early.
+    let abandon = AtomicBool::new(false);
+    // Destination records read so far, for the live progress line.
+    let destination_read = AtomicU64::new(0);
+    let stopping = || job.should_stop() || abandon.load(Ordering::Relaxed);
+    let (planner, destination) = std::thread::scope(|scope| -> Result<(Planner, DestinationInstance), Halt> {
+        let mut reading_destination = Some(scope.spawn(|| {
+            read_destination(destination, &owned, destination_log, &stopping, &destination_read)
+                .inspect_err(|_| abandon.store(true, Ordering::Relaxed))
+        }));
+        let (pages, arriving) = std::sync::mpsc::sync_channel::<Result<Page, Halt>>(4);
+        scope.spawn(move || {
+            let mut token = next;
+            while let Some(current) = token.take() {
+                if stopping() {
+                    return;
+                }
+                let page = source.snapshot(Some(&current)).map_err(Halt::from).and_then(|page| {
+                    if let Some(log) = source_log.as_deref_mut() {
+                        log.page(&page.columns, &page.rows)?;
+                    }
+                    Ok(page)
+                });
+                token = page.as_ref().ok().and_then(|p| p.next.clone());
+                // A closed channel means planning gave up: nothing more to do.
+                if pages.send(page).is_err() {
+                    return;
+                }
+            }
+        });
+
+        let mut destination = None;
+        let mut join_destination = |handle: std::thread::ScopedJoinHandle<'_, _>| -> Result<DestinationIndex, Halt> {
+            let (index, instance) = handle.join().expect("the destination reader does not panic")?;
+            destination = Some(instance);
+            Ok(index)
+        };
+        let result = (|| {
+            let mut planning = Planning::Waiting(vec![first]);
+            for page in arriving {
+                if job.should_stop() {
+                    return Err(Halt::Stopped);
+                }
+                let page = page?;
+                progress.stats.read += page.rows.len() as u64;
+                progress.stats.destination = destination_read.load(Ordering::Relaxed);
+                progress.show("reading");
+                let out = transforms.apply(page.columns, page.rows)?;
+                if let Some(log) = desired_log.as_deref_mut() {
+                    log.page(&out.columns, &out.rows)?;
+                }
+                if matches!(planning, Planning::Waiting(_))
+                    && reading_destination.as_ref().is_some_and(|t| t.is_finished())
+                {
+                    let index = join_destination(reading_destination.take().expect("not joined yet"))?;
+                    planning = planning.ready(index, policy)?;
+                }
+                planning.add(out)?;
+            }
+            if let Some(handle) = reading_destination.take() {
+                planning = planning.ready(join_destination(handle)?, policy)?;
+            }
+            planning.into_planner()
+        })();
+        if result.is_err() {
+            abandon.store(true, Ordering::Relaxed);
+        }
+        let planner = result?;
+        Ok((planner, destination.expect("the destination reader was joined")))
+    })?;
+    progress.stats.destination = planner.destination_rows();
+    progress.timing("read", started);
+
+    let managed = match policy.deletes {
+        Deletes::Managed => Some(job.state.managed_keys(&job.id()).map_err(|e| Halt::Refused(e.to_string()))?),
+        _ => None,
+    };
+    let plan = planner.finish(policy, managed.as_ref());
+    progress.stats.desired = plan.desired_rows;
     progress.stats.unchanged = plan.unchanged;
-
+    progress.stats.held = plan.held.len() as u64;
+    for conflict in &plan.held {
+        progress.failure(
+            &conflict.key,
+            format!("held back: `{}` = {} collides with `{}`", conflict.field, conflict.value, conflict.other),
+        );
+    }
     // An empty desired state most often means a source that broke quietly
     // (an emptied file, a wrong filter): never let it wipe the destination.
-    if desired.rows.is_empty() && !plan.deletes.is_empty() {
+    if plan.desired_rows == 0 && !plan.deletes.is_empty() {
         return Err(Halt::Refused(format!(
             "the source gave no rows; refusing to delete all {} destination rows",
             plan.deletes.len()
         )));
     }
-    apply(job, run, &mut destination, &desired.columns, plan, progress)
+    Ok((plan, destination))
 }
 
-fn read_desired(job: &SyncJob<'_>, progress: &mut Progress) -> Result<DataSet, Halt> {
-    let mut source = job.source()?;
-    let mut transforms = job.transforms()?;
-    let mut desired = DataSet { columns: Vec::new(), rows: HashMap::new() };
+/// Pages through the whole destination into an index of its owned fields.
+fn read_destination(
+    mut destination: DestinationInstance,
+    owned: &[String],
+    mut log: Option<&mut RowWriter>,
+    stopping: &dyn Fn() -> bool,
+    read: &AtomicU64,
+) -> Result<(DestinationIndex, DestinationInstance), Halt> {
+    let mut index = DestinationIndex::new(owned);
     let mut token: Option<String> = None;
     loop {
-        if job.should_stop() {
+        if stopping() {
             return Err(Halt::Stopped);
         }
-        let page = source.snapshot(token.as_deref())?;
-        progress.stats.read += page.rows.len() as u64;
-        let out = transforms.apply(page.columns, page.rows)?;
-        if desired.columns.is_empty() {
-            desired.columns = out.columns.clone();
+        let page = destination.snapshot(token.as_deref())?;
+        if let Some(log) = log.as_deref_mut() {
+            log.page(&page.columns, &page.rows)?;
         }
-        let positions = positions_in(&desired.columns, &out.columns);
-        for row in out.rows {
-            let values = project(&positions, row.values);
-            if desired.rows.insert(row.key.clone(), values).is_some() {
-                return Err(Halt::Refused(format!(
-                    "key `{}` appears more than once in the desired state; keys must be unique",
-                    row.key
-                )));
-            }
-        }
+        index.add_page(&page.columns, &page.rows);
+        read.store(index.len() as u64, Ordering::Relaxed);
         token = page.next;
         if token.is_none() {
-            break;
+            return Ok((index, destination));
         }
     }
-    progress.stats.desired = desired.rows.len() as u64;
-    Ok(desired)
 }
 
-fn read_actual(
-    destination: &mut DestinationInstance,
-    owned: &[String],
-    progress: &mut Progress,
-) -> Result<DataSet, Halt> {
-    let mut actual = DataSet { columns: owned.to_vec(), rows: HashMap::new() };
+/// Desired rows on their way into the plan.
+enum Planning {
+    /// The destination index is not complete yet: transformed pages wait.
+    Waiting(Vec<TransformedRows>),
+    /// Pages go straight into the planner; where the owned columns are in
+    /// each page layout seen is remembered.
+    Ready { planner: Box<Planner>, positions: HashMap<Vec<String>, Vec<usize>> },
+}
+
+impl Planning {
+    fn ready(self, index: DestinationIndex, policy: &crate::config::DiffPolicy) -> Result<Planning, Halt> {
+        let planner = Box::new(Planner::new(index, policy).map_err(|e| Halt::Refused(e.to_string()))?);
+        let mut ready = Planning::Ready { planner, positions: HashMap::new() };
+        if let Planning::Waiting(pages) = self {
+            for out in pages {
+                ready.add(out)?;
+            }
+        }
+        Ok(ready)
+    }
+
+    fn add(&mut self, out: TransformedRows) -> Result<(), Halt> {
+        match self {
+            Planning::Waiting(pages) => pages.push(out),
+            Planning::Ready { planner, positions } => {
+                if !positions.contains_key(&out.columns) {
+                    let found = planner.positions(&out.columns).map_err(|e| Halt::Refused(e.to_string()))?;
+                    positions.insert(out.columns.clone(), found);
+                }
+                planner.add_rows(&positions[&out.columns], out.rows).map_err(|e| Halt::Refused(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn into_planner(self) -> Result<Planner, Halt> {
+        match self {
+            Planning::Ready { planner, .. } => Ok(*planner),
+            Planning::Waiting(_) => unreachable!("planning is made ready once the destination is read"),
+        }
+    }
+}
+
+/// A diff sync: plan, guard, apply; everything kept in the run archive.
+pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
+    prune_archives(job, run);
+    let dir = job.archive_dir(run);
+    let mut recorder = Recorder::create(&dir)?;
+    let (plan, mut destination) = compute_plan(job, Some(&mut recorder), progress)?;
+    recorder.finish()?;
+    let blocked = plan.blocked_reason(&job.pipeline.diff);
+    archive::write_plan(&dir, &plan)?;
+    archive::write_meta(&dir, &meta(job, run, &plan, blocked.clone()))?;
+    match blocked {
+        Some(reason) if !job.options.force => Err(Halt::Blocked(format!(
+            "{reason}; approve this exact plan with `synchost approve {run}`, or run once with --force"
+        ))),
+        _ => apply::apply(job, run, &dir, &mut destination, &plan, progress),
+    }
+}
+
+/// Before a run: a plan still waiting for approval is superseded (this run
+/// plans afresh, so only the newest plan can be approved), and the archives of
+/// runs older than the newest `keep_run_archives` are removed. A failure here
+/// is logged, not fatal: it costs disk, not data.
+fn prune_archives(job: &SyncJob<'_>, run: RunId) {
+    let keep = job.keep_run_archives.max(1);
+    let runs = match job.state.runs(Some(&job.id()), usize::MAX >> 1) {
+        Ok(runs) => runs,
+        Err(e) => return tracing::warn!(pipeline = %job.id(), "cannot list runs to prune archives: {e}"),
+    };
+    for (i, old) in runs.iter().filter(|r| r.id != run).enumerate() {
+        if old.status == RunStatus::Blocked {
+            let why = format!("superseded: run {run} planned again before this plan was approved");
+            if let Err(e) = job.state.finish_run(old.id, RunStatus::Failed, &old.stats, Some(&why)) {
+                tracing::warn!(pipeline = %job.id(), "cannot mark run {} superseded: {e}", old.id);
+                continue;
+            }
+        }
+        let dir = job.archive_dir(old.id);
+        if i + 1 >= keep
+            && dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+        {
+            tracing::warn!(pipeline = %job.id(), "cannot remove the archive `{}`: {e}", dir.display());
+        }
+    }
+}
+
+fn meta(job: &SyncJob<'_>, run: RunId, plan: &Plan, blocked: Option<String>) -> Meta {
+    Meta {
+        run,
+        pipeline: job.id().to_string(),
+        columns: plan.columns.clone(),
+        fingerprint: format!("{:x}", plan.fingerprint),
+        destination_rows: plan.destination_rows,
+        desired_rows: plan.desired_rows,
+        unchanged: plan.unchanged,
+        blocked,
+        plugins: job.digests(),
+    }
+}
+
+/// A plan computed and not applied, for `synchost plan`.
+#[derive(Debug)]
+pub struct Preview {
+    pub plan: Plan,
+    pub blocked: Option<String>,
+    pub read: u64,
+}
+
+/// Plans without writing anything anywhere.
+pub(super) fn preview(job: &SyncJob<'_>, progress: &mut Progress) -> Result<Preview, Halt> {
+    let (plan, _) = compute_plan(job, None, progress)?;
+    let blocked = plan.blocked_reason(&job.pipeline.diff);
+    Ok(Preview { plan, blocked, read: progress.stats.read })
+}
+
+/// Checks that the plan of blocked run `run` can still be applied: its
+/// archive reads back and the destination is what it was when it was made.
+pub(super) fn check_approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
+    approvable(job, run, progress).map(|_| ())
+}
+
+/// Applies the plan that blocked run `run`.
+pub(super) fn approve(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
+    let (plan, mut destination) = approvable(job, run, progress)?;
+    apply::apply(job, run, &job.archive_dir(run), &mut destination, &plan, progress)
+}
+
+fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(Plan, DestinationInstance), Halt> {
+    let dir = job.archive_dir(run);
+    let meta = archive::read_meta(&dir)?;
+    let plan = archive::read_plan(&dir, &meta)?;
+    let mut destination = job.destination()?;
+    let mut index = DestinationIndex::new(&plan.columns);
     let mut token: Option<String> = None;
     loop {
         let page = destination.snapshot(token.as_deref())?;
-        let positions = positions_in(owned, &page.columns);
-        for row in page.rows {
-            actual.rows.insert(row.key, project(&positions, row.values));
-        }
+        index.add_page(&page.columns, &page.rows);
         token = page.next;
         if token.is_none() {
             break;
         }
     }
-    progress.stats.destination = actual.rows.len() as u64;
-    Ok(actual)
+    if index.fingerprint() != plan.fingerprint || index.len() as u64 != plan.destination_rows {
+        return Err(Halt::Refused(format!(
+            "the destination changed since run {run} made its plan ({} records then, {} now); \
+             run `synchost sync {}` to plan again",
+            plan.destination_rows,
+            index.len(),
+            job.id()
+        )));
+    }
+    progress.stats.desired = plan.desired_rows;
+    progress.stats.destination = plan.destination_rows;
+    progress.stats.unchanged = plan.unchanged;
+    progress.stats.held = plan.held.len() as u64;
+    Ok((plan, destination))
 }
 
-/// For each wanted column, where it is in `columns` (if anywhere).
-fn positions_in(wanted: &[String], columns: &[String]) -> Vec<Option<usize>> {
-    wanted.iter().map(|w| columns.iter().position(|c| c == w)).collect()
-}
+pub(super) use replay::replay;
 
-/// Picks the wanted values out of a row; a missing column is null.
-fn project(positions: &[Option<usize>], mut values: Vec<Value>) -> Vec<Value> {
-    positions.iter().map(|p| p.map_or(Value::Null, |i| std::mem::replace(&mut values[i], Value::Null))).collect()
-}
-
-fn plan(desired: &DataSet, actual: &DataSet) -> Plan {
-    let mut plan = Plan { creates: Vec::new(), updates: Vec::new(), deletes: Vec::new(), unchanged: 0 };
-    let mut keys: Vec<&String> = desired.rows.keys().collect();
-    // Sorted, so that runs over the same data apply in the same order.
-    keys.sort();
-    for key in keys {
-        let wanted = &desired.rows[key];
-        let row = || Row { key: key.clone(), values: wanted.clone() };
-        match actual.rows.get(key) {
-            None => plan.creates.push(row()),
-            Some(current) => {
-                let changed: Vec<String> = desired
-                    .columns
-                    .iter()
-                    .zip(wanted.iter().zip(current))
-                    .filter(|(_, (w, c))| !values_equal(w, c))
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                if changed.is_empty() {
-                    plan.unchanged += 1;
-                } else {
-                    plan.updates.push(RowUpdate { row: row(), changed });
-                }
-            }
-        }
-    }
-    let mut deletes: Vec<String> = actual.rows.keys().filter(|k| !desired.rows.contains_key(*k)).cloned().collect();
-    deletes.sort();
-    plan.deletes = deletes;
-    plan
-}
-
-fn apply(
-    job: &SyncJob<'_>,
-    run: RunId,
-    destination: &mut DestinationInstance,
-    columns: &[String],
-    plan: Plan,
-    progress: &mut Progress,
-) -> Result<(), Halt> {
-    let operation = |action: Action, key: &str| Operation { idempotency_key: format!("run-{run}/{key}"), action };
-    let operations: Vec<Operation> = plan
-        .creates
-        .into_iter()
-        .map(|row| {
-            let key = row.key.clone();
-            operation(Action::Create(row), &key)
-        })
-        .chain(plan.updates.into_iter().map(|update| {
-            let key = update.row.key.clone();
-            operation(Action::Update(update), &key)
-        }))
-        .chain(plan.deletes.into_iter().map(|key| operation(Action::Delete(key.clone()), &key)))
-        .collect();
-
-    let mut rest = operations;
-    while !rest.is_empty() {
-        if job.should_stop() {
-            return Err(Halt::Stopped);
-        }
-        let tail = rest.split_off(rest.len().min(job.pipeline.apply_batch));
-        let batch = OperationBatch { columns: columns.to_vec(), operations: std::mem::replace(&mut rest, tail) };
-        let outcomes = destination.apply(&batch)?;
-        for (op, outcome) in batch.operations.iter().zip(outcomes) {
-            match (outcome, &op.action) {
-                (Ok(()), Action::Create(_)) => progress.stats.created += 1,
-                (Ok(()), Action::Update(_)) => progress.stats.updated += 1,
-                (Ok(()), Action::Upsert(_)) => progress.stats.upserted += 1,
-                (Ok(()), Action::Delete(_)) => progress.stats.deleted += 1,
-                (Err(WitError::Config(reason)), _) => {
-                    return Err(Halt::Refused(format!(
-                        "the destination reports a config error for `{}`: {reason}",
-                        action_key(&op.action)
-                    )));
-                }
-                (Err(error), action) => {
-                    if matches!(error, WitError::Rejected(_)) {
-                        progress.stats.rejected += 1;
-                    } else {
-                        progress.stats.failed += 1;
-                    }
-                    let shown = match action {
-                        Action::Create(row) | Action::Upsert(row) => row_to_json(columns, row).to_string(),
-                        Action::Update(u) => row_to_json(columns, &u.row).to_string(),
-                        Action::Delete(_) => "delete".to_string(),
-                    };
-                    progress.failure(action_key(action), format!("{} ({shown})", describe(&error)));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn action_key(action: &Action) -> &str {
-    match action {
-        Action::Create(row) | Action::Upsert(row) => &row.key,
-        Action::Update(update) => &update.row.key,
-        Action::Delete(key) => key,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn data(columns: &[&str], rows: &[(&str, &[&str])]) -> DataSet {
-        DataSet {
-            columns: columns.iter().map(|c| c.to_string()).collect(),
-            rows: rows
-                .iter()
-                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| Value::Text(v.to_string())).collect()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn plans_creates_updates_with_changed_fields_deletes_and_unchanged() {
-        let desired = data(&["name", "grade"], &[("1", &["ann", "5"]), ("2", &["bob", "6"]), ("3", &["cy", "7"])]);
-        let actual = data(&["name", "grade"], &[("1", &["ann", "5"]), ("2", &["bob", "5"]), ("9", &["old", "1"])]);
-        let plan = plan(&desired, &actual);
-        assert_eq!(plan.creates.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["3"]);
-        assert_eq!(plan.updates.len(), 1);
-        assert_eq!(plan.updates[0].row.key, "2");
-        assert_eq!(plan.updates[0].changed, vec!["grade".to_string()]);
-        assert_eq!(plan.deletes, vec!["9".to_string()]);
-        assert_eq!(plan.unchanged, 1);
-    }
-
-    #[test]
-    fn projection_fills_missing_columns_with_null() {
-        let positions = positions_in(&["a".to_string(), "b".to_string()], &["b".to_string(), "extra".to_string()]);
-        let values = project(&positions, vec![Value::Integer(2), Value::Integer(99)]);
-        assert_eq!(values, vec![Value::Null, Value::Integer(2)]);
-    }
+/// Where the archive of `run` lives under `state_dir`.
+pub(crate) fn archive_dir(state_dir: &std::path::Path, run: RunId) -> PathBuf {
+    archive::run_dir(state_dir, run)
 }

@@ -1,161 +1,571 @@
-//! Event sync: read events after the stored cursor, transform them, apply them
-//! in order, and commit the new cursor with the batch's dead letters in one
-//! transaction.
+//! Event sync: read events after the stored cursor, transform them, collapse
+//! them per key, apply them in parallel lanes, carry failures forward, and
+//! commit everything a batch did in one transaction.
 //!
-//! A crash before the commit means the batch is read again from the old
-//! cursor; every operation carries an idempotency key made of the pipeline, the
-//! event's position and the key, so a destination can tell a redelivery.
+//! One batch, in order:
+//! 1. read up to `max_batch` events after the cursor, and the retry queue;
+//! 2. transform the upserts; deletes pass through by key;
+//! 3. collapse per key ([`collapse`]): events carry full state, so only a
+//!    key's last operation in the batch is applied, in the place of that event;
+//! 4. settle the retry queue ([`retry`]): an operation for a key that has a
+//!    queued one *supersedes* it and takes its place in the queue, keeping its
+//!    attempts and its schedule — it never overtakes the queued one, never
+//!    runs before the retry is due, and the older state is never applied
+//!    after it. Due queue items are attempted with the batch; other keys are
+//!    not held up;
+//! 5. apply in lanes ([`lanes`]) by a stable hash of the key;
+//! 6. outcomes: applied; transient → the retry queue (backoff with jitter;
+//!    after `max_attempts` → dead letters); rejected → dead letters with the
+//!    reason and the operation; a config error → the run pauses, nothing of
+//!    the batch is committed and the cursor stays;
+//! 7. commit the cursor, the queue changes, the dead letters and the batch's
+//!    stats in one transaction.
+//!
+//! Batches overlap in three stages: while batch N is applied and committed,
+//! N+1 is transformed and N+2 is read (each plugin instance on one thread at a
+//! time). Reading has no side effects, so what was read ahead is dropped if
+//! batch N does not commit; only the apply and the commit are strictly in
+//! order, so a pipeline costs little more than its slowest stage.
+//!
+//! A crash anywhere before the commit means the batch is read again from the
+//! old cursor, with the old queue: at-least-once delivery, made effectively
+//! once by the idempotency key every operation carries (pipeline, source
+//! position, key), which the file destination honours. Since a re-read batch
+//! starts at the same cursor, it holds the same events (or more, if
+//! `max_batch` grew), so no key's state goes back. (Lowering `max_batch`
+//! between a crash and the restart may show a key's older state until the
+//! rest of the crashed batch is applied again.)
 
-use super::diff::action_key;
-use super::values::row_to_json;
-use super::{Halt, Progress, SyncJob};
-use crate::plugin::types::{Action, Change, EventBatch, Operation, OperationBatch, Row};
-use crate::plugin::{WitError, describe};
-use crate::state::{NewDeadLetter, RunId};
+mod collapse;
+mod lanes;
+mod retry;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Halt, Progress, SyncJob, TransformChain, action_key};
+use crate::plugin::types::{Action, Change, EventBatch, Operation, Row};
+use crate::plugin::{PluginError, WitError, describe};
+use crate::state::{BatchStats, EventCommit, NewDeadLetter, NewRetry, PipelineId, RetryItem, RunId};
+use lanes::{PendingOp, lane_of};
 
 pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
     let id = job.id();
-    let mut source = job.source()?;
-    let mut transforms = job.transforms()?;
-    let mut destination = job.destination()?;
-    let mut cursor = job.state.cursor(&id).map_err(|e| Halt::Refused(e.to_string()))?;
+    let policy = &job.pipeline.event;
+    let mut source = job.source().map_err(|e| halt(e, None))?;
+    let mut transforms = job.transforms().map_err(|e| halt(e, None))?;
+    let mut destinations =
+        (0..policy.lanes).map(|_| job.destination()).collect::<Result<Vec<_>, _>>().map_err(|e| halt(e, None))?;
+    let mut cursor = job.state.cursor(&id).map_err(refused)?;
     progress.stats.cursor_before = cursor.clone();
     progress.stats.cursor_after = cursor.clone();
-
-    loop {
+    // Keys with a dead letter that no later operation has superseded yet.
+    let mut lettered: HashSet<String> = job
+        .state
+        .dead_letters(&id)
+        .map_err(refused)?
+        .into_iter()
+        .filter(|l| l.superseded_by.is_none())
+        .map(|l| l.key)
+        .collect();
+    let mut previous_commit: Option<(u64, f64)> = None;
+    // Batches ahead of the one being applied: the next one transformed, the
+    // one after it read. Reading is side-effect free: what was read ahead is
+    // simply dropped if the batch in hand does not commit.
+    let mut next: Option<Result<Fetched, Halt>> = None;
+    let mut after_next: Option<Result<Read, Halt>> = None;
+    let max_batch = job.pipeline.max_batch;
+    let outcome = loop {
         if job.options.max_batches.is_some_and(|max| progress.stats.batches >= max) {
-            return Ok(());
+            break Ok(());
         }
         if job.should_stop() {
-            return Err(Halt::Stopped);
+            break Err(Halt::Stopped);
         }
-        let batch = source.events(cursor.as_deref(), job.pipeline.max_batch)?;
-        if batch.events.is_empty() {
-            // Caught up. A cursor that moved past lines with no events (blank
-            // lines, say) is still worth keeping.
-            if cursor.as_deref() != Some(batch.cursor.as_str()) {
-                commit(job, run, &batch.cursor, &[], progress)?;
-            }
-            return Ok(());
-        }
-        progress.stats.read += batch.events.len() as u64;
-        let next_cursor = batch.cursor.clone();
-        let (columns, operations) = operations_for(job, &mut transforms, batch)?;
-
-        let mut dead_letters = Vec::new();
-        for chunk in operations.chunks(job.pipeline.apply_batch) {
-            let operations = chunk.iter().map(|e| e.operation.clone()).collect();
-            let batch = OperationBatch { columns: columns.clone(), operations };
-            let outcomes = destination.apply(&batch)?;
-            for (EventOperation { position, operation: op }, outcome) in chunk.iter().zip(outcomes) {
-                match outcome {
-                    Ok(()) => match op.action {
-                        Action::Delete(_) => progress.stats.deleted += 1,
-                        _ => progress.stats.upserted += 1,
-                    },
-                    Err(WitError::Rejected(reason)) => {
-                        progress.stats.rejected += 1;
-                        progress.failure(action_key(&op.action), reason.clone());
-                        dead_letters.push(NewDeadLetter {
-                            position: position.clone(),
-                            key: action_key(&op.action).to_string(),
-                            operation: operation_json(&columns, &op.action),
-                            reason,
-                        });
-                    }
-                    // Transient or config: the cursor stays where it is, so the
-                    // whole batch is read again by the next run (operations
-                    // already applied are recognised by their idempotency key).
-                    Err(error) => {
-                        progress.stats.failed += 1;
-                        progress.failure(action_key(&op.action), describe(&error));
-                        return Err(Halt::Refused(format!(
-                            "the destination could not apply `{}` ({}); the cursor stays at {}",
-                            action_key(&op.action),
-                            describe(&error),
-                            cursor.as_deref().unwrap_or("the start")
-                        )));
-                    }
+        let fetched = match next.take() {
+            Some(fetched) => fetched,
+            None => read(&mut source, max_batch, cursor.as_deref()).and_then(|r| transform(&id, &mut transforms, r)),
+        };
+        let fetched = match fetched {
+            Ok(fetched) => fetched,
+            Err(e) => break Err(e),
+        };
+        // Three stages at once: this batch is applied and committed while the
+        // next one is transformed and the one after it is read.
+        let wanted = |ahead: u64| {
+            fetched.events > 0 && job.options.max_batches.is_none_or(|max| progress.stats.batches + ahead < max)
+        };
+        let (want_next, want_after_next) = (wanted(1), wanted(2));
+        let mut batch = Batch::new(job, &id, cursor.as_deref(), progress.stats.batches + 1);
+        let (source, transforms) = (&mut source, &mut transforms);
+        let pending_read = after_next.take();
+        let next_cursor_hint = fetched.next_cursor.clone();
+        let step = std::thread::scope(|scope| {
+            // The next batch: transform what was read ahead, or read it now
+            // (then the source is busy and nothing is read further ahead).
+            let (transformer, reader) = match pending_read {
+                Some(read_ahead) if want_next => {
+                    let after_cursor = read_ahead.as_ref().ok().map(|r| r.batch.cursor.clone());
+                    let transformer = scope.spawn(|| read_ahead.and_then(|r| transform(&id, transforms, r)));
+                    let reader = after_cursor
+                        .filter(|_| want_after_next)
+                        .map(|c| scope.spawn(move || read(source, max_batch, Some(&c))));
+                    (Some(transformer), reader)
                 }
-            }
+                _ => {
+                    let transformer = want_next.then(|| {
+                        scope.spawn(|| {
+                            read(source, max_batch, Some(&next_cursor_hint)).and_then(|r| transform(&id, transforms, r))
+                        })
+                    });
+                    (transformer, None)
+                }
+            };
+            let step = batch.run(fetched, &mut destinations, &mut lettered, progress).and_then(|done| {
+                let Some(next_cursor) = done else { return Ok(None) };
+                let started = Instant::now();
+                batch.commit(run, &next_cursor, previous_commit, progress)?;
+                previous_commit = Some((batch.stats.seq, ms(started)));
+                Ok(Some(next_cursor))
+            });
+            next = transformer.map(|t| t.join().expect("the transforming thread panicked"));
+            after_next = reader.map(|r| r.join().expect("the reading thread panicked"));
+            step
+        });
+        match step {
+            Ok(None) => break Ok(()),
+            Ok(Some(next_cursor)) => cursor = Some(next_cursor),
+            Err(e) => break Err(e),
         }
-        commit(job, run, &next_cursor, &dead_letters, progress)?;
-        cursor = Some(next_cursor);
+    };
+    if let Some((seq, ms)) = previous_commit {
+        job.state.set_batch_commit_time(run, seq, ms).map_err(refused)?;
+    }
+    outcome
+}
+
+/// A batch read and transformed, and collapsed per key: ready to apply.
+struct Fetched {
+    events: u64,
+    operations_before_collapse: u64,
+    /// The batch's operations, one per key.
+    operations: Vec<PendingOp>,
+    next_cursor: String,
+    read_ms: f64,
+    transform_ms: f64,
+}
+
+/// A batch read from the source, not yet transformed.
+struct Read {
+    /// The cursor it was read after, for errors.
+    from: Option<String>,
+    batch: EventBatch,
+    read_ms: f64,
+}
+
+/// Reads up to `max` events after `cursor`.
+fn read(source: &mut crate::plugin::SourceInstance, max: u32, cursor: Option<&str>) -> Result<Read, Halt> {
+    let started = Instant::now();
+    let batch = source.events(cursor, max).map_err(|e| halt(e, cursor))?;
+    Ok(Read { from: cursor.map(str::to_string), batch, read_ms: ms(started) })
+}
+
+/// Transforms and collapses a batch that was read.
+fn transform(id: &PipelineId, transforms: &mut TransformChain, read: Read) -> Result<Fetched, Halt> {
+    let Read { from, batch, read_ms } = read;
+    let started = Instant::now();
+    let events = batch.events.len() as u64;
+    let next_cursor = batch.cursor.clone();
+    let (operations, before) = if events == 0 {
+        (Vec::new(), 0)
+    } else {
+        operations_for(id, transforms, batch).map_err(|e| match e {
+            Halt::Plugin(e) => halt(e, from.as_deref()),
+            other => other,
+        })?
+    };
+    Ok(Fetched {
+        events,
+        operations_before_collapse: before,
+        operations,
+        next_cursor,
+        read_ms,
+        transform_ms: ms(started),
+    })
+}
+
+fn refused(e: impl std::fmt::Display) -> Halt {
+    Halt::Refused(e.to_string())
+}
+
+/// What a plugin error means for the run: a config error pauses the pipeline
+/// (an operator must act; retrying cannot help), anything else fails the run.
+fn halt(error: PluginError, cursor: Option<&str>) -> Halt {
+    if matches!(error.returned(), Some(WitError::Config(_))) {
+        Halt::Paused(format!(
+            "{error}; the pipeline is paused until an operator fixes this, and the cursor stays at {}",
+            cursor.unwrap_or("the start")
+        ))
+    } else {
+        Halt::Plugin(error)
     }
 }
 
-fn commit(
-    job: &SyncJob<'_>,
-    run: RunId,
-    cursor: &str,
-    dead_letters: &[NewDeadLetter],
-    progress: &mut Progress,
-) -> Result<(), Halt> {
-    progress.stats.batches += 1;
-    progress.stats.cursor_after = Some(cursor.to_string());
-    job.state
-        .commit_batch(run, &job.id(), cursor, dead_letters, &progress.stats)
-        .map_err(|e| Halt::Refused(e.to_string()))
+/// One batch in the making: what it will commit.
+struct Batch<'j, 'a> {
+    job: &'j SyncJob<'a>,
+    id: &'j PipelineId,
+    cursor: Option<&'j str>,
+    stats: BatchStats,
+    queued: Vec<NewRetry>,
+    unqueued: Vec<String>,
+    dead_letters: Vec<NewDeadLetter>,
+    superseded_letters: Vec<(String, String)>,
+    /// Keys the destination now holds a newer state of.
+    applied: HashSet<String>,
+    queue_seen_up_to: i64,
+    /// The keys in the retry queue when the batch read it.
+    queue_keys: HashSet<String>,
 }
 
-/// An operation with the source position of the event it came from.
-struct EventOperation {
-    position: String,
-    operation: Operation,
+impl<'j, 'a> Batch<'j, 'a> {
+    fn new(job: &'j SyncJob<'a>, id: &'j PipelineId, cursor: Option<&'j str>, seq: u64) -> Self {
+        Batch {
+            job,
+            id,
+            cursor,
+            stats: BatchStats {
+                seq,
+                cursor_before: cursor.map(str::to_string),
+                lanes: job.pipeline.event.lanes as u64,
+                ..BatchStats::default()
+            },
+            queued: Vec::new(),
+            unqueued: Vec::new(),
+            dead_letters: Vec::new(),
+            superseded_letters: Vec::new(),
+            applied: HashSet::new(),
+            queue_seen_up_to: 0,
+            queue_keys: HashSet::new(),
+        }
+    }
+
+    /// Applies one fetched batch, with the retry queue. `None`: nothing to
+    /// do (caught up, no retry due); otherwise the cursor to commit.
+    fn run(
+        &mut self,
+        fetched: Fetched,
+        destinations: &mut [crate::plugin::DestinationInstance],
+        lettered: &mut HashSet<String>,
+        progress: &mut Progress,
+    ) -> Result<Option<String>, Halt> {
+        let job = self.job;
+        let policy = &job.pipeline.event;
+        let started = Instant::now();
+        let queue = job.state.retry_queue(self.id).map_err(refused)?;
+        self.queue_seen_up_to = queue.iter().map(|item| item.id).max().unwrap_or(0);
+        self.queue_keys = queue.iter().map(|item| item.key.clone()).collect();
+        let now = chrono::Utc::now().timestamp_millis();
+        let any_due = queue.iter().any(|item| item.next_attempt_at <= now);
+        if fetched.events == 0 && !any_due {
+            // Caught up. A cursor that moved past lines with no events (blank
+            // lines, say) is still worth keeping.
+            self.stats.pending_retries = queue.len() as u64;
+            progress.stats.pending_retries = queue.len() as u64;
+            return Ok((self.cursor != Some(fetched.next_cursor.as_str())).then_some(fetched.next_cursor));
+        }
+        self.stats.events = fetched.events;
+        self.stats.read_ms = fetched.read_ms;
+        self.stats.transform_ms = fetched.transform_ms;
+        self.stats.operations = fetched.operations_before_collapse;
+        self.stats.collapsed = fetched.operations_before_collapse - fetched.operations.len() as u64;
+        let (operations, next_cursor) = (fetched.operations, fetched.next_cursor);
+
+        let to_apply = self.settle_queue(queue, operations, now)?;
+        let apply_started = Instant::now();
+        let mut lanes: Vec<Vec<PendingOp>> = (0..policy.lanes).map(|_| Vec::new()).collect();
+        for op in to_apply {
+            lanes[lane_of(&op.key, policy.lanes)].push(op);
+        }
+        let mut outcomes = lanes::apply(destinations, lanes, job.pipeline.apply_batch);
+        self.stats.apply_ms = ms(apply_started);
+        // Nothing of a batch that halts is committed: it is read again, with
+        // the old queue, by the next run (operations already applied are
+        // recognised by their idempotency keys).
+        if let Some(error) = outcomes.iter_mut().find_map(|lane| lane.halt.take()) {
+            return Err(halt(error, self.cursor));
+        }
+        // A config error for a single operation still says the configuration
+        // is wrong (a missing directory, say): retrying cannot help and
+        // dead-lettering would bury it, so the pipeline pauses.
+        let config_error = outcomes.iter().flat_map(|lane| &lane.done).find_map(|(op, result)| match result {
+            Err(error @ WitError::Config(_)) => Some((op.key.clone(), describe(error))),
+            _ => None,
+        });
+        if let Some((key, reason)) = config_error {
+            return Err(Halt::Paused(format!(
+                "the destination could not apply `{key}`: {reason}; the pipeline is paused until an operator fixes \
+                 this, and the cursor stays at {}",
+                self.cursor.unwrap_or("the start")
+            )));
+        }
+        for lane in outcomes {
+            for (op, result) in lane.done {
+                self.settle(op, result, lettered, progress);
+            }
+        }
+        // Reading and transforming ran beside the previous batch's apply.
+        self.stats.work_ms = self.stats.read_ms + self.stats.transform_ms + ms(started);
+        Ok(Some(next_cursor))
+    }
+
+    /// Merges the batch's operations with the retry queue. Returns what to
+    /// apply now: the batch's operations for keys with nothing queued, and
+    /// every due queue item (with the newest operation for its key).
+    fn settle_queue(
+        &mut self,
+        queue: Vec<RetryItem>,
+        operations: Vec<PendingOp>,
+        now: i64,
+    ) -> Result<Vec<PendingOp>, Halt> {
+        let mut waiting: HashMap<String, RetryItem> = queue.into_iter().map(|item| (item.key.clone(), item)).collect();
+        let mut to_apply = Vec::with_capacity(operations.len());
+        for mut op in operations {
+            let Some(item) = waiting.remove(&op.key) else {
+                to_apply.push(op);
+                continue;
+            };
+            // The newer full state takes the queued item's place, attempts and
+            // schedule: it neither overtakes the item nor is overtaken by it.
+            self.stats.superseded += 1;
+            op.attempts = item.attempts;
+            op.queued = true;
+            if item.next_attempt_at <= now {
+                to_apply.push(op);
+            } else {
+                self.queued.push(NewRetry {
+                    key: op.key.clone(),
+                    position: op.position.clone(),
+                    operation: retry::operation_json(&op.columns, &op.operation.action),
+                    attempts: item.attempts,
+                    next_attempt_at: item.next_attempt_at,
+                    last_error: item.last_error,
+                });
+                self.applied.insert(op.key.clone());
+            }
+        }
+        let mut due: Vec<RetryItem> = waiting.into_values().filter(|item| item.next_attempt_at <= now).collect();
+        due.sort_by_key(|item| item.id);
+        for item in due {
+            let (columns, action) = retry::operation_from_json(&item.operation).map_err(|e| {
+                Halt::Refused(format!("retry item {} for `{}` in the state store is damaged: {e}", item.id, item.key))
+            })?;
+            self.stats.retried += 1;
+            to_apply.push(PendingOp::from_queue(self.id, item, columns, action));
+        }
+        Ok(to_apply)
+    }
+
+    /// Records what became of one operation.
+    fn settle(
+        &mut self,
+        op: PendingOp,
+        result: Result<(), WitError>,
+        lettered: &mut HashSet<String>,
+        progress: &mut Progress,
+    ) {
+        // Any later operation for a key makes its earlier dead letters obsolete.
+        if lettered.remove(&op.key) {
+            self.superseded_letters.push((op.key.clone(), op.position.clone()));
+        }
+        let policy = &self.job.pipeline.event;
+        let dead_letter = match result {
+            Ok(()) => {
+                match op.operation.action {
+                    Action::Delete(_) => self.stats.deleted += 1,
+                    _ => self.stats.upserted += 1,
+                }
+                if op.queued {
+                    self.unqueued.push(op.key.clone());
+                }
+                self.applied.insert(op.key);
+                return;
+            }
+            Err(WitError::Transient(message)) => {
+                let attempts = op.attempts + 1;
+                progress.stats.failed += 1;
+                if attempts < policy.max_attempts {
+                    let wait = retry::backoff(
+                        attempts,
+                        policy.retry_backoff,
+                        policy.retry_backoff_max,
+                        retry::jitter_seed(&op.key, attempts),
+                    );
+                    let reason = describe(&WitError::Transient(message));
+                    progress.failure(&op.key, format!("{reason} (attempt {attempts}, retried in {wait:?})"));
+                    self.stats.queued += 1;
+                    self.queued.push(NewRetry {
+                        key: op.key.clone(),
+                        position: op.position.clone(),
+                        operation: retry::operation_json(&op.columns, &op.operation.action),
+                        attempts,
+                        next_attempt_at: chrono::Utc::now().timestamp_millis() + wait.as_millis() as i64,
+                        last_error: reason,
+                    });
+                    self.applied.insert(op.key);
+                    return;
+                }
+                self.stats.expired += 1;
+                format!("gave up after {attempts} attempt(s): {}", describe(&WitError::Transient(message)))
+            }
+            // Config errors never get here: they pause the run first.
+            Err(error) => {
+                self.stats.rejected += 1;
+                describe(&error)
+            }
+        };
+        progress.failure(&op.key, dead_letter.clone());
+        if op.queued {
+            self.unqueued.push(op.key.clone());
+        }
+        lettered.insert(op.key.clone());
+        self.dead_letters.push(NewDeadLetter {
+            position: op.position,
+            key: op.key,
+            operation: retry::operation_json(&op.columns, &op.operation.action),
+            reason: dead_letter,
+        });
+    }
+
+    fn commit(
+        &mut self,
+        run: RunId,
+        cursor: &str,
+        previous_commit_ms: Option<(u64, f64)>,
+        progress: &mut Progress,
+    ) -> Result<(), Halt> {
+        let s = &mut progress.stats;
+        s.batches += 1;
+        s.read += self.stats.events;
+        s.upserted += self.stats.upserted;
+        s.deleted += self.stats.deleted;
+        s.rejected += self.stats.rejected;
+        s.collapsed += self.stats.collapsed;
+        s.retried += self.stats.retried;
+        s.queued += self.stats.queued;
+        s.dead_lettered += self.dead_letters.len() as u64;
+        s.cursor_after = Some(cursor.to_string());
+        self.stats.cursor_after = cursor.to_string();
+        let job = self.job;
+        // What the queue holds after this commit.
+        for key in &self.unqueued {
+            self.queue_keys.remove(key);
+        }
+        self.queue_keys.extend(self.queued.iter().map(|item| item.key.clone()));
+        self.stats.pending_retries = self.queue_keys.len() as u64;
+        s.pending_retries = self.stats.pending_retries;
+        let applied = &self.applied;
+        let applied_keys = |key: &str| applied.contains(key);
+        job.state
+            .commit_event_batch(&EventCommit {
+                run,
+                pipeline: self.id,
+                cursor,
+                queued: &self.queued,
+                unqueued: &self.unqueued,
+                dead_letters: &self.dead_letters,
+                superseded_letters: &self.superseded_letters,
+                queue_seen_up_to: self.queue_seen_up_to,
+                applied_keys: &applied_keys,
+                batch: &self.stats,
+                previous_commit_ms,
+                stats: &progress.stats,
+            })
+            .map_err(refused)
+    }
 }
 
-/// The operations for a batch of events, in event order, and the columns of
-/// their rows: an upsert becomes the upserts of the rows the transforms made
-/// of it; a delete passes through by key.
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+impl PendingOp {
+    /// A queued operation, rebuilt from the state store.
+    fn from_queue(pipeline: &PipelineId, item: RetryItem, columns: Vec<String>, action: Action) -> PendingOp {
+        PendingOp {
+            operation: Operation { idempotency_key: idempotency_key(pipeline, &item.position, &item.key), action },
+            position: item.position,
+            key: item.key,
+            columns: Arc::new(columns),
+            attempts: item.attempts,
+            queued: true,
+        }
+    }
+}
+
+/// The key a destination may use to apply an operation at most once: the same
+/// for the same event whenever it is delivered.
+fn idempotency_key(pipeline: &PipelineId, position: &str, key: &str) -> String {
+    format!("{pipeline}@{position}#{key}")
+}
+
+/// The operations for a batch of events, collapsed per key (see
+/// [`collapse`]), and how many there were before collapsing: an upsert becomes
+/// the upserts of the rows the transforms made of it; a delete passes through
+/// by key. Positions and idempotency keys are made for the survivors only.
 fn operations_for(
-    job: &SyncJob<'_>,
-    transforms: &mut super::TransformChain,
+    id: &PipelineId,
+    transforms: &mut TransformChain,
     batch: EventBatch,
-) -> Result<(Vec<String>, Vec<EventOperation>), Halt> {
+) -> Result<(Vec<PendingOp>, u64), Halt> {
     let mut upsert_rows: Vec<Row> = Vec::new();
     let mut upsert_events: Vec<usize> = Vec::new();
-    for (i, event) in batch.events.iter().enumerate() {
-        if let Change::Upsert(row) = &event.change {
-            upsert_rows.push(row.clone());
-            upsert_events.push(i);
+    let mut positions = Vec::with_capacity(batch.events.len());
+    let mut deletes: Vec<Option<String>> = Vec::with_capacity(batch.events.len());
+    for (i, event) in batch.events.into_iter().enumerate() {
+        positions.push(event.position);
+        match event.change {
+            Change::Upsert(row) => {
+                upsert_rows.push(row);
+                upsert_events.push(i);
+                deletes.push(None);
+            }
+            Change::Delete(key) => deletes.push(Some(key)),
         }
     }
     let out = transforms.apply(batch.columns, upsert_rows)?;
+    let columns = Arc::new(out.columns);
 
-    // Rows out, grouped by the event they came from, in order.
-    let mut rows_of_event: Vec<Vec<Row>> = vec![Vec::new(); batch.events.len()];
+    // (event, action) in event order: the rows an upsert became sit where
+    // the upsert was, whatever order the transform returned them in.
+    let mut rows_of_event: Vec<Vec<Row>> = vec![Vec::new(); positions.len()];
     for (row, origin) in out.rows.into_iter().zip(out.origins) {
         rows_of_event[upsert_events[origin as usize]].push(row);
     }
-    let id = job.id();
-    let mut operations = Vec::with_capacity(batch.events.len());
-    for (event, rows) in batch.events.into_iter().zip(rows_of_event) {
-        let idempotency_key = |key: &str| format!("{id}@{}#{key}", event.position);
-        match event.change {
-            Change::Upsert(_) => {
-                for row in rows {
-                    let operation =
-                        Operation { idempotency_key: idempotency_key(&row.key), action: Action::Upsert(row) };
-                    operations.push(EventOperation { position: event.position.clone(), operation });
-                }
-            }
-            Change::Delete(key) => {
-                let operation = Operation { idempotency_key: idempotency_key(&key), action: Action::Delete(key) };
-                operations.push(EventOperation { position: event.position.clone(), operation });
-            }
+    let mut actions: Vec<(usize, Action)> = Vec::with_capacity(positions.len());
+    for (event, (delete, rows)) in deletes.into_iter().zip(rows_of_event).enumerate() {
+        match delete {
+            Some(key) => actions.push((event, Action::Delete(key))),
+            None => actions.extend(rows.into_iter().map(|row| (event, Action::Upsert(row)))),
         }
     }
-    Ok((out.columns, operations))
-}
-
-fn operation_json(columns: &[String], action: &Action) -> serde_json::Value {
-    match action {
-        Action::Delete(key) => serde_json::json!({ "delete": key }),
-        Action::Create(row) | Action::Upsert(row) => {
-            serde_json::json!({ "upsert": { "key": row.key, "fields": row_to_json(columns, row) } })
-        }
-        Action::Update(update) => serde_json::json!({
-            "update": { "key": update.row.key, "fields": row_to_json(columns, &update.row), "changed": update.changed }
-        }),
-    }
+    let before = actions.len() as u64;
+    let (actions, _) = collapse::collapse(actions, |(_, action)| action_key(action));
+    let operations = actions
+        .into_iter()
+        .map(|(event, action)| {
+            let key = action_key(&action).to_string();
+            let position = positions[event].clone();
+            PendingOp {
+                operation: Operation { idempotency_key: idempotency_key(id, &position, &key), action },
+                position,
+                key,
+                columns: columns.clone(),
+                attempts: 0,
+                queued: false,
+            }
+        })
+        .collect();
+    Ok((operations, before))
 }

@@ -1,18 +1,27 @@
-//! Field values on the host side: comparing them and showing them as JSON.
+//! Field values on the host side: hashing them for diffs, showing them as
+//! JSON, and encoding them losslessly for the run archive.
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::plugin::types::{Row, Value};
 
-/// Whether two values are the same for a sync. Floats compare by bits as well,
-/// so that NaN equals itself and a row holding one is not updated forever;
-/// bytes and nested JSON compare by the JSON they show as, since destinations
-/// that keep JSON give bytes back as an array.
-pub(crate) fn values_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Float(x), Value::Float(y)) => x == y || x.to_bits() == y.to_bits(),
-        (Value::Bytes(_), Value::Json(_)) | (Value::Json(_), Value::Bytes(_)) | (Value::Json(_), Value::Json(_)) => {
-            value_to_json(a) == value_to_json(b)
-        }
-        _ => a == b,
+/// A 64-bit hash of a value that is stable across processes and versions
+/// (xxh3), so hashes can be compared with ones recorded earlier.
+///
+/// Two values hash alike when a sync should treat them as the same: floats by
+/// bits (so NaN equals itself and a row holding one is not updated forever),
+/// bytes and nested JSON by the JSON they show as (destinations that keep JSON
+/// give bytes back as an array, and key order or spacing in JSON text is
+/// not a change).
+pub(crate) fn value_hash(value: &Value) -> u64 {
+    // The variant goes in as the seed: one-shot hashing, no streaming state.
+    match value {
+        Value::Null => xxh3_64_with_seed(&[], 0),
+        Value::Boolean(b) => xxh3_64_with_seed(&[*b as u8], 1),
+        Value::Integer(i) => xxh3_64_with_seed(&i.to_le_bytes(), 2),
+        Value::Float(f) => xxh3_64_with_seed(&f.to_bits().to_le_bytes(), 3),
+        Value::Text(s) => xxh3_64_with_seed(s.as_bytes(), 4),
+        Value::Bytes(_) | Value::Json(_) => xxh3_64_with_seed(value_to_json(value).to_string().as_bytes(), 5),
     }
 }
 
@@ -36,16 +45,77 @@ pub fn row_to_json(columns: &[String], row: &Row) -> serde_json::Value {
     serde_json::Value::Object(fields)
 }
 
+/// The archive's lossless encoding of a value: plain JSON where that is
+/// unambiguous (null, booleans, integers, text), a one-key object otherwise
+/// (`{"f": 1.5}`, `{"f": "NaN"}`, `{"b": "00ff"}`, `{"j": "[1,2]"}`).
+pub(crate) fn encode_value(value: &Value) -> serde_json::Value {
+    use serde_json::{Value as J, json};
+    match value {
+        Value::Null => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => J::from(*i),
+        Value::Float(f) => match serde_json::Number::from_f64(*f) {
+            Some(n) => json!({ "f": n }),
+            None => json!({ "f": f.to_string() }),
+        },
+        Value::Text(s) => J::String(s.clone()),
+        Value::Bytes(b) => json!({ "b": hex::encode(b) }),
+        Value::Json(text) => json!({ "j": text }),
+    }
+}
+
+/// The inverse of [`encode_value`].
+pub(crate) fn decode_value(json: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
+    Ok(match json {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => Value::Integer(n.as_i64().ok_or_else(|| format!("`{n}` is not a 64-bit integer"))?),
+        J::String(s) => Value::Text(s.clone()),
+        J::Object(map) if map.len() == 1 => match map.iter().next().expect("one entry") {
+            (tag, J::Number(n)) if tag == "f" => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            (tag, J::String(s)) if tag == "f" => Value::Float(s.parse().map_err(|_| format!("`{s}` is not a float"))?),
+            (tag, J::String(s)) if tag == "b" => Value::Bytes(hex::decode(s).map_err(|e| e.to_string())?),
+            (tag, J::String(s)) if tag == "j" => Value::Json(s.clone()),
+            _ => return Err(format!("`{json}` is not an encoded value")),
+        },
+        _ => return Err(format!("`{json}` is not an encoded value")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn nan_equals_itself_and_bytes_equal_their_json() {
-        assert!(values_equal(&Value::Float(f64::NAN), &Value::Float(f64::NAN)));
-        assert!(values_equal(&Value::Bytes(vec![1, 2]), &Value::Json("[1,2]".into())));
-        assert!(values_equal(&Value::Json("{\"a\": 1}".into()), &Value::Json("{\"a\":1}".into())));
-        assert!(!values_equal(&Value::Text("1".into()), &Value::Integer(1)));
-        assert!(!values_equal(&Value::Null, &Value::Text(String::new())));
+    fn hashes_treat_equal_things_alike_and_different_things_apart() {
+        let same = |a: Value, b: Value| value_hash(&a) == value_hash(&b);
+        assert!(same(Value::Float(f64::NAN), Value::Float(f64::NAN)));
+        assert!(same(Value::Bytes(vec![1, 2]), Value::Json("[1,2]".into())));
+        assert!(same(Value::Json("{\"a\": 1, \"b\": 2}".into()), Value::Json("{\"b\":2,\"a\":1}".into())));
+        assert!(!same(Value::Text("1".into()), Value::Integer(1)));
+        assert!(!same(Value::Null, Value::Text(String::new())));
+        assert!(!same(Value::Text("[1,2]".into()), Value::Json("[1,2]".into())));
+        assert!(!same(Value::Float(0.0), Value::Float(-0.0)));
+    }
+
+    #[test]
+    fn the_archive_encoding_round_trips_every_kind_of_value() {
+        let values = [
+            Value::Null,
+            Value::Boolean(true),
+            Value::Integer(i64::MIN),
+            Value::Float(1.5),
+            Value::Float(f64::NAN),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Text("{\"j\": \"x\"}".into()),
+            Value::Bytes(vec![0, 255]),
+            Value::Json("[1, 2]".into()),
+        ];
+        for value in values {
+            let decoded = decode_value(&encode_value(&value)).unwrap();
+            assert_eq!(value_hash(&decoded), value_hash(&value), "{value:?} became {decoded:?}");
+            assert_eq!(std::mem::discriminant(&decoded), std::mem::discriminant(&value));
+        }
     }
 }

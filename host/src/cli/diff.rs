@@ -1,0 +1,69 @@
+//! The diff-sync commands: `plan`, `approve` and `replay`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+
+use super::{live_progress, load, open_state, output};
+use crate::plugin::PluginKind;
+use crate::runtime::Tenants;
+use crate::state::{PipelineId, RunId, RunStatus, StateStore};
+use crate::sync::{SyncJob, SyncOptions};
+
+pub(super) fn plan(config: &Path, id: &PipelineId, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = load(config, Tenants::Only(&id.tenant))?;
+    let stop = AtomicBool::new(false);
+    let options = SyncOptions { live_progress: live_progress(json), ..SyncOptions::default() };
+    let job = runtime.job(id, &stop, options).map_err(anyhow::Error::msg)?;
+    let preview = job.preview().map_err(anyhow::Error::msg)?;
+    output::preview(id, &preview, job.pipeline.diff.max_change_ratio, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pipeline a recorded run belongs to.
+fn pipeline_of(config: &Path, run: RunId) -> anyhow::Result<PipelineId> {
+    let state = open_state(config)?;
+    Ok(state.run(run)?.with_context(|| format!("no run {run}"))?.pipeline)
+}
+
+pub(super) fn approve(config: &Path, run: RunId, json: bool) -> anyhow::Result<ExitCode> {
+    let id = pipeline_of(config, run)?;
+    let runtime = load(config, Tenants::Only(&id.tenant))?;
+    let stop = AtomicBool::new(false);
+    let options = SyncOptions { live_progress: live_progress(json), ..SyncOptions::default() };
+    let job = runtime.job(&id, &stop, options).map_err(anyhow::Error::msg)?;
+    let report = job.approve(run).map_err(|e| anyhow::anyhow!("cannot approve run {run}: {e}"))?;
+    output::report(&report, json);
+    Ok(if report.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub(super) fn replay(config: &Path, run: RunId, overrides: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let id = pipeline_of(config, run)?;
+    let runtime = load(config, Tenants::Only(&id.tenant))?;
+    let stop = AtomicBool::new(false);
+    let job = runtime.job(&id, &stop, SyncOptions::default()).map_err(anyhow::Error::msg)?;
+    let mut plugins: BTreeMap<_, _> = job.plugins.clone();
+    for spec in overrides {
+        let (name, file) = spec.split_once('=').with_context(|| format!("--plugin `{spec}` is not NAME=FILE.wasm"))?;
+        if !job.pipeline.transforms.iter().any(|t| t == name) {
+            anyhow::bail!(
+                "--plugin {name}: `{name}` is not a transform of {id} (its transforms: {}); the source and \
+                 destination of a replay come from the run's archive",
+                job.pipeline.transforms.join(", ")
+            );
+        }
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read `{file}`"))?;
+        let compiled = runtime.engine.compile(name, &bytes)?;
+        if compiled.kind != PluginKind::Transform {
+            anyhow::bail!("--plugin {name}: `{file}` is a {} plugin, not a transform", compiled.kind);
+        }
+        plugins.insert(name.to_string(), compiled);
+    }
+    let job = SyncJob { plugins: &plugins, ..job };
+    let report = job.replay(run).map_err(|e| anyhow::anyhow!("cannot replay run {run}: {e}"))?;
+    output::replay(&report, json);
+    Ok(ExitCode::SUCCESS)
+}

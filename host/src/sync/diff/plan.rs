@@ -1,0 +1,525 @@
+//! Planning a diff: the destination indexed by key (with a hash per owned
+//! field, not the rows themselves), the desired rows streamed past it, and
+//! the guards that decide whether the plan may be applied.
+//!
+//! Memory grows with the number of destination records (a key and a few hashes
+//! each) and with the number of changes, never with the unchanged rows.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::super::values::{value_hash, value_to_json};
+use crate::config::{Deletes, DiffPolicy};
+use crate::plugin::types::{Row, RowUpdate, Value};
+
+/// What a diff run will do, by key; every list sorted by key.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The owned fields, in the order of every row's values.
+    pub columns: Vec<String>,
+    pub creates: Vec<Row>,
+    pub updates: Vec<RowUpdate>,
+    pub deletes: Vec<String>,
+    pub unchanged: u64,
+    /// Rows held back because they collide on a unique field.
+    pub held: Vec<Conflict>,
+    pub desired_rows: u64,
+    pub destination_rows: u64,
+    /// A digest of the destination's owned fields when the plan was made: an
+    /// approved plan is applied only to the destination it was made for.
+    pub fingerprint: u64,
+}
+
+impl Plan {
+    pub fn changes(&self) -> u64 {
+        (self.creates.len() + self.updates.len() + self.deletes.len()) as u64
+    }
+
+    /// The share of the destination the plan changes. Against an empty
+    /// destination it is 0: an initial load changes nothing that exists.
+    pub fn change_ratio(&self) -> f64 {
+        if self.destination_rows == 0 { 0.0 } else { self.changes() as f64 / self.destination_rows as f64 }
+    }
+
+    /// Why the plan must wait for an operator, if it must.
+    pub fn blocked_reason(&self, policy: &DiffPolicy) -> Option<String> {
+        let ratio = self.change_ratio();
+        (ratio > policy.max_change_ratio).then(|| {
+            format!(
+                "the plan changes {} of {} destination records ({:.1}%), more than max_change_ratio allows ({:.1}%)",
+                self.changes(),
+                self.destination_rows,
+                ratio * 100.0,
+                policy.max_change_ratio * 100.0
+            )
+        })
+    }
+}
+
+/// Two rows that would hold the same value in a field declared unique.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The row held back.
+    pub key: String,
+    /// The row it collides with (desired, or a destination record the sync leaves alone).
+    pub other: String,
+    pub field: String,
+    pub value: String,
+}
+
+/// A planning failure that stops the run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("key `{0}` appears more than once in the desired state; keys must be unique")]
+    DuplicateKey(String),
+    #[error("owned field `{field}` is not among the fields the transforms emit ({emitted})")]
+    OwnedFieldMissing { field: String, emitted: String },
+    #[error("unique field `{0}` is not an owned field; only owned fields can be kept unique")]
+    UniqueNotOwned(String),
+}
+
+/// The destination, indexed: key → row number; per row one hash per owned field.
+pub struct DestinationIndex {
+    columns: Vec<String>,
+    rows: HashMap<Box<str>, u32>,
+    hashes: Vec<u64>,
+    fingerprint: u64,
+}
+
+impl DestinationIndex {
+    pub fn new(owned: &[String]) -> DestinationIndex {
+        DestinationIndex { columns: owned.to_vec(), rows: HashMap::new(), hashes: Vec::new(), fingerprint: 0 }
+    }
+
+    /// Adds a page of destination records; fields it lacks count as null.
+    pub fn add_page(&mut self, columns: &[String], rows: &[Row]) {
+        let positions: Vec<Option<usize>> = self.columns.iter().map(|c| columns.iter().position(|p| p == c)).collect();
+        let null = value_hash(&Value::Null);
+        let mut hashes = Vec::with_capacity(self.columns.len());
+        for row in rows {
+            hashes.clear();
+            hashes.extend(positions.iter().map(|p| p.map_or(null, |i| value_hash(&row.values[i]))));
+            let digest = row_digest(&row.key, &hashes);
+            match self.rows.get(row.key.as_str()).copied() {
+                // A key twice in one snapshot: the later record stands, as it
+                // would for anyone reading the destination in order.
+                Some(index) => {
+                    let old = row_digest(&row.key, self.hashes_of(index));
+                    let width = self.columns.len();
+                    self.hashes[index as usize * width..(index as usize + 1) * width].copy_from_slice(&hashes);
+                    self.fingerprint = self.fingerprint.wrapping_sub(old).wrapping_add(digest);
+                }
+                None => {
+                    self.rows.insert(row.key.as_str().into(), self.rows.len() as u32);
+                    self.hashes.extend_from_slice(&hashes);
+                    self.fingerprint = self.fingerprint.wrapping_add(digest);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn hashes_of(&self, index: u32) -> &[u64] {
+        let width = self.columns.len();
+        &self.hashes[index as usize * width..(index as usize + 1) * width]
+    }
+}
+
+/// An order-independent digest of one record: fingerprints are sums of these.
+fn row_digest(key: &str, hashes: &[u64]) -> u64 {
+    let mut bytes = Vec::with_capacity(key.len() + hashes.len() * 8);
+    bytes.extend_from_slice(key.as_bytes());
+    for hash in hashes {
+        bytes.extend_from_slice(&hash.to_le_bytes());
+    }
+    xxh3_64_with_seed(&bytes, 7)
+}
+
+/// Streams desired rows past the destination index and builds the plan.
+pub struct Planner {
+    destination: DestinationIndex,
+    unique: Vec<(usize, String)>,
+    seen: Vec<bool>,
+    creates: Vec<Row>,
+    created_keys: HashSet<Box<str>>,
+    updates: Vec<RowUpdate>,
+    unchanged: u64,
+    desired_rows: u64,
+    /// Per unique field: value hash → the first desired key holding it.
+    unique_values: Vec<HashMap<u64, Box<str>>>,
+    /// Keys in a collision, with what they collide with.
+    conflicts: HashMap<String, Conflict>,
+}
+
+impl Planner {
+    pub fn new(destination: DestinationIndex, policy: &DiffPolicy) -> Result<Planner, PlanError> {
+        let mut unique = Vec::new();
+        for field in &policy.unique {
+            let position = destination
+                .columns
+                .iter()
+                .position(|c| c == field)
+                .ok_or_else(|| PlanError::UniqueNotOwned(field.clone()))?;
+            unique.push((position, field.clone()));
+        }
+        let rows = destination.len();
+        Ok(Planner {
+            unique_values: vec![HashMap::new(); unique.len()],
+            unique,
+            seen: vec![false; rows],
+            destination,
+            creates: Vec::new(),
+            created_keys: HashSet::new(),
+            updates: Vec::new(),
+            unchanged: 0,
+            desired_rows: 0,
+            conflicts: HashMap::new(),
+        })
+    }
+
+    /// How many records the destination holds.
+    pub fn destination_rows(&self) -> u64 {
+        self.destination.len() as u64
+    }
+
+    /// The positions of the owned columns in a page's columns, checked.
+    pub fn positions(&self, columns: &[String]) -> Result<Vec<usize>, PlanError> {
+        self.destination
+            .columns
+            .iter()
+            .map(|owned| {
+                columns
+                    .iter()
+                    .position(|c| c == owned)
+                    .ok_or_else(|| PlanError::OwnedFieldMissing { field: owned.clone(), emitted: columns.join(", ") })
+            })
+            .collect()
+    }
+
+    /// Adds desired rows whose columns are at `positions` (from [`Self::positions`]).
+    pub fn add_rows(&mut self, positions: &[usize], rows: Vec<Row>) -> Result<(), PlanError> {
+        let mut hashes: Vec<u64> = Vec::with_capacity(positions.len());
+        // Only created and updated rows are kept, with their owned values.
+        let project = |values: &mut Vec<Value>| -> Vec<Value> {
+            positions.iter().map(|&i| std::mem::replace(&mut values[i], Value::Null)).collect()
+        };
+        for Row { key, mut values } in rows {
+            hashes.clear();
+            hashes.extend(positions.iter().map(|&i| value_hash(&values[i])));
+            self.desired_rows += 1;
+            if !self.unique.is_empty() {
+                self.check_unique(&key, positions, &values, &hashes);
+            }
+            match self.destination.rows.get(key.as_str()).copied() {
+                Some(index) => {
+                    if std::mem::replace(&mut self.seen[index as usize], true) {
+                        return Err(PlanError::DuplicateKey(key));
+                    }
+                    let current = self.destination.hashes_of(index);
+                    if hashes == current {
+                        self.unchanged += 1;
+                        continue;
+                    }
+                    let changed = hashes
+                        .iter()
+                        .zip(current)
+                        .zip(&self.destination.columns)
+                        .filter(|((new, old), _)| new != old)
+                        .map(|(_, name)| name.clone())
+                        .collect();
+                    self.updates.push(RowUpdate { row: Row { key, values: project(&mut values) }, changed });
+                }
+                None => {
+                    if !self.created_keys.insert(key.as_str().into()) {
+                        return Err(PlanError::DuplicateKey(key));
+                    }
+                    self.creates.push(Row { key, values: project(&mut values) });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `values` is a whole desired row; `positions` says where each owned field is.
+    fn check_unique(&mut self, key: &str, positions: &[usize], values: &[Value], hashes: &[u64]) {
+        for (u, (owned_index, field)) in self.unique.iter().enumerate() {
+            let value = &values[positions[*owned_index]];
+            if matches!(value, Value::Null) {
+                continue;
+            }
+            let hash = hashes[*owned_index];
+            match self.unique_values[u].get(&hash) {
+                Some(first) if **first != *key => {
+                    let value = value_to_json(value).to_string();
+                    let first = first.to_string();
+                    self.conflicts.entry(key.to_string()).or_insert_with(|| Conflict {
+                        key: key.to_string(),
+                        other: first.clone(),
+                        field: field.clone(),
+                        value: value.clone(),
+                    });
+                    self.conflicts.entry(first.clone()).or_insert_with(|| Conflict {
+                        key: first,
+                        other: key.to_string(),
+                        field: field.clone(),
+                        value,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    self.unique_values[u].insert(hash, key.into());
+                }
+            }
+        }
+    }
+
+    /// Completes the plan. `managed` is the set of keys this pipeline created
+    /// (needed only for `deletes = "managed"`).
+    pub fn finish(mut self, policy: &DiffPolicy, managed: Option<&HashSet<String>>) -> Plan {
+        let destination_rows = self.destination.len() as u64;
+        let mut deletes = Vec::new();
+        let mut remaining: Vec<&str> = Vec::new();
+        for (key, &index) in &self.destination.rows {
+            if self.seen[index as usize] {
+                continue;
+            }
+            let delete = match policy.deletes {
+                Deletes::Mirror => true,
+                Deletes::Managed => managed.is_some_and(|m| m.contains(&**key)),
+                Deletes::Never => false,
+            };
+            if delete { deletes.push(key.to_string()) } else { remaining.push(key) }
+        }
+
+        // Records the sync leaves in place keep their unique values: a desired
+        // row that would take one of them is held back too.
+        for (u, (position, field)) in self.unique.iter().enumerate() {
+            for key in &remaining {
+                let index = self.destination.rows[*key];
+                let hash = self.destination.hashes_of(index)[*position];
+                if hash == value_hash(&Value::Null) {
+                    continue;
+                }
+                if let Some(desired) = self.unique_values[u].get(&hash) {
+                    self.conflicts.entry(desired.to_string()).or_insert_with(|| Conflict {
+                        key: desired.to_string(),
+                        other: key.to_string(),
+                        field: field.clone(),
+                        value: "(held by a destination record)".into(),
+                    });
+                }
+            }
+        }
+        let conflicts = std::mem::take(&mut self.conflicts);
+        let mut held: Vec<Conflict> = Vec::new();
+        self.creates.retain(|row| match conflicts.get(&row.key) {
+            Some(conflict) => {
+                held.push(conflict.clone());
+                false
+            }
+            None => true,
+        });
+        self.updates.retain(|update| match conflicts.get(&update.row.key) {
+            Some(conflict) => {
+                held.push(conflict.clone());
+                false
+            }
+            None => true,
+        });
+
+        self.creates.sort_by(|a, b| a.key.cmp(&b.key));
+        self.updates.sort_by(|a, b| a.row.key.cmp(&b.row.key));
+        deletes.sort();
+        held.sort_by(|a, b| a.key.cmp(&b.key));
+        Plan {
+            columns: self.destination.columns.clone(),
+            creates: self.creates,
+            updates: self.updates,
+            deletes,
+            unchanged: self.unchanged,
+            held,
+            desired_rows: self.desired_rows,
+            destination_rows,
+            fingerprint: self.destination.fingerprint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cols(names: &[&str]) -> Vec<String> {
+        names.iter().map(|c| c.to_string()).collect()
+    }
+
+    fn row(key: &str, values: &[&str]) -> Row {
+        Row { key: key.into(), values: values.iter().map(|v| Value::Text(v.to_string())).collect() }
+    }
+
+    fn plan_for(policy: &DiffPolicy, desired: Vec<Row>, actual: Vec<Row>, managed: Option<&HashSet<String>>) -> Plan {
+        let columns = cols(&["name", "email"]);
+        let mut index = DestinationIndex::new(&columns);
+        index.add_page(&columns, &actual);
+        let mut planner = Planner::new(index, policy).unwrap();
+        let positions = planner.positions(&columns).unwrap();
+        planner.add_rows(&positions, desired).unwrap();
+        planner.finish(policy, managed)
+    }
+
+    #[test]
+    fn plans_creates_updates_with_changed_fields_deletes_and_unchanged() {
+        let plan = plan_for(
+            &DiffPolicy::default(),
+            vec![row("1", &["ann", "a@x"]), row("2", &["bob", "b@y"]), row("3", &["cy", "c@x"])],
+            vec![row("1", &["ann", "a@x"]), row("2", &["bob", "b@x"]), row("9", &["old", "o@x"])],
+            None,
+        );
+        assert_eq!(plan.creates.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["3"]);
+        assert_eq!(plan.updates.len(), 1);
+        assert_eq!((plan.updates[0].row.key.as_str(), plan.updates[0].changed.clone()), ("2", cols(&["email"])));
+        assert_eq!(plan.deletes, ["9"]);
+        assert_eq!(plan.unchanged, 1);
+        assert_eq!(plan.change_ratio(), 1.0);
+    }
+
+    #[test]
+    fn fields_the_sync_does_not_own_are_ignored() {
+        let owned = cols(&["name"]);
+        let mut index = DestinationIndex::new(&owned);
+        index.add_page(&cols(&["name", "note"]), &[row("1", &["ann", "hand-written"])]);
+        let mut planner = Planner::new(index, &DiffPolicy::default()).unwrap();
+        let desired_columns = cols(&["note", "name"]);
+        let positions = planner.positions(&cols(&["name"])).unwrap();
+        planner.add_rows(&positions, vec![row("1", &["ann"])]).unwrap();
+        let plan = planner.finish(&DiffPolicy::default(), None);
+        assert_eq!((plan.changes(), plan.unchanged), (0, 1));
+        let mut planner = Planner::new(DestinationIndex::new(&owned), &DiffPolicy::default()).unwrap();
+        assert_eq!(planner.positions(&desired_columns).unwrap(), vec![1]);
+        assert!(matches!(
+            planner.positions(&cols(&["nickname"])),
+            Err(PlanError::OwnedFieldMissing { field, .. }) if field == "name"
+        ));
+        planner.add_rows(&[0], vec![row("1", &["x"])]).unwrap();
+        assert_eq!(planner.add_rows(&[0], vec![row("1", &["y"])]), Err(PlanError::DuplicateKey("1".into())));
+    }
+
+    #[test]
+    fn delete_policies_decide_what_may_go() {
+        let desired = || vec![row("1", &["ann", "a@x"])];
+        let actual = || vec![row("1", &["ann", "a@x"]), row("2", &["bob", "b@x"]), row("3", &["cy", "c@x"])];
+        let managed: HashSet<String> = ["3".to_string()].into();
+        let with = |deletes| DiffPolicy { deletes, ..DiffPolicy::default() };
+        assert_eq!(plan_for(&with(Deletes::Mirror), desired(), actual(), Some(&managed)).deletes, ["2", "3"]);
+        assert_eq!(plan_for(&with(Deletes::Managed), desired(), actual(), Some(&managed)).deletes, ["3"]);
+        assert!(plan_for(&with(Deletes::Never), desired(), actual(), Some(&managed)).deletes.is_empty());
+    }
+
+    #[test]
+    fn colliding_unique_values_are_held_back_with_both_keys() {
+        let policy = DiffPolicy { unique: cols(&["email"]), deletes: Deletes::Never, ..DiffPolicy::default() };
+        let plan = plan_for(
+            &policy,
+            vec![
+                row("1", &["ann", "same@x"]),
+                row("2", &["bob", "same@x"]),
+                row("3", &["cy", "taken@x"]),
+                row("4", &["di", "d@x"]),
+            ],
+            vec![row("9", &["hand-made", "taken@x"])],
+            None,
+        );
+        assert_eq!(plan.creates.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["4"]);
+        let held: Vec<(&str, &str)> = plan.held.iter().map(|c| (c.key.as_str(), c.other.as_str())).collect();
+        assert_eq!(held, [("1", "2"), ("2", "1"), ("3", "9")]);
+        assert!(plan.held.iter().all(|c| c.field == "email"));
+    }
+
+    #[test]
+    fn the_guard_blocks_above_the_ratio_and_not_on_an_empty_destination() {
+        let policy = DiffPolicy { max_change_ratio: 0.5, ..DiffPolicy::default() };
+        let initial = plan_for(&policy, vec![row("1", &["a", "a"]), row("2", &["b", "b"])], vec![], None);
+        assert_eq!(initial.blocked_reason(&policy), None);
+        let half = plan_for(
+            &policy,
+            vec![row("1", &["a", "a"]), row("2", &["b", "x"])],
+            vec![row("1", &["a", "a"]), row("2", &["b", "b"])],
+            None,
+        );
+        assert_eq!(half.blocked_reason(&policy), None, "exactly the ratio is allowed");
+        let all = plan_for(
+            &policy,
+            vec![row("1", &["a", "y"]), row("2", &["b", "x"])],
+            vec![row("1", &["a", "a"]), row("2", &["b", "b"])],
+            None,
+        );
+        assert!(all.blocked_reason(&policy).unwrap().contains("2 of 2 destination records (100.0%)"));
+    }
+
+    /// Applies a plan to a model destination (key → owned values), as a
+    /// destination that honours every operation would.
+    fn apply_to_model(plan: &Plan, model: &mut BTreeMap<String, Vec<String>>) {
+        let text = |r: &Row| {
+            r.values
+                .iter()
+                .map(|v| match v {
+                    Value::Text(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        for key in &plan.deletes {
+            model.remove(key);
+        }
+        for update in &plan.updates {
+            model.insert(update.row.key.clone(), text(&update.row));
+        }
+        for create in &plan.creates {
+            model.insert(create.key.clone(), text(create));
+        }
+    }
+
+    fn data_set() -> impl Strategy<Value = BTreeMap<String, Vec<String>>> {
+        prop::collection::btree_map("[a-f]{1,2}", prop::collection::vec("[xyz]{0,2}", 2), 0..30)
+    }
+
+    proptest! {
+        #[test]
+        fn after_applying_the_plan_the_destination_equals_the_desired_state(desired in data_set(), actual in data_set()) {
+            let as_rows = |set: &BTreeMap<String, Vec<String>>| set.iter().map(|(k, vs)| row(k, &vs.iter().map(String::as_str).collect::<Vec<_>>())).collect::<Vec<_>>();
+            let policy = DiffPolicy::default();
+            let plan = plan_for(&policy, as_rows(&desired), as_rows(&actual), None);
+            let mut model = actual.clone();
+            apply_to_model(&plan, &mut model);
+            prop_assert_eq!(&model, &desired);
+            prop_assert_eq!(plan.unchanged + plan.updates.len() as u64 + plan.creates.len() as u64, desired.len() as u64);
+
+            // The guard blocks exactly when the changed share exceeds the ratio.
+            let changed = desired.iter().filter(|(k, v)| actual.get(*k) != Some(v)).count()
+                + actual.keys().filter(|k| !desired.contains_key(*k)).count();
+            let blocked = !actual.is_empty() && changed as f64 / actual.len() as f64 > policy.max_change_ratio;
+            prop_assert_eq!(plan.blocked_reason(&policy).is_some(), blocked);
+
+            // Planning again against the result changes nothing.
+            let again = plan_for(&policy, as_rows(&desired), as_rows(&model), None);
+            prop_assert_eq!(again.changes(), 0);
+        }
+    }
+}
