@@ -337,6 +337,16 @@ fn variant(name: &str, dir: &Path) {
     );
 }
 
+/// What the runs of one variant measured.
+#[derive(Default)]
+struct Samples {
+    seconds: Vec<f64>,
+    rss: Vec<f64>,
+    cpu: Vec<f64>,
+    /// The last run's whole report (the plan's counts).
+    last: serde_json::Value,
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -367,29 +377,31 @@ fn main() {
     );
 
     let exe = std::env::current_exe().unwrap();
-    let mut results: BTreeMap<&str, (Vec<f64>, Vec<f64>, Vec<f64>, serde_json::Value)> = BTreeMap::new();
+    let mut results: BTreeMap<&str, Samples> = BTreeMap::new();
     for _ in 0..repeat {
         for name in ["wasm", "native", "diff-only"] {
             let output = Command::new(&exe).args(["--variant", name, "--dir"]).arg(dir).output().unwrap();
             assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
             let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
             let entry = results.entry(name).or_default();
-            entry.0.push(line["seconds"].as_f64().unwrap());
-            entry.1.push(line["peak_rss_mib"].as_f64().unwrap());
-            entry.2.push(line["cpu_seconds"].as_f64().unwrap());
-            entry.3 = line;
+            entry.seconds.push(line["seconds"].as_f64().unwrap());
+            entry.rss.push(line["peak_rss_mib"].as_f64().unwrap());
+            entry.cpu.push(line["cpu_seconds"].as_f64().unwrap());
+            entry.last = line;
         }
     }
-    let plans: Vec<_> =
-        results.values().map(|(.., l)| (l["creates"].clone(), l["updates"].clone(), l["deletes"].clone())).collect();
+    let plans: Vec<_> = results
+        .values()
+        .map(|r| (r.last["creates"].clone(), r.last["updates"].clone(), r.last["deletes"].clone()))
+        .collect();
     assert!(plans.windows(2).all(|w| w[0] == w[1]), "the variants planned differently: {plans:?}");
 
     println!("diff plan, {rows} x {rows} rows of 10 fields, 1% changed; medians of {repeat} runs");
     println!("plan: {} creates, {} updates, {} deletes", plans[0].0, plans[0].1, plans[0].2);
     println!("{:<10} {:>9} {:>14} {:>14} {:>14}", "variant", "seconds", "rows/s", "peak RSS MiB", "process CPU s");
     let mut medians = BTreeMap::new();
-    for (name, (seconds, rss, cpu, _)) in &results {
-        let (s, r, c) = (median(seconds.clone()), median(rss.clone()), median(cpu.clone()));
+    for (name, samples) in &results {
+        let (s, r, c) = (median(samples.seconds.clone()), median(samples.rss.clone()), median(samples.cpu.clone()));
         medians.insert(*name, s);
         println!("{name:<10} {s:>9.2} {:>14.0} {r:>14.0} {c:>14.2}", rows as f64 / s);
     }

@@ -369,6 +369,26 @@ impl Checker<'_> {
         })
     }
 
+    /// Reports each key that is set, by where it is set, as one that only
+    /// pipelines of the other mode take.
+    fn refuse_keys(
+        &self,
+        table: &str,
+        keys: &[(&str, Option<std::ops::Range<usize>>)],
+        mode: &str,
+        errors: &mut ConfigErrors,
+    ) {
+        for (key, span) in keys {
+            if let Some(span) = span {
+                errors.push(self.error(
+                    span.start,
+                    format!("{table}.{key}"),
+                    format!("applies to {mode} pipelines only"),
+                ));
+            }
+        }
+    }
+
     /// The diff-sync keys of a pipeline, checked; on an event pipeline they are
     /// errors, since they would silently do nothing there.
     fn diff_policy(&self, table: &str, entry: &PipelineEntry, errors: &mut ConfigErrors) -> DiffPolicy {
@@ -380,15 +400,7 @@ impl Checker<'_> {
                 ("unique", entry.unique.as_ref().map(|v| v.span())),
                 ("max_change_ratio", entry.max_change_ratio.as_ref().map(|v| v.span())),
             ];
-            for (key, span) in diff_only {
-                if let Some(span) = span {
-                    errors.push(self.error(
-                        span.start,
-                        format!("{table}.{key}"),
-                        "applies to diff pipelines only".into(),
-                    ));
-                }
-            }
+            self.refuse_keys(table, &diff_only, "diff", errors);
             return policy;
         }
         if let Some(owned) = &entry.owned_fields {
@@ -441,15 +453,7 @@ impl Checker<'_> {
                 ("retry_backoff", entry.retry_backoff.as_ref().map(|v| v.span())),
                 ("retry_backoff_max", entry.retry_backoff_max.as_ref().map(|v| v.span())),
             ];
-            for (key, span) in event_only {
-                if let Some(span) = span {
-                    errors.push(self.error(
-                        span.start,
-                        format!("{table}.{key}"),
-                        "applies to event pipelines only".into(),
-                    ));
-                }
-            }
+            self.refuse_keys(table, &event_only, "event", errors);
             return policy;
         }
         if let Some(lanes) = &entry.lanes {
