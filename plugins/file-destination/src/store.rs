@@ -72,14 +72,38 @@ struct Record {
     last_op: Option<String>,
 }
 
-/// A record as a snapshot reads it: the field names borrowed from the line,
-/// not allocated for every record of a large data set.
+/// A record as a snapshot reads it: the fields in the order the line has
+/// them, their names borrowed from the line rather than allocated, for every
+/// record of a large data set.
 #[derive(Deserialize)]
 struct RecordView<'a> {
     #[serde(borrow)]
     key: Cow<'a, str>,
     #[serde(borrow)]
-    fields: BTreeMap<Cow<'a, str>, serde_json::Value>,
+    fields: FieldList<'a>,
+}
+
+/// A JSON object's entries, in order, without building a map.
+struct FieldList<'a>(Vec<(Cow<'a, str>, serde_json::Value)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FieldList<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Entries<'a> {
+            type Value = FieldList<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of fields")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<FieldList<'a>, M::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((name, value)) = map.next_entry::<Cow<'a, str>, serde_json::Value>()? {
+                    entries.push((name, value));
+                }
+                Ok(FieldList(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries(std::marker::PhantomData))
+    }
 }
 
 /// A page laid out positionally as its records are read: the columns are the
@@ -92,18 +116,29 @@ struct PageBuilder {
 
 impl PageBuilder {
     fn push(&mut self, record: RecordView<'_>) {
-        let mut fields = record.fields;
-        for name in fields.keys() {
-            if !self.columns.iter().any(|c| c == name) {
-                self.columns.push(name.to_string());
-                for row in &mut self.rows {
-                    row.values.push(Value::Null);
+        let fields = record.fields.0;
+        let key = record.key.into_owned();
+        // Records this plugin wrote list their fields in one (sorted) order:
+        // most records line up with the columns field by field.
+        if fields.len() == self.columns.len() && fields.iter().zip(&self.columns).all(|((name, _), c)| name == c) {
+            let values = fields.into_iter().map(|(_, value)| sdk::value_from_json(value)).collect();
+            self.rows.push(Row { key, values });
+            return;
+        }
+        let mut values = vec![Value::Null; self.columns.len()];
+        for (name, value) in fields {
+            match self.columns.iter().position(|c| *c == name) {
+                Some(i) => values[i] = sdk::value_from_json(value),
+                None => {
+                    self.columns.push(name.into_owned());
+                    for row in &mut self.rows {
+                        row.values.push(Value::Null);
+                    }
+                    values.push(sdk::value_from_json(value));
                 }
             }
         }
-        let values =
-            self.columns.iter().map(|c| fields.remove(c.as_str()).map_or(Value::Null, sdk::value_from_json)).collect();
-        self.rows.push(Row { key: record.key.into_owned(), values });
+        self.rows.push(Row { key, values });
     }
 }
 
