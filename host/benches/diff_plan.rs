@@ -23,6 +23,10 @@ use synchost::plugin::types::{Row, Value};
 use synchost::sync::diff::{DestinationIndex, Plan, Planner};
 use synchost::{Runtime, SyncOptions, Tenants};
 
+// The allocator the `synchost` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FIRST: [&str; 8] = ["Ada", "Alan", "Grace", "Maria", "Kwame", "Li", "Noor", "Tomas"];
 const LAST: [&str; 8] = ["Lovelace", "Turing", "Hopper", "Garcia", "Mensah", "Wei", "Haddad", "Novak"];
 const CITIES: [&str; 4] = ["Springfield", "Riverton", "Lakeside", "Hillview"];

@@ -27,6 +27,10 @@ use synchost::plugin::types::RowBatch;
 use synchost::plugin::{PluginSetup, SourceInstance, TransformInstance};
 use synchost::{PipelineId, Runtime, SyncOptions, Tenants};
 
+// The allocator the `synchost` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MAX_BATCH: u32 = 50_000;
 const SHARDS: u32 = 16;
 
