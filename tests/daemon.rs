@@ -16,6 +16,11 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `synchost run` on the host directory, its log captured.
+fn start_daemon(host: &HostDir) -> std::process::Child {
+    Command::new(BIN).arg("--config").arg(host.path("synchost.toml")).arg("run").stderr(Stdio::piped()).spawn().unwrap()
+}
+
 #[test]
 fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
     let host = HostDir::new();
@@ -28,13 +33,7 @@ fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
             "mode = \"event\"\nschedule = \"every 200ms\"",
         ),
     );
-    let mut daemon = Command::new(BIN)
-        .arg("--config")
-        .arg(host.path("synchost.toml"))
-        .arg("run")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_daemon(&host);
 
     // Events appended while the daemon runs are picked up by its schedule.
     for n in 0..3 {
@@ -82,13 +81,7 @@ fn a_config_error_pauses_an_event_pipeline_and_the_daemon_stops_scheduling_it() 
             "mode = \"event\"\nschedule = \"every 100ms\"",
         ),
     );
-    let mut daemon = Command::new(BIN)
-        .arg("--config")
-        .arg(host.path("synchost.toml"))
-        .arg("run")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_daemon(&host);
     let runs = || -> Vec<serde_json::Value> {
         let output = host.synchost(&["runs", "list", "--json", "--limit", "100"]);
         serde_json::from_slice(&output.stdout).unwrap_or_default()
