@@ -199,6 +199,7 @@ fn a_plan_over_the_change_ratio_is_blocked_until_approved() {
     let approved: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(approved["run"].as_i64().unwrap().to_string(), run, "approve completes the blocked run itself");
     assert_eq!(approved["status"], "succeeded");
+    assert_eq!(count(&approved, "read"), 5, "the run keeps what its planning read");
     assert_eq!((count(&approved, "created"), count(&approved, "updated"), count(&approved, "deleted")), (1, 2, 1));
     let records = host.records("data/out");
     assert_eq!(records.keys().collect::<Vec<_>>(), ["1", "2", "4", "5", "6"]);

@@ -190,7 +190,12 @@ impl SyncJob<'_> {
             return Err(halt.to_string());
         }
         self.state.restart_run(run).map_err(|e| e.to_string())?;
-        self.record(run, |progress| diff::approve(self, run, progress)).map_err(|e| e.to_string())
+        // The run keeps what its planning counted (rows read, desired...).
+        self.record(run, |progress| {
+            progress.stats = record.stats.clone();
+            diff::approve(self, run, progress)
+        })
+        .map_err(|e| e.to_string())
     }
 
     /// Plans without writing anything: what `synchost plan` shows.
