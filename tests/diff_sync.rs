@@ -466,6 +466,13 @@ fn a_sync_killed_during_apply_converges_when_run_again() {
     let (ok, report) = host.sync("acme/main", &[]);
     assert!(ok);
     assert_eq!(count(&report, "unchanged"), rows as u64, "converged: nothing left to do");
+
+    // The killed runs are not left looking as if they were still going.
+    let runs = host.synchost(&["runs", "list", "acme/main", "--json"]);
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&runs.stdout).unwrap();
+    let statuses: Vec<&str> = runs.iter().rev().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["abandoned", "abandoned", "abandoned", "succeeded", "succeeded"]);
+    assert!(runs[4]["error"].as_str().unwrap().contains("ended before it finished"), "{}", runs[4]);
 }
 
 #[test]

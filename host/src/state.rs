@@ -60,6 +60,9 @@ pub enum RunStatus {
     /// An event sync stopped by a config error, cursor unchanged: an operator
     /// must fix the cause; `synchost run` stops scheduling the pipeline.
     Paused,
+    /// The process running it ended without finishing it (killed, say); found
+    /// when the pipeline's next run starts. What it committed stands.
+    Abandoned,
 }
 
 impl RunStatus {
@@ -71,6 +74,7 @@ impl RunStatus {
             RunStatus::Stopped => "stopped",
             RunStatus::Blocked => "blocked",
             RunStatus::Paused => "paused",
+            RunStatus::Abandoned => "abandoned",
         }
     }
 
@@ -81,6 +85,7 @@ impl RunStatus {
             "stopped" => RunStatus::Stopped,
             "blocked" => RunStatus::Blocked,
             "paused" => RunStatus::Paused,
+            "abandoned" => RunStatus::Abandoned,
             _ => RunStatus::Running,
         }
     }

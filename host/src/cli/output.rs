@@ -61,6 +61,7 @@ fn status_word(status: crate::state::RunStatus) -> &'static str {
         Stopped => "stopped",
         Blocked => "is blocked",
         Paused => "paused",
+        Abandoned => "was abandoned",
     }
 }
 

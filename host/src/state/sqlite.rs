@@ -85,6 +85,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, seq)
     ) WITHOUT ROWID;
 "#,
+    // Which process runs a run, so that a run whose process died can be told
+    // from one still going.
+    r#"
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -154,6 +159,41 @@ fn set_commit_time(connection: &Connection, run: RunId, seq: u64, commit_ms: f64
     )
 }
 
+/// Marks the pipeline's runs that are still `running` but whose process is
+/// gone as `abandoned`. (Where a process cannot be looked up, nothing is
+/// marked: a live run must never be.)
+fn mark_abandoned(connection: &Connection, pipeline: &PipelineId) -> StateResult<()> {
+    let context = format!("cannot check the unfinished runs of {pipeline}");
+    let mut query = connection
+        .prepare_cached("SELECT id, pid FROM runs WHERE tenant = ?1 AND pipeline = ?2 AND status = 'running'")
+        .map_err(failed(context.clone()))?;
+    let unfinished: Vec<(RunId, Option<u32>)> = query
+        .query_map(params![pipeline.tenant, pipeline.pipeline], |row| Ok((row.get(0)?, row.get(1)?)))
+        .map_err(failed(context.clone()))?
+        .collect::<Result<_, _>>()
+        .map_err(failed(context.clone()))?;
+    for (run, pid) in unfinished {
+        let Some(pid) = pid else { continue };
+        if pid == std::process::id() || !process_is_gone(pid) {
+            continue;
+        }
+        connection
+            .execute(
+                "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = ?3 WHERE id = ?1",
+                params![run, now(), format!("the process running it (pid {pid}) ended before it finished")],
+            )
+            .map_err(failed(context.clone()))?;
+    }
+    Ok(())
+}
+
+/// Whether no process has this id any more. Only Linux's /proc is consulted;
+/// elsewhere every process counts as alive.
+fn process_is_gone(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("state values serialise")
 }
@@ -178,17 +218,19 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 impl StateStore for SqliteStore {
     fn start_run(&self, pipeline: &PipelineId, mode: Mode, plugins: &BTreeMap<String, String>) -> StateResult<RunId> {
         let connection = self.connection();
+        mark_abandoned(&connection, pipeline)?;
         connection
             .execute(
-                "INSERT INTO runs (tenant, pipeline, mode, status, started_at, stats, plugins)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+                "INSERT INTO runs (tenant, pipeline, mode, status, started_at, stats, plugins, pid)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
                 params![
                     pipeline.tenant,
                     pipeline.pipeline,
                     mode.to_string(),
                     now(),
                     to_json(&RunStats::default()),
-                    to_json(plugins)
+                    to_json(plugins),
+                    std::process::id()
                 ],
             )
             .map_err(failed(format!("cannot record a run of {pipeline}")))?;
