@@ -3,6 +3,7 @@
 mod diff;
 mod dlq;
 mod output;
+mod plugin;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +12,6 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::plugin::{PluginEngine, PluginSetup, plugin_info};
 use crate::runtime::{LoadError, Runtime, Tenants};
 use crate::state::{PipelineId, RunId, RunStatus, SqliteStore, StateStore};
 use crate::sync::SyncOptions;
@@ -32,9 +32,9 @@ struct Cli {
 enum Command {
     /// Check synchost.toml, every tenant file and every plugin, running nothing.
     Validate,
-    /// Look at plugin files.
+    /// Look at, sign and verify plugin files.
     #[command(subcommand)]
-    Plugin(PluginCommand),
+    Plugin(plugin::PluginCommand),
     /// Run one sync of a pipeline now.
     Sync {
         /// The pipeline, as TENANT/PIPELINE.
@@ -88,16 +88,6 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum PluginCommand {
-    /// Show a plugin's kind, world, WIT version and what its info() says.
-    Inspect {
-        file: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
 enum RunsCommand {
     /// The newest runs first.
     List {
@@ -139,7 +129,7 @@ fn init_logging() {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => validate(&cli.config),
-        Command::Plugin(PluginCommand::Inspect { file, json }) => inspect(&file, json),
+        Command::Plugin(command) => plugin::run(&cli.config, command),
         Command::Sync { pipeline, json, max_batches, force } => {
             let options =
                 SyncOptions { max_batches, force, live_progress: live_progress(json), ..SyncOptions::default() };
@@ -149,7 +139,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approve { run, json } => diff::approve(&cli.config, run, json),
         Command::Replay { run, plugins, json } => diff::replay(&cli.config, run, &plugins, json),
         Command::Run => {
-            let runtime = load(&cli.config, Tenants::All)?;
+            // One tenant's broken file or plugin must not keep the others
+            // from syncing: the daemon serves every tenant that loads.
+            let runtime = load(&cli.config, Tenants::Serving)?;
             crate::daemon::run(runtime)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -212,16 +204,6 @@ fn validate(config: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
-    let name = file.file_stem().map_or_else(|| "plugin".to_string(), |s| s.to_string_lossy().into_owned());
-    let engine = PluginEngine::new()?;
-    let compiled = engine.compile(&name, &bytes)?;
-    let info = plugin_info(&engine, &compiled, &PluginSetup::bare(&name))?;
-    output::inspection(file, &compiled, &info, json);
-    Ok(ExitCode::SUCCESS)
 }
 
 fn sync(config: &Path, id: &PipelineId, json: bool, options: SyncOptions) -> anyhow::Result<ExitCode> {

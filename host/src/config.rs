@@ -5,6 +5,7 @@
 //! Checks that need the plugins themselves (their kind, their WIT version) are
 //! made by [`crate::plugin`] against the locations kept here.
 
+mod allowed_host;
 mod error;
 mod host_file;
 mod schedule;
@@ -12,6 +13,7 @@ mod tenant_file;
 
 use std::path::{Path, PathBuf};
 
+pub use allowed_host::AllowedHost;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use host_file::{HostConfig, Limits};
 pub use schedule::Schedule;
@@ -30,6 +32,14 @@ impl Config {
     /// Loads `synchost.toml` at `path` and every tenant file in its tenants
     /// directory, and checks everything that can be checked without the plugins.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let (config, errors) = Self::load_each(path)?;
+        errors.into_result(config)
+    }
+
+    /// Like [`Config::load`], but a tenant file with problems does not fail
+    /// the whole: the tenants that check are returned, and beside them the
+    /// problems of the others. Only a broken `synchost.toml` is fatal.
+    pub fn load_each(path: &Path) -> Result<(Config, ConfigErrors), ConfigErrors> {
         let host = HostConfig::load(path)?;
         let mut errors = ConfigErrors::default();
         let mut tenants = Vec::new();
@@ -39,7 +49,7 @@ impl Config {
                 Err(e) => errors.extend(e),
             }
         }
-        errors.into_result(Config { host, tenants })
+        Ok((Config { host, tenants }, errors))
     }
 
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {

@@ -5,6 +5,7 @@
 //! The main flow, in reading order:
 //! - [`config`]: `synchost.toml` and `tenants/*.toml`, checked with file:line errors;
 //! - [`plugin`]: compiling components and calling them inside their sandbox;
+//! - [`signing`]: ed25519 signatures on plugin files;
 //! - [`runtime`]: the two assembled, with the state store;
 //! - [`sync`]: one diff sync or event sync of one pipeline;
 //! - [`state`]: runs, cursors and dead letters (SQLite by default);
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod demo;
 pub mod plugin;
 pub mod runtime;
+pub mod signing;
 pub mod state;
 pub mod sync;
 

@@ -3,16 +3,19 @@
 //! [`PluginEngine`] compiles each component once per sha256 and shares it across
 //! tenants; [`PluginSetup`] is what one tenant grants one plugin; the instance
 //! types ([`SourceInstance`], [`TransformInstance`], [`DestinationInstance`]) are
-//! live sandboxes, one store each, whose every call runs under a deadline and a
-//! memory cap.
+//! live sandboxes, one store each, whose every call runs under the plugin's
+//! limits (deadline, memory, stack, optional fuel, output caps) with only the
+//! capabilities its tenant granted (directories, HTTP hosts, secrets).
 
 mod bindings;
 mod ctx;
 mod engine;
 mod error;
 mod host_api;
+mod http;
 mod instance;
 mod kind;
+mod stdio;
 
 pub use bindings::types;
 pub use engine::{CompiledPlugin, PluginEngine};

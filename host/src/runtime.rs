@@ -26,8 +26,13 @@ pub enum LoadError {
 /// Which tenants to load.
 #[derive(Debug, Clone, Copy)]
 pub enum Tenants<'a> {
+    /// Every tenant; a problem with any of them fails the load.
     All,
+    /// One tenant; only its own problems fail the load.
     Only(&'a str),
+    /// Every tenant that loads; the problems of the others are logged and
+    /// those tenants left out, so that one tenant cannot stop the rest.
+    Serving,
 }
 
 /// Tenant → plugin name → compiled plugin.
@@ -60,9 +65,10 @@ impl Runtime {
     /// Everything `load` checks, without opening the state: what `synchost
     /// validate` runs.
     pub fn check(path: &Path, tenants: Tenants<'_>) -> Result<Checked, LoadError> {
-        let config = Config::load(path)?;
+        let (mut config, config_errors) = Config::load_each(path)?;
         if let Tenants::Only(name) = tenants
             && config.tenant(name).is_none()
+            && !config_errors.0.iter().any(|e| e.location.file == tenant_file(&config, name))
         {
             let known: Vec<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
             return Err(ConfigErrors::from(ConfigError::new(
@@ -75,20 +81,32 @@ impl Runtime {
             ))
             .into());
         }
-        let engine = PluginEngine::new().map_err(LoadError::Engine)?;
         let mut errors = ConfigErrors::default();
-        let mut plugins = BTreeMap::new();
-        for tenant in &config.tenants {
-            if matches!(tenants, Tenants::Only(name) if name != tenant.name) {
-                continue;
+        for error in config_errors.0 {
+            match tenants {
+                Tenants::All => errors.push(error),
+                Tenants::Only(name) if error.location.file == tenant_file(&config, name) => errors.push(error),
+                Tenants::Only(_) => {}
+                Tenants::Serving => tracing::error!("tenant left out: {error}"),
             }
+        }
+        let engine = PluginEngine::new(config.host.fuel_metering()).map_err(LoadError::Engine)?;
+        let mut plugins = BTreeMap::new();
+        config.tenants.retain(|tenant| !matches!(tenants, Tenants::Only(name) if name != tenant.name));
+        for tenant in &config.tenants {
             match compile_tenant(&engine, tenant) {
                 Ok(compiled) => {
                     plugins.insert(tenant.name.clone(), compiled);
                 }
+                Err(e) if matches!(tenants, Tenants::Serving) => {
+                    for error in e.0 {
+                        tracing::error!(tenant = %tenant.name, "tenant left out: {error}");
+                    }
+                }
                 Err(e) => errors.extend(e),
             }
         }
+        config.tenants.retain(|tenant| plugins.contains_key(&tenant.name));
         errors.into_result(())?;
         Ok(Checked { config, engine, plugins })
     }
@@ -133,6 +151,11 @@ impl Runtime {
             .filter(|t| self.plugins.contains_key(&t.name))
             .flat_map(|t| t.pipelines.values().map(move |p| (t, p)))
     }
+}
+
+/// Where tenant `name`'s file is.
+fn tenant_file(config: &Config, name: &str) -> std::path::PathBuf {
+    config.host.tenants_dir.join(format!("{name}.toml"))
 }
 
 /// Compiles a tenant's plugins and checks that each pipeline uses each plugin

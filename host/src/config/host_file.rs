@@ -19,22 +19,60 @@ pub struct HostConfig {
     pub limits: Limits,
     /// How many diff-run archives to keep per pipeline.
     pub keep_run_archives: usize,
+    /// Keys whose signatures on a plugin file are trusted.
+    pub trusted_keys: Vec<crate::signing::TrustedKey>,
+    /// Refuse any plugin without a valid signature by a trusted key.
+    pub require_signatures: bool,
 }
 
-/// What one plugin call may use.
+impl HostConfig {
+    /// Whether the engine meters fuel: when the host's `[limits]` sets it.
+    pub fn fuel_metering(&self) -> bool {
+        self.limits.fuel.is_some()
+    }
+}
+
+/// What one plugin instance and each call into it may use. Every field has a
+/// safe default; `synchost.toml` `[limits]` sets the host's defaults and a
+/// tenant file's `[plugins.NAME.limits]` overrides them for one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Wall-clock time one call may take before it is interrupted.
     pub call_timeout: Duration,
     /// Linear memory one plugin instance may grow to, in bytes.
     pub memory_bytes: u64,
+    /// Wasm instructions (fuel units) one call may execute, for a CPU bound
+    /// that does not depend on the machine's load. `None`: not metered.
+    pub fuel: Option<u64>,
+    /// Rows (or events) one call may return.
+    pub max_rows: u64,
+    /// Bytes of keys and values one call may return.
+    pub max_output_bytes: u64,
+    /// Bytes of stdout and stderr one call may write to the log; the rest is dropped.
+    pub max_log_bytes: u64,
+    /// Time an outgoing HTTP request may take to connect, to its first
+    /// response byte, and between two body chunks.
+    pub http_timeout: Duration,
+    /// Bytes an HTTP response body may have.
+    pub http_max_response_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { call_timeout: Duration::from_secs(30), memory_bytes: 256 * 1024 * 1024 }
+        Limits {
+            call_timeout: Duration::from_secs(30),
+            memory_bytes: 256 * MIB,
+            fuel: None,
+            max_rows: 1_000_000,
+            max_output_bytes: 256 * MIB,
+            max_log_bytes: 64 * 1024,
+            http_timeout: Duration::from_secs(30),
+            http_max_response_bytes: 16 * MIB,
+        }
     }
 }
+
+const MIB: u64 = 1024 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +83,10 @@ struct HostFile {
     #[serde(default)]
     limits: LimitsFile,
     keep_run_archives: Option<usize>,
+    #[serde(default)]
+    trusted_keys: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    require_signatures: bool,
 }
 
 /// Limits as written in a config file: every field optional, overriding the
@@ -56,43 +98,107 @@ pub(crate) struct LimitsFile {
     call_timeout: Option<toml::Spanned<String>>,
     /// e.g. "256 MiB".
     memory: Option<toml::Spanned<String>>,
+    fuel: Option<toml::Spanned<u64>>,
+    max_rows: Option<toml::Spanned<u64>>,
+    max_output: Option<toml::Spanned<String>>,
+    max_log: Option<toml::Spanned<String>>,
+    http_timeout: Option<toml::Spanned<String>>,
+    http_max_response: Option<toml::Spanned<String>>,
+}
+
+/// Where the limits being read stand, for errors.
+struct LimitsSite<'a> {
+    file: &'a Path,
+    text: &'a str,
+    table: &'a str,
+}
+
+impl LimitsSite<'_> {
+    fn error(&self, at: &toml::Spanned<impl Sized>, key: &str, message: String) -> ConfigError {
+        ConfigError::new(Location::at(self.file, self.text, at.span().start), format!("{}.{key}", self.table), message)
+    }
+
+    fn duration(&self, value: &toml::Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(self.error(value, key, "must be longer than zero".into())),
+            Err(e) => {
+                Err(self.error(value, key, format!("`{}` is not a duration ({e}); write e.g. \"30s\"", value.get_ref())))
+            }
+        }
+    }
+
+    fn size(&self, value: &toml::Spanned<String>, key: &str, at_least: u64) -> Result<u64, ConfigError> {
+        match value.get_ref().parse::<bytesize::ByteSize>() {
+            Ok(size) if size.as_u64() >= at_least => Ok(size.as_u64()),
+            Ok(_) => Err(self.error(value, key, format!("must be at least {}", bytesize::ByteSize::b(at_least)))),
+            Err(e) => {
+                Err(self.error(value, key, format!("`{}` is not a size ({e}); write e.g. \"256 MiB\"", value.get_ref())))
+            }
+        }
+    }
 }
 
 impl LimitsFile {
     /// `base` with these overrides applied; a value that does not parse is an
-    /// error at its place in `file`.
-    pub(crate) fn apply(&self, base: Limits, file: &Path, text: &str, table: &str) -> Result<Limits, ConfigErrors> {
+    /// error at its place in `file`. `fuel_metering` says whether the host
+    /// meters fuel at all: only then may a plugin be given a fuel limit.
+    pub(crate) fn apply(
+        &self,
+        base: Limits,
+        fuel_metering: bool,
+        file: &Path,
+        text: &str,
+        table: &str,
+    ) -> Result<Limits, ConfigErrors> {
+        let site = LimitsSite { file, text, table };
         let mut limits = base;
         let mut errors = ConfigErrors::default();
-        if let Some(timeout) = &self.call_timeout {
-            match humantime::parse_duration(timeout.get_ref()) {
-                Ok(d) if !d.is_zero() => limits.call_timeout = d,
-                Ok(_) => errors.push(ConfigError::new(
-                    Location::at(file, text, timeout.span().start),
-                    format!("{table}.call_timeout"),
-                    "must be longer than zero",
-                )),
-                Err(e) => errors.push(ConfigError::new(
-                    Location::at(file, text, timeout.span().start),
-                    format!("{table}.call_timeout"),
-                    format!("`{}` is not a duration ({e}); write e.g. \"30s\"", timeout.get_ref()),
-                )),
+        let mut set = |result: Result<(), ConfigError>| {
+            if let Err(e) = result {
+                errors.push(e);
             }
+        };
+        if let Some(v) = &self.call_timeout {
+            set(site.duration(v, "call_timeout").map(|d| limits.call_timeout = d));
         }
-        if let Some(memory) = &self.memory {
-            match memory.get_ref().parse::<bytesize::ByteSize>() {
-                Ok(size) if size.as_u64() >= 1024 * 1024 => limits.memory_bytes = size.as_u64(),
-                Ok(_) => errors.push(ConfigError::new(
-                    Location::at(file, text, memory.span().start),
-                    format!("{table}.memory"),
-                    "must be at least 1 MiB",
+        if let Some(v) = &self.memory {
+            set(site.size(v, "memory", MIB).map(|n| limits.memory_bytes = n));
+        }
+        if let Some(v) = &self.fuel {
+            set(match *v.get_ref() {
+                0 => Err(site.error(v, "fuel", "must be more than zero".into())),
+                _ if !fuel_metering => Err(site.error(
+                    v,
+                    "fuel",
+                    "fuel metering is off on this host: set `[limits] fuel` in synchost.toml to turn it on".into(),
                 )),
-                Err(e) => errors.push(ConfigError::new(
-                    Location::at(file, text, memory.span().start),
-                    format!("{table}.memory"),
-                    format!("`{}` is not a size ({e}); write e.g. \"256 MiB\"", memory.get_ref()),
-                )),
-            }
+                n => {
+                    limits.fuel = Some(n);
+                    Ok(())
+                }
+            });
+        }
+        if let Some(v) = &self.max_rows {
+            set(match *v.get_ref() {
+                0 => Err(site.error(v, "max_rows", "must be more than zero".into())),
+                n => {
+                    limits.max_rows = n;
+                    Ok(())
+                }
+            });
+        }
+        if let Some(v) = &self.max_output {
+            set(site.size(v, "max_output", 1024).map(|n| limits.max_output_bytes = n));
+        }
+        if let Some(v) = &self.max_log {
+            set(site.size(v, "max_log", 0).map(|n| limits.max_log_bytes = n));
+        }
+        if let Some(v) = &self.http_timeout {
+            set(site.duration(v, "http_timeout").map(|d| limits.http_timeout = d));
+        }
+        if let Some(v) = &self.http_max_response {
+            set(site.size(v, "http_max_response", 1024).map(|n| limits.http_max_response_bytes = n));
         }
         errors.into_result(limits)
     }
@@ -107,7 +213,8 @@ impl HostConfig {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);
         let resolve = |value: &Option<String>, default: &str| base.join(value.as_deref().unwrap_or(default));
-        let limits = file.limits.apply(Limits::default(), path, &text, "limits")?;
+        let limits = file.limits.apply(Limits::default(), true, path, &text, "limits")?;
+        let trusted_keys = crate::signing::parse_trusted_keys(&file.trusted_keys, path, &text)?;
         Ok(HostConfig {
             path: path.to_path_buf(),
             state_dir: resolve(&file.state_dir, "state"),
@@ -115,6 +222,8 @@ impl HostConfig {
             tenants_dir: resolve(&file.tenants_dir, "tenants"),
             limits,
             keep_run_archives: file.keep_run_archives.unwrap_or(20),
+            trusted_keys,
+            require_signatures: file.require_signatures,
         })
     }
 }

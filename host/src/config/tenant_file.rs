@@ -8,6 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use super::allowed_host::AllowedHost;
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use super::host_file::{HostConfig, Limits, LimitsFile};
 use super::is_valid_name;
@@ -35,6 +36,8 @@ pub struct PluginConfig {
     pub config: serde_json::Value,
     pub dirs: Vec<DirGrant>,
     pub secrets: BTreeMap<String, String>,
+    /// Where the plugin may send HTTP requests.
+    pub allowed_hosts: Vec<AllowedHost>,
     pub limits: Limits,
     /// Where `path` stands in the tenant file, for errors found later.
     pub location: Location,
@@ -179,6 +182,8 @@ struct PluginEntry {
     dirs: Vec<DirEntry>,
     #[serde(default)]
     secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
     #[serde(default)]
     limits: LimitsFile,
 }
@@ -327,6 +332,15 @@ impl Checker<'_> {
                         ),
                     ));
                 }
+                if let Err(e) =
+                    crate::signing::check(&path, &actual, &self.host.trusted_keys, self.host.require_signatures)
+                {
+                    errors.push(self.error(
+                        entry.path.span().start,
+                        format!("{table}.path"),
+                        format!("plugin `{}` is refused: {e}", path.display()),
+                    ));
+                }
             }
         }
         let base_dir = self.path.parent().unwrap_or(Path::new("."));
@@ -349,7 +363,21 @@ impl Checker<'_> {
             }
             dirs.push(DirGrant { host: host_dir, guest: dir.guest, write: dir.write });
         }
-        let limits = match entry.limits.apply(self.host.limits, self.path, self.text, &format!("{table}.limits")) {
+        let mut allowed_hosts = Vec::new();
+        for (i, host) in entry.allowed_hosts.iter().enumerate() {
+            match AllowedHost::parse(host.get_ref()) {
+                Ok(allowed) => allowed_hosts.push(allowed),
+                Err(e) => errors.push(self.error(host.span().start, format!("{table}.allowed_hosts[{i}]"), e)),
+            }
+        }
+        let fuel_metering = self.host.fuel_metering();
+        let limits = match entry.limits.apply(
+            self.host.limits,
+            fuel_metering,
+            self.path,
+            self.text,
+            &format!("{table}.limits"),
+        ) {
             Ok(limits) => limits,
             Err(e) => {
                 errors.extend(e);
@@ -364,6 +392,7 @@ impl Checker<'_> {
             config,
             dirs,
             secrets: entry.secrets,
+            allowed_hosts,
             limits,
             location: self.at(entry.path.span().start),
         })

@@ -1,20 +1,30 @@
 //! The state each plugin instance's store carries: its WASI context (with only
-//! the directories its tenant granted), its limits, and what the `host`
-//! interface hands it.
+//! the directories its tenant granted), its HTTP policy, its limits, where its
+//! output goes, and what the `host` interface hands it.
 
 use std::collections::BTreeMap;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::error::PluginError;
+use super::http::HttpPolicy;
 use super::instance::PluginSetup;
+use super::stdio::PluginOutput;
+
+/// Resources (streams, HTTP requests, directory handles...) one instance may
+/// hold at once; past this, the WASI call that would add one fails.
+const MAX_RESOURCES: usize = 10_000;
 
 /// Per-instance state. One per store; never shared between tenants.
 pub struct PluginCtx {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
     table: ResourceTable,
+    pub(super) output: PluginOutput,
     pub(super) limits: StoreLimits,
     pub(super) tenant: String,
     pub(super) plugin: String,
@@ -25,9 +35,13 @@ pub struct PluginCtx {
 impl PluginCtx {
     pub(super) fn new(setup: &PluginSetup) -> Result<PluginCtx, PluginError> {
         // Deny by default: no env, args, stdin or sockets; stdout and stderr go
-        // nowhere; only the granted directories are visible.
+        // to the log, capped; only the granted directories are visible. HTTP
+        // goes through `wasi:http` and the plugin's allowed_hosts, never raw
+        // sockets.
+        let output = PluginOutput::new(&setup.tenant, &setup.plugin, setup.limits.max_log_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.stdout(output.stdout()).stderr(output.stderr());
         // Plugin calls already run on a thread of their own, off any async
         // runtime: file I/O done right there saves a hop to a blocking pool per
         // read (set before the preopens, which take it over).
@@ -47,9 +61,14 @@ impl PluginCtx {
             .memories(16)
             .trap_on_grow_failure(true)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Ok(PluginCtx {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_policy: HttpPolicy::new(&setup.tenant, &setup.plugin, &setup.allowed_hosts, setup.limits),
+            table,
+            output,
             limits,
             tenant: setup.tenant.clone(),
             plugin: setup.plugin.clone(),
@@ -62,5 +81,11 @@ impl PluginCtx {
 impl WasiView for PluginCtx {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for PluginCtx {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_policy }
     }
 }

@@ -18,12 +18,18 @@ use super::kind::{PluginKind, WIT_PACKAGE, WIT_VERSION, is_compatible};
 /// How often the epoch advances: the granularity of call deadlines.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The wasm stack a call may use. An engine-wide setting in wasmtime, so the
+/// same for every plugin: deep enough for any reasonable parser, and a
+/// runaway recursion traps long before it could touch the host's own stack.
+pub(super) const MAX_WASM_STACK: usize = 1 << 20;
+
 /// Compiles plugins and keeps them compiled. Cheap to share (`Arc`).
 pub struct PluginEngine {
     engine: Engine,
     linker: Linker<PluginCtx>,
     compiled: Mutex<HashMap<String, Arc<CompiledPlugin>>>,
     ticker_stop: Arc<AtomicBool>,
+    fuel_metering: bool,
 }
 
 /// A component compiled and linked, ready to instantiate for any tenant.
@@ -43,14 +49,17 @@ pub(super) enum WorldPre {
 }
 
 impl PluginEngine {
-    pub fn new() -> anyhow::Result<PluginEngine> {
+    /// The engine; `fuel_metering` compiles every plugin with fuel counting,
+    /// which costs speed, so it is on only when the host config asks for it.
+    pub fn new(fuel_metering: bool) -> anyhow::Result<PluginEngine> {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
             // Deadlines interrupt a call through the epoch, which costs far
             // less per call than fuel.
             .epoch_interruption(true)
-            .max_wasm_stack(1 << 20)
+            .consume_fuel(fuel_metering)
+            .max_wasm_stack(MAX_WASM_STACK)
             // Plugin calls are synchronous: the cheaper call path will do.
             .concurrency_support(false);
         // SYNCHOST_PERFMAP=1 names compiled plugin code for `perf report`.
@@ -61,6 +70,9 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        // Linked for every plugin; what a request may reach is decided per
+        // plugin by its allowed_hosts (see `http`), and nothing by default.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         SourcePlugin::add_to_linker::<_, HasSelf<PluginCtx>>(&mut linker, |ctx| ctx).map_err(anyhow::Error::from)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -71,11 +83,16 @@ impl PluginEngine {
                 ticking_engine.increment_epoch();
             }
         })?;
-        Ok(PluginEngine { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop })
+        Ok(PluginEngine { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop, fuel_metering })
     }
 
     pub(super) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Whether calls are metered with fuel (`[limits] fuel` in synchost.toml).
+    pub fn fuel_metering(&self) -> bool {
+        self.fuel_metering
     }
 
     /// Compiles `bytes` (named `plugin` in errors), or returns the plugin already

@@ -1,7 +1,5 @@
 //! What can go wrong with a plugin: loading it, or calling it.
 
-use std::time::Duration;
-
 use super::types::Error as WitErrorRaw;
 
 /// An error a plugin returned through the WIT `error` variant: it tells the
@@ -53,11 +51,11 @@ pub enum PluginError {
     #[error("plugin `{plugin}` cannot be given its grants: {detail}")]
     Grant { plugin: String, detail: String },
 
-    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` exceeded the call timeout of {limit:?}")]
-    Timeout { tenant: String, plugin: String, call: &'static str, limit: Duration },
-
-    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` exceeded the memory limit of {limit}")]
-    MemoryLimit { tenant: String, plugin: String, call: &'static str, limit: bytesize::ByteSize },
+    /// A call went past one of the plugin's limits; `limit` is its name in the
+    /// `[limits]` tables (`call_timeout`, `memory`, `fuel`, `max_rows`,
+    /// `max_output`) or `stack`.
+    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` exceeded its `{limit}` limit ({detail})")]
+    LimitExceeded { tenant: String, plugin: String, call: &'static str, limit: &'static str, detail: String },
 
     #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` trapped: {detail}")]
     Trapped { tenant: String, plugin: String, call: &'static str, detail: String },

@@ -1,6 +1,7 @@
-//! Live plugin instances: a store each, every call under the deadline and
-//! memory cap of the plugin's limits. An instance whose call trapped is never
-//! called again; the sync that used it makes a new one when it runs next.
+//! Live plugin instances: a store each, every call under the plugin's limits
+//! (deadline, memory, stack, fuel when metered, and caps on what a call may
+//! return). An instance whose call failed inside wasm is never called again;
+//! the sync that used it makes a new one when it runs next.
 
 use std::collections::BTreeMap;
 
@@ -9,11 +10,11 @@ use wasmtime::Store;
 pub use super::bindings::Transformed;
 use super::bindings::{DestinationPlugin, SourcePlugin, TransformPlugin};
 use super::ctx::PluginCtx;
-use super::engine::{CompiledPlugin, EPOCH_TICK, PluginEngine, WorldPre};
+use super::engine::{CompiledPlugin, EPOCH_TICK, MAX_WASM_STACK, PluginEngine, WorldPre};
 use super::error::{PluginError, WitError};
 use super::kind::PluginKind;
-use super::types::{EventBatch, OperationBatch, Page, PluginInfo, Row, RowBatch};
-use crate::config::{DirGrant, Limits, PluginConfig};
+use super::types::{Change, EventBatch, OperationBatch, Page, PluginInfo, Row, RowBatch, Value};
+use crate::config::{AllowedHost, DirGrant, Limits, PluginConfig};
 
 /// What one tenant grants one plugin.
 #[derive(Debug, Clone)]
@@ -24,6 +25,7 @@ pub struct PluginSetup {
     pub config: serde_json::Value,
     pub dirs: Vec<DirGrant>,
     pub secrets: BTreeMap<String, String>,
+    pub allowed_hosts: Vec<AllowedHost>,
     pub limits: Limits,
 }
 
@@ -35,6 +37,7 @@ impl PluginSetup {
             config: plugin.config.clone(),
             dirs: plugin.dirs.clone(),
             secrets: plugin.secrets.clone(),
+            allowed_hosts: plugin.allowed_hosts.clone(),
             limits: plugin.limits,
         }
     }
@@ -47,15 +50,21 @@ impl PluginSetup {
             config: serde_json::json!({}),
             dirs: vec![],
             secrets: BTreeMap::new(),
+            allowed_hosts: vec![],
             limits: Limits::default(),
         }
     }
 }
 
+/// Bytes one host call may copy out of the guest (a log line, a file write,
+/// an HTTP body chunk): far above what any of them needs in one call.
+const MAX_HOST_CALL_BYTES: usize = 16 << 20;
+
 /// A store with the rules every call goes through.
 struct Sandbox {
     store: Store<PluginCtx>,
     limits: Limits,
+    fuel_metering: bool,
     /// Set once a call failed inside wasm: the instance may be in any state.
     broken: bool,
 }
@@ -65,7 +74,8 @@ impl Sandbox {
         let mut store = Store::new(engine.engine(), PluginCtx::new(setup)?);
         store.limiter(|ctx| &mut ctx.limits);
         store.epoch_deadline_trap();
-        Ok(Sandbox { store, limits: setup.limits, broken: false })
+        store.set_hostcall_fuel(MAX_HOST_CALL_BYTES);
+        Ok(Sandbox { store, limits: setup.limits, fuel_metering: engine.fuel_metering(), broken: false })
     }
 
     fn tenant(&self) -> String {
@@ -92,27 +102,67 @@ impl Sandbox {
         }
         let ticks = self.limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         self.store.set_epoch_deadline(ticks);
-        f(&mut self.store).map_err(|e| {
+        if self.fuel_metering {
+            // Plugins without a fuel limit of their own run unmetered in effect.
+            let fuel = self.limits.fuel.unwrap_or(u64::MAX);
+            self.store.set_fuel(fuel).expect("the engine meters fuel");
+        }
+        let result = f(&mut self.store);
+        self.store.data().output.end_call();
+        result.map_err(|e| {
             self.broken = true;
             self.classify(call, e)
         })
     }
 
     fn classify(&self, call: &'static str, error: wasmtime::Error) -> PluginError {
-        let (tenant, plugin) = (self.tenant(), self.plugin());
-        if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
-            return PluginError::Timeout { tenant, plugin, call, limit: self.limits.call_timeout };
+        let limit = |limit: &'static str, detail: String| PluginError::LimitExceeded {
+            tenant: self.tenant(),
+            plugin: self.plugin(),
+            call,
+            limit,
+            detail,
+        };
+        match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                return limit("call_timeout", humantime::format_duration(self.limits.call_timeout).to_string());
+            }
+            Some(wasmtime::Trap::StackOverflow) => {
+                return limit("stack", format!("{} of wasm stack", bytesize::ByteSize::b(MAX_WASM_STACK as u64)));
+            }
+            Some(wasmtime::Trap::OutOfFuel) => {
+                return limit("fuel", format!("{} units", self.limits.fuel.unwrap_or(u64::MAX)));
+            }
+            _ => {}
         }
         let detail = format!("{error:#}");
+        // The store's limiter refused to grow memory (trap_on_grow_failure).
         if detail.contains("forcing trap when growing memory") {
-            return PluginError::MemoryLimit {
-                tenant,
-                plugin,
-                call,
-                limit: bytesize::ByteSize::b(self.limits.memory_bytes),
-            };
+            return limit("memory", bytesize::ByteSize::b(self.limits.memory_bytes).to_string());
         }
-        PluginError::Trapped { tenant, plugin, call, detail }
+        PluginError::Trapped { tenant: self.tenant(), plugin: self.plugin(), call, detail }
+    }
+
+    /// Checks what a call returned against `max_rows` and `max_output`. The
+    /// memory cap already bounds how much a call can hand over; these caps
+    /// stop a plugin that stays within it from flooding the sync.
+    fn check_output(&mut self, call: &'static str, rows: usize, bytes: u64) -> Result<(), PluginError> {
+        let exceeded = if rows as u64 > self.limits.max_rows {
+            Some(("max_rows", format!("returned {rows} rows, at most {}", self.limits.max_rows)))
+        } else if bytes > self.limits.max_output_bytes {
+            let cap = bytesize::ByteSize::b(self.limits.max_output_bytes);
+            Some(("max_output", format!("returned {}, at most {cap}", bytesize::ByteSize::b(bytes))))
+        } else {
+            None
+        };
+        match exceeded {
+            None => Ok(()),
+            Some((limit, detail)) => {
+                // Its state may assume the host took the output: start afresh.
+                self.broken = true;
+                Err(PluginError::LimitExceeded { tenant: self.tenant(), plugin: self.plugin(), call, limit, detail })
+            }
+        }
     }
 
     fn returned<T>(&self, call: &'static str, result: Result<T, WitError>) -> Result<T, PluginError> {
@@ -167,6 +217,7 @@ impl SourceInstance {
         let source = self.bindings.synchost_plugin_source();
         let result = self.sandbox.call("snapshot", |store| source.call_snapshot(store, token))?;
         let page = self.sandbox.returned("snapshot", result)?;
+        self.sandbox.check_output("snapshot", page.rows.len(), rows_bytes(&page.rows))?;
         self.sandbox.check_rows("snapshot", &page.columns, &page.rows)?;
         Ok(page)
     }
@@ -175,13 +226,25 @@ impl SourceInstance {
         let source = self.bindings.synchost_plugin_source();
         let result = self.sandbox.call("events", |store| source.call_events(store, cursor, max))?;
         let batch = self.sandbox.returned("events", result)?;
+        let bytes = batch
+            .events
+            .iter()
+            .map(|event| {
+                event.position.len() as u64
+                    + match &event.change {
+                        Change::Upsert(row) => row_bytes(row),
+                        Change::Delete(key) => key.len() as u64,
+                    }
+            })
+            .sum();
+        self.sandbox.check_output("events", batch.events.len(), bytes)?;
         if batch.events.len() > max as usize {
             return Err(self
                 .sandbox
                 .contract("events", format!("returned {} events, asked for at most {max}", batch.events.len())));
         }
         for event in &batch.events {
-            if let super::types::Change::Upsert(row) = &event.change {
+            if let Change::Upsert(row) = &event.change {
                 self.sandbox.check_rows("events", &batch.columns, std::slice::from_ref(row))?;
             }
         }
@@ -214,6 +277,7 @@ impl TransformInstance {
         let transform = self.bindings.synchost_plugin_transform();
         let result = self.sandbox.call("transform", |store| transform.call_transform(store, batch))?;
         let out = self.sandbox.returned("transform", result)?;
+        self.sandbox.check_output("transform", out.rows.len(), rows_bytes(&out.rows))?;
         self.sandbox.check_rows("transform", &out.columns, &out.rows)?;
         if out.origins.len() != out.rows.len() {
             return Err(self
@@ -254,6 +318,7 @@ impl DestinationInstance {
         let destination = self.bindings.synchost_plugin_destination();
         let result = self.sandbox.call("snapshot", |store| destination.call_snapshot(store, token))?;
         let page = self.sandbox.returned("snapshot", result)?;
+        self.sandbox.check_output("snapshot", page.rows.len(), rows_bytes(&page.rows))?;
         self.sandbox.check_rows("snapshot", &page.columns, &page.rows)?;
         Ok(page)
     }
@@ -271,6 +336,25 @@ impl DestinationInstance {
         }
         Ok(outcomes)
     }
+}
+
+/// The bytes of keys and values in `rows`, as `max_output` counts them.
+fn rows_bytes(rows: &[Row]) -> u64 {
+    rows.iter().map(row_bytes).sum()
+}
+
+fn row_bytes(row: &Row) -> u64 {
+    let values: usize = row
+        .values
+        .iter()
+        .map(|value| match value {
+            Value::Null | Value::Boolean(_) => 1,
+            Value::Integer(_) | Value::Float(_) => 8,
+            Value::Text(text) | Value::Json(text) => text.len(),
+            Value::Bytes(bytes) => bytes.len(),
+        })
+        .sum();
+    (row.key.len() + values) as u64
 }
 
 /// Instantiates any compiled plugin and asks for its `info()`.

@@ -1,0 +1,115 @@
+//! `synchost plugin ...`: look at a plugin file, and sign and verify plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use sha2::{Digest, Sha256};
+
+use super::output;
+use crate::config::HostConfig;
+use crate::plugin::{PluginEngine, PluginSetup, plugin_info};
+use crate::signing::{self, TrustedKey};
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Show a plugin's kind, world, WIT version and what its info() says.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a signing key: writes the secret key to FILE and prints the public
+    /// key to put in synchost.toml's `trusted_keys`.
+    Keygen {
+        /// Where to write the secret key; it must not exist yet.
+        file: PathBuf,
+    },
+    /// Sign a plugin file: writes FILE.wasm.sig beside it.
+    Sign {
+        file: PathBuf,
+        /// The secret key file made by `synchost plugin keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check a plugin's signature against the host's trusted keys (or --key).
+    Verify {
+        file: PathBuf,
+        /// Trust this public key (`ed25519:...`) instead of synchost.toml's.
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PluginCommand::Inspect { file, json } => inspect(&file, json),
+        PluginCommand::Keygen { file } => keygen(&file),
+        PluginCommand::Sign { file, key } => sign(&file, &key),
+        PluginCommand::Verify { file, key } => verify(config, &file, key.as_deref()),
+    }
+}
+
+fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let name = file.file_stem().map_or_else(|| "plugin".to_string(), |s| s.to_string_lossy().into_owned());
+    let engine = PluginEngine::new(false)?;
+    let compiled = engine.compile(&name, &bytes)?;
+    let info = plugin_info(&engine, &compiled, &PluginSetup::bare(&name))?;
+    output::inspection(file, &compiled, &info, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(file: &Path) -> anyhow::Result<ExitCode> {
+    let (secret, public) = signing::generate_key()?;
+    write_new_private(file, &secret).with_context(|| format!("cannot write the secret key to `{}`", file.display()))?;
+    eprintln!("secret key written to {}; keep it out of the host and out of version control", file.display());
+    println!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `file` readable by its owner only, refusing to overwrite a key.
+fn write_new_private(file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file)?;
+    out.write_all(text.as_bytes())
+}
+
+fn digest_of(file: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+fn sign(file: &Path, key: &Path) -> anyhow::Result<ExitCode> {
+    let key = signing::read_secret_key(key)?;
+    let digest = digest_of(file)?;
+    let signature_file = signing::signature_path(file);
+    std::fs::write(&signature_file, signing::sign(&key, &digest))
+        .with_context(|| format!("cannot write `{}`", signature_file.display()))?;
+    println!("{}: signed (sha256 {digest}) -> {}", file.display(), signature_file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(config: &Path, file: &Path, key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let trusted = match key {
+        Some(key) => vec![TrustedKey::parse(key).map_err(anyhow::Error::msg)?],
+        None => HostConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?.trusted_keys,
+    };
+    if trusted.is_empty() {
+        anyhow::bail!("no trusted keys: list them in `trusted_keys` of {} or pass --key", config.display());
+    }
+    let digest = digest_of(file)?;
+    match signing::check(file, &digest, &trusted, true) {
+        Ok(Some(signer)) => {
+            println!("{}: good signature by {signer} (sha256 {digest})", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => unreachable!("a required signature is never absent without an error"),
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
