@@ -1,10 +1,10 @@
-//! The command line itself: help, plugin inspection and the demo.
+//! The command line itself: help, plugin inspection and signing, and the demo.
 
 mod common;
 
 use std::process::Command;
 
-use common::{BIN, stderr, stdout};
+use common::{BIN, HostDir, stderr, stdout};
 
 #[test]
 fn help_lists_every_command() {
@@ -101,4 +101,45 @@ fn the_demo_shows_a_diff_sync_and_an_event_sync_end_to_end() {
     let again = Command::new(BIN).args(["demo", "--dir"]).arg(&demo).output().unwrap();
     assert!(!again.status.success());
     assert!(stderr(&again).contains("is not empty"), "{}", stderr(&again));
+}
+
+#[test]
+fn plugin_sign_and_verify_catch_a_changed_file_and_an_untrusted_key() {
+    let host = HostDir::new();
+    let key = host.path("publisher.key");
+    let keygen = host.synchost(&["plugin", "keygen", key.to_str().unwrap()]);
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let public = stdout(&keygen).trim().to_string();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    // The secret key is readable by its owner only, and never overwritten.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!host.synchost(&["plugin", "keygen", key.to_str().unwrap()]).status.success());
+
+    let plugin = host.path("plugins/field_mapper.wasm");
+    let plugin = plugin.to_str().unwrap();
+    let sign = host.synchost(&["plugin", "sign", plugin, "--key", key.to_str().unwrap()]);
+    assert!(sign.status.success(), "{}", stderr(&sign));
+
+    let verify = host.synchost(&["plugin", "verify", plugin, "--key", &public]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    assert!(stdout(&verify).contains(&format!("good signature by {public}")), "{}", stdout(&verify));
+
+    // Trusted through synchost.toml instead of --key.
+    host.write("synchost.toml", &format!("state_dir = \"state\"\ntrusted_keys = [\"{public}\"]\n"));
+    assert!(host.synchost(&["plugin", "verify", plugin]).status.success());
+
+    // Another publisher's key is not trusted.
+    let other = host.synchost(&["plugin", "keygen", host.path("other.key").to_str().unwrap()]);
+    let verify = host.synchost(&["plugin", "verify", plugin, "--key", stdout(&other).trim()]);
+    assert!(!verify.status.success());
+    assert!(stderr(&verify).contains("not among the host's trusted_keys"), "{}", stderr(&verify));
+
+    // One byte changed after signing: the signature no longer matches.
+    let mut bytes = std::fs::read(plugin).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(plugin, bytes).unwrap();
+    let verify = host.synchost(&["plugin", "verify", plugin, "--key", &public]);
+    assert!(!verify.status.success());
+    assert!(stderr(&verify).contains("the file was changed after it was signed"), "{}", stderr(&verify));
 }

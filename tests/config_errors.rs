@@ -196,3 +196,68 @@ fn sync_refuses_to_start_on_a_broken_config() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("pipelines.main.schedule"), "{}", stderr(&output));
 }
+
+#[test]
+fn a_malformed_allowed_host_is_named_with_how_to_write_one() {
+    let host = HostDir::new();
+    let tenant =
+        valid_tenant().replace("[plugins.map]\n", "[plugins.map]\nallowed_hosts = [\"api.example.com\", \"https://x.io/v1\"]\n");
+    let error = validate_fails(&host, &tenant);
+    assert!(error.contains(&format!("acme.toml:{}:", line_of(&tenant, "allowed_hosts"))), "{error}");
+    assert!(error.contains("plugins.map.allowed_hosts[1]") && error.contains("without a scheme or path"), "{error}");
+}
+
+#[test]
+fn limits_that_do_not_parse_are_each_named() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace(
+        "[plugins.map]\n",
+        "[plugins.map.limits]\nmax_rows = 0\nmax_output = \"lots\"\nhttp_timeout = \"soon\"\n\n[plugins.map]\n",
+    );
+    let error = validate_fails(&host, &tenant);
+    for (key, message) in [
+        ("plugins.map.limits.max_rows", "must be more than zero"),
+        ("plugins.map.limits.max_output", "is not a size"),
+        ("plugins.map.limits.http_timeout", "is not a duration"),
+    ] {
+        assert!(error.contains(&format!("{key}: ")) && error.contains(message), "{key}: {error}");
+    }
+}
+
+#[test]
+fn a_fuel_limit_needs_the_host_to_meter_fuel() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("[plugins.map]\n", "[plugins.map.limits]\nfuel = 1000000\n\n[plugins.map]\n");
+    let error = validate_fails(&host, &tenant);
+    assert!(error.contains("plugins.map.limits.fuel") && error.contains("set `[limits] fuel` in synchost.toml"), "{error}");
+
+    // With metering on in the host config, the same tenant file is valid.
+    host.write("synchost.toml", "state_dir = \"state\"\n[limits]\nfuel = 100000000000\n");
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn when_signatures_are_required_an_unsigned_plugin_is_refused_by_name() {
+    let host = HostDir::new();
+    let key = host.path("publisher.key");
+    let keygen = host.synchost(&["plugin", "keygen", key.to_str().unwrap()]);
+    assert!(keygen.status.success(), "{}", stderr(&keygen));
+    let public = stdout(&keygen).trim().to_string();
+    host.write(
+        "synchost.toml",
+        &format!("state_dir = \"state\"\nrequire_signatures = true\ntrusted_keys = [\"{public}\"]\n"),
+    );
+    let error = validate_fails(&host, &valid_tenant());
+    assert!(error.contains("plugins.map.path") && error.contains("field_mapper.wasm` is refused"), "{error}");
+    assert!(error.contains("no signature file") && error.contains("requires signed plugins"), "{error}");
+
+    // Signing every plugin with the trusted key makes the same config valid.
+    for plugin in synchost::bundled::ALL {
+        let file = host.path(&format!("plugins/{}", plugin.file_name));
+        let sign = host.synchost(&["plugin", "sign", file.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+        assert!(sign.status.success(), "{}", stderr(&sign));
+    }
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
