@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["file-source", "file-destination", "field-mapper"];
+const PLUGINS: &[&str] = &["file-source", "file-destination", "field-mapper", "rest-destination"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());

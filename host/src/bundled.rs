@@ -17,9 +17,10 @@ macro_rules! bundled {
 pub const FILE_SOURCE: BundledPlugin = bundled!("file_source.wasm");
 pub const FILE_DESTINATION: BundledPlugin = bundled!("file_destination.wasm");
 pub const FIELD_MAPPER: BundledPlugin = bundled!("field_mapper.wasm");
+pub const REST_DESTINATION: BundledPlugin = bundled!("rest_destination.wasm");
 
 /// Every bundled plugin.
-pub const ALL: [BundledPlugin; 3] = [FILE_SOURCE, FILE_DESTINATION, FIELD_MAPPER];
+pub const ALL: [BundledPlugin; 4] = [FILE_SOURCE, FILE_DESTINATION, FIELD_MAPPER, REST_DESTINATION];
 
 /// Where the build script put the plugin files.
 pub const PLUGIN_DIR: &str = env!("SYNCHOST_PLUGIN_DIR");

@@ -33,6 +33,8 @@ mod bindings {
     });
 }
 
+pub mod http;
+
 pub use bindings::synchost::plugin::{host, types};
 pub use types::{
     Action, Change, Error, Event, EventBatch, Operation, OperationBatch, Page, PluginInfo, Row, RowBatch, RowUpdate,
