@@ -56,10 +56,6 @@ impl PluginSetup {
     }
 }
 
-/// Bytes one host call may copy out of the guest (a log line, a file write,
-/// an HTTP body chunk): far above what any of them needs in one call.
-const MAX_HOST_CALL_BYTES: usize = 16 << 20;
-
 /// A store with the rules every call goes through.
 struct Sandbox {
     store: Store<PluginCtx>,
@@ -74,7 +70,7 @@ impl Sandbox {
         let mut store = Store::new(engine.engine(), PluginCtx::new(setup)?);
         store.limiter(|ctx| &mut ctx.limits);
         store.epoch_deadline_trap();
-        store.set_hostcall_fuel(MAX_HOST_CALL_BYTES);
+        store.set_hostcall_fuel(hostcall_fuel(&setup.limits));
         Ok(Sandbox { store, limits: setup.limits, fuel_metering: engine.fuel_metering(), broken: false })
     }
 
@@ -140,6 +136,13 @@ impl Sandbox {
         if detail.contains("forcing trap when growing memory") {
             return limit("memory", bytesize::ByteSize::b(self.limits.memory_bytes).to_string());
         }
+        if detail.contains("fuel allocated for hostcalls has been exhausted") {
+            let copied = bytesize::ByteSize::b(hostcall_fuel(&self.limits) as u64);
+            return limit("max_output", format!("more than {copied} copied out of the plugin in one call"));
+        }
+        // The wasm backtrace helps the plugin's author, not the report.
+        tracing::debug!(tenant = %self.tenant(), plugin = %self.plugin(), call, "trap: {detail}");
+        let detail = error.root_cause().to_string();
         PluginError::Trapped { tenant: self.tenant(), plugin: self.plugin(), call, detail }
     }
 
@@ -336,6 +339,16 @@ impl DestinationInstance {
         }
         Ok(outcomes)
     }
+}
+
+/// What wasmtime may copy between guest and host in one call, counted in the
+/// bytes of the host's data structures: a backstop well above what
+/// `max_rows` and `max_output` allow (a row costs its values' text plus some
+/// hundred bytes of structure), so that those precise checks decide first.
+fn hostcall_fuel(limits: &Limits) -> usize {
+    const PER_ROW: u64 = 512;
+    let fuel = limits.max_output_bytes.saturating_mul(2).saturating_add(limits.max_rows.saturating_mul(PER_ROW));
+    usize::try_from(fuel).unwrap_or(usize::MAX)
 }
 
 /// The bytes of keys and values in `rows`, as `max_output` counts them.
