@@ -1,5 +1,6 @@
-//! `synchost.toml`: where state, plugins and tenant files live, and the limits
-//! every plugin call runs under unless its tenant file says otherwise.
+//! `synchost.toml`: where state, plugins, tenant files and compiled plugin code
+//! live, and the limits every plugin call runs under unless its tenant file
+//! says otherwise.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,12 +24,23 @@ pub struct HostConfig {
     pub trusted_keys: Vec<crate::signing::TrustedKey>,
     /// Refuse any plugin without a valid signature by a trusted key.
     pub require_signatures: bool,
+    /// Where compiled plugins are kept between runs: `compiled_cache_dir`,
+    /// by default `<state_dir>/compiled`; `None` if `compiled_cache = false`.
+    pub compiled_cache_dir: Option<PathBuf>,
 }
 
 impl HostConfig {
     /// Whether the engine meters fuel: when the host's `[limits]` sets it.
     pub fn fuel_metering(&self) -> bool {
         self.limits.fuel.is_some()
+    }
+
+    /// How the plugin engine is set up for this host.
+    pub fn engine_options(&self) -> crate::plugin::EngineOptions {
+        crate::plugin::EngineOptions {
+            fuel_metering: self.fuel_metering(),
+            compiled_cache_dir: self.compiled_cache_dir.clone(),
+        }
     }
 }
 
@@ -87,6 +99,9 @@ struct HostFile {
     trusted_keys: Vec<toml::Spanned<String>>,
     #[serde(default)]
     require_signatures: bool,
+    /// `false` keeps no compiled code on disk.
+    compiled_cache: Option<toml::Spanned<bool>>,
+    compiled_cache_dir: Option<toml::Spanned<String>>,
 }
 
 /// Limits as written in a config file: every field optional, overriding the
@@ -122,9 +137,11 @@ impl LimitsSite<'_> {
         match humantime::parse_duration(value.get_ref()) {
             Ok(d) if !d.is_zero() => Ok(d),
             Ok(_) => Err(self.error(value, key, "must be longer than zero".into())),
-            Err(e) => {
-                Err(self.error(value, key, format!("`{}` is not a duration ({e}); write e.g. \"30s\"", value.get_ref())))
-            }
+            Err(e) => Err(self.error(
+                value,
+                key,
+                format!("`{}` is not a duration ({e}); write e.g. \"30s\"", value.get_ref()),
+            )),
         }
     }
 
@@ -132,9 +149,11 @@ impl LimitsSite<'_> {
         match value.get_ref().parse::<bytesize::ByteSize>() {
             Ok(size) if size.as_u64() >= at_least => Ok(size.as_u64()),
             Ok(_) => Err(self.error(value, key, format!("must be at least {}", bytesize::ByteSize::b(at_least)))),
-            Err(e) => {
-                Err(self.error(value, key, format!("`{}` is not a size ({e}); write e.g. \"256 MiB\"", value.get_ref())))
-            }
+            Err(e) => Err(self.error(
+                value,
+                key,
+                format!("`{}` is not a size ({e}); write e.g. \"256 MiB\"", value.get_ref()),
+            )),
         }
     }
 }
@@ -215,15 +234,31 @@ impl HostConfig {
         let resolve = |value: &Option<String>, default: &str| base.join(value.as_deref().unwrap_or(default));
         let limits = file.limits.apply(Limits::default(), true, path, &text, "limits")?;
         let trusted_keys = crate::signing::parse_trusted_keys(&file.trusted_keys, path, &text)?;
+        let state_dir = resolve(&file.state_dir, "state");
+        let cache_on = file.compiled_cache.as_ref().map(|on| *on.get_ref());
+        let compiled_cache_dir = match (cache_on, &file.compiled_cache_dir) {
+            (Some(false), Some(dir)) => {
+                return Err(ConfigError::new(
+                    Location::at(path, &text, dir.span().start),
+                    "compiled_cache_dir",
+                    "is set, but `compiled_cache = false` keeps no compiled code: remove one of the two",
+                )
+                .into());
+            }
+            (Some(false), None) => None,
+            (_, Some(dir)) => Some(base.join(dir.get_ref())),
+            (_, None) => Some(state_dir.join("compiled")),
+        };
         Ok(HostConfig {
             path: path.to_path_buf(),
-            state_dir: resolve(&file.state_dir, "state"),
+            state_dir,
             plugin_dir: resolve(&file.plugin_dir, "plugins"),
             tenants_dir: resolve(&file.tenants_dir, "tenants"),
             limits,
             keep_run_archives: file.keep_run_archives.unwrap_or(20),
             trusted_keys,
             require_signatures: file.require_signatures,
+            compiled_cache_dir,
         })
     }
 }
