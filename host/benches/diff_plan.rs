@@ -268,9 +268,9 @@ fn variant(name: &str, dir: &Path) {
             use synchost::plugin::types::RowBatch;
             use synchost::plugin::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance};
             let runtime = Runtime::load(&dir.join("synchost.toml"), Tenants::Only("bench")).unwrap();
-            let tenant = runtime.config.tenant("bench").unwrap();
-            let plugins = runtime.plugins_of("bench").unwrap();
-            let setup = |name: &str| PluginSetup::from_config("bench", &tenant.plugins[name]);
+            let tenant = runtime.tenant("bench").unwrap();
+            let plugins = &tenant.plugins;
+            let setup = |name: &str| PluginSetup::from_config("bench", &tenant.config.plugins[name]);
             let started = Instant::now();
             let mut rows = 0u64;
             let mut token: Option<String> = None;

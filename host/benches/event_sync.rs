@@ -166,9 +166,9 @@ fn end_to_end(changelog: &Path, lanes: usize, events: usize) -> Run {
 fn baselines(changelog: &Path, events: usize) -> (f64, f64) {
     let dir = host_dir(changelog, 1);
     let runtime = Runtime::load(&dir.path().join("synchost.toml"), Tenants::All).unwrap();
-    let tenant = runtime.config.tenant("bench").unwrap();
+    let tenant = runtime.tenant("bench").unwrap();
     let compile = |name: &str| {
-        let plugin = &tenant.plugins[name];
+        let plugin = &tenant.config.plugins[name];
         let bytes = std::fs::read(&plugin.path).unwrap();
         (runtime.engine.compile(name, &bytes).unwrap(), PluginSetup::from_config("bench", plugin))
     };

@@ -1,5 +1,6 @@
 //! The `synchost` command line: parsing and one function per command.
 
+mod admin;
 mod diff;
 mod dlq;
 mod output;
@@ -71,8 +72,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run every scheduled pipeline until Ctrl-C or SIGTERM.
+    /// Run every scheduled pipeline until Ctrl-C or SIGTERM, reloading
+    /// tenants whose files change.
     Run,
+    /// Ask the running daemon to reload the tenant files now.
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tenants, pipelines, plugin versions, last runs and health: from the
+    /// running daemon, or from the files and state when none runs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the runs the host has recorded.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -123,7 +136,9 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SYNCHOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -145,6 +160,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::daemon::run(runtime)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload { json } => admin::reload(&cli.config, json),
+        Command::Status { json } => admin::status(&cli.config, json),
         Command::Runs(RunsCommand::List { pipeline, limit, json }) => {
             let state = open_state(&cli.config)?;
             let runs = state.runs(pipeline.as_ref(), limit)?;

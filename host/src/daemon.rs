@@ -9,53 +9,136 @@
 //!
 //! A run that ends *paused* (an event sync that met a config error: a bad
 //! plugin config, a missing directory, a malformed event) is not scheduled
-//! again by this process: polling would only repeat the error, and the cursor
-//! has not moved, so nothing is lost by waiting. The pause is logged as an
-//! error with its reason; after fixing the cause the operator restarts
-//! `synchost run` (or runs `synchost sync` by hand), which resumes from the
-//! cursor.
+//! again until its tenant changes: polling would only repeat the error, and
+//! the cursor has not moved, so nothing is lost by waiting. The pause is
+//! logged as an error with its reason; once the operator fixes the tenant
+//! file (a reload), the pipeline resumes from its cursor.
+//!
+//! Hot swap: the daemon reloads when a tenant or plugin file changes, on
+//! SIGHUP, and when `synchost reload` asks through the admin socket
+//! ([`admin`]). A reload checks each changed tenant in full before swapping it
+//! in (see [`crate::runtime::Runtime::reload`]); runs in flight finish on the
+//! version they started with, and event syncs hand over at their next batch
+//! boundary. Pipelines that appear start on their schedule; pipelines that
+//! disappear stop after their current run.
 
-use std::sync::Arc;
+pub mod admin;
+mod watch;
+
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch as signal_watch};
 use tokio::task::JoinSet;
 
 use crate::config::Schedule;
-use crate::runtime::Runtime;
+use crate::runtime::{ReloadReport, Runtime};
 use crate::state::{PipelineId, RunStatus};
 use crate::sync::{SyncOptions, SyncReport};
+use admin::Request;
 
 /// Runs the daemon on its own tokio runtime until a shutdown signal.
 pub fn run(runtime: Runtime) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(Arc::new(runtime)))
 }
 
+/// A reload asked for, with where to send its outcome (if anyone waits).
+type ReloadAsk = Option<oneshot::Sender<Result<ReloadReport, String>>>;
+
+/// The pipelines with a schedule loop, so that a reload starts only new ones.
+struct Scheduler {
+    runtime: Arc<Runtime>,
+    running: Arc<Mutex<HashSet<PipelineId>>>,
+    loops: JoinSet<()>,
+    stop: Arc<AtomicBool>,
+    shutdown: signal_watch::Receiver<bool>,
+}
+
+impl Scheduler {
+    /// Starts a loop for every scheduled pipeline that has none.
+    fn start_new(&mut self) {
+        for tenant in self.runtime.tenants() {
+            for pipeline in tenant.config.pipelines.values() {
+                if matches!(pipeline.schedule, Schedule::Manual) {
+                    continue;
+                }
+                let id = PipelineId::new(&tenant.config.name, &pipeline.name);
+                if !self.running.lock().expect("pipeline set poisoned").insert(id.clone()) {
+                    continue;
+                }
+                let running = self.running.clone();
+                let (runtime, stop, shutdown) = (self.runtime.clone(), self.stop.clone(), self.shutdown.clone());
+                self.loops.spawn(async move {
+                    schedule_loop(runtime, id.clone(), stop, shutdown).await;
+                    running.lock().expect("pipeline set poisoned").remove(&id);
+                });
+            }
+        }
+    }
+}
+
 async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (shutdown, shutdown_seen) = watch::channel(false);
-    let mut pipelines = JoinSet::new();
-    for (tenant, pipeline) in runtime.pipelines() {
-        if matches!(pipeline.schedule, Schedule::Manual) {
-            continue;
-        }
-        let id = PipelineId::new(&tenant.name, &pipeline.name);
-        pipelines.spawn(schedule_loop(
-            runtime.clone(),
-            id,
-            pipeline.schedule.clone(),
-            stop.clone(),
-            shutdown_seen.clone(),
-        ));
-    }
-    if pipelines.is_empty() {
+    let (shutdown, shutdown_seen) = signal_watch::channel(false);
+    let mut scheduler = Scheduler {
+        runtime: runtime.clone(),
+        running: Arc::default(),
+        loops: JoinSet::new(),
+        stop: stop.clone(),
+        shutdown: shutdown_seen,
+    };
+    scheduler.start_new();
+    if scheduler.loops.is_empty() {
         tracing::warn!("no pipeline has a schedule; waiting for a signal (run one with `synchost sync`)");
     } else {
-        tracing::info!(pipelines = pipelines.len(), "synchost is running");
+        tracing::info!(pipelines = scheduler.loops.len(), "synchost is running");
     }
 
-    wait_for_signal().await?;
+    // Reload triggers: file changes, SIGHUP, and `synchost reload`.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadAsk>(1);
+    let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
+    let _watcher = watch::watch(&[runtime.host.tenants_dir.as_path(), runtime.host.plugin_dir.as_path()], changed_tx)
+        .inspect_err(|e| {
+            tracing::warn!("not watching the config files ({e}); reload with SIGHUP or `synchost reload`")
+        });
+    let admin = {
+        let (runtime, reload_tx) = (runtime.clone(), reload_tx.clone());
+        tokio::spawn(admin::serve(runtime.host.state_dir.clone(), move |request| {
+            handle(runtime.clone(), reload_tx.clone(), request)
+        }))
+    };
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let terminate = wait_for_signal();
+    tokio::pin!(terminate);
+    loop {
+        let ask: ReloadAsk = tokio::select! {
+            result = &mut terminate => { result?; break; }
+            _ = hangup.recv() => None,
+            Some(()) = changed_rx.recv() => {
+                watch::settle(&mut changed_rx).await;
+                None
+            }
+            Some(ask) = reload_rx.recv() => ask,
+        };
+        let reloading = runtime.clone();
+        let outcome = tokio::task::spawn_blocking(move || reloading.reload().map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(format!("the reload panicked: {e}")));
+        match &outcome {
+            Ok(report) if !report.changes.is_empty() => tracing::info!(changes = ?report.changes, "reloaded"),
+            Ok(_) => tracing::debug!("reloaded: nothing changed"),
+            Err(e) => tracing::error!("reload failed, nothing changed: {e}"),
+        }
+        scheduler.start_new();
+        if let Some(reply) = ask {
+            let _ = reply.send(outcome);
+        }
+    }
+
     tracing::info!("shutting down: letting the batches in flight finish (signal again to exit at once)");
+    admin.abort();
+    let _ = std::fs::remove_file(admin::socket_path(&runtime.host.state_dir));
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown.send(true);
     tokio::spawn(async {
@@ -64,26 +147,69 @@ async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<()> {
             std::process::exit(130);
         }
     });
-    while pipelines.join_next().await.is_some() {}
+    while scheduler.loops.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Runs one pipeline whenever its schedule says, one run at a time.
+/// Answers one admin request.
+async fn handle(
+    runtime: Arc<Runtime>,
+    reload: mpsc::Sender<ReloadAsk>,
+    request: Request,
+) -> Result<serde_json::Value, String> {
+    fn json(value: impl serde::Serialize) -> Result<serde_json::Value, String> {
+        serde_json::to_value(value).map_err(|e| e.to_string())
+    }
+    match request {
+        Request::Status => {
+            let status =
+                tokio::task::spawn_blocking(move || runtime.status(&format!("daemon (pid {})", std::process::id())))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            json(status)
+        }
+        Request::Reload => {
+            let (reply, outcome) = oneshot::channel();
+            reload.send(Some(reply)).await.map_err(|_| "the daemon is shutting down".to_string())?;
+            let report = outcome.await.map_err(|_| "the daemon is shutting down".to_string())??;
+            json(report)
+        }
+        Request::Rollback { tenant, plugin } => {
+            let change = tokio::task::spawn_blocking(move || runtime.rollback(&tenant, &plugin))
+                .await
+                .map_err(|e| e.to_string())??;
+            json(change)
+        }
+    }
+}
+
+/// Runs one pipeline whenever its schedule says, one run at a time, for as
+/// long as its tenant has it.
 async fn schedule_loop(
     runtime: Arc<Runtime>,
     id: PipelineId,
-    schedule: Schedule,
     stop: Arc<AtomicBool>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: signal_watch::Receiver<bool>,
 ) {
     // An interval schedule runs at start-up and then that long after each run;
-    // a cron schedule waits for its next time.
-    let mut first = matches!(schedule, Schedule::Every(_));
+    // a cron schedule waits for its next time. A run that handed over to a new
+    // plugin version is followed at once by one on the new version.
+    let mut run_now = true;
     loop {
-        let wait =
-            if first { std::time::Duration::ZERO } else { schedule.wait_from(chrono::Utc::now()).unwrap_or_default() };
-        first = false;
+        // The schedule as the tenant has it now: a reload may change it.
+        let Some(schedule) = runtime
+            .tenant(&id.tenant)
+            .and_then(|t| t.config.pipelines.get(&id.pipeline).map(|p| p.schedule.clone()))
+            .filter(|s| !matches!(s, Schedule::Manual))
+        else {
+            tracing::info!(pipeline = %id, "no longer scheduled: its tenant file dropped it");
+            return;
+        };
+        let wait = match (&schedule, run_now) {
+            (Schedule::Every(_), true) => std::time::Duration::ZERO,
+            _ => schedule.wait_from(chrono::Utc::now()).unwrap_or_default(),
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
@@ -91,6 +217,7 @@ async fn schedule_loop(
         if *shutdown.borrow() {
             return;
         }
+        let Some(tenant) = runtime.tenant(&id.tenant) else { continue };
         let (runtime, job_id, job_stop) = (runtime.clone(), id.clone(), stop.clone());
         let outcome = tokio::task::spawn_blocking(move || -> Result<SyncReport, String> {
             let options = SyncOptions { forget_idle_runs: true, ..SyncOptions::default() };
@@ -98,16 +225,27 @@ async fn schedule_loop(
             job.run().map_err(|e| e.to_string())
         })
         .await;
+        run_now = false;
         match outcome {
             Ok(Ok(report)) if report.status == RunStatus::Paused => {
                 tracing::error!(
                     pipeline = %id, run = report.run,
-                    "pipeline paused, not scheduled again until synchost restarts: {}",
+                    "pipeline paused until its tenant file changes: {}",
                     report.error.as_deref().unwrap_or("a config error")
                 );
-                return;
+                // Waits for a new version of the tenant (or shutdown).
+                while !tenant.is_superseded() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                run_now = true;
             }
-            Ok(Ok(report)) => log_report(&report),
+            Ok(Ok(report)) => {
+                run_now = report.handed_over;
+                log_report(&report);
+            }
             Ok(Err(e)) => tracing::error!(pipeline = %id, "the run could not be recorded: {e}"),
             Err(e) => tracing::error!(pipeline = %id, "the run panicked: {e}"),
         }
@@ -120,7 +258,7 @@ fn log_report(report: &SyncReport) {
         None => tracing::info!(
             pipeline = %report.pipeline, run = report.run, status = ?report.status,
             read = s.read, created = s.created, updated = s.updated, deleted = s.deleted,
-            upserted = s.upserted, rejected = s.rejected, failed = s.failed,
+            upserted = s.upserted, rejected = s.rejected, failed = s.failed, handed_over = report.handed_over,
             "run finished"
         ),
         Some(error) => {

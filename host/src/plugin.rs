@@ -1,24 +1,30 @@
 //! Plugins: WebAssembly components that implement the `synchost:plugin` worlds.
 //!
-//! [`PluginEngine`] compiles each component once per sha256 and shares it across
-//! tenants; [`PluginSetup`] is what one tenant grants one plugin; the instance
-//! types ([`SourceInstance`], [`TransformInstance`], [`DestinationInstance`]) are
+//! [`PluginEngine`] compiles each component once per sha256 (keeping the
+//! machine code on disk for the next start) and shares it across tenants;
+//! [`PluginSetup`] is what one tenant grants one plugin; the instance types
+//! ([`SourceInstance`], [`TransformInstance`], [`DestinationInstance`]) are
 //! live sandboxes, one store each, whose every call runs under the plugin's
 //! limits (deadline, memory, stack, optional fuel, output caps) with only the
-//! capabilities its tenant granted (directories, HTTP hosts, secrets).
+//! capabilities its tenant granted (directories, HTTP hosts, secrets, SQL
+//! connections, JetStream streams).
 
 mod bindings;
+mod cache;
 mod ctx;
 mod engine;
 mod error;
 mod host_api;
 mod http;
 mod instance;
+mod jetstream;
 mod kind;
+mod sql;
 mod stdio;
 
 pub use bindings::types;
-pub use engine::{CompiledPlugin, PluginEngine};
+pub use engine::{CompileStats, CompiledPlugin, EngineOptions, PluginEngine};
 pub use error::{PluginError, WitError, describe};
 pub use instance::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, plugin_info};
+pub use jetstream::Acknowledger;
 pub use kind::{PluginKind, WIT_PACKAGE, WIT_VERSION};

@@ -1,13 +1,21 @@
 //! The host assembled from its configuration: the plugin engine, every
 //! tenant's plugins compiled and checked against the pipelines that use them,
 //! and the state store.
+//!
+//! Each tenant is held as a [`LoadedTenant`]: its config and compiled plugins,
+//! swapped as a whole when its file changes ([`reload`]). A sync takes the
+//! tenant as it is when the sync starts and keeps it to its end, so a run in
+//! flight finishes on the versions it started with.
+
+mod reload;
+mod status;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::config::{Config, ConfigError, ConfigErrors, Role, TenantConfig};
+use crate::config::{Config, ConfigError, ConfigErrors, HostConfig, Role, TenantConfig};
 use crate::plugin::{CompiledPlugin, PluginEngine, PluginKind};
 use crate::state::{PipelineId, SqliteStore, StateError, StateStore};
 use crate::sync::{SyncJob, SyncOptions};
@@ -35,15 +43,52 @@ pub enum Tenants<'a> {
     Serving,
 }
 
+pub use reload::{ReloadReport, TenantChange};
+pub use status::{PipelineStatus, PluginStatus, Status, TenantStatus};
+
 /// Tenant → plugin name → compiled plugin.
 type TenantPlugins = BTreeMap<String, BTreeMap<String, Arc<CompiledPlugin>>>;
 
-/// The host: configuration, compiled plugins and state.
+/// One tenant as loaded: its config and its compiled plugins, checked
+/// together. Never changed once made; a reload makes a new one.
+pub struct LoadedTenant {
+    pub config: Arc<TenantConfig>,
+    pub plugins: Arc<BTreeMap<String, Arc<CompiledPlugin>>>,
+    /// When this version of the tenant became active (RFC 3339).
+    pub loaded_at: String,
+    /// Set when a newer version replaced this one: event syncs still running
+    /// on it end at their next batch boundary, so the next run uses the new one.
+    superseded: Arc<AtomicBool>,
+    /// The sha256 of the tenant file this was loaded from: an unchanged file
+    /// is not reloaded.
+    file_digest: String,
+}
+
+impl LoadedTenant {
+    /// Whether a newer version of the tenant (or its removal) replaced this one.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
+    }
+
+    fn new(config: TenantConfig, plugins: BTreeMap<String, Arc<CompiledPlugin>>, file_digest: String) -> Self {
+        LoadedTenant {
+            config: Arc::new(config),
+            plugins: Arc::new(plugins),
+            loaded_at: now(),
+            superseded: Arc::new(AtomicBool::new(false)),
+            file_digest,
+        }
+    }
+}
+
+/// The host: its settings, the tenants it serves, the engine and the state.
 pub struct Runtime {
-    pub config: Config,
+    pub host: HostConfig,
     pub engine: PluginEngine,
     pub state: Arc<dyn StateStore>,
-    plugins: TenantPlugins,
+    tenants: RwLock<BTreeMap<String, Arc<LoadedTenant>>>,
+    /// What hot swaps need to remember: earlier versions, refusals.
+    swaps: Mutex<reload::SwapLog>,
 }
 
 /// A configuration whose plugins compiled and fit their pipelines.
@@ -51,15 +96,26 @@ pub struct Checked {
     pub config: Config,
     engine: PluginEngine,
     plugins: TenantPlugins,
+    /// With [`Tenants::Serving`]: the tenants left out, with their problems.
+    left_out: BTreeMap<String, Vec<String>>,
 }
 
 impl Runtime {
     /// Loads the configuration at `path`, compiles and checks the plugins of the
     /// chosen tenants, and opens the state store.
     pub fn load(path: &Path, tenants: Tenants<'_>) -> Result<Runtime, LoadError> {
-        let Checked { config, engine, plugins } = Self::check(path, tenants)?;
+        let Checked { config, engine, mut plugins, left_out } = Self::check(path, tenants)?;
         let state = Arc::new(SqliteStore::open(&config.host.state_dir)?);
-        Ok(Runtime { config, engine, state, plugins })
+        let mut loaded = BTreeMap::new();
+        for tenant in config.tenants {
+            let plugins = plugins.remove(&tenant.name).unwrap_or_default();
+            let digest = file_digest(&tenant.path);
+            loaded.insert(tenant.name.clone(), Arc::new(LoadedTenant::new(tenant, plugins, digest)));
+        }
+        let mut swaps = reload::SwapLog::new(&loaded);
+        swaps.refuse_at_start(left_out);
+        let swaps = Mutex::new(swaps);
+        Ok(Runtime { host: config.host, engine, state, tenants: RwLock::new(loaded), swaps })
     }
 
     /// Everything `load` checks, without opening the state: what `synchost
@@ -82,15 +138,20 @@ impl Runtime {
             .into());
         }
         let mut errors = ConfigErrors::default();
+        let mut left_out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut leave_out = |tenant: String, error: ConfigError| {
+            tracing::error!("tenant left out: {error}");
+            left_out.entry(tenant).or_default().push(error.to_string());
+        };
         for error in config_errors.0 {
             match tenants {
                 Tenants::All => errors.push(error),
                 Tenants::Only(name) if error.location.file == tenant_file(&config, name) => errors.push(error),
                 Tenants::Only(_) => {}
-                Tenants::Serving => tracing::error!("tenant left out: {error}"),
+                Tenants::Serving => leave_out(tenant_of(&error), error),
             }
         }
-        let engine = PluginEngine::new(config.host.fuel_metering()).map_err(LoadError::Engine)?;
+        let engine = PluginEngine::new(config.host.engine_options()).map_err(LoadError::Engine)?;
         let mut plugins = BTreeMap::new();
         config.tenants.retain(|tenant| !matches!(tenants, Tenants::Only(name) if name != tenant.name));
         for tenant in &config.tenants {
@@ -100,7 +161,7 @@ impl Runtime {
                 }
                 Err(e) if matches!(tenants, Tenants::Serving) => {
                     for error in e.0 {
-                        tracing::error!(tenant = %tenant.name, "tenant left out: {error}");
+                        leave_out(tenant.name.clone(), error);
                     }
                 }
                 Err(e) => errors.extend(e),
@@ -108,53 +169,77 @@ impl Runtime {
         }
         config.tenants.retain(|tenant| plugins.contains_key(&tenant.name));
         errors.into_result(())?;
-        Ok(Checked { config, engine, plugins })
+        Ok(Checked { config, engine, plugins, left_out })
     }
 
-    /// The sync job for one pipeline.
+    /// The sync job for one pipeline, on the tenant's plugins as they are now.
     pub fn job<'a>(
         &'a self,
         id: &PipelineId,
         stop: &'a AtomicBool,
         options: SyncOptions,
     ) -> Result<SyncJob<'a>, String> {
-        let tenant = self.config.tenant(&id.tenant).ok_or_else(|| format!("no tenant `{}`", id.tenant))?;
-        let pipeline = tenant.pipelines.get(&id.pipeline).ok_or_else(|| {
-            let known: Vec<&str> = tenant.pipelines.keys().map(String::as_str).collect();
+        let tenant = self.tenant(&id.tenant).ok_or_else(|| format!("no tenant `{}` is loaded", id.tenant))?;
+        let pipeline = tenant.config.pipelines.get(&id.pipeline).cloned().ok_or_else(|| {
+            let known: Vec<&str> = tenant.config.pipelines.keys().map(String::as_str).collect();
             format!("tenant `{}` has no pipeline `{}` (it has: {})", id.tenant, id.pipeline, known.join(", "))
         })?;
-        let plugins =
-            self.plugins.get(&tenant.name).ok_or_else(|| format!("tenant `{}` was not loaded", tenant.name))?;
         Ok(SyncJob {
             engine: &self.engine,
             state: self.state.as_ref(),
-            tenant,
+            tenant: tenant.config.clone(),
             pipeline,
-            plugins,
+            plugins: tenant.plugins.clone(),
             stop,
+            superseded: tenant.superseded.clone(),
             options,
-            state_dir: &self.config.host.state_dir,
-            keep_run_archives: self.config.host.keep_run_archives,
+            state_dir: &self.host.state_dir,
+            keep_run_archives: self.host.keep_run_archives,
         })
     }
 
-    /// The compiled plugins of a loaded tenant, by name.
-    pub fn plugins_of(&self, tenant: &str) -> Option<&BTreeMap<String, Arc<CompiledPlugin>>> {
-        self.plugins.get(tenant)
+    /// A loaded tenant, as it is now.
+    pub fn tenant(&self, name: &str) -> Option<Arc<LoadedTenant>> {
+        self.tenants.read().expect("tenant map poisoned").get(name).cloned()
     }
 
-    /// Every pipeline of the loaded tenants.
-    pub fn pipelines(&self) -> impl Iterator<Item = (&TenantConfig, &crate::config::PipelineConfig)> {
-        self.config
-            .tenants
-            .iter()
-            .filter(|t| self.plugins.contains_key(&t.name))
-            .flat_map(|t| t.pipelines.values().map(move |p| (t, p)))
+    /// Every loaded tenant, as they are now, in name order.
+    pub fn tenants(&self) -> Vec<Arc<LoadedTenant>> {
+        self.tenants.read().expect("tenant map poisoned").values().cloned().collect()
+    }
+
+    /// Makes `tenant` the active version of its name (or removes the name,
+    /// with `None`). The version it replaces is marked superseded.
+    fn swap(&self, name: &str, tenant: Option<Arc<LoadedTenant>>) {
+        let mut tenants = self.tenants.write().expect("tenant map poisoned");
+        let old = match tenant {
+            Some(tenant) => tenants.insert(name.to_string(), tenant),
+            None => tenants.remove(name),
+        };
+        if let Some(old) = old {
+            old.superseded.store(true, Ordering::Relaxed);
+        }
     }
 }
 
+/// The sha256 of a file, or empty if it cannot be read (so that it never
+/// matches and the file is looked at again).
+fn file_digest(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(bytes))).unwrap_or_default()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The tenant whose file an error is in (its file's stem).
+fn tenant_of(error: &ConfigError) -> String {
+    error.location.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 /// Where tenant `name`'s file is.
-fn tenant_file(config: &Config, name: &str) -> std::path::PathBuf {
+fn tenant_file(config: &Config, name: &str) -> PathBuf {
     config.host.tenants_dir.join(format!("{name}.toml"))
 }
 

@@ -34,6 +34,9 @@ pub struct SyncReport {
     pub error: Option<String>,
     /// Operations that did not apply: (key, reason), the first few.
     pub failures: Vec<(String, String)>,
+    /// The run ended at a batch boundary because a newer version of its
+    /// plugins became active; the next run goes on from its cursor at once.
+    pub handed_over: bool,
 }
 
 /// Limits on one sync, from the CLI.
@@ -50,16 +53,20 @@ pub struct SyncOptions {
     pub live_progress: bool,
 }
 
-/// Everything one sync needs.
+/// Everything one sync needs. The tenant's config and plugins are the
+/// version that was active when the job was made, kept to its end.
 pub struct SyncJob<'a> {
     pub engine: &'a PluginEngine,
     pub state: &'a dyn StateStore,
-    pub tenant: &'a TenantConfig,
-    pub pipeline: &'a PipelineConfig,
+    pub tenant: Arc<TenantConfig>,
+    pub pipeline: PipelineConfig,
     /// The compiled plugins of the tenant, by name.
-    pub plugins: &'a BTreeMap<String, Arc<CompiledPlugin>>,
+    pub plugins: Arc<BTreeMap<String, Arc<CompiledPlugin>>>,
     /// Set by a shutdown: stop at the next batch boundary.
     pub stop: &'a AtomicBool,
+    /// Set when a newer version of the tenant's plugins became active: an
+    /// event sync hands over at its next batch boundary.
+    pub superseded: Arc<AtomicBool>,
     pub options: SyncOptions,
     /// The host's state directory, under which run archives are kept.
     pub state_dir: &'a Path,
@@ -76,6 +83,10 @@ pub(crate) enum Halt {
     Refused(String),
     #[error("stopped by shutdown")]
     Stopped,
+    /// Event syncs: a newer version of the plugins is active; the run ends
+    /// after its last committed batch and the next one carries on.
+    #[error("handed over to a new plugin version")]
+    HandedOver,
     /// A guard held the plan back for an operator.
     #[error("blocked: {0}")]
     Blocked(String),
@@ -226,8 +237,9 @@ impl SyncJob<'_> {
         let id = self.id();
         let mut progress = Progress::new(self.options.live_progress);
         let outcome = work(&mut progress);
+        let handed_over = matches!(outcome, Err(Halt::HandedOver));
         let (status, error) = match outcome {
-            Ok(()) => (RunStatus::Succeeded, None),
+            Ok(()) | Err(Halt::HandedOver) => (RunStatus::Succeeded, None),
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
             Err(Halt::Blocked(reason)) => (RunStatus::Blocked, Some(reason)),
             Err(Halt::Paused(reason)) => (RunStatus::Paused, Some(reason)),
@@ -252,6 +264,7 @@ impl SyncJob<'_> {
             stats: std::mem::take(&mut progress.stats),
             error,
             failures: std::mem::take(&mut progress.failures),
+            handed_over,
         })
     }
 
@@ -276,6 +289,10 @@ impl SyncJob<'_> {
 
     pub(crate) fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
     }
 
     pub(crate) fn source(&self) -> Result<SourceInstance, PluginError> {

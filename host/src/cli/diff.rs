@@ -45,7 +45,7 @@ pub(super) fn replay(config: &Path, run: RunId, overrides: &[String], json: bool
     let runtime = load(config, Tenants::Only(&id.tenant))?;
     let stop = AtomicBool::new(false);
     let job = runtime.job(&id, &stop, SyncOptions::default()).map_err(anyhow::Error::msg)?;
-    let mut plugins: BTreeMap<_, _> = job.plugins.clone();
+    let mut plugins: BTreeMap<_, _> = (*job.plugins).clone();
     for spec in overrides {
         let (name, file) = spec.split_once('=').with_context(|| format!("--plugin `{spec}` is not NAME=FILE.wasm"))?;
         if !job.pipeline.transforms.iter().any(|t| t == name) {
@@ -62,7 +62,7 @@ pub(super) fn replay(config: &Path, run: RunId, overrides: &[String], json: bool
         }
         plugins.insert(name.to_string(), compiled);
     }
-    let job = SyncJob { plugins: &plugins, ..job };
+    let job = SyncJob { plugins: std::sync::Arc::new(plugins), ..job };
     let report = job.replay(run).map_err(|e| anyhow::anyhow!("cannot replay run {run}: {e}"))?;
     output::replay(&report, json);
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::output;
 use crate::config::HostConfig;
-use crate::plugin::{PluginEngine, PluginSetup, plugin_info};
+use crate::plugin::{EngineOptions, PluginEngine, PluginSetup, plugin_info};
 use crate::signing::{self, TrustedKey};
 
 #[derive(Subcommand)]
@@ -40,6 +40,14 @@ pub enum PluginCommand {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Return a tenant's plugin to its previous good version in the running
+    /// daemon; it holds until the tenant file changes again.
+    Rollback {
+        tenant: String,
+        plugin: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -48,13 +56,16 @@ pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Keygen { file } => keygen(&file),
         PluginCommand::Sign { file, key } => sign(&file, &key),
         PluginCommand::Verify { file, key } => verify(config, &file, key.as_deref()),
+        PluginCommand::Rollback { tenant, plugin, json } => super::admin::rollback(config, tenant, plugin, json),
     }
 }
 
 fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
     let name = file.file_stem().map_or_else(|| "plugin".to_string(), |s| s.to_string_lossy().into_owned());
-    let engine = PluginEngine::new(false)?;
+    // No host config and no compiled-code cache: the file is often one being
+    // written, and each build of it would leave a cache file behind.
+    let engine = PluginEngine::new(EngineOptions::default())?;
     let compiled = engine.compile(&name, &bytes)?;
     let info = plugin_info(&engine, &compiled, &PluginSetup::bare(&name))?;
     output::inspection(file, &compiled, &info, json);

@@ -36,6 +36,17 @@ impl FromStr for Schedule {
     }
 }
 
+impl std::fmt::Display for Schedule {
+    /// As written in a tenant file.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Schedule::Manual => f.write_str("manual"),
+            Schedule::Every(interval) => write!(f, "every {}", humantime::format_duration(*interval)),
+            Schedule::Cron(cron) => write!(f, "{}", cron.pattern),
+        }
+    }
+}
+
 impl Schedule {
     /// How long to wait, from `now`, for the next run; `None` when manual.
     pub fn wait_from(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {

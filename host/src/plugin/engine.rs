@@ -1,9 +1,12 @@
 //! The one wasmtime engine of the process, the linker every plugin is
-//! instantiated through, and the compiled components, one per sha256.
+//! instantiated through, and the compiled components, one per sha256: in
+//! memory for the life of the engine, and on disk (see `cache`) across
+//! restarts.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -11,6 +14,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{DestinationPluginPre, SourcePlugin, SourcePluginPre, TransformPluginPre};
+use super::cache::{DiskCache, Miss};
 use super::ctx::PluginCtx;
 use super::error::PluginError;
 use super::kind::{PluginKind, WIT_PACKAGE, WIT_VERSION, is_compatible};
@@ -27,9 +31,43 @@ pub(super) const MAX_WASM_STACK: usize = 1 << 20;
 pub struct PluginEngine {
     engine: Engine,
     linker: Linker<PluginCtx>,
-    compiled: Mutex<HashMap<String, Arc<CompiledPlugin>>>,
+    /// One slot per digest, filled once the component is compiled.
+    compiled: Mutex<HashMap<String, Arc<CompileSlot>>>,
+    /// `None` when the host keeps no compiled code on disk.
+    cache: Option<DiskCache>,
+    stats: Mutex<CompileStats>,
     ticker_stop: Arc<AtomicBool>,
     fuel_metering: bool,
+}
+
+/// Locked by the one thread compiling a digest; the others wait for its result.
+type CompileSlot = Mutex<Option<Arc<CompiledPlugin>>>;
+
+/// How the engine is set up. Both come from synchost.toml (see `HostConfig`).
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Compile every plugin with fuel counting (`[limits] fuel`). It costs
+    /// speed, so it is on only when the host config asks for it.
+    pub fuel_metering: bool,
+    /// Keep compiled code here between runs (`compiled_cache_dir`); `None`:
+    /// compile every plugin at every start.
+    pub compiled_cache_dir: Option<PathBuf>,
+}
+
+/// Where [`PluginEngine::compile`] found its components, counted since the
+/// engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Already compiled by this engine (the same bytes again, e.g. another
+    /// tenant's copy of a plugin).
+    pub memory_hits: u64,
+    /// Loaded from the compiled-code cache on disk.
+    pub disk_hits: u64,
+    /// Compiled from the `.wasm`: nothing usable was cached, or there is no cache.
+    pub compiled: u64,
+    /// Cache files that could not be used (damaged, not the host's, or refused
+    /// by wasmtime); each of these was compiled and its file replaced.
+    pub rejected: u64,
 }
 
 /// A component compiled and linked, ready to instantiate for any tenant.
@@ -49,9 +87,9 @@ pub(super) enum WorldPre {
 }
 
 impl PluginEngine {
-    /// The engine; `fuel_metering` compiles every plugin with fuel counting,
-    /// which costs speed, so it is on only when the host config asks for it.
-    pub fn new(fuel_metering: bool) -> anyhow::Result<PluginEngine> {
+    /// The engine, with an epoch ticker thread that runs until it is dropped.
+    pub fn new(options: EngineOptions) -> anyhow::Result<PluginEngine> {
+        let EngineOptions { fuel_metering, compiled_cache_dir } = options;
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -83,7 +121,16 @@ impl PluginEngine {
                 ticking_engine.increment_epoch();
             }
         })?;
-        Ok(PluginEngine { engine, linker, compiled: Mutex::new(HashMap::new()), ticker_stop, fuel_metering })
+        let cache = compiled_cache_dir.map(|dir| DiskCache::new(dir, &engine));
+        Ok(PluginEngine {
+            engine,
+            linker,
+            compiled: Mutex::new(HashMap::new()),
+            cache,
+            stats: Mutex::default(),
+            ticker_stop,
+            fuel_metering,
+        })
     }
 
     pub(super) fn engine(&self) -> &Engine {
@@ -95,15 +142,43 @@ impl PluginEngine {
         self.fuel_metering
     }
 
+    /// Where compiled code is kept between runs, if it is.
+    pub fn compiled_cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(DiskCache::dir)
+    }
+
+    /// Where `compile` has found its components so far.
+    pub fn compile_stats(&self) -> CompileStats {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, counter: fn(&mut CompileStats) -> &mut u64) {
+        *counter(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner)) += 1;
+    }
+
     /// Compiles `bytes` (named `plugin` in errors), or returns the plugin already
-    /// compiled from the same bytes.
+    /// compiled from the same bytes, by this engine or (see `cache`) by an
+    /// earlier one with the same configuration.
+    ///
+    /// Compiling takes up to seconds of CPU: call this from a thread that may
+    /// block (`spawn_blocking` in async code), never from an async task.
     pub fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, PluginError> {
         let digest = hex::encode(Sha256::digest(bytes));
-        if let Some(compiled) = self.compiled.lock().expect("compiled-plugin map poisoned").get(&digest) {
+        // The map is locked only to find the digest's slot. The slot stays
+        // locked while its component is compiled, so a second caller with the
+        // same bytes waits for the first instead of compiling them (and
+        // writing their cache file) a second time, and callers with other
+        // bytes are not held up at all.
+        let slot =
+            self.compiled.lock().expect("compiled-plugin map poisoned").entry(digest.clone()).or_default().clone();
+        // A panic while compiling leaves the slot empty, which is still true.
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(compiled) = &*slot {
+            self.count(|s| &mut s.memory_hits);
             return Ok(compiled.clone());
         }
-        let compiled = Arc::new(self.compile_new(plugin, bytes, digest.clone())?);
-        self.compiled.lock().expect("compiled-plugin map poisoned").insert(digest, compiled.clone());
+        let compiled = Arc::new(self.compile_new(plugin, bytes, digest)?);
+        *slot = Some(compiled.clone());
         Ok(compiled)
     }
 
@@ -119,7 +194,7 @@ impl PluginEngine {
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
             _ => return Err(not_a_component("the file does not start with the WebAssembly header".into())),
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| not_a_component(format!("{e:#}")))?;
+        let component = self.component(plugin, &digest, bytes).map_err(|e| not_a_component(format!("{e:#}")))?;
 
         let mut found = Vec::new();
         let mut exports = Vec::new();
@@ -164,6 +239,41 @@ impl PluginEngine {
             PluginKind::Transform => WorldPre::Transform(TransformPluginPre::new(instance_pre).map_err(link_error)?),
         };
         Ok(CompiledPlugin { digest, kind, wit_version, pre })
+    }
+
+    /// The machine code for `bytes`: from the cache on disk if it holds a
+    /// usable copy, else compiled (and then stored there). The plugin checks
+    /// above run either way; the cache only saves compiling.
+    fn component(&self, plugin: &str, digest: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let Some(cache) = &self.cache else {
+            self.count(|s| &mut s.compiled);
+            return Component::new(&self.engine, bytes);
+        };
+        let path = cache.path(digest);
+        match cache.load(&self.engine, digest) {
+            Ok(component) => {
+                self.count(|s| &mut s.disk_hits);
+                tracing::debug!(plugin, path = %path.display(), "compiled-code cache hit");
+                return Ok(component);
+            }
+            Err(Miss::Absent) => {
+                tracing::debug!(plugin, path = %path.display(), "compiled-code cache miss: compiling");
+            }
+            Err(Miss::Rejected(reason)) => {
+                self.count(|s| &mut s.rejected);
+                tracing::warn!(plugin, path = %path.display(), "compiled-code cache file not used ({reason}): compiling again");
+            }
+        }
+        self.count(|s| &mut s.compiled);
+        let artifact = self.engine.precompile_component(bytes)?;
+        // The cache only saves time: a host that cannot write it (a read-only
+        // or full disk) still runs, and compiles again next time.
+        if let Err(e) = cache.store(digest, &artifact) {
+            tracing::warn!(plugin, path = %path.display(), "cannot write the compiled-code cache: {e}");
+        }
+        // SAFETY: `artifact` is what this engine's `precompile_component`
+        // returned a moment ago, never written to since.
+        unsafe { Component::deserialize(&self.engine, &artifact) }
     }
 }
 

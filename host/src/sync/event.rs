@@ -54,6 +54,8 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     let id = job.id();
     let policy = &job.pipeline.event;
     let mut source = job.source().map_err(|e| halt(e, None))?;
+    // Acknowledges a JetStream source's messages, only once committed.
+    let acknowledger = source.acknowledger();
     let mut transforms = job.transforms().map_err(|e| halt(e, None))?;
     let mut destinations =
         (0..policy.lanes).map(|_| job.destination()).collect::<Result<Vec<_>, _>>().map_err(|e| halt(e, None))?;
@@ -82,6 +84,11 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
         }
         if job.should_stop() {
             break Err(Halt::Stopped);
+        }
+        // Whatever was read and transformed ahead was done by the old
+        // version: it is dropped, and the next run reads it again.
+        if job.is_superseded() {
+            break Err(Halt::HandedOver);
         }
         let fetched = match next.take() {
             Some(fetched) => fetched,
@@ -126,6 +133,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
                 let Some(next_cursor) = done else { return Ok(None) };
                 let started = Instant::now();
                 batch.commit(run, &next_cursor, previous_commit, progress)?;
+                acknowledger.committed(&next_cursor);
                 previous_commit = Some((batch.stats.seq, ms(started)));
                 Ok(Some(next_cursor))
             });

@@ -1,0 +1,97 @@
+//! The daemon's admin endpoint: a Unix socket, `<state_dir>/admin.sock`, that
+//! `synchost reload`, `synchost status` and `synchost plugin rollback` talk to.
+//!
+//! Only the user the daemon runs as can connect: the socket is made with mode
+//! 0600 in the host's state directory, so there is no token to leak. One
+//! request per connection, one JSON object each way, each on one line.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks of the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Reload,
+    Rollback { tenant: String, plugin: String },
+}
+
+/// The daemon's answer: `result` on success, `error` otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where the admin socket of the host whose state is in `state_dir` lives.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("admin.sock")
+}
+
+/// Sends `request` to the running daemon. `Ok(None)` when no daemon listens.
+pub fn request(state_dir: &Path, request: &Request) -> anyhow::Result<Option<serde_json::Value>> {
+    use std::io::{BufRead, BufReader, Write};
+    let path = socket_path(state_dir);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Ok(None);
+        }
+        Err(e) => anyhow::bail!("cannot reach the daemon at {}: {e}", path.display()),
+    };
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    let response: Response = serde_json::from_str(&answer)
+        .map_err(|e| anyhow::anyhow!("the daemon's answer is not understood ({e}): {answer}"))?;
+    match response {
+        Response { ok: true, result, .. } => Ok(Some(result.unwrap_or_default())),
+        Response { error, .. } => anyhow::bail!("{}", error.unwrap_or_else(|| "the daemon refused".into())),
+    }
+}
+
+/// Listens on the admin socket; each request is answered by `handle`.
+pub(super) async fn serve<H, F>(state_dir: PathBuf, handle: H) -> anyhow::Result<()>
+where
+    H: Fn(Request) -> F + Send + Sync + 'static + Clone,
+    F: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+{
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let path = socket_path(&state_dir);
+    // A socket left by a daemon that died: nobody answers on it.
+    if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        std::fs::remove_file(&path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (is another daemon running?): {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            if BufReader::new(read).read_line(&mut line).await.is_err() {
+                return;
+            }
+            let response = match serde_json::from_str::<Request>(&line) {
+                Err(e) => Response { ok: false, result: None, error: Some(format!("not a request: {e}")) },
+                Ok(request) => match handle(request).await {
+                    Ok(result) => Response { ok: true, result: Some(result), error: None },
+                    Err(error) => Response { ok: false, result: None, error: Some(error) },
+                },
+            };
+            let mut text = serde_json::to_string(&response).unwrap_or_default();
+            text.push('\n');
+            let _ = write.write_all(text.as_bytes()).await;
+        });
+    }
+}

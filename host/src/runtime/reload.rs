@@ -1,0 +1,336 @@
+//! Hot swap: reading the tenant files again while the host runs, checking
+//! every changed tenant in full before it replaces the running version, and
+//! rolling a plugin back to the version before.
+//!
+//! A changed tenant is compiled (from the compiled-code cache when it can),
+//! checked against its pipelines (world and WIT version, the part each plugin
+//! plays), instantiated with its real grants and asked for `info()`; a diff
+//! pipeline with `canary = "replay"` also replays its last run with the new
+//! transforms and refuses a version whose plan would differ from the recorded
+//! one by more than the pipeline's `max_change_ratio`. Only then is the new
+//! version swapped in, as a whole. A version that fails any check never
+//! replaces the running one: the refusal is logged and kept for `synchost
+//! status`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::Serialize;
+
+use super::{LoadedTenant, Runtime, compile_tenant, file_digest, now};
+use crate::config::{Canary, Config, ConfigErrors, Mode, PluginConfig, TenantConfig};
+use crate::plugin::{CompiledPlugin, PluginSetup, plugin_info};
+use crate::state::{PipelineId, RunStatus};
+use crate::sync::SyncOptions;
+
+/// Versions of each plugin kept for rollback, the active one included.
+const KEEP_VERSIONS: usize = 5;
+
+/// One version of one tenant's plugin, as it was active.
+#[derive(Clone)]
+pub(super) struct PluginVersion {
+    pub config: PluginConfig,
+    pub compiled: Arc<CompiledPlugin>,
+    pub active_since: String,
+}
+
+/// Why a tenant's newest file is not the one running.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Refusal {
+    pub at: String,
+    pub problems: Vec<String>,
+}
+
+/// What hot swaps remember between reloads.
+pub(super) struct SwapLog {
+    /// (tenant, plugin) → versions that were active, oldest first.
+    pub history: BTreeMap<(String, String), Vec<PluginVersion>>,
+    /// Tenant → why its newest file was refused; cleared when a version loads.
+    pub refused: BTreeMap<String, Refusal>,
+    /// Tenant → the digest of the tenant file a rollback turned away from: the
+    /// rollback holds until that file changes.
+    pub rolled_back_from: BTreeMap<String, String>,
+}
+
+impl SwapLog {
+    pub(super) fn new(tenants: &BTreeMap<String, Arc<LoadedTenant>>) -> SwapLog {
+        let mut log = SwapLog { history: BTreeMap::new(), refused: BTreeMap::new(), rolled_back_from: BTreeMap::new() };
+        for tenant in tenants.values() {
+            log.record(tenant);
+        }
+        log
+    }
+
+    /// Notes the tenants `synchost run` left out at start-up as refused.
+    pub(super) fn refuse_at_start(&mut self, left_out: BTreeMap<String, Vec<String>>) {
+        let at = now();
+        for (tenant, problems) in left_out {
+            self.refused.insert(tenant, Refusal { at: at.clone(), problems });
+        }
+    }
+
+    /// Adds the plugins of a newly active tenant version to the history.
+    fn record(&mut self, tenant: &LoadedTenant) {
+        for (name, compiled) in tenant.plugins.iter() {
+            let versions = self.history.entry((tenant.config.name.clone(), name.clone())).or_default();
+            let config = tenant.config.plugins[name].clone();
+            let same = versions
+                .last()
+                .is_some_and(|v| v.compiled.digest == compiled.digest && v.config.config == config.config);
+            if !same {
+                versions.push(PluginVersion {
+                    config,
+                    compiled: compiled.clone(),
+                    active_since: tenant.loaded_at.clone(),
+                });
+                if versions.len() > KEEP_VERSIONS {
+                    versions.remove(0);
+                }
+            }
+        }
+    }
+}
+
+/// What a reload did, tenant by tenant.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    pub changes: Vec<TenantChange>,
+}
+
+/// What happened to one tenant in a reload.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum TenantChange {
+    /// A new tenant file, now served.
+    Added { tenant: String, plugins: BTreeMap<String, String> },
+    /// A changed tenant file, now active; `plugins` has the digests in use.
+    Swapped { tenant: String, plugins: BTreeMap<String, String> },
+    /// The tenant file is gone: its pipelines stop after their current run.
+    Removed { tenant: String },
+    /// The new file or its plugins failed a check; the running version stays.
+    Refused { tenant: String, problems: Vec<String> },
+}
+
+impl Runtime {
+    /// Reads the tenant files again and swaps in every tenant whose file
+    /// changed and passes every check. Only a broken `synchost.toml` fails
+    /// the reload as a whole. Blocking: compiles and instantiates plugins.
+    pub fn reload(&self) -> Result<ReloadReport, ConfigErrors> {
+        let (config, errors) = Config::load_each(&self.host.path)?;
+        let mut report = ReloadReport::default();
+
+        // Problems in a tenant file, grouped by tenant.
+        let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for error in errors.0 {
+            problems.entry(super::tenant_of(&error)).or_default().push(error.to_string());
+        }
+        for (tenant, problems) in problems {
+            report.changes.push(self.refuse(&tenant, problems));
+        }
+
+        let current = self.tenants();
+        for tenant in &current {
+            let name = &tenant.config.name;
+            let still_there = config.tenant(name).is_some() || report.changes.iter().any(|c| c.tenant() == name);
+            if !still_there && !tenant.config.path.exists() {
+                self.swap(name, None);
+                self.swaps.lock().expect("swap log poisoned").refused.remove(name);
+                tracing::info!(tenant = %name, "tenant file removed: its pipelines stop after their current run");
+                report.changes.push(TenantChange::Removed { tenant: name.clone() });
+            }
+        }
+
+        for tenant in config.tenants {
+            let name = tenant.name.clone();
+            let digest = file_digest(&tenant.path);
+            let running = current.iter().find(|t| t.config.name == name);
+            let rolled_back = self.swaps.lock().expect("swap log poisoned").rolled_back_from.get(&name).cloned();
+            if running.is_some_and(|t| t.file_digest == digest) || rolled_back.as_deref() == Some(digest.as_str()) {
+                continue;
+            }
+            match self.validate(tenant, digest, running.map(Arc::as_ref)) {
+                Ok(loaded) => {
+                    let plugins: BTreeMap<String, String> =
+                        loaded.plugins.iter().map(|(n, c)| (n.clone(), c.digest.clone())).collect();
+                    {
+                        let mut swaps = self.swaps.lock().expect("swap log poisoned");
+                        swaps.record(&loaded);
+                        swaps.refused.remove(&name);
+                        swaps.rolled_back_from.remove(&name);
+                    }
+                    self.swap(&name, Some(Arc::new(loaded)));
+                    tracing::info!(tenant = %name, ?plugins, "tenant (re)loaded: new runs use these plugin versions");
+                    report.changes.push(match running {
+                        Some(_) => TenantChange::Swapped { tenant: name, plugins },
+                        None => TenantChange::Added { tenant: name, plugins },
+                    });
+                }
+                Err(problems) => report.changes.push(self.refuse(&name, problems)),
+            }
+        }
+        Ok(report)
+    }
+
+    fn refuse(&self, tenant: &str, problems: Vec<String>) -> TenantChange {
+        for problem in &problems {
+            tracing::error!(tenant, "new version refused, the running one stays: {problem}");
+        }
+        let refusal = Refusal { at: now(), problems: problems.clone() };
+        self.swaps.lock().expect("swap log poisoned").refused.insert(tenant.to_string(), refusal);
+        TenantChange::Refused { tenant: tenant.to_string(), problems }
+    }
+
+    /// Every check a new version of a tenant must pass before it runs.
+    fn validate(
+        &self,
+        tenant: TenantConfig,
+        digest: String,
+        running: Option<&LoadedTenant>,
+    ) -> Result<LoadedTenant, Vec<String>> {
+        let as_strings = |errors: ConfigErrors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let plugins = compile_tenant(&self.engine, &tenant).map_err(as_strings)?;
+        let mut problems = Vec::new();
+        for (name, compiled) in &plugins {
+            let setup = PluginSetup::from_config(&tenant.name, &tenant.plugins[name]);
+            if let Err(e) = plugin_info(&self.engine, compiled, &setup) {
+                problems.push(format!("`info()` of the new version failed: {e}"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let loaded = LoadedTenant::new(tenant, plugins, digest);
+        if let Some(running) = running {
+            problems.extend(self.canaries(&loaded, running));
+        }
+        if problems.is_empty() { Ok(loaded) } else { Err(problems) }
+    }
+
+    /// `canary = "replay"`: for each diff pipeline asking for it whose
+    /// transforms changed, replays its last run with the new version and
+    /// returns a problem if the plan would change by more than its guard.
+    fn canaries(&self, new: &LoadedTenant, running: &LoadedTenant) -> Vec<String> {
+        let mut problems = Vec::new();
+        for pipeline in new.config.pipelines.values() {
+            if pipeline.mode != Mode::Diff || pipeline.diff.canary != Canary::Replay {
+                continue;
+            }
+            let changed = pipeline.transforms.iter().any(|t| {
+                let digest = |tenant: &LoadedTenant| tenant.plugins.get(t).map(|c| c.digest.clone());
+                let config = |tenant: &LoadedTenant| tenant.config.plugins.get(t).map(|p| p.config.clone());
+                digest(new) != digest(running) || config(new) != config(running)
+            });
+            if !changed {
+                continue;
+            }
+            let id = PipelineId::new(&new.config.name, &pipeline.name);
+            let last = match self.state.runs(Some(&id), 20) {
+                Ok(runs) => runs.into_iter().find(|r| {
+                    matches!(r.status, RunStatus::Succeeded | RunStatus::Blocked)
+                        && crate::sync::diff::archive_dir(&self.host.state_dir, r.id).is_dir()
+                }),
+                Err(e) => {
+                    problems.push(format!("canary for {id}: cannot read its runs: {e}"));
+                    continue;
+                }
+            };
+            let Some(last) = last else {
+                tracing::info!(pipeline = %id, "canary: no archived run to replay yet; the new version is not compared");
+                continue;
+            };
+            let stop = AtomicBool::new(false);
+            let job = crate::sync::SyncJob {
+                engine: &self.engine,
+                state: self.state.as_ref(),
+                tenant: new.config.clone(),
+                pipeline: pipeline.clone(),
+                plugins: new.plugins.clone(),
+                stop: &stop,
+                superseded: Arc::new(AtomicBool::new(false)),
+                options: SyncOptions::default(),
+                state_dir: &self.host.state_dir,
+                keep_run_archives: self.host.keep_run_archives,
+            };
+            match job.replay(last.id) {
+                Err(e) => problems.push(format!("canary for {id}: replaying run {} failed: {e}", last.id)),
+                Ok(replay) => {
+                    let r = &replay.recorded;
+                    let destination = (r.updates + r.deletes + r.unchanged + r.held).max(1);
+                    let ratio = replay.differing_keys as f64 / destination as f64;
+                    if ratio > pipeline.diff.max_change_ratio {
+                        problems.push(format!(
+                            "canary for {id}: replaying run {} with the new version changes the plan for {} of {} \
+                             keys ({:.1}%), more than max_change_ratio {}",
+                            last.id,
+                            replay.differing_keys,
+                            destination,
+                            ratio * 100.0,
+                            pipeline.diff.max_change_ratio
+                        ));
+                    } else {
+                        tracing::info!(pipeline = %id, run = last.id, differing = replay.differing_keys, "canary passed");
+                    }
+                }
+            }
+        }
+        problems
+    }
+
+    /// Returns `plugin` of `tenant` to the version active before the current
+    /// one, which stays in the history. Holds until the tenant file changes.
+    pub fn rollback(&self, tenant: &str, plugin: &str) -> Result<TenantChange, String> {
+        let running = self.tenant(tenant).ok_or_else(|| format!("no tenant `{tenant}` is loaded"))?;
+        let previous = {
+            let swaps = self.swaps.lock().expect("swap log poisoned");
+            let versions = swaps
+                .history
+                .get(&(tenant.to_string(), plugin.to_string()))
+                .ok_or_else(|| format!("tenant `{tenant}` has no plugin `{plugin}`"))?;
+            let current = running.plugins.get(plugin).map(|c| c.digest.clone());
+            let current_config = running.config.plugins.get(plugin).map(|p| &p.config);
+            versions
+                .iter()
+                .rev()
+                .find(|v| Some(&v.compiled.digest) != current.as_ref() || Some(&v.config.config) != current_config)
+                .cloned()
+                .ok_or_else(|| format!("plugin `{plugin}` of tenant `{tenant}` has no earlier version to return to"))?
+        };
+        let mut config = (*running.config).clone();
+        config.plugins.insert(plugin.to_string(), previous.config.clone());
+        let mut plugins = (*running.plugins).clone();
+        plugins.insert(plugin.to_string(), previous.compiled.clone());
+        let setup = PluginSetup::from_config(tenant, &previous.config);
+        plugin_info(&self.engine, &previous.compiled, &setup)
+            .map_err(|e| format!("the earlier version no longer starts: {e}"))?;
+        let loaded = LoadedTenant::new(config, plugins, running.file_digest.clone());
+        let digests = loaded.plugins.iter().map(|(n, c)| (n.clone(), c.digest.clone())).collect();
+        {
+            let mut swaps = self.swaps.lock().expect("swap log poisoned");
+            swaps.rolled_back_from.insert(tenant.to_string(), file_digest(Path::new(&running.config.path)));
+            // The version rolled away from leaves the history: a second
+            // rollback goes further back rather than forth again.
+            if let Some(versions) = swaps.history.get_mut(&(tenant.to_string(), plugin.to_string())) {
+                versions.retain(|v| {
+                    v.compiled.digest != running.plugins[plugin].digest
+                        || v.config.config != running.config.plugins[plugin].config
+                });
+            }
+        }
+        self.swap(tenant, Some(Arc::new(loaded)));
+        tracing::warn!(tenant, plugin, digest = %previous.compiled.digest, "plugin rolled back");
+        Ok(TenantChange::Swapped { tenant: tenant.to_string(), plugins: digests })
+    }
+}
+
+impl TenantChange {
+    pub fn tenant(&self) -> &str {
+        match self {
+            TenantChange::Added { tenant, .. }
+            | TenantChange::Swapped { tenant, .. }
+            | TenantChange::Removed { tenant }
+            | TenantChange::Refused { tenant, .. } => tenant,
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Hot swap under load: `synchost run` serves an event sync while its
+//! transform is replaced every second, and broken versions are refused while
+//! the sync carries on.
+//!
+//! The two good versions are the bundled field mapper and the same component
+//! with a custom section appended (another sha256, the same code); their
+//! configs tag each row `v1` or `v2`. The checks:
+//! - no event is lost: every key ends at its last event;
+//! - cursors are continuous: each batch starts where the previous committed
+//!   batch ended, across runs and swaps;
+//! - every batch is processed by exactly one version: the tag on each key's
+//!   final record is that of the version recorded for the run whose batch
+//!   covered the key's last event;
+//! - a broken version (traps in `info()`, wrong world, wrong WIT version) is
+//!   refused, reported by `synchost status`, and the sync goes on.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, HostDir, sha256};
+use serde_json::{Value, json};
+
+const EVENTS: usize = 100_000;
+const KEYS: usize = 1_000;
+const CHUNKS: usize = 20;
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A component with a custom section appended: valid, with another digest.
+fn with_custom_section(bytes: &[u8], name: &str) -> Vec<u8> {
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name.as_bytes());
+    section.extend_from_slice(b"payload");
+    let mut out = bytes.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // fits one LEB128 byte
+    out.extend_from_slice(&section);
+    out
+}
+
+/// The bundled mapper with its export renamed to a WIT version the host does
+/// not support (same length, so the binary stays well formed).
+fn future_wit_version(bytes: &[u8]) -> Vec<u8> {
+    let (from, to): (&[u8], &[u8]) = (b"synchost:plugin/transform@0.1.", b"synchost:plugin/transform@9.1.");
+    let mut out = bytes.to_vec();
+    let mut renamed = 0;
+    for i in 0..out.len().saturating_sub(from.len()) {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            renamed += 1;
+        }
+    }
+    assert!(renamed > 0, "the mapper's export name was not found");
+    out
+}
+
+/// The tenant file with `transform` (a file in plugins/) tagging rows `tag`,
+/// or configured with `config` instead when given.
+fn tenant(host: &HostDir, transform: &str, tag: &str, config: Option<&str>) -> String {
+    let digest = sha256(&std::fs::read(host.path(&format!("plugins/{transform}"))).unwrap());
+    let fields = format!(
+        r#"[{{ name = "id", from = "id" }}, {{ name = "seq", from = "seq" }}, {{ name = "tag", template = "{tag}" }}]"#
+    );
+    let mapper_config = format!("config = {{ fields = {fields} }}");
+    common::file_pipeline_tenant(
+        r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+        &fields,
+        "mode = \"event\"\nschedule = \"every 100ms\"\nmax_batch = 1000\nlanes = 2",
+    )
+    .replace("path = \"field_mapper.wasm\"", &format!("path = \"{transform}\""))
+    .replace(&sha256(synchost::bundled::FIELD_MAPPER.bytes), &digest)
+    .replace(&mapper_config, config.unwrap_or(&mapper_config))
+    // The destination, slowed down, so that runs last long enough for swaps
+    // to land in the middle of them.
+    .replace("path = \"file_destination.wasm\"", "path = \"flaky_destination.wasm\"")
+    .replace(
+        &sha256(synchost::bundled::FILE_DESTINATION.bytes),
+        &sha256(&common::fixture_plugin("flaky_destination.wasm")),
+    )
+    .replace("config = { dir = \"/out\", shards = 4 }", "config = { dir = \"/out\", shards = 4, apply_delay_ms = 25 }")
+}
+
+/// Replaces the tenant file the way an editor does: write aside, rename over.
+fn install_tenant(host: &HostDir, text: &str) {
+    host.write("tenants/acme.toml.new", text);
+    std::fs::rename(host.path("tenants/acme.toml.new"), host.path("tenants/acme.toml")).unwrap();
+}
+
+fn status(host: &HostDir) -> Value {
+    host.json(&["status"])
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_daemon(host: &HostDir) -> Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(host.path("synchost.toml"))
+        .arg("run")
+        .env("SYNCHOST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn stop_daemon(mut daemon: Child) -> String {
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let mut log = String::new();
+    daemon.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let exit = daemon.wait().unwrap();
+    assert!(exit.success(), "the daemon did not stop cleanly ({exit:?}):\n{log}");
+    log
+}
+
+/// The refusal `synchost status` shows for the tenant once `broken` is installed.
+fn refusal_after(host: &HostDir, broken: &str) -> String {
+    install_tenant(host, broken);
+    let mut problems = String::new();
+    wait_for("the broken version to be refused", || {
+        let status = status(host);
+        let tenant = &status["tenants"][0];
+        match tenant["refused"]["problems"].as_array() {
+            Some(list) if tenant["health"] == "degraded" => {
+                problems = list.iter().map(|p| p.as_str().unwrap_or_default()).collect::<Vec<_>>().join("\n");
+                true
+            }
+            _ => false,
+        }
+    });
+    problems
+}
+
+#[test]
+fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versions() {
+    let host = HostDir::new();
+    let mapper = synchost::bundled::FIELD_MAPPER.bytes;
+    std::fs::write(host.path("plugins/mapper_v2.wasm"), with_custom_section(mapper, "synchost-test-v2")).unwrap();
+    std::fs::write(host.path("plugins/future.wasm"), future_wit_version(mapper)).unwrap();
+    host.install_fixture("hostile_transform.wasm");
+    host.install_fixture("flaky_destination.wasm");
+    let versions = [
+        ("field_mapper.wasm", sha256(mapper), "v1"),
+        ("mapper_v2.wasm", sha256(&with_custom_section(mapper, "synchost-test-v2")), "v2"),
+    ];
+    host.write("data/in/changes.jsonl", "");
+    install_tenant(&host, &tenant(&host, versions[0].0, versions[0].2, None));
+    let daemon = start_daemon(&host);
+
+    // The writer appends the changelog in chunks while the swapper below
+    // replaces the transform every second.
+    let changelog = host.path("data/in/changes.jsonl");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for chunk in 0..CHUNKS {
+            let mut text = String::new();
+            for i in chunk * EVENTS / CHUNKS..(chunk + 1) * EVENTS / CHUNKS {
+                text += &format!("{}\n", json!({"op": "upsert", "row": {"id": format!("k{}", i % KEYS), "seq": i}}));
+            }
+            std::fs::OpenOptions::new().append(true).open(&changelog).unwrap().write_all(text.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+
+    let mut swaps = 0;
+    let mut refused = Vec::new();
+    let started = Instant::now();
+    while !writer.is_finished() || swaps < 8 {
+        std::thread::sleep(Duration::from_secs(1));
+        swaps += 1;
+        let (file, _, tag) = &versions[swaps % 2];
+        // Now and then, a broken version first: it must be refused, and the
+        // good version after it must go in as usual.
+        let broken = match swaps {
+            3 => Some((
+                tenant(&host, "hostile_transform.wasm", "x", Some("config = { attack = \"info-trap\" }")),
+                "info",
+            )),
+            5 => Some((tenant(&host, "file_source.wasm", "x", None), "world")),
+            7 => Some((tenant(&host, "future.wasm", "x", None), "version")),
+            _ => None,
+        };
+        if let Some((text, kind)) = broken {
+            refused.push((kind, refusal_after(&host, &text)));
+        }
+        install_tenant(&host, &tenant(&host, file, tag, None));
+        assert!(started.elapsed() < PATIENCE, "the swapping took too long");
+    }
+    writer.join().unwrap();
+
+    // Every key reaches its last event.
+    let last_seq: BTreeMap<String, u64> = (0..KEYS).map(|k| (format!("k{k}"), (EVENTS - KEYS + k) as u64)).collect();
+    wait_for("every event to be applied", || {
+        host.path("data/out/layout.json").exists() && {
+            let records = host.records("data/out");
+            records.len() == KEYS && last_seq.iter().all(|(k, seq)| records[k]["seq"] == json!(seq))
+        }
+    });
+    let log = stop_daemon(daemon);
+
+    // The refusals name what is wrong, and the sync went on past each.
+    let (info, world, version) = (&refused[0].1, &refused[1].1, &refused[2].1);
+    assert!(info.contains("`info()` of the new version failed") && info.contains("trapped"), "{info}");
+    assert!(world.contains("is a source plugin, but this place needs a transform plugin"), "{world}");
+    assert!(version.contains("synchost:plugin@9.1") && version.contains("this host supports"), "{version}");
+
+    // Runs and their batches, oldest first.
+    let mut runs: Vec<Value> =
+        host.json(&["runs", "list", "--limit", "100000"]).as_array().unwrap().iter().rev().cloned().collect();
+    runs.retain(|r| r["stats"]["batches"].as_u64().unwrap_or(0) > 0);
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "a run did not succeed: {runs:#?}\n{log}");
+    let digests: Vec<String> = runs.iter().map(|r| r["plugins"]["map"].as_str().unwrap().to_string()).collect();
+    for (_, digest, _) in &versions {
+        assert!(digests.contains(digest), "no run used {digest}: the swaps did not take effect\n{log}");
+    }
+    let changes = runs.windows(2).filter(|w| w[0]["plugins"]["map"] != w[1]["plugins"]["map"]).count();
+    assert!(changes >= 4, "only {changes} version changes between runs in {swaps} swaps\n{log}");
+    // Runs last several seconds (the destination is slow), so swaps land in
+    // the middle of them: those runs hand over at a batch boundary.
+    let handed_over = log.matches("handed_over=true").count();
+    eprintln!("{swaps} swaps, {} runs with batches, {changes} version changes, {handed_over} hand-overs", runs.len());
+    assert!(handed_over >= 1, "no run handed over to a new version mid-way\n{log}");
+
+    // (start, end, tag) of every committed batch, in order; cursors continuous.
+    let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+    let mut expected_start = 0u64;
+    for (run, digest) in runs.iter().zip(&digests) {
+        let tag = versions.iter().find(|(_, d, _)| d == digest).map(|v| v.2).expect("a known version");
+        let shown = host.json(&["runs", "show", &run["id"].to_string()]);
+        for batch in shown["batches"].as_array().unwrap() {
+            let start: u64 = batch["cursor_before"].as_str().map_or(0, |c| c.parse().unwrap());
+            let end: u64 = batch["cursor_after"].as_str().unwrap().parse().unwrap();
+            assert_eq!(start, expected_start, "batch of run {} does not start where the last one ended", run["id"]);
+            expected_start = end;
+            spans.push((start, end, tag));
+        }
+    }
+    let text = std::fs::read_to_string(host.path("data/in/changes.jsonl")).unwrap();
+    assert_eq!(expected_start as usize, text.len(), "the cursor did not reach the end of the changelog");
+
+    // Each key's final record carries the tag of the version that processed
+    // the batch holding the key's last event.
+    let records = host.records("data/out");
+    let mut offset = 0u64;
+    let mut last_event_at: BTreeMap<String, u64> = BTreeMap::new();
+    for line in text.split_inclusive('\n') {
+        let event: Value = serde_json::from_str(line).unwrap();
+        last_event_at.insert(event["row"]["id"].as_str().unwrap().to_string(), offset);
+        offset += line.len() as u64;
+    }
+    for (key, at) in &last_event_at {
+        let (_, _, tag) = spans.iter().find(|(s, e, _)| (*s..*e).contains(at)).expect("a batch covers every event");
+        assert_eq!(records[key]["tag"], json!(tag), "key {key}: its last batch ran on {tag}");
+    }
+}
+
+#[test]
+fn reload_status_and_rollback_work_through_the_admin_socket() {
+    let host = HostDir::new();
+    let mapper = synchost::bundled::FIELD_MAPPER.bytes;
+    let v2 = with_custom_section(mapper, "synchost-test-v2");
+    std::fs::write(host.path("plugins/mapper_v2.wasm"), &v2).unwrap();
+    host.install_fixture("flaky_destination.wasm");
+    host.write("data/in/changes.jsonl", "");
+    install_tenant(&host, &tenant(&host, "field_mapper.wasm", "v1", None));
+    let daemon = start_daemon(&host);
+    let map_digest = |status: &Value| {
+        let plugins = status["tenants"][0]["plugins"].as_array().cloned().unwrap_or_default();
+        plugins.iter().find(|p| p["name"] == "map").map(|p| p["digest"].as_str().unwrap().to_string())
+    };
+    wait_for("the daemon to answer", || status(&host)["source"].as_str().is_some_and(|s| s.starts_with("daemon")));
+    let before = status(&host);
+    assert_eq!(before["tenants"][0]["health"], "ok", "{before:#}");
+    assert_eq!(map_digest(&before), Some(sha256(mapper)));
+
+    // A new version, then `synchost reload` (the watcher may get there first:
+    // either way the daemon ends up on v2).
+    install_tenant(&host, &tenant(&host, "mapper_v2.wasm", "v2", None));
+    let reload = host.synchost(&["reload"]);
+    assert!(reload.status.success(), "{}", common::stderr(&reload));
+    wait_for("v2 to be active", || map_digest(&status(&host)) == Some(sha256(&v2)));
+    host.append("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "a", "seq": 1}})));
+    wait_for("the event to sync on v2", || {
+        host.path("data/out/layout.json").exists()
+            && host.records("data/out").get("a").is_some_and(|r| r["tag"] == "v2")
+    });
+
+    // Rollback returns to v1 and says so in the status; new events get v1.
+    let rollback = host.json(&["plugin", "rollback", "acme", "map"]);
+    assert_eq!(rollback["change"], "swapped", "{rollback:#}");
+    assert_eq!(rollback["plugins"]["map"], json!(sha256(mapper)));
+    let after = status(&host);
+    assert_eq!(map_digest(&after), Some(sha256(mapper)));
+    assert_eq!(after["tenants"][0]["rolled_back"], true);
+    host.append("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "a", "seq": 2}})));
+    wait_for("the event to sync on v1", || host.records("data/out")["a"] == json!({"id": "a", "seq": 2, "tag": "v1"}));
+    // Nothing older to return to.
+    let again = host.synchost(&["plugin", "rollback", "acme", "map"]);
+    assert!(!again.status.success());
+    assert!(common::stderr(&again).contains("has no earlier version to return to"), "{}", common::stderr(&again));
+
+    // A broken tenant file is refused with its place; v1 keeps running.
+    host.write("tenants/acme.toml", "[plugins.map\n");
+    let refused = host.synchost(&["reload"]);
+    assert!(!refused.status.success());
+    let text = common::stdout(&refused);
+    assert!(text.contains("acme: new version refused") && text.contains("acme.toml:1:"), "{text}");
+    assert_eq!(map_digest(&status(&host)), Some(sha256(mapper)));
+    stop_daemon(daemon);
+
+    // With no daemon, status reads the files and state: the broken tenant is shown as such.
+    let offline = status(&host);
+    assert!(offline["source"].as_str().unwrap().starts_with("no daemon running"), "{offline:#}");
+    assert_eq!(offline["tenants"][0]["health"], "not loaded", "{offline:#}");
+}
