@@ -6,7 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PLUGINS: &[&str] = &["file-source", "file-destination", "field-mapper", "rest-destination"];
+const PLUGINS: &[&str] = &[
+    "file-source",
+    "file-destination",
+    "field-mapper",
+    "rest-destination",
+    "sql-source",
+    "sql-destination",
+    "jetstream-source",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());

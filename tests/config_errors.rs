@@ -162,7 +162,7 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
     // The bundled mapper with its export renamed to a future WIT version (the
     // same length, so the binary stays well formed).
     let host = HostDir::new();
-    let from = b"synchost:plugin/transform@0.1.0";
+    let from = b"synchost:plugin/transform@0.1.1";
     let to = b"synchost:plugin/transform@0.9.0";
     let mut bytes = synchost::bundled::FIELD_MAPPER.bytes.to_vec();
     let mut replaced = 0;
@@ -182,7 +182,7 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
     let error = validate_fails(&host, &tenant);
     assert!(
         error.contains(
-            "plugin `map` was built against synchost:plugin@0.9.0, but this host supports synchost:plugin@0.1.0"
+            "plugin `map` was built against synchost:plugin@0.9.0, but this host supports synchost:plugin@0.1.1"
         ),
         "{error}"
     );
@@ -200,8 +200,8 @@ fn sync_refuses_to_start_on_a_broken_config() {
 #[test]
 fn a_malformed_allowed_host_is_named_with_how_to_write_one() {
     let host = HostDir::new();
-    let tenant =
-        valid_tenant().replace("[plugins.map]\n", "[plugins.map]\nallowed_hosts = [\"api.example.com\", \"https://x.io/v1\"]\n");
+    let tenant = valid_tenant()
+        .replace("[plugins.map]\n", "[plugins.map]\nallowed_hosts = [\"api.example.com\", \"https://x.io/v1\"]\n");
     let error = validate_fails(&host, &tenant);
     assert!(error.contains(&format!("acme.toml:{}:", line_of(&tenant, "allowed_hosts"))), "{error}");
     assert!(error.contains("plugins.map.allowed_hosts[1]") && error.contains("without a scheme or path"), "{error}");
@@ -229,7 +229,10 @@ fn a_fuel_limit_needs_the_host_to_meter_fuel() {
     let host = HostDir::new();
     let tenant = valid_tenant().replace("[plugins.map]\n", "[plugins.map.limits]\nfuel = 1000000\n\n[plugins.map]\n");
     let error = validate_fails(&host, &tenant);
-    assert!(error.contains("plugins.map.limits.fuel") && error.contains("set `[limits] fuel` in synchost.toml"), "{error}");
+    assert!(
+        error.contains("plugins.map.limits.fuel") && error.contains("set `[limits] fuel` in synchost.toml"),
+        "{error}"
+    );
 
     // With metering on in the host config, the same tenant file is valid.
     host.write("synchost.toml", "state_dir = \"state\"\n[limits]\nfuel = 100000000000\n");

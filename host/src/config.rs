@@ -6,19 +6,24 @@
 //! made by [`crate::plugin`] against the locations kept here.
 
 mod allowed_host;
+mod connection;
 mod error;
 mod host_file;
 mod schedule;
+mod stream;
 mod tenant_file;
 
 use std::path::{Path, PathBuf};
 
 pub use allowed_host::AllowedHost;
+pub use connection::{ConnectionConfig, Secret, SqlDialect};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use host_file::{HostConfig, Limits};
 pub use schedule::Schedule;
+pub use stream::StreamConfig;
 pub use tenant_file::{
-    Deletes, DiffPolicy, DirGrant, EventPolicy, Mode, PipelineConfig, PluginConfig, PluginRef, Role, TenantConfig,
+    Canary, Deletes, DiffPolicy, DirGrant, EventPolicy, Mode, PipelineConfig, PluginConfig, PluginRef, Role,
+    TenantConfig,
 };
 
 /// The whole configuration: host settings and every tenant.

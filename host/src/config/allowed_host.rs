@@ -33,7 +33,8 @@ pub enum Ports {
 impl AllowedHost {
     /// Parses one entry; the error says how to write it.
     pub fn parse(text: &str) -> Result<AllowedHost, String> {
-        let bad = |why: &str| format!("`{text}` is not a host: {why}; write e.g. \"api.example.com\" or \"10.0.0.5:8080\"");
+        let bad =
+            |why: &str| format!("`{text}` is not a host: {why}; write e.g. \"api.example.com\" or \"10.0.0.5:8080\"");
         let text = text.trim();
         if text.contains("://") || text.contains('/') {
             return Err(bad("give the host and port only, without a scheme or path"));
@@ -56,7 +57,9 @@ impl AllowedHost {
         let ports = match port {
             None => Ports::Web,
             Some("*") => Ports::Any,
-            Some(port) => Ports::One(port.parse().ok().filter(|&p| p != 0).ok_or_else(|| bad("the port is not 1–65535"))?),
+            Some(port) => {
+                Ports::One(port.parse().ok().filter(|&p| p != 0).ok_or_else(|| bad("the port is not 1–65535"))?)
+            }
         };
         let host = match host.parse::<IpAddr>() {
             Ok(ip) => HostName::Ip(ip),
@@ -136,7 +139,9 @@ mod tests {
 
     #[test]
     fn malformed_entries_say_how_to_write_one() {
-        for bad in ["http://example.com", "example.com/api", "exa mple.com", "example.com:0", "example.com:http", "[::1"] {
+        for bad in
+            ["http://example.com", "example.com/api", "exa mple.com", "example.com:0", "example.com:http", "[::1"]
+        {
             let error = AllowedHost::parse(bad).unwrap_err();
             assert!(error.contains(bad) && error.contains("write e.g."), "{error}");
         }

@@ -1,18 +1,23 @@
 //! A tenant file, `tenants/<tenant>.toml`: the plugins a tenant uses (pinned by
-//! sha256, with their config and grants) and the pipelines that join them.
+//! sha256, with their config and grants), the databases and streams they may
+//! reach (`[connections.NAME]`, see [`super::connection`]; `[streams.NAME]`,
+//! see [`super::stream`]) and the pipelines that join them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::allowed_host::AllowedHost;
+use super::connection::{ConnectionConfig, ConnectionEntry, Site};
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use super::host_file::{HostConfig, Limits, LimitsFile};
 use super::is_valid_name;
 use super::schedule::Schedule;
+use super::stream::{StreamConfig, StreamEntry};
 
 /// One tenant, checked.
 #[derive(Debug, Clone)]
@@ -22,6 +27,10 @@ pub struct TenantConfig {
     pub path: PathBuf,
     pub plugins: BTreeMap<String, PluginConfig>,
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// The SQL connections its plugins may be granted, by name.
+    pub connections: BTreeMap<String, Arc<ConnectionConfig>>,
+    /// The JetStream streams its plugins may be granted, by name.
+    pub streams: BTreeMap<String, Arc<StreamConfig>>,
 }
 
 /// A plugin as one tenant configures it.
@@ -38,6 +47,10 @@ pub struct PluginConfig {
     pub secrets: BTreeMap<String, String>,
     /// Where the plugin may send HTTP requests.
     pub allowed_hosts: Vec<AllowedHost>,
+    /// The SQL connections the plugin may open (`connections = [...]`).
+    pub connections: Vec<Arc<ConnectionConfig>>,
+    /// The JetStream streams the plugin may fetch from (`streams = [...]`).
+    pub streams: Vec<Arc<StreamConfig>>,
     pub limits: Limits,
     /// Where `path` stands in the tenant file, for errors found later.
     pub location: Location,
@@ -99,11 +112,31 @@ pub struct DiffPolicy {
     pub unique: Vec<String>,
     /// A plan that changes more than this share of the destination is blocked.
     pub max_change_ratio: f64,
+    /// What a new version of a transform must pass before a hot swap.
+    pub canary: Canary,
+}
+
+/// A check on a new transform version before it replaces the running one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Canary {
+    /// Only the checks every plugin passes (it loads, links, answers `info()`).
+    #[default]
+    None,
+    /// Also replay the pipeline's last run with it and refuse it if the plan
+    /// would change by more than `max_change_ratio`.
+    Replay,
 }
 
 impl Default for DiffPolicy {
     fn default() -> Self {
-        DiffPolicy { owned_fields: None, deletes: Deletes::Mirror, unique: Vec::new(), max_change_ratio: 0.2 }
+        DiffPolicy {
+            owned_fields: None,
+            deletes: Deletes::Mirror,
+            unique: Vec::new(),
+            max_change_ratio: 0.2,
+            canary: Canary::None,
+        }
     }
 }
 
@@ -169,6 +202,10 @@ struct TenantFile {
     plugins: BTreeMap<Spanned<String>, PluginEntry>,
     #[serde(default)]
     pipelines: BTreeMap<Spanned<String>, PipelineEntry>,
+    #[serde(default)]
+    connections: BTreeMap<Spanned<String>, ConnectionEntry>,
+    #[serde(default)]
+    streams: BTreeMap<Spanned<String>, StreamEntry>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +221,10 @@ struct PluginEntry {
     secrets: BTreeMap<String, String>,
     #[serde(default)]
     allowed_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    connections: Vec<Spanned<String>>,
+    #[serde(default)]
+    streams: Vec<Spanned<String>>,
     #[serde(default)]
     limits: LimitsFile,
 }
@@ -225,6 +266,8 @@ struct PipelineEntry {
     unique: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     max_change_ratio: Option<Spanned<f64>>,
+    #[serde(default)]
+    canary: Option<Spanned<Canary>>,
     // Event syncs only.
     #[serde(default)]
     lanes: Option<Spanned<usize>>,
@@ -251,8 +294,43 @@ impl TenantConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(Location::file(path), "", format!("cannot read the tenant file: {e}")))?;
         let file: TenantFile = parse_toml(path, &text)?;
-        let checker = Checker { path, text: &text, host };
         let mut errors = ConfigErrors::default();
+
+        // Connections first: plugins are granted them by name. A connection
+        // whose own table has an error still counts as declared, so a plugin
+        // granted it is not reported as well.
+        let site = Site { file: path, text: &text };
+        let declared_connections: std::collections::BTreeSet<String> =
+            file.connections.keys().map(|name| name.get_ref().clone()).collect();
+        let mut connections = BTreeMap::new();
+        for (connection_name, entry) in file.connections {
+            match entry.check(connection_name.get_ref(), connection_name.span().start, &site) {
+                Ok(connection) => {
+                    connections.insert(connection.name.clone(), Arc::new(connection));
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        let declared_streams: std::collections::BTreeSet<String> =
+            file.streams.keys().map(|name| name.get_ref().clone()).collect();
+        let mut streams = BTreeMap::new();
+        for (stream_name, entry) in file.streams {
+            match entry.check(&name, stream_name.get_ref(), stream_name.span().start, &site) {
+                Ok(stream) => {
+                    streams.insert(stream.name.clone(), Arc::new(stream));
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        let checker = Checker {
+            path,
+            text: &text,
+            host,
+            connections: &connections,
+            declared_connections: &declared_connections,
+            streams: &streams,
+            declared_streams: &declared_streams,
+        };
 
         // References are checked against every declared plugin, so a plugin
         // whose own entry has an error is not reported missing as well.
@@ -276,7 +354,7 @@ impl TenantConfig {
                 Err(e) => errors.extend(e),
             }
         }
-        errors.into_result(TenantConfig { name, path: path.to_path_buf(), plugins, pipelines })
+        errors.into_result(TenantConfig { name, path: path.to_path_buf(), plugins, pipelines, connections, streams })
     }
 }
 
@@ -284,6 +362,10 @@ struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
     host: &'a HostConfig,
+    connections: &'a BTreeMap<String, Arc<ConnectionConfig>>,
+    declared_connections: &'a std::collections::BTreeSet<String>,
+    streams: &'a BTreeMap<String, Arc<StreamConfig>>,
+    declared_streams: &'a std::collections::BTreeSet<String>,
 }
 
 impl Checker<'_> {
@@ -370,20 +452,27 @@ impl Checker<'_> {
                 Err(e) => errors.push(self.error(host.span().start, format!("{table}.allowed_hosts[{i}]"), e)),
             }
         }
+        let connections = self.grants(
+            &table,
+            "connections",
+            "connection",
+            &entry.connections,
+            self.connections,
+            self.declared_connections,
+            &mut errors,
+        );
+        let streams =
+            self.grants(&table, "streams", "stream", &entry.streams, self.streams, self.declared_streams, &mut errors);
         let fuel_metering = self.host.fuel_metering();
-        let limits = match entry.limits.apply(
-            self.host.limits,
-            fuel_metering,
-            self.path,
-            self.text,
-            &format!("{table}.limits"),
-        ) {
-            Ok(limits) => limits,
-            Err(e) => {
-                errors.extend(e);
-                self.host.limits
-            }
-        };
+        let limits =
+            match entry.limits.apply(self.host.limits, fuel_metering, self.path, self.text, &format!("{table}.limits"))
+            {
+                Ok(limits) => limits,
+                Err(e) => {
+                    errors.extend(e);
+                    self.host.limits
+                }
+            };
         let config = serde_json::to_value(&entry.config).expect("a TOML table converts to JSON");
         errors.into_result(PluginConfig {
             name: name.to_string(),
@@ -393,9 +482,47 @@ impl Checker<'_> {
             dirs,
             secrets: entry.secrets,
             allowed_hosts,
+            connections,
+            streams,
             limits,
             location: self.at(entry.path.span().start),
         })
+    }
+
+    /// The tenant-level items (connections, streams) a plugin's `key` grants
+    /// it, each checked to exist. One declared but with errors of its own is
+    /// left out without a second report.
+    #[allow(clippy::too_many_arguments)]
+    fn grants<T>(
+        &self,
+        table: &str,
+        key: &str,
+        what: &str,
+        granted: &[Spanned<String>],
+        available: &BTreeMap<String, Arc<T>>,
+        declared: &std::collections::BTreeSet<String>,
+        errors: &mut ConfigErrors,
+    ) -> Vec<Arc<T>> {
+        let mut found = Vec::new();
+        for (i, name) in granted.iter().enumerate() {
+            match available.get(name.get_ref()) {
+                Some(item) => found.push(item.clone()),
+                None if declared.contains(name.get_ref()) => {}
+                None => {
+                    let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+                    errors.push(self.error(
+                        name.span().start,
+                        format!("{table}.{key}[{i}]"),
+                        format!(
+                            "no {what} named `{}` in this tenant (it has: {})",
+                            name.get_ref(),
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    ));
+                }
+            }
+        }
+        found
     }
 
     /// Reports each key that is set, by where it is set, as one that only
@@ -428,6 +555,7 @@ impl Checker<'_> {
                 ("deletes", entry.deletes.as_ref().map(|v| v.span())),
                 ("unique", entry.unique.as_ref().map(|v| v.span())),
                 ("max_change_ratio", entry.max_change_ratio.as_ref().map(|v| v.span())),
+                ("canary", entry.canary.as_ref().map(|v| v.span())),
             ];
             self.refuse_keys(table, &diff_only, "diff", errors);
             return policy;
@@ -467,6 +595,9 @@ impl Checker<'_> {
                 ));
             }
             policy.max_change_ratio = value;
+        }
+        if let Some(canary) = &entry.canary {
+            policy.canary = *canary.get_ref();
         }
         policy
     }

@@ -1,6 +1,7 @@
 //! The state each plugin instance's store carries: its WASI context (with only
-//! the directories its tenant granted), its HTTP policy, its limits, where its
-//! output goes, and what the `host` interface hands it.
+//! the directories its tenant granted), its HTTP policy, its SQL and JetStream
+//! grants, its limits, where its output goes, and what the `host` interface
+//! hands it.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::error::PluginError;
 use super::http::HttpPolicy;
 use super::instance::PluginSetup;
+use super::jetstream::JetStreamGrants;
+use super::sql::SqlGrants;
 use super::stdio::PluginOutput;
 
 /// Resources (streams, HTTP requests, directory handles...) one instance may
@@ -30,6 +33,8 @@ pub struct PluginCtx {
     pub(super) plugin: String,
     pub(super) config_json: String,
     pub(super) secrets: BTreeMap<String, String>,
+    pub(super) sql: SqlGrants,
+    pub(super) jetstream: JetStreamGrants,
 }
 
 impl PluginCtx {
@@ -74,7 +79,14 @@ impl PluginCtx {
             plugin: setup.plugin.clone(),
             config_json: setup.config.to_string(),
             secrets: setup.secrets.clone(),
+            sql: SqlGrants::new(&setup.tenant, &setup.plugin, &setup.connections),
+            jetstream: JetStreamGrants::new(&setup.tenant, &setup.plugin, &setup.streams),
         })
+    }
+
+    /// The instance's resources: WASI's, and the host interfaces' own.
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 

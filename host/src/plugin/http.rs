@@ -112,7 +112,8 @@ impl WasiHttpHooks for HttpPolicy {
             if request.uri().scheme() != Some(&http::uri::Scheme::HTTPS) {
                 pin_address(&mut request, address)?;
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(policy.options(options))).await?;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(policy.options(options))).await?;
             let cap = policy.limits.http_max_response_bytes;
             if let Some(length) = response.body().size_hint().exact()
                 && length > cap
@@ -206,7 +207,8 @@ mod tests {
 
     #[test]
     fn only_public_addresses_count_as_public() {
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"]
+        for private in
+            ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"]
         {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

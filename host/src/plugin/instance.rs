@@ -4,6 +4,7 @@
 //! the sync that used it makes a new one when it runs next.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use wasmtime::Store;
 
@@ -14,7 +15,7 @@ use super::engine::{CompiledPlugin, EPOCH_TICK, MAX_WASM_STACK, PluginEngine, Wo
 use super::error::{PluginError, WitError};
 use super::kind::PluginKind;
 use super::types::{Change, EventBatch, OperationBatch, Page, PluginInfo, Row, RowBatch, Value};
-use crate::config::{AllowedHost, DirGrant, Limits, PluginConfig};
+use crate::config::{AllowedHost, ConnectionConfig, DirGrant, Limits, PluginConfig, StreamConfig};
 
 /// What one tenant grants one plugin.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct PluginSetup {
     pub dirs: Vec<DirGrant>,
     pub secrets: BTreeMap<String, String>,
     pub allowed_hosts: Vec<AllowedHost>,
+    /// The SQL connections the plugin may open.
+    pub connections: Vec<Arc<ConnectionConfig>>,
+    /// The JetStream streams the plugin may fetch from.
+    pub streams: Vec<Arc<StreamConfig>>,
     pub limits: Limits,
 }
 
@@ -38,6 +43,8 @@ impl PluginSetup {
             dirs: plugin.dirs.clone(),
             secrets: plugin.secrets.clone(),
             allowed_hosts: plugin.allowed_hosts.clone(),
+            connections: plugin.connections.clone(),
+            streams: plugin.streams.clone(),
             limits: plugin.limits,
         }
     }
@@ -51,6 +58,8 @@ impl PluginSetup {
             dirs: vec![],
             secrets: BTreeMap::new(),
             allowed_hosts: vec![],
+            connections: vec![],
+            streams: vec![],
             limits: Limits::default(),
         }
     }
@@ -223,6 +232,12 @@ impl SourceInstance {
         self.sandbox.check_output("snapshot", page.rows.len(), rows_bytes(&page.rows))?;
         self.sandbox.check_rows("snapshot", &page.columns, &page.rows)?;
         Ok(page)
+    }
+
+    /// What acknowledges, after each commit, the JetStream messages the
+    /// committed batches consumed (nothing, for a source that reads none).
+    pub fn acknowledger(&self) -> super::jetstream::Acknowledger {
+        self.sandbox.store.data().jetstream.acknowledger()
     }
 
     pub fn events(&mut self, cursor: Option<&str>, max: u32) -> Result<EventBatch, PluginError> {

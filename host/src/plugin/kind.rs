@@ -4,8 +4,9 @@ use std::fmt;
 
 /// The WIT package plugins are built against.
 pub const WIT_PACKAGE: &str = "synchost:plugin";
-/// The version of that package this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The version of that package this host implements. 0.1.1 added the `sql`
+/// interface; plugins built against 0.1.0 still load (see [`is_compatible`]).
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// The three plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -31,7 +32,7 @@ impl PluginKind {
         format!("{WIT_PACKAGE}/{}-plugin", self.interface())
     }
 
-    /// Recognises an export name such as `synchost:plugin/source@0.1.0`,
+    /// Recognises an export name such as `synchost:plugin/source@0.1.1`,
     /// returning the kind and the version.
     pub fn from_export(name: &str) -> Option<(PluginKind, &str)> {
         let rest = name.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?;
@@ -52,19 +53,34 @@ impl fmt::Display for PluginKind {
     }
 }
 
-/// Whether a plugin built against `version` can run on this host: the same
-/// major version, and below 1.0 the same minor version too (semver's rule for
-/// 0.x); a newer minor than the host's would expect functions it lacks.
+/// Whether a plugin built against `version` can run on this host.
+///
+/// Versions are compatible along the track wasmtime itself links across (its
+/// semver matching of import and export names): the same major version, and
+/// below 1.0 the same minor version too, since in 0.x the minor is the
+/// breaking number and the patch the additive one (0.1.0 → 0.1.1 added the
+/// `sql` interface). On that track a plugin may be older than the host, never
+/// newer: it could need functions this host lacks. Pre-releases match only
+/// exactly, as wasmtime matches them.
 pub fn is_compatible(version: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut parts = v.split(['.', '-', '+']);
-        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    let parse = |v: &str| -> Option<(u64, u64, u64, bool)> {
+        let (core, pre) = match v.split_once(['-', '+']) {
+            Some((core, rest)) => (core, v[core.len()..].starts_with('-') && !rest.is_empty()),
+            None => (v, false),
+        };
+        let mut parts = core.split('.');
+        let parsed = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, pre);
+        parts.next().is_none().then_some(parsed)
     };
-    match (parse(version), parse(WIT_VERSION)) {
-        (Some((major, minor)), Some((host_major, host_minor))) => {
-            major == host_major && if major == 0 { minor == host_minor } else { minor <= host_minor }
-        }
-        _ => false,
+    let (Some(plugin), Some(host)) = (parse(version), parse(WIT_VERSION)) else { return false };
+    if plugin.3 || host.3 {
+        return version == WIT_VERSION;
+    }
+    let (major, minor, patch, _) = plugin;
+    let (host_major, host_minor, host_patch, _) = host;
+    match (major, host_major) {
+        (0, 0) => minor == host_minor && patch <= host_patch,
+        _ => major == host_major && (minor, patch) <= (host_minor, host_patch),
     }
 }
 
@@ -82,10 +98,17 @@ mod tests {
 
     #[test]
     fn compatibility_follows_semver_for_zero_versions() {
+        // The released 0.1.0 and this host's own version.
         assert!(is_compatible("0.1.0"));
-        assert!(is_compatible("0.1.7"));
+        assert!(is_compatible("0.1.1"));
+        // Newer on the same track: may need functions this host lacks.
+        assert!(!is_compatible("0.1.7"));
+        // Another track.
         assert!(!is_compatible("0.2.0"));
+        assert!(!is_compatible("0.0.1"));
         assert!(!is_compatible("1.1.0"));
+        assert!(!is_compatible("0.1.1-rc.1"));
+        assert!(!is_compatible("0.1"));
         assert!(!is_compatible("nonsense"));
     }
 }

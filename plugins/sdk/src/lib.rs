@@ -1,7 +1,7 @@
 //! The guest-side kit for synchost plugins written in Rust.
 //!
-//! It generates the bindings for what every plugin shares (the `types` and `host`
-//! interfaces of `synchost:plugin`) once, and adds what each plugin would otherwise
+//! It generates the bindings for what every plugin shares (the `types`, `host`,
+//! `sql` and `jetstream` interfaces of `synchost:plugin`) once, and adds what each plugin would otherwise
 //! write again: reading its typed config, logging, and converting values to and
 //! from JSON. A plugin crate generates only its own world and maps the shared
 //! interfaces onto this crate:
@@ -11,8 +11,10 @@
 //!     path: "../../wit",
 //!     world: "synchost:plugin/source-plugin",
 //!     with: {
-//!         "synchost:plugin/types@0.1.0": synchost_plugin_sdk::types,
-//!         "synchost:plugin/host@0.1.0": synchost_plugin_sdk::host,
+//!         "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
+//!         "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
+//!         "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
+//!         "synchost:plugin/jetstream@0.1.1": synchost_plugin_sdk::jetstream,
 //!     },
 //! });
 //! ```
@@ -23,8 +25,10 @@ mod bindings {
         inline: "
             package synchost:sdk;
             world imports {
-                import synchost:plugin/types@0.1.0;
-                import synchost:plugin/host@0.1.0;
+                import synchost:plugin/types@0.1.1;
+                import synchost:plugin/host@0.1.1;
+                import synchost:plugin/sql@0.1.1;
+                import synchost:plugin/jetstream@0.1.1;
             }
         ",
         world: "synchost:sdk/imports",
@@ -35,14 +39,14 @@ mod bindings {
 
 pub mod http;
 
-pub use bindings::synchost::plugin::{host, types};
+pub use bindings::synchost::plugin::{host, jetstream, sql, types};
 pub use types::{
     Action, Change, Error, Event, EventBatch, Operation, OperationBatch, Page, PluginInfo, Row, RowBatch, RowUpdate,
     Value,
 };
 
 /// The version of the `synchost:plugin` WIT package this SDK was built from.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// The `info()` answer for a plugin built with this SDK.
 pub fn plugin_info(name: &str, version: &str, description: &str) -> PluginInfo {

@@ -1,0 +1,342 @@
+//! A destination that keeps a table of a PostgreSQL, MySQL/MariaDB or SQLite
+//! database in step, through the host's `sql` interface.
+//!
+//! Each `apply` batch is one transaction: creates, updates and upserts become
+//! multi-row upserts (`INSERT … ON CONFLICT (key) DO UPDATE` on PostgreSQL and
+//! SQLite, `INSERT … ON DUPLICATE KEY UPDATE` on MySQL and MariaDB) that set
+//! only the columns the batch carries, so columns the sync does not own keep
+//! their hand edits; deletes become `DELETE … WHERE key IN (…)`. Upserts and
+//! deletes set a state rather than change one, so a batch replayed after a
+//! crash leaves the table as one delivery would. If the database rejects a
+//! row (a constraint, a bad value), the batch is rolled back and applied again
+//! one operation at a time, each in a savepoint: the rejected operations are
+//! reported with the database's message, the rest commit.
+//!
+//! Config (the tenant grants the connection with `connections = ["NAME"]`):
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `connection` | required | the connection's name in the tenant file |
+//! | `table` | required | e.g. `"customers"` or `"crm.customers"` |
+//! | `key` | required | the key column, or a list of them: a primary key or unique index, which the upsert conflicts on |
+//! | `columns` | every column | the columns the snapshot reads (what a diff compares is the pipeline's owned fields) |
+//! | `page_size` | `5000` | rows per snapshot page |
+//! | `statement_rows` | `500` | rows per upsert or delete statement |
+//!
+//! Columns the table has but a batch does not carry must be nullable or have
+//! a default, since a new row is inserted with the batch's columns only.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use sql_common::{Names, Table, key_values};
+use synchost_plugin_sdk::sql::Dialect;
+use synchost_plugin_sdk::{self as sdk, Action, Error, Operation, OperationBatch, Page, PluginInfo, Row, Value};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "synchost:plugin/destination-plugin",
+    with: {
+        "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
+    },
+});
+
+/// Parameters one statement may carry on every supported database.
+const MAX_PARAMS: usize = 32_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    connection: String,
+    table: String,
+    key: Names,
+    columns: Option<Vec<String>>,
+    #[serde(default = "default_page_size")]
+    page_size: u32,
+    #[serde(default = "default_statement_rows")]
+    statement_rows: usize,
+}
+
+fn default_page_size() -> u32 {
+    5000
+}
+
+fn default_statement_rows() -> usize {
+    500
+}
+
+struct Destination {
+    config: Config,
+    table: Table,
+}
+
+thread_local! {
+    static DESTINATION: RefCell<Option<Destination>> = const { RefCell::new(None) };
+}
+
+fn with_destination<T>(f: impl FnOnce(&Destination) -> Result<T, Error>) -> Result<T, Error> {
+    DESTINATION.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let config: Config = sdk::config()?;
+            if config.page_size == 0 || config.statement_rows == 0 {
+                return Err(Error::Config("`page_size` and `statement_rows` must be at least 1".into()));
+            }
+            let table = Table::open(&config.connection, &config.table, &config.key, config.columns.as_deref())?;
+            *slot = Some(Destination { config, table });
+        }
+        f(slot.as_ref().expect("opened above"))
+    })
+}
+
+/// Operations that go into one statement.
+enum Group {
+    Upserts(Vec<usize>),
+    Deletes(Vec<usize>),
+}
+
+/// How one batch's rows map onto the table's columns.
+struct Shape {
+    /// Key columns, then the batch's other columns: what an upsert inserts.
+    insert_columns: Vec<String>,
+    /// For each insert column, its index among the batch's columns (`None`:
+    /// a key column the batch does not carry, taken from the key).
+    sources: Vec<Option<usize>>,
+}
+
+impl Destination {
+    fn snapshot(&self, token: Option<&str>) -> Result<Page, Error> {
+        let table = &self.table;
+        let (rows, next) = table.page(token, self.config.page_size)?;
+        let rows = rows
+            .into_iter()
+            .map(|values| Ok(Row { key: table.key_of(&values)?, values }))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Page { columns: table.columns.clone(), rows, next })
+    }
+
+    fn shape(&self, columns: &[String]) -> Shape {
+        let key = &self.table.key;
+        let mut insert_columns = key.clone();
+        insert_columns.extend(columns.iter().filter(|c| !key.contains(c)).cloned());
+        let sources = insert_columns.iter().map(|c| columns.iter().position(|b| b == c)).collect();
+        Shape { insert_columns, sources }
+    }
+
+    /// Splits the batch into statements: a run of one kind of operation, a
+    /// key at most once (a statement cannot change one row twice), at most
+    /// `statement_rows` rows and the parameters a statement may carry.
+    fn groups(&self, operations: &[Operation], width: usize) -> Vec<Group> {
+        let per_statement = self.config.statement_rows.min(MAX_PARAMS / width.max(1)).max(1);
+        let mut groups = Vec::new();
+        let mut current: Option<(bool, Vec<usize>, HashSet<&str>)> = None;
+        for (i, operation) in operations.iter().enumerate() {
+            let (delete, key) = match &operation.action {
+                Action::Create(row) | Action::Upsert(row) => (false, row.key.as_str()),
+                Action::Update(update) => (false, update.row.key.as_str()),
+                Action::Delete(key) => (true, key.as_str()),
+            };
+            let fits = current.as_ref().is_some_and(|(kind, members, keys)| {
+                *kind == delete && members.len() < per_statement && !keys.contains(key)
+            });
+            if !fits && let Some((kind, members, _)) = current.take() {
+                groups.push(if kind { Group::Deletes(members) } else { Group::Upserts(members) });
+            }
+            let (_, members, keys) = current.get_or_insert_with(|| (delete, Vec::new(), HashSet::new()));
+            members.push(i);
+            keys.insert(key);
+        }
+        if let Some((kind, members, _)) = current {
+            groups.push(if kind { Group::Deletes(members) } else { Group::Upserts(members) });
+        }
+        groups
+    }
+
+    /// The values an upsert of `row` inserts.
+    fn upsert_values(&self, shape: &Shape, row: &Row) -> Result<Vec<Value>, Error> {
+        let from_key = if shape.sources[..self.table.key.len()].iter().any(Option::is_none) {
+            key_values(&row.key, self.table.key.len())?
+        } else {
+            Vec::new()
+        };
+        let mut values = Vec::with_capacity(shape.sources.len());
+        for (i, source) in shape.sources.iter().enumerate() {
+            let value = match source {
+                Some(index) => row.values.get(*index).cloned().ok_or_else(|| {
+                    Error::Rejected(format!("row `{}` has no value for `{}`", row.key, shape.insert_columns[i]))
+                })?,
+                None => from_key[i].clone(),
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    fn upsert_sql(&self, shape: &Shape, rows: usize) -> String {
+        let table = &self.table;
+        let width = shape.insert_columns.len();
+        let tuples = (0..rows)
+            .map(|r| {
+                format!("({})", (0..width).map(|c| table.placeholder(r * width + c + 1)).collect::<Vec<_>>().join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let others: Vec<&String> = shape.insert_columns[table.key.len()..].iter().collect();
+        let on_conflict = match table.dialect {
+            Dialect::Mysql if others.is_empty() => {
+                let first = table.quote(&table.key[0]);
+                format!(" ON DUPLICATE KEY UPDATE {first} = {first}")
+            }
+            Dialect::Mysql => format!(
+                " ON DUPLICATE KEY UPDATE {}",
+                others.iter().map(|c| format!("{0} = VALUES({0})", table.quote(c))).collect::<Vec<_>>().join(", ")
+            ),
+            Dialect::Postgres | Dialect::Sqlite if others.is_empty() => {
+                format!(" ON CONFLICT ({}) DO NOTHING", table.column_list(&table.key))
+            }
+            Dialect::Postgres | Dialect::Sqlite => format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                table.column_list(&table.key),
+                others.iter().map(|c| format!("{0} = excluded.{0}", table.quote(c))).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        format!(
+            "INSERT INTO {} ({}) VALUES {tuples}{on_conflict}",
+            table.sql_name,
+            table.column_list(&shape.insert_columns)
+        )
+    }
+
+    fn delete_sql(&self, rows: usize) -> String {
+        let table = &self.table;
+        let width = table.key.len();
+        let tuple = |r: usize| {
+            let params: Vec<String> = (0..width).map(|c| table.placeholder(r * width + c + 1)).collect();
+            if width == 1 { params[0].clone() } else { format!("({})", params.join(", ")) }
+        };
+        let target =
+            if width == 1 { table.quote(&table.key[0]) } else { format!("({})", table.column_list(&table.key)) };
+        format!(
+            "DELETE FROM {} WHERE {target} IN ({})",
+            table.sql_name,
+            (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    fn row_of(operation: &Operation) -> Option<&Row> {
+        match &operation.action {
+            Action::Create(row) | Action::Upsert(row) => Some(row),
+            Action::Update(update) => Some(&update.row),
+            Action::Delete(_) => None,
+        }
+    }
+
+    /// Runs the statements for operations `members` (all of one kind).
+    fn run(&self, shape: &Shape, operations: &[Operation], group: &Group) -> Result<(), Error> {
+        let connection = &self.table.connection;
+        match group {
+            Group::Upserts(members) => {
+                let mut params = Vec::with_capacity(members.len() * shape.insert_columns.len());
+                for &i in members {
+                    let row = Self::row_of(&operations[i]).expect("an upsert group holds rows");
+                    params.extend(self.upsert_values(shape, row)?);
+                }
+                connection.execute(&self.upsert_sql(shape, members.len()), &params)?;
+            }
+            Group::Deletes(members) => {
+                let mut params = Vec::with_capacity(members.len() * self.table.key.len());
+                for &i in members {
+                    let Action::Delete(key) = &operations[i].action else {
+                        unreachable!("a delete group holds deletes")
+                    };
+                    params.extend(key_values(key, self.table.key.len())?);
+                }
+                connection.execute(&self.delete_sql(members.len()), &params)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, batch: &OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
+        let connection = &self.table.connection;
+        let operations = &batch.operations;
+        let shape = self.shape(&batch.columns);
+        // Fast path: every statement of the batch in one transaction.
+        connection.begin()?;
+        let fast = self
+            .groups(operations, shape.insert_columns.len())
+            .iter()
+            .try_for_each(|g| self.run(&shape, operations, g));
+        match fast {
+            Ok(()) => {
+                connection.commit()?;
+                return Ok(operations.iter().map(|_| Ok(())).collect());
+            }
+            Err(Error::Rejected(reason)) => {
+                sdk::log::debug(&format!(
+                    "a batch statement was rejected ({reason}); applying one operation at a time"
+                ));
+                connection.rollback()?;
+            }
+            Err(other) => {
+                // The batch failed as a whole; the rollback's own error would
+                // only hide why.
+                let _ = connection.rollback();
+                return Err(other);
+            }
+        }
+        // Slow path: one operation at a time, each in a savepoint, so that a
+        // rejected row is rolled back alone.
+        connection.begin()?;
+        let mut outcomes = Vec::with_capacity(operations.len());
+        for i in 0..operations.len() {
+            let group = match operations[i].action {
+                Action::Delete(_) => Group::Deletes(vec![i]),
+                _ => Group::Upserts(vec![i]),
+            };
+            let attempt =
+                connection.execute("SAVEPOINT synchost_op", &[]).and_then(|_| self.run(&shape, operations, &group));
+            match attempt {
+                Ok(()) => {
+                    connection.execute("RELEASE SAVEPOINT synchost_op", &[])?;
+                    outcomes.push(Ok(()));
+                }
+                Err(Error::Rejected(reason)) => {
+                    connection.execute("ROLLBACK TO SAVEPOINT synchost_op", &[])?;
+                    outcomes.push(Err(Error::Rejected(reason)));
+                }
+                Err(other) => {
+                    let _ = connection.rollback();
+                    return Err(other);
+                }
+            }
+        }
+        connection.commit()?;
+        Ok(outcomes)
+    }
+}
+
+struct SqlDestination;
+
+impl exports::synchost::plugin::destination::Guest for SqlDestination {
+    fn info() -> PluginInfo {
+        sdk::plugin_info(
+            "sql-destination",
+            env!("CARGO_PKG_VERSION"),
+            "Keeps a PostgreSQL, MySQL/MariaDB or SQLite table in step: batched upserts and deletes, a transaction per batch",
+        )
+    }
+
+    fn snapshot(token: Option<String>) -> Result<Page, Error> {
+        with_destination(|destination| destination.snapshot(token.as_deref()))
+    }
+
+    fn apply(batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
+        with_destination(|destination| destination.apply(&batch))
+    }
+}
+
+export!(SqlDestination);

@@ -1,0 +1,204 @@
+//! A source that reads a table of a PostgreSQL, MySQL/MariaDB or SQLite
+//! database through the host's `sql` interface: snapshots in key order, a
+//! page at a time, and events from a column whose value only ever grows
+//! (a sequence, a version counter, an update timestamp) used as the cursor.
+//!
+//! Config (the plugin's `config` table; the tenant grants the connection with
+//! `connections = ["NAME"]`):
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `connection` | required | the connection's name in the tenant file |
+//! | `table` | required | e.g. `"customers"` or `"crm.customers"` |
+//! | `key` | required | the key column, or a list of them (a primary or unique key) |
+//! | `columns` | every column | the columns to read; key columns are added if left out |
+//! | `cursor` | none | events: the ever-growing column; required for event syncs |
+//! | `deleted` | none | a boolean column: rows where it is true are left out of snapshots and read as delete events |
+//! | `page_size` | `5000` | rows per snapshot page and per database round trip |
+//!
+//! Events are every row whose cursor column is past the stored cursor, in
+//! cursor order (ties broken by key), each as the row's full state. The
+//! cursor column must grow with every change a sync should see, and rows must
+//! not become visible with a value below one already read (a sequence
+//! assigned at commit, or a timestamp with a safety lag, rather than a
+//! value assigned early by a long transaction). A hard `DELETE` leaves no
+//! row to read: mark rows with the `deleted` column instead, or use a diff sync.
+
+use std::cell::RefCell;
+
+use serde::Deserialize;
+use sql_common::{Names, Table, read_all, token, token_values};
+use synchost_plugin_sdk::{self as sdk, Change, Error, Event, EventBatch, Page, PluginInfo, Row, Value};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "synchost:plugin/source-plugin",
+    with: {
+        "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
+        "synchost:plugin/jetstream@0.1.1": synchost_plugin_sdk::jetstream,
+    },
+});
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    connection: String,
+    table: String,
+    key: Names,
+    columns: Option<Vec<String>>,
+    cursor: Option<String>,
+    deleted: Option<String>,
+    #[serde(default = "default_page_size")]
+    page_size: u32,
+}
+
+fn default_page_size() -> u32 {
+    5000
+}
+
+/// The config and the open table, kept for the instance's life: the host
+/// calls one instance page after page.
+struct Source {
+    config: Config,
+    table: Table,
+    /// How many of `table.columns` a row carries: the cursor and deleted
+    /// columns are read for the plugin's own use when the config's `columns`
+    /// leave them out, and are not synced.
+    emitted: usize,
+}
+
+thread_local! {
+    static SOURCE: RefCell<Option<Source>> = const { RefCell::new(None) };
+}
+
+fn with_source<T>(f: impl FnOnce(&Source) -> Result<T, Error>) -> Result<T, Error> {
+    SOURCE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let config: Config = sdk::config()?;
+            if config.page_size == 0 {
+                return Err(Error::Config("`page_size` must be at least 1".into()));
+            }
+            let mut columns = config.columns.clone();
+            let mut extras = 0;
+            // The cursor and deleted columns are read with the row, last.
+            if let Some(columns) = &mut columns {
+                let key = config.key.to_vec();
+                for extra in config.cursor.iter().chain(&config.deleted) {
+                    if !columns.contains(extra) && !key.contains(extra) {
+                        columns.push(extra.clone());
+                        extras += 1;
+                    }
+                }
+            }
+            let table = Table::open(&config.connection, &config.table, &config.key, columns.as_deref())?;
+            let emitted = table.columns.len() - extras;
+            *slot = Some(Source { config, table, emitted });
+        }
+        f(slot.as_ref().expect("opened above"))
+    })
+}
+
+impl Source {
+    /// The index of `column` among the columns read.
+    fn position(&self, column: &str) -> usize {
+        self.table.columns.iter().position(|c| c == column).expect("added when the table was opened")
+    }
+
+    fn is_deleted(&self, values: &[Value]) -> bool {
+        self.config.deleted.as_ref().is_some_and(|column| match &values[self.position(column)] {
+            Value::Boolean(b) => *b,
+            Value::Integer(n) => *n != 0,
+            _ => false,
+        })
+    }
+
+    fn snapshot(&self, token: Option<&str>) -> Result<Page, Error> {
+        let table = &self.table;
+        let (rows, next) = table.page(token, self.config.page_size)?;
+        let mut page_rows = Vec::with_capacity(rows.len());
+        for mut values in rows {
+            if self.is_deleted(&values) {
+                continue;
+            }
+            let key = table.key_of(&values)?;
+            values.truncate(self.emitted);
+            page_rows.push(Row { key, values });
+        }
+        Ok(Page { columns: table.columns[..self.emitted].to_vec(), rows: page_rows, next })
+    }
+
+    fn events(&self, cursor: Option<&str>, max: u32) -> Result<EventBatch, Error> {
+        let table = &self.table;
+        let Some(cursor_column) = &self.config.cursor else {
+            return Err(Error::Config(format!(
+                "table `{}` has no `cursor` column configured: event syncs need one",
+                self.config.table
+            )));
+        };
+        // Cursor order, ties broken by key, so a page boundary never splits
+        // or skips rows that share a cursor value.
+        let mut order = vec![cursor_column.clone()];
+        order.extend(table.key.iter().filter(|k| *k != cursor_column).cloned());
+        let (condition, params) = match cursor {
+            None => (String::new(), Vec::new()),
+            Some(text) => {
+                let after = token_values(text, order.len(), "cursor")?;
+                (format!(" WHERE {}", table.after(&order, 1)), table.after_params(&after))
+            }
+        };
+        let limit = max.max(1);
+        let sql = format!(
+            "SELECT {} FROM {}{condition} ORDER BY {} LIMIT {limit}",
+            table.column_list(&table.columns),
+            table.sql_name,
+            table.column_list(&order),
+        );
+        let rows = read_all(&table.connection, &sql, &params, self.config.page_size)?;
+        let positions: Vec<usize> = order.iter().map(|c| self.position(c)).collect();
+        let next_cursor = match rows.last() {
+            Some(last) => token(&positions.iter().map(|&i| &last[i]).collect::<Vec<_>>()),
+            None => cursor.map(str::to_string).unwrap_or_else(|| "[]".to_string()),
+        };
+        let cursor_at = self.position(cursor_column);
+        let mut events = Vec::with_capacity(rows.len());
+        for mut values in rows {
+            let key = table.key_of(&values)?;
+            let position = sdk::value_to_text(&values[cursor_at]);
+            let change = if self.is_deleted(&values) {
+                Change::Delete(key)
+            } else {
+                values.truncate(self.emitted);
+                Change::Upsert(Row { key, values })
+            };
+            events.push(Event { position, change });
+        }
+        Ok(EventBatch { columns: table.columns[..self.emitted].to_vec(), events, cursor: next_cursor })
+    }
+}
+
+struct SqlSource;
+
+impl exports::synchost::plugin::source::Guest for SqlSource {
+    fn info() -> PluginInfo {
+        sdk::plugin_info(
+            "sql-source",
+            env!("CARGO_PKG_VERSION"),
+            "Reads a PostgreSQL, MySQL/MariaDB or SQLite table: snapshots in key order, events by a cursor column",
+        )
+    }
+
+    fn snapshot(token: Option<String>) -> Result<Page, Error> {
+        with_source(|source| source.snapshot(token.as_deref()))
+    }
+
+    fn events(cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
+        // "[]" is the cursor of an empty table read from the start.
+        let cursor = cursor.filter(|c| c != "[]");
+        with_source(|source| source.events(cursor.as_deref(), max))
+    }
+}
+
+export!(SqlSource);

@@ -1,0 +1,341 @@
+//! Syncs through the `sql` host interface against the real PostgreSQL and
+//! MariaDB servers on this machine (each test makes its own tables, with
+//! names no other test uses, and drops them): a diff sync PostgreSQL →
+//! MariaDB of 100,000 rows with changes and deletes, then one that changes
+//! nothing; hand edits in columns the sync does not own surviving; an event
+//! sync by a cursor column; grants enforced; database errors mapped onto the
+//! WIT error variant. A server that cannot be reached fails the test.
+
+mod common;
+
+use common::HostDir;
+use common::databases::{MARIADB_URL, MariaDb, POSTGRES_URL, Postgres, unique_name};
+use synchost::bundled::{SQL_DESTINATION, SQL_SOURCE};
+
+/// A tenant with both databases as connections and the SQL plugins:
+/// `source_config` and `destination_config` are inline TOML tables, and each
+/// plugin is granted the connections listed.
+fn tenant(
+    (source_grants, source_config): (&str, &str),
+    (destination_grants, destination_config): (&str, &str),
+    pipeline: &str,
+) -> String {
+    format!(
+        r#"[connections.pg]
+url = "{POSTGRES_URL}"
+statement_timeout = "60s"
+
+[connections.maria]
+url = "{MARIADB_URL}"
+
+[plugins.src]
+path = "{src}"
+sha256 = "{src_digest}"
+connections = [{source_grants}]
+config = {source_config}
+
+[plugins.dst]
+path = "{dst}"
+sha256 = "{dst_digest}"
+connections = [{destination_grants}]
+config = {destination_config}
+
+[pipelines.main]
+source = "src"
+destination = "dst"
+{pipeline}
+"#,
+        src = SQL_SOURCE.file_name,
+        src_digest = common::sha256(SQL_SOURCE.bytes),
+        dst = SQL_DESTINATION.file_name,
+        dst_digest = common::sha256(SQL_DESTINATION.bytes),
+    )
+}
+
+/// A PostgreSQL table of `rows` people, keyed by `id`.
+fn people_in_postgres(pg: &Postgres, table: &str, rows: u64) {
+    pg.run(&format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, name text NOT NULL, email text, score numeric(10,2), \
+         active boolean NOT NULL, updated_at timestamp NOT NULL, seq bigint NOT NULL);
+         INSERT INTO {table} SELECT g, 'name-' || g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'user' || g || '@example.com' END,
+           (g % 1000) / 4.0, g % 3 = 0, timestamp '2024-01-01' + g * interval '1 second', g
+         FROM generate_series(1, {rows}) g;"
+    ));
+}
+
+/// The MariaDB table people are synced into, with a `notes` column the sync
+/// does not own.
+fn people_in_mariadb(maria: &mut MariaDb, table: &str) {
+    maria.run(&format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(100), \
+         score DECIMAL(10,2), active BOOLEAN NOT NULL, updated_at DATETIME NOT NULL, notes TEXT)"
+    ));
+}
+
+/// Row count and a digest of every owned column, in key order, as each
+/// database prints them: equal exactly when the tables hold the same people.
+fn postgres_digest(pg: &Postgres, table: &str) -> (String, String) {
+    let row = pg.rows(&format!(
+        "SELECT count(*), md5(coalesce(string_agg(concat_ws('|', id, name, email, score, active::int, \
+         to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS')), ',' ORDER BY id), '')) FROM {table}"
+    ));
+    (row[0][0].clone().unwrap(), row[0][1].clone().unwrap())
+}
+
+fn mariadb_digest(maria: &mut MariaDb, table: &str) -> (String, String) {
+    let row = maria.rows(&format!(
+        "SELECT count(*), md5(coalesce(group_concat(concat_ws('|', id, name, email, score, active, \
+         date_format(updated_at, '%Y-%m-%d %H:%i:%s')) ORDER BY id SEPARATOR ','), '')) FROM {table}"
+    ));
+    (row[0][0].clone().unwrap(), row[0][1].clone().unwrap())
+}
+
+const OWNED: &str = r#"["id", "name", "email", "score", "active", "updated_at"]"#;
+
+#[test]
+fn postgres_to_mariadb_diff_sync_of_100k_rows_with_changes_and_deletes_then_nothing_to_do() {
+    let (pg, mut maria) = (Postgres::connect(), MariaDb::connect());
+    let (source, destination) = (unique_name("people_src"), unique_name("people_dst"));
+    people_in_postgres(&pg, &source, 100_000);
+    people_in_mariadb(&mut maria, &destination);
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{source}", key = "id", columns = {OWNED} }}"#)),
+            ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
+            "mode = \"diff\"\napply_batch = 2000",
+        ),
+    );
+
+    // The initial load.
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["created"], 100_000, "{report}");
+    assert_eq!(mariadb_digest(&mut maria, &destination), postgres_digest(&pg, &source));
+
+    // Hand edits in the destination: a column the sync does not own, and one it owns.
+    maria.run(&format!("UPDATE {destination} SET notes = 'called back' WHERE id <= 100"));
+    maria.run(&format!("UPDATE {destination} SET email = 'typo@example.com' WHERE id = 2"));
+    // Changes at the source: 1,000 renamed, 500 deleted, 500 new.
+    pg.run(&format!(
+        "UPDATE {source} SET name = name || ' (renamed)', seq = seq + 1000000 WHERE id % 100 = 1;
+         DELETE FROM {source} WHERE id > 99000 AND id <= 99500;
+         INSERT INTO {source} SELECT g, 'new-' || g, NULL, 1.5, true, timestamp '2025-06-01 12:00:00', g
+         FROM generate_series(100001, 100500) g;"
+    ));
+
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    let stats = &report["stats"];
+    assert_eq!((&stats["created"], &stats["deleted"]), (&500.into(), &500.into()), "{report}");
+    // The renames (less the five deleted since), and the owned column
+    // edited by hand, set back.
+    assert_eq!(stats["updated"], 996, "{report}");
+    assert_eq!(mariadb_digest(&mut maria, &destination), postgres_digest(&pg, &source));
+    assert_eq!(maria.value(&format!("SELECT count(*) FROM {destination} WHERE notes = 'called back'")).unwrap(), "100");
+    assert_eq!(
+        maria.value(&format!("SELECT notes FROM {destination} WHERE id = 1")).as_deref(),
+        Some("called back"),
+        "the hand edit of a renamed row survives its update"
+    );
+
+    // Nothing changed since: nothing to do.
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    let stats = &report["stats"];
+    assert_eq!(
+        (&stats["created"], &stats["updated"], &stats["deleted"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{report}"
+    );
+    assert_eq!(stats["unchanged"], 100_000, "{report}");
+
+    pg.run(&format!("DROP TABLE {source}"));
+    maria.run(&format!("DROP TABLE {destination}"));
+}
+
+#[test]
+fn postgres_to_mariadb_event_sync_follows_a_cursor_column_and_keeps_hand_edits_of_untouched_rows() {
+    let (pg, mut maria) = (Postgres::connect(), MariaDb::connect());
+    let (source, destination) = (unique_name("events_src"), unique_name("events_dst"));
+    people_in_postgres(&pg, &source, 1000);
+    people_in_mariadb(&mut maria, &destination);
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            (
+                "\"pg\"",
+                &format!(
+                    r#"{{ connection = "pg", table = "{source}", key = "id", cursor = "seq", columns = {OWNED} }}"#
+                ),
+            ),
+            ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
+            "mode = \"event\"\nmax_batch = 300\nlanes = 2",
+        ),
+    );
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["upserted"], 1000, "{report}");
+    assert_eq!(mariadb_digest(&mut maria, &destination), postgres_digest(&pg, &source));
+
+    // Hand edits; then changes to other rows, which bump their cursor.
+    maria.run(&format!("UPDATE {destination} SET notes = 'hand edit', name = 'edited' WHERE id IN (5, 6)"));
+    pg.run(&format!("UPDATE {source} SET name = 'changed', seq = 5000 + id WHERE id IN (6, 7)"));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["upserted"], 2, "only the changed rows are read again: {report}");
+    let rows = maria.rows(&format!("SELECT id, name, notes FROM {destination} WHERE id IN (5, 6, 7) ORDER BY id"));
+    let row = |id: &str, name: &str, notes: Option<&str>| {
+        vec![Some(id.to_string()), Some(name.to_string()), notes.map(str::to_string)]
+    };
+    assert_eq!(
+        rows,
+        vec![
+            // Untouched since: the hand edit stays whole.
+            row("5", "edited", Some("hand edit")),
+            // Changed: the event's fields win, the unowned column stays.
+            row("6", "changed", Some("hand edit")),
+            row("7", "changed", None),
+        ]
+    );
+
+    pg.run(&format!("DROP TABLE {source}"));
+    maria.run(&format!("DROP TABLE {destination}"));
+}
+
+#[test]
+fn postgres_connection_not_granted_to_the_plugin_is_a_config_error_naming_it() {
+    let pg = Postgres::connect();
+    let source = unique_name("grant_src");
+    people_in_postgres(&pg, &source, 10);
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            // The source names `pg` but is granted only `maria`.
+            ("\"maria\"", &format!(r#"{{ connection = "pg", table = "{source}", key = "id" }}"#)),
+            // A destination that works, so the source's error is the one.
+            ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{source}", key = "id" }}"#)),
+            "mode = \"diff\"",
+        ),
+    );
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("config error"), "{error}");
+    assert!(
+        error.contains(
+            "connection `pg` is not granted to plugin `src` of tenant `acme` (its `connections` grant: maria)"
+        ),
+        "{error}"
+    );
+    pg.run(&format!("DROP TABLE {source}"));
+}
+
+#[test]
+fn a_grant_of_a_connection_the_tenant_lacks_fails_validation() {
+    // No database is reached: the tenant file alone is wrong.
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            ("\"pg\", \"crm\"", r#"{ connection = "pg", table = "t", key = "id" }"#),
+            ("\"maria\"", r#"{ connection = "maria", table = "t", key = "id" }"#),
+            "mode = \"diff\"",
+        )
+        .replace(&format!("url = \"{MARIADB_URL}\""), "url = \"mysql://root:secret@127.0.0.1:3306/test\""),
+    );
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success());
+    let errors = common::stderr(&output);
+    assert!(
+        errors.contains("plugins.src.connections[1]: no connection named `crm` in this tenant (it has: maria, pg)"),
+        "{errors}"
+    );
+    assert!(errors.contains("connections.maria.url: holds a password"), "{errors}");
+}
+
+#[test]
+fn postgres_missing_table_is_a_config_error_naming_the_table() {
+    let pg = Postgres::connect();
+    let (missing, destination) = (unique_name("no_such_table"), unique_name("missing_dst"));
+    pg.run(&format!("CREATE TABLE {destination} (id bigint PRIMARY KEY)"));
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{missing}", key = "id" }}"#)),
+            ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{destination}", key = "id" }}"#)),
+            "mode = \"diff\"",
+        ),
+    );
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("config error: connection `pg` (postgres)"), "{error}");
+    assert!(error.contains(&format!("relation \"{missing}\" does not exist (SQLSTATE 42P01")), "{error}");
+    pg.run(&format!("DROP TABLE {destination}"));
+}
+
+#[test]
+fn mariadb_constraint_violation_rejects_that_row_with_the_databases_message_and_applies_the_rest() {
+    let (pg, mut maria) = (Postgres::connect(), MariaDb::connect());
+    let (source, destination) = (unique_name("check_src"), unique_name("check_dst"));
+    people_in_postgres(&pg, &source, 50);
+    people_in_mariadb(&mut maria, &destination);
+    maria.run(&format!("ALTER TABLE {destination} ADD CONSTRAINT score_cap CHECK (score < 200)"));
+    pg.run(&format!("UPDATE {source} SET score = 240 WHERE id = 7"));
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{source}", key = "id", columns = {OWNED} }}"#)),
+            ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
+            "mode = \"diff\"",
+        ),
+    );
+    let (_, report) = host.sync("acme/main", &[]);
+    assert_eq!(report["stats"]["created"], 49, "{report}");
+    assert_eq!(report["stats"]["rejected"], 1, "{report}");
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0][0], "7");
+    let reason = failures[0][1].as_str().unwrap();
+    assert!(reason.contains("rejected"), "{reason}");
+    assert!(reason.contains("CONSTRAINT `score_cap` failed"), "the database's own message: {reason}");
+    assert_eq!(maria.value(&format!("SELECT count(*) FROM {destination}")).unwrap(), "49");
+
+    pg.run(&format!("DROP TABLE {source}"));
+    maria.run(&format!("DROP TABLE {destination}"));
+}
+
+#[test]
+fn postgres_unique_violation_rejects_that_row_with_the_databases_message() {
+    let pg = Postgres::connect();
+    let (source, destination) = (unique_name("unique_src"), unique_name("unique_dst"));
+    people_in_postgres(&pg, &source, 20);
+    pg.run(&format!(
+        "CREATE TABLE {destination} (id bigint PRIMARY KEY, name text NOT NULL, email text UNIQUE, score numeric(10,2),
+           active boolean NOT NULL, updated_at timestamp NOT NULL);
+         UPDATE {source} SET email = 'user3@example.com' WHERE id = 4;"
+    ));
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{source}", key = "id", columns = {OWNED} }}"#)),
+            ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{destination}", key = "id" }}"#)),
+            "mode = \"diff\"",
+        ),
+    );
+    let (_, report) = host.sync("acme/main", &[]);
+    assert_eq!(report["stats"]["created"], 19, "{report}");
+    assert_eq!(report["stats"]["rejected"], 1, "{report}");
+    let reason = report["failures"][0][1].as_str().unwrap();
+    assert!(reason.contains("rejected"), "{reason}");
+    assert!(reason.contains("duplicate key value violates unique constraint"), "{reason}");
+    assert!(reason.contains("SQLSTATE 23505"), "{reason}");
+    pg.run(&format!("DROP TABLE {source}; DROP TABLE {destination}"));
+}
