@@ -465,4 +465,15 @@ mod tests {
         assert!(error.message().contains("connection `crm` is not granted to plugin `reader` of tenant `acme`"));
         assert!(error.message().contains("none"), "{}", error.message());
     }
+
+    #[test]
+    fn host_functions_can_block_on_the_io_runtime_from_the_daemons_blocking_threads() {
+        // `synchost run` calls plugins from `spawn_blocking` threads of its own
+        // runtime; the sql host functions block on the I/O runtime from there.
+        let daemon = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let answer = daemon
+            .block_on(async { tokio::task::spawn_blocking(|| block_on(Duration::from_secs(5), async { 42 })).await })
+            .expect("the blocking task ran");
+        assert!(matches!(answer, Ok(42)));
+    }
 }
