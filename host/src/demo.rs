@@ -192,6 +192,7 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
     println!("   synchost --config {} runs list", config.display());
     println!("   synchost --config {} validate", config.display());
     println!("   synchost --config {} run        # both pipelines on their schedules", config.display());
+    println!("   synchost --config {} status     # tenants, plugin versions, last runs", config.display());
     Ok(())
 }
 
