@@ -17,7 +17,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,14 @@ const EVENTS: usize = 100_000;
 const KEYS: usize = 1_000;
 const CHUNKS: usize = 20;
 const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The two tests here each run a daemon under load and time what it does;
+/// they take turns rather than compete for the machine's two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A component with a custom section appended: valid, with another digest.
 fn with_custom_section(bytes: &[u8], name: &str) -> Vec<u8> {
@@ -89,8 +96,11 @@ fn install_tenant(host: &HostDir, text: &str) {
     std::fs::rename(host.path("tenants/acme.toml.new"), host.path("tenants/acme.toml")).unwrap();
 }
 
+/// What `synchost status --json` says; `Null` if it said nothing readable
+/// (the daemon may be starting).
 fn status(host: &HostDir) -> Value {
-    host.json(&["status"])
+    let output = host.synchost(&["status", "--json"]);
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -101,22 +111,27 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `synchost run` on the host directory; its log goes to `daemon.log` there,
+/// so that a test that fails can show it.
 fn start_daemon(host: &HostDir) -> Child {
     Command::new(BIN)
         .arg("--config")
         .arg(host.path("synchost.toml"))
         .arg("run")
         .env("SYNCHOST_LOG", "info")
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(host.path("daemon.log")).unwrap())
         .spawn()
         .unwrap()
 }
 
-fn stop_daemon(mut daemon: Child) -> String {
+fn daemon_log(host: &HostDir) -> String {
+    std::fs::read_to_string(host.path("daemon.log")).unwrap_or_default()
+}
+
+fn stop_daemon(host: &HostDir, mut daemon: Child) -> String {
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
-    let mut log = String::new();
-    daemon.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     let exit = daemon.wait().unwrap();
+    let log = daemon_log(host);
     assert!(exit.success(), "the daemon did not stop cleanly ({exit:?}):\n{log}");
     log
 }
@@ -141,6 +156,7 @@ fn refusal_after(host: &HostDir, broken: &str) -> String {
 
 #[test]
 fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versions() {
+    let _turn = take_turn();
     let host = HostDir::new();
     let mapper = synchost::bundled::FIELD_MAPPER.bytes;
     std::fs::write(host.path("plugins/mapper_v2.wasm"), with_custom_section(mapper, "synchost-test-v2")).unwrap();
@@ -204,7 +220,7 @@ fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versi
             records.len() == KEYS && last_seq.iter().all(|(k, seq)| records[k]["seq"] == json!(seq))
         }
     });
-    let log = stop_daemon(daemon);
+    let log = stop_daemon(&host, daemon);
 
     // The refusals name what is wrong, and the sync went on past each.
     let (info, world, version) = (&refused[0].1, &refused[1].1, &refused[2].1);
@@ -264,6 +280,7 @@ fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versi
 
 #[test]
 fn reload_status_and_rollback_work_through_the_admin_socket() {
+    let _turn = take_turn();
     let host = HostDir::new();
     let mapper = synchost::bundled::FIELD_MAPPER.bytes;
     let v2 = with_custom_section(mapper, "synchost-test-v2");
@@ -276,7 +293,15 @@ fn reload_status_and_rollback_work_through_the_admin_socket() {
         let plugins = status["tenants"][0]["plugins"].as_array().cloned().unwrap_or_default();
         plugins.iter().find(|p| p["name"] == "map").map(|p| p["digest"].as_str().unwrap().to_string())
     };
-    wait_for("the daemon to answer", || status(&host)["source"].as_str().is_some_and(|s| s.starts_with("daemon")));
+    // The socket appears once the daemon serves; until then `status` would
+    // answer from the files instead.
+    let answering = Instant::now();
+    while !host.path("state/admin.sock").exists()
+        || !status(&host)["source"].as_str().is_some_and(|s| s.starts_with("daemon"))
+    {
+        assert!(answering.elapsed() < PATIENCE, "the daemon never answered on its socket:\n{}", daemon_log(&host));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let before = status(&host);
     assert_eq!(before["tenants"][0]["health"], "ok", "{before:#}");
     assert_eq!(map_digest(&before), Some(sha256(mapper)));
@@ -314,7 +339,7 @@ fn reload_status_and_rollback_work_through_the_admin_socket() {
     let text = common::stdout(&refused);
     assert!(text.contains("acme: new version refused") && text.contains("acme.toml:1:"), "{text}");
     assert_eq!(map_digest(&status(&host)), Some(sha256(mapper)));
-    stop_daemon(daemon);
+    stop_daemon(&host, daemon);
 
     // With no daemon, status reads the files and state: the broken tenant is shown as such.
     let offline = status(&host);

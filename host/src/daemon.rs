@@ -104,9 +104,15 @@ async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<()> {
         });
     let admin = {
         let (runtime, reload_tx) = (runtime.clone(), reload_tx.clone());
-        tokio::spawn(admin::serve(runtime.host.state_dir.clone(), move |request| {
-            handle(runtime.clone(), reload_tx.clone(), request)
-        }))
+        let state_dir = runtime.host.state_dir.clone();
+        tokio::spawn(async move {
+            let served = admin::serve(state_dir, move |request| handle(runtime.clone(), reload_tx.clone(), request));
+            if let Err(e) = served.await {
+                tracing::error!(
+                    "no admin endpoint: {e:#}; `synchost reload`, `status` and `plugin rollback` cannot reach this daemon"
+                );
+            }
+        })
     };
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let terminate = wait_for_signal();

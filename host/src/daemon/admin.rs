@@ -74,7 +74,16 @@ where
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (is another daemon running?): {e}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        // A failed accept (a client gone before it was taken, a moment out of
+        // file descriptors) must not close the endpoint for good.
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("admin endpoint: cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let handle = handle.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
