@@ -31,7 +31,7 @@ fn args() -> Args {
         let mut value =
             || it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("{flag} needs a number"));
         match flag.as_str() {
-            "--rows" => args.rows = value() as u64,
+            "--rows" => args.rows = value(),
             "--repeat" => args.repeat = value() as usize,
             // What the cargo bench harness passes along.
             "--bench" => {}

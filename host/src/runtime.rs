@@ -70,6 +70,11 @@ impl LoadedTenant {
         self.superseded.load(Ordering::Relaxed)
     }
 
+    /// Plugin name → sha256 of the version in use.
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        self.plugins.iter().map(|(name, compiled)| (name.clone(), compiled.digest.clone())).collect()
+    }
+
     fn new(config: TenantConfig, plugins: BTreeMap<String, Arc<CompiledPlugin>>, file_digest: String) -> Self {
         LoadedTenant {
             config: Arc::new(config),
@@ -206,6 +211,11 @@ impl Runtime {
     /// Every loaded tenant, as they are now, in name order.
     pub fn tenants(&self) -> Vec<Arc<LoadedTenant>> {
         self.tenants.read().expect("tenant map poisoned").values().cloned().collect()
+    }
+
+    /// What hot swaps remember (earlier versions, refusals), locked.
+    fn swap_log(&self) -> std::sync::MutexGuard<'_, reload::SwapLog> {
+        self.swaps.lock().expect("swap log poisoned")
     }
 
     /// Makes `tenant` the active version of its name (or removes the name,

@@ -136,7 +136,7 @@ impl Runtime {
             let still_there = config.tenant(name).is_some() || report.changes.iter().any(|c| c.tenant() == name);
             if !still_there && !tenant.config.path.exists() {
                 self.swap(name, None);
-                self.swaps.lock().expect("swap log poisoned").refused.remove(name);
+                self.swap_log().refused.remove(name);
                 tracing::info!(tenant = %name, "tenant file removed: its pipelines stop after their current run");
                 report.changes.push(TenantChange::Removed { tenant: name.clone() });
             }
@@ -146,16 +146,15 @@ impl Runtime {
             let name = tenant.name.clone();
             let digest = file_digest(&tenant.path);
             let running = current.iter().find(|t| t.config.name == name);
-            let rolled_back = self.swaps.lock().expect("swap log poisoned").rolled_back_from.get(&name).cloned();
+            let rolled_back = self.swap_log().rolled_back_from.get(&name).cloned();
             if running.is_some_and(|t| t.file_digest == digest) || rolled_back.as_deref() == Some(digest.as_str()) {
                 continue;
             }
             match self.validate(tenant, digest, running.map(Arc::as_ref)) {
                 Ok(loaded) => {
-                    let plugins: BTreeMap<String, String> =
-                        loaded.plugins.iter().map(|(n, c)| (n.clone(), c.digest.clone())).collect();
+                    let plugins = loaded.digests();
                     {
-                        let mut swaps = self.swaps.lock().expect("swap log poisoned");
+                        let mut swaps = self.swap_log();
                         swaps.record(&loaded);
                         swaps.refused.remove(&name);
                         swaps.rolled_back_from.remove(&name);
@@ -178,7 +177,7 @@ impl Runtime {
             tracing::error!(tenant, "new version refused, the running one stays: {problem}");
         }
         let refusal = Refusal { at: now(), problems: problems.clone() };
-        self.swaps.lock().expect("swap log poisoned").refused.insert(tenant.to_string(), refusal);
+        self.swap_log().refused.insert(tenant.to_string(), refusal);
         TenantChange::Refused { tenant: tenant.to_string(), problems }
     }
 
@@ -283,7 +282,7 @@ impl Runtime {
     pub fn rollback(&self, tenant: &str, plugin: &str) -> Result<TenantChange, String> {
         let running = self.tenant(tenant).ok_or_else(|| format!("no tenant `{tenant}` is loaded"))?;
         let previous = {
-            let swaps = self.swaps.lock().expect("swap log poisoned");
+            let swaps = self.swap_log();
             let versions = swaps
                 .history
                 .get(&(tenant.to_string(), plugin.to_string()))
@@ -305,9 +304,9 @@ impl Runtime {
         plugin_info(&self.engine, &previous.compiled, &setup)
             .map_err(|e| format!("the earlier version no longer starts: {e}"))?;
         let loaded = LoadedTenant::new(config, plugins, running.file_digest.clone());
-        let digests = loaded.plugins.iter().map(|(n, c)| (n.clone(), c.digest.clone())).collect();
+        let digests = loaded.digests();
         {
-            let mut swaps = self.swaps.lock().expect("swap log poisoned");
+            let mut swaps = self.swap_log();
             swaps.rolled_back_from.insert(tenant.to_string(), file_digest(Path::new(&running.config.path)));
             // The version rolled away from leaves the history: a second
             // rollback goes further back rather than forth again.

@@ -55,7 +55,7 @@ pub struct PipelineStatus {
 impl Runtime {
     /// The host's status now; `source` says who answers.
     pub fn status(&self, source: &str) -> Status {
-        let swaps = self.swaps.lock().expect("swap log poisoned");
+        let swaps = self.swap_log();
         let mut tenants = Vec::new();
         for tenant in self.tenants() {
             let name = tenant.config.name.clone();
