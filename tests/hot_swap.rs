@@ -51,7 +51,7 @@ fn with_custom_section(bytes: &[u8], name: &str) -> Vec<u8> {
 /// The bundled mapper with its export renamed to a WIT version the host does
 /// not support (same length, so the binary stays well formed).
 fn future_wit_version(bytes: &[u8]) -> Vec<u8> {
-    let (from, to): (&[u8], &[u8]) = (b"synchost:plugin/transform@0.1.", b"synchost:plugin/transform@9.1.");
+    let (from, to): (&[u8], &[u8]) = (b"synchost:plugin/transform@0.2.", b"synchost:plugin/transform@9.2.");
     let mut out = bytes.to_vec();
     let mut renamed = 0;
     for i in 0..out.len().saturating_sub(from.len()) {
@@ -226,7 +226,7 @@ fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versi
     let (info, world, version) = (&refused[0].1, &refused[1].1, &refused[2].1);
     assert!(info.contains("`info()` of the new version failed") && info.contains("trapped"), "{info}");
     assert!(world.contains("is a source plugin, but this place needs a transform plugin"), "{world}");
-    assert!(version.contains("synchost:plugin@9.1") && version.contains("this host supports"), "{version}");
+    assert!(version.contains("synchost:plugin@9.2") && version.contains("this host supports"), "{version}");
 
     // Runs and their batches, oldest first.
     let mut runs: Vec<Value> =

@@ -1,9 +1,10 @@
-//! The WIT contract's versions: a plugin built against the released 0.1.0
-//! (the `v010-source` fixture, generated from the frozen copy of that WIT in
-//! `plugins/fixtures/wit-0.1.0/`, with no SDK) still loads and syncs on a host
-//! that implements 0.1.1, through wasmtime's semver matching of both its
-//! imports (`host@0.1.0` → the linker's `host@0.1.1`) and its export
-//! (`source@0.1.0`, found by the host's `source@0.1.1` bindings); a plugin
+//! The WIT contract's versions. This host implements 0.2.0 (tables) and still
+//! serves plugins built against 0.1.x (rows) through its legacy bindings: a
+//! plugin built against the released 0.1.0 (the `v010-source` fixture,
+//! generated from the frozen copy of that WIT in `wit/frozen/0.1.0/`,
+//! with no SDK) still loads and syncs, through wasmtime's semver matching of
+//! its imports (`host@0.1.0` → the linker's `host@0.1.1`) and its export
+//! (`source@0.1.0`, found by the legacy `source@0.1.1` bindings); a plugin
 //! built against a newer version than the host's is refused, naming both.
 
 mod common;
@@ -74,11 +75,11 @@ fn a_plugin_built_against_0_1_0_runs_an_event_sync() {
 
 #[test]
 fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
-    // The bundled file source with its export renamed to 0.1.2 (the same
+    // The bundled file source with its export renamed to 0.2.1 (the same
     // length, so the component stays well formed): it might call functions
-    // that 0.1.1 lacks.
+    // that 0.2.0 lacks.
     let host = HostDir::new();
-    let (from, to) = (b"synchost:plugin/source@0.1.1", b"synchost:plugin/source@0.1.2");
+    let (from, to) = (b"synchost:plugin/source@0.2.0", b"synchost:plugin/source@0.2.1");
     let mut bytes = synchost::bundled::FILE_SOURCE.bytes.to_vec();
     let mut replaced = 0;
     for i in 0..=bytes.len() - from.len() {
@@ -94,8 +95,90 @@ fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
     assert!(!output.status.success());
     assert!(
         stderr(&output)
-            .contains("was built against synchost:plugin@0.1.2, but this host supports synchost:plugin@0.1.1"),
+            .contains("built against synchost:plugin@0.2.1, but this host supports synchost:plugin@0.2.0 (or 0.1.x"),
         "{}",
         stderr(&output)
     );
+}
+
+const OLD_TRANSFORM: &str = "v011_transform.wasm";
+const OLD_DESTINATION: &str = "v011_destination.wasm";
+
+/// A tenant made only of 0.1.x plugins: the 0.1.0 source → the 0.1.1
+/// transform (upper-cases text, adds `via`, drops keys ending in 0) → the
+/// 0.1.1 destination (one JSON file, paged three records at a time).
+fn old_plugins_tenant(host: &HostDir, mode: &str) -> String {
+    std::fs::create_dir_all(host.path("data/out")).unwrap();
+    format!(
+        r#"[plugins.old]
+path = "{OLD_SOURCE}"
+sha256 = "{source}"
+config = {{ rows = 50 }}
+
+[plugins.upper]
+path = "{OLD_TRANSFORM}"
+sha256 = "{transform}"
+
+[plugins.dst]
+path = "{OLD_DESTINATION}"
+sha256 = "{destination}"
+dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
+config = {{ file = "/out/records.json" }}
+
+[pipelines.main]
+mode = "{mode}"
+source = "old"
+transforms = ["upper"]
+destination = "dst"
+{settings}"#,
+        // A first load changes every record, and this test is not about the
+        // guard; the destination keeps one file, so one event lane writes it.
+        settings = if mode == "diff" { "max_change_ratio = 1.0\n" } else { "lanes = 1\n" },
+        source = host.install_fixture(OLD_SOURCE),
+        transform = host.install_fixture(OLD_TRANSFORM),
+        destination = host.install_fixture(OLD_DESTINATION),
+    )
+}
+
+fn old_destination_records(host: &HostDir) -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(host.path("data/out/records.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn plugins_built_against_0_1_1_transform_and_write_a_diff_sync_then_find_nothing_to_change() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &old_plugins_tenant(&host, "diff"));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["created"], 45, "{report}");
+    let records = old_destination_records(&host);
+    assert_eq!(records.len(), 45);
+    assert_eq!(records["7"], serde_json::json!({ "id": 7, "name": "NAME-7", "via": "0.1.1" }));
+    assert!(!records.contains_key("10"), "the transform's filter was lost: {records:?}");
+
+    // The destination, read back in 0.1.1 pages and laid out as tables,
+    // equals the desired state: the second run changes nothing.
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    let stats = &report["stats"];
+    assert_eq!(
+        (&stats["created"], &stats["updated"], &stats["deleted"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{report}"
+    );
+    assert_eq!(stats["unchanged"], 45, "{report}");
+    assert_eq!(stats["destination"], 45, "{report}");
+}
+
+#[test]
+fn plugins_built_against_0_1_1_transform_and_write_an_event_sync() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &old_plugins_tenant(&host, "event"));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["cursor_after"], "50", "{report}");
+    let records = old_destination_records(&host);
+    assert_eq!(records.len(), 45);
+    assert_eq!(records["49"], serde_json::json!({ "id": 49, "name": "NAME-49", "via": "0.1.1" }));
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use synchost::plugin::types::Change;
-use synchost::plugin::types::RowBatch;
+use synchost::plugin::types::Table;
 use synchost::plugin::{PluginSetup, SourceInstance, TransformInstance};
 use synchost::{PipelineId, Runtime, SyncOptions, Tenants};
 
@@ -187,7 +187,7 @@ fn baselines(changelog: &Path, events: usize) -> (f64, f64) {
             }
             read += batch.events.len();
             if with_transform {
-                let rows = batch
+                let rows: Vec<_> = batch
                     .events
                     .into_iter()
                     .filter_map(|e| match e.change {
@@ -195,7 +195,7 @@ fn baselines(changelog: &Path, events: usize) -> (f64, f64) {
                         Change::Delete(_) => None,
                     })
                     .collect();
-                transform.transform(&RowBatch { columns: batch.columns, rows }).unwrap();
+                transform.transform(&Table::from_rows(batch.columns, &rows)).unwrap();
             }
             cursor = Some(batch.cursor);
         }

@@ -19,8 +19,10 @@ mod http;
 mod instance;
 mod jetstream;
 mod kind;
+mod legacy;
 mod sql;
 mod stdio;
+mod table;
 
 pub use bindings::types;
 pub use engine::{CompileStats, CompiledPlugin, EngineOptions, PluginEngine};
@@ -28,3 +30,4 @@ pub use error::{PluginError, WitError, describe};
 pub use instance::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, plugin_info};
 pub use jetstream::Acknowledger;
 pub use kind::{PluginKind, WIT_PACKAGE, WIT_VERSION};
+pub use table::{TableBuilder, ValueRef};

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{Mode, PipelineConfig, TenantConfig};
-use crate::plugin::types::{Action, Row, RowBatch};
+use crate::plugin::types::{Action, Table};
 use crate::plugin::{
     CompiledPlugin, DestinationInstance, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
 };
@@ -322,23 +322,22 @@ pub(crate) struct TransformChain {
 }
 
 /// Rows that came out of the transforms.
-pub(crate) struct TransformedRows {
-    pub columns: Vec<String>,
-    pub rows: Vec<Row>,
+pub(crate) struct TransformedTable {
+    pub table: Table,
     /// For each row, the index of the input row it came from.
     pub origins: Vec<u32>,
 }
 
 impl TransformChain {
-    /// Runs a batch through every stage.
-    pub(crate) fn apply(&mut self, columns: Vec<String>, rows: Vec<Row>) -> Result<TransformedRows, PluginError> {
-        let mut origins: Vec<u32> = (0..rows.len() as u32).collect();
-        let mut batch = RowBatch { columns, rows };
+    /// Runs a table through every stage.
+    pub(crate) fn apply(&mut self, input: Table) -> Result<TransformedTable, PluginError> {
+        let mut origins: Vec<u32> = (0..input.len() as u32).collect();
+        let mut table = input;
         for stage in &mut self.stages {
-            let out = stage.transform(&batch)?;
+            let out = stage.transform(&table)?;
             origins = out.origins.iter().map(|&o| origins[o as usize]).collect();
-            batch = RowBatch { columns: out.columns, rows: out.rows };
+            table = out.rows;
         }
-        Ok(TransformedRows { columns: batch.columns, rows: batch.rows, origins })
+        Ok(TransformedTable { table, origins })
     }
 }

@@ -17,7 +17,8 @@ use super::bindings::{DestinationPluginPre, SourcePlugin, SourcePluginPre, Trans
 use super::cache::{DiskCache, Miss};
 use super::ctx::PluginCtx;
 use super::error::PluginError;
-use super::kind::{PluginKind, WIT_PACKAGE, WIT_VERSION, is_compatible};
+use super::kind::{PluginKind, WIT_PACKAGE, WIT_VERSION, is_compatible, is_legacy};
+use super::legacy;
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -84,6 +85,10 @@ pub(super) enum WorldPre {
     Source(SourcePluginPre<PluginCtx>),
     Destination(DestinationPluginPre<PluginCtx>),
     Transform(TransformPluginPre<PluginCtx>),
+    /// Plugins built against WIT 0.1.x (see [`legacy`]).
+    LegacySource(legacy::SourcePluginPre<PluginCtx>),
+    LegacyDestination(legacy::DestinationPluginPre<PluginCtx>),
+    LegacyTransform(legacy::TransformPluginPre<PluginCtx>),
 }
 
 impl PluginEngine {
@@ -112,6 +117,7 @@ impl PluginEngine {
         // plugin by its allowed_hosts (see `http`), and nothing by default.
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         SourcePlugin::add_to_linker::<_, HasSelf<PluginCtx>>(&mut linker, |ctx| ctx).map_err(anyhow::Error::from)?;
+        legacy::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());
@@ -224,19 +230,30 @@ impl PluginEngine {
                 plugin: plugin.to_string(),
                 package: WIT_PACKAGE,
                 found: wit_version,
-                supported: WIT_VERSION.to_string(),
+                supported: format!("{WIT_VERSION} (or 0.1.x up to {})", legacy::LEGACY_WIT_VERSION),
             });
         }
 
         let link_error =
             |e: wasmtime::Error| PluginError::Link { plugin: plugin.to_string(), detail: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
-        let pre = match kind {
-            PluginKind::Source => WorldPre::Source(SourcePluginPre::new(instance_pre).map_err(link_error)?),
-            PluginKind::Destination => {
+        let pre = match (kind, is_legacy(&wit_version)) {
+            (PluginKind::Source, false) => WorldPre::Source(SourcePluginPre::new(instance_pre).map_err(link_error)?),
+            (PluginKind::Destination, false) => {
                 WorldPre::Destination(DestinationPluginPre::new(instance_pre).map_err(link_error)?)
             }
-            PluginKind::Transform => WorldPre::Transform(TransformPluginPre::new(instance_pre).map_err(link_error)?),
+            (PluginKind::Transform, false) => {
+                WorldPre::Transform(TransformPluginPre::new(instance_pre).map_err(link_error)?)
+            }
+            (PluginKind::Source, true) => {
+                WorldPre::LegacySource(legacy::SourcePluginPre::new(instance_pre).map_err(link_error)?)
+            }
+            (PluginKind::Destination, true) => {
+                WorldPre::LegacyDestination(legacy::DestinationPluginPre::new(instance_pre).map_err(link_error)?)
+            }
+            (PluginKind::Transform, true) => {
+                WorldPre::LegacyTransform(legacy::TransformPluginPre::new(instance_pre).map_err(link_error)?)
+            }
         };
         Ok(CompiledPlugin { digest, kind, wit_version, pre })
     }

@@ -14,7 +14,8 @@ use super::ctx::PluginCtx;
 use super::engine::{CompiledPlugin, EPOCH_TICK, MAX_WASM_STACK, PluginEngine, WorldPre};
 use super::error::{PluginError, WitError};
 use super::kind::PluginKind;
-use super::types::{Change, EventBatch, OperationBatch, Page, PluginInfo, Row, RowBatch, Value};
+use super::legacy;
+use super::types::{Change, EventBatch, OperationBatch, Page, PluginInfo, Row, Table, Value};
 use crate::config::{AllowedHost, ConnectionConfig, DirGrant, Limits, PluginConfig, StreamConfig};
 
 /// What one tenant grants one plugin.
@@ -185,6 +186,18 @@ impl Sandbox {
         PluginError::Contract { tenant: self.tenant(), plugin: self.plugin(), call, detail }
     }
 
+    /// Checks a table's layout (see [`Table::check`]).
+    fn check_table(&self, call: &'static str, table: &Table) -> Result<(), PluginError> {
+        table.check().map_err(|detail| self.contract(call, format!("malformed table: {detail}")))
+    }
+
+    /// Checks what a call returned as a page: its size, then its layout.
+    fn check_page(&mut self, call: &'static str, table: &Table) -> Result<(), PluginError> {
+        // Sizes first: the layout check reads every byte.
+        self.check_output(call, table.len(), table.payload_bytes())?;
+        self.check_table(call, table)
+    }
+
     /// Checks that every row carries one value per column.
     fn check_rows(&self, call: &'static str, columns: &[String], rows: &[Row]) -> Result<(), PluginError> {
         match rows.iter().find(|row| row.values.len() != columns.len()) {
@@ -204,33 +217,49 @@ fn wrong_kind(setup: &PluginSetup, compiled: &CompiledPlugin, wanted: PluginKind
     }
 }
 
+/// A source plugin's bindings: this host's WIT, or 0.1.x's.
+enum SourceBindings {
+    Now(SourcePlugin),
+    Legacy(legacy::SourcePlugin),
+}
+
 /// A source plugin, instantiated for one tenant.
 pub struct SourceInstance {
     sandbox: Sandbox,
-    bindings: SourcePlugin,
+    bindings: SourceBindings,
 }
 
 impl SourceInstance {
     pub fn new(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<Self, PluginError> {
-        let WorldPre::Source(pre) = &compiled.pre else {
-            return Err(wrong_kind(setup, compiled, PluginKind::Source));
-        };
         let mut sandbox = Sandbox::new(engine, setup)?;
-        let bindings = sandbox.call("instantiate", |store| pre.instantiate(store))?;
+        let bindings = match &compiled.pre {
+            WorldPre::Source(pre) => SourceBindings::Now(sandbox.call("instantiate", |store| pre.instantiate(store))?),
+            WorldPre::LegacySource(pre) => {
+                SourceBindings::Legacy(sandbox.call("instantiate", |store| pre.instantiate(store))?)
+            }
+            _ => return Err(wrong_kind(setup, compiled, PluginKind::Source)),
+        };
         Ok(SourceInstance { sandbox, bindings })
     }
 
     pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
-        let source = self.bindings.synchost_plugin_source();
-        self.sandbox.call("info", |store| source.call_info(store))
+        match &self.bindings {
+            SourceBindings::Now(b) => self.sandbox.call("info", |store| b.synchost_plugin_source().call_info(store)),
+            SourceBindings::Legacy(b) => self.sandbox.call("info", |store| legacy::source_info(b, store)),
+        }
     }
 
     pub fn snapshot(&mut self, token: Option<&str>) -> Result<Page, PluginError> {
-        let source = self.bindings.synchost_plugin_source();
-        let result = self.sandbox.call("snapshot", |store| source.call_snapshot(store, token))?;
+        let result = match &self.bindings {
+            SourceBindings::Now(b) => {
+                self.sandbox.call("snapshot", |store| b.synchost_plugin_source().call_snapshot(store, token))?
+            }
+            SourceBindings::Legacy(b) => {
+                self.sandbox.call("snapshot", |store| legacy::source_snapshot(b, store, token))?
+            }
+        };
         let page = self.sandbox.returned("snapshot", result)?;
-        self.sandbox.check_output("snapshot", page.rows.len(), rows_bytes(&page.rows))?;
-        self.sandbox.check_rows("snapshot", &page.columns, &page.rows)?;
+        self.sandbox.check_page("snapshot", &page.rows)?;
         Ok(page)
     }
 
@@ -241,8 +270,14 @@ impl SourceInstance {
     }
 
     pub fn events(&mut self, cursor: Option<&str>, max: u32) -> Result<EventBatch, PluginError> {
-        let source = self.bindings.synchost_plugin_source();
-        let result = self.sandbox.call("events", |store| source.call_events(store, cursor, max))?;
+        let result = match &self.bindings {
+            SourceBindings::Now(b) => {
+                self.sandbox.call("events", |store| b.synchost_plugin_source().call_events(store, cursor, max))?
+            }
+            SourceBindings::Legacy(b) => {
+                self.sandbox.call("events", |store| legacy::source_events(b, store, cursor, max))?
+            }
+        };
         let batch = self.sandbox.returned("events", result)?;
         let bytes = batch
             .events
@@ -270,81 +305,127 @@ impl SourceInstance {
     }
 }
 
+/// A transform plugin's bindings: this host's WIT, or 0.1.x's.
+enum TransformBindings {
+    Now(TransformPlugin),
+    Legacy(legacy::TransformPlugin),
+}
+
 /// A transform plugin, instantiated for one tenant.
 pub struct TransformInstance {
     sandbox: Sandbox,
-    bindings: TransformPlugin,
+    bindings: TransformBindings,
 }
 
 impl TransformInstance {
     pub fn new(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<Self, PluginError> {
-        let WorldPre::Transform(pre) = &compiled.pre else {
-            return Err(wrong_kind(setup, compiled, PluginKind::Transform));
-        };
         let mut sandbox = Sandbox::new(engine, setup)?;
-        let bindings = sandbox.call("instantiate", |store| pre.instantiate(store))?;
+        let bindings = match &compiled.pre {
+            WorldPre::Transform(pre) => {
+                TransformBindings::Now(sandbox.call("instantiate", |store| pre.instantiate(store))?)
+            }
+            WorldPre::LegacyTransform(pre) => {
+                TransformBindings::Legacy(sandbox.call("instantiate", |store| pre.instantiate(store))?)
+            }
+            _ => return Err(wrong_kind(setup, compiled, PluginKind::Transform)),
+        };
         Ok(TransformInstance { sandbox, bindings })
     }
 
     pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
-        let transform = self.bindings.synchost_plugin_transform();
-        self.sandbox.call("info", |store| transform.call_info(store))
+        match &self.bindings {
+            TransformBindings::Now(b) => {
+                self.sandbox.call("info", |store| b.synchost_plugin_transform().call_info(store))
+            }
+            TransformBindings::Legacy(b) => self.sandbox.call("info", |store| legacy::transform_info(b, store)),
+        }
     }
 
-    pub fn transform(&mut self, batch: &RowBatch) -> Result<Transformed, PluginError> {
-        let transform = self.bindings.synchost_plugin_transform();
-        let result = self.sandbox.call("transform", |store| transform.call_transform(store, batch))?;
+    pub fn transform(&mut self, input: &Table) -> Result<Transformed, PluginError> {
+        let result = match &self.bindings {
+            TransformBindings::Now(b) => {
+                self.sandbox.call("transform", |store| b.synchost_plugin_transform().call_transform(store, input))?
+            }
+            TransformBindings::Legacy(b) => {
+                self.sandbox.call("transform", |store| legacy::transform(b, store, input))?
+            }
+        };
         let out = self.sandbox.returned("transform", result)?;
-        self.sandbox.check_output("transform", out.rows.len(), rows_bytes(&out.rows))?;
-        self.sandbox.check_rows("transform", &out.columns, &out.rows)?;
+        self.sandbox.check_page("transform", &out.rows)?;
         if out.origins.len() != out.rows.len() {
             return Err(self
                 .sandbox
                 .contract("transform", format!("returned {} rows but {} origins", out.rows.len(), out.origins.len())));
         }
-        if let Some(origin) = out.origins.iter().find(|&&o| o as usize >= batch.rows.len()) {
+        if let Some(origin) = out.origins.iter().find(|&&o| o as usize >= input.len()) {
             return Err(self
                 .sandbox
-                .contract("transform", format!("origin {origin} is past the {} input rows", batch.rows.len())));
+                .contract("transform", format!("origin {origin} is past the {} input rows", input.len())));
         }
         Ok(out)
     }
 }
 
+/// A destination plugin's bindings: this host's WIT, or 0.1.x's.
+enum DestinationBindings {
+    Now(DestinationPlugin),
+    Legacy(legacy::DestinationPlugin),
+}
+
 /// A destination plugin, instantiated for one tenant.
 pub struct DestinationInstance {
     sandbox: Sandbox,
-    bindings: DestinationPlugin,
+    bindings: DestinationBindings,
 }
 
 impl DestinationInstance {
     pub fn new(engine: &PluginEngine, compiled: &CompiledPlugin, setup: &PluginSetup) -> Result<Self, PluginError> {
-        let WorldPre::Destination(pre) = &compiled.pre else {
-            return Err(wrong_kind(setup, compiled, PluginKind::Destination));
-        };
         let mut sandbox = Sandbox::new(engine, setup)?;
-        let bindings = sandbox.call("instantiate", |store| pre.instantiate(store))?;
+        let bindings = match &compiled.pre {
+            WorldPre::Destination(pre) => {
+                DestinationBindings::Now(sandbox.call("instantiate", |store| pre.instantiate(store))?)
+            }
+            WorldPre::LegacyDestination(pre) => {
+                DestinationBindings::Legacy(sandbox.call("instantiate", |store| pre.instantiate(store))?)
+            }
+            _ => return Err(wrong_kind(setup, compiled, PluginKind::Destination)),
+        };
         Ok(DestinationInstance { sandbox, bindings })
     }
 
     pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
-        let destination = self.bindings.synchost_plugin_destination();
-        self.sandbox.call("info", |store| destination.call_info(store))
+        match &self.bindings {
+            DestinationBindings::Now(b) => {
+                self.sandbox.call("info", |store| b.synchost_plugin_destination().call_info(store))
+            }
+            DestinationBindings::Legacy(b) => self.sandbox.call("info", |store| legacy::destination_info(b, store)),
+        }
     }
 
     pub fn snapshot(&mut self, token: Option<&str>) -> Result<Page, PluginError> {
-        let destination = self.bindings.synchost_plugin_destination();
-        let result = self.sandbox.call("snapshot", |store| destination.call_snapshot(store, token))?;
+        let result = match &self.bindings {
+            DestinationBindings::Now(b) => {
+                self.sandbox.call("snapshot", |store| b.synchost_plugin_destination().call_snapshot(store, token))?
+            }
+            DestinationBindings::Legacy(b) => {
+                self.sandbox.call("snapshot", |store| legacy::destination_snapshot(b, store, token))?
+            }
+        };
         let page = self.sandbox.returned("snapshot", result)?;
-        self.sandbox.check_output("snapshot", page.rows.len(), rows_bytes(&page.rows))?;
-        self.sandbox.check_rows("snapshot", &page.columns, &page.rows)?;
+        self.sandbox.check_page("snapshot", &page.rows)?;
         Ok(page)
     }
 
     /// Applies a batch: one outcome per operation, or an error for the whole batch.
     pub fn apply(&mut self, batch: &OperationBatch) -> Result<Vec<Result<(), WitError>>, PluginError> {
-        let destination = self.bindings.synchost_plugin_destination();
-        let result = self.sandbox.call("apply", |store| destination.call_apply(store, batch))?;
+        let result = match &self.bindings {
+            DestinationBindings::Now(b) => {
+                self.sandbox.call("apply", |store| b.synchost_plugin_destination().call_apply(store, batch))?
+            }
+            DestinationBindings::Legacy(b) => {
+                self.sandbox.call("apply", |store| legacy::destination_apply(b, store, batch))?
+            }
+        };
         let outcomes = self.sandbox.returned("apply", result)?;
         if outcomes.len() != batch.operations.len() {
             return Err(self.sandbox.contract(
@@ -366,11 +447,8 @@ fn hostcall_fuel(limits: &Limits) -> usize {
     usize::try_from(fuel).unwrap_or(usize::MAX)
 }
 
-/// The bytes of keys and values in `rows`, as `max_output` counts them.
-fn rows_bytes(rows: &[Row]) -> u64 {
-    rows.iter().map(row_bytes).sum()
-}
-
+/// The bytes of a row's key and values, as `max_output` counts them (see
+/// [`Table::payload_bytes`]).
 fn row_bytes(row: &Row) -> u64 {
     let values: usize = row
         .values

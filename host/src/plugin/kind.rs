@@ -4,9 +4,10 @@ use std::fmt;
 
 /// The WIT package plugins are built against.
 pub const WIT_PACKAGE: &str = "synchost:plugin";
-/// The version of that package this host implements. 0.1.1 added the `sql`
-/// interface; plugins built against 0.1.0 still load (see [`is_compatible`]).
-pub const WIT_VERSION: &str = "0.1.1";
+/// The version of that package this host implements. 0.2.0 carries snapshot
+/// pages and transforms as tables laid out by column; plugins built against
+/// 0.1.x still load, through [`super::legacy`] (see [`is_compatible`]).
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// The three plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -53,7 +54,19 @@ impl fmt::Display for PluginKind {
     }
 }
 
-/// Whether a plugin built against `version` can run on this host.
+/// Whether a plugin built against `version` can run on this host: on the
+/// track of [`WIT_VERSION`], or on the 0.1 track the host still serves
+/// through [`super::legacy`].
+pub fn is_compatible(version: &str) -> bool {
+    fits(version, WIT_VERSION) || is_legacy(version)
+}
+
+/// Whether a plugin built against `version` needs the 0.1.x bindings.
+pub fn is_legacy(version: &str) -> bool {
+    fits(version, super::legacy::LEGACY_WIT_VERSION)
+}
+
+/// Whether `version` is on the track of `host` and no newer.
 ///
 /// Versions are compatible along the track wasmtime itself links across (its
 /// semver matching of import and export names): the same major version, and
@@ -62,7 +75,7 @@ impl fmt::Display for PluginKind {
 /// `sql` interface). On that track a plugin may be older than the host, never
 /// newer: it could need functions this host lacks. Pre-releases match only
 /// exactly, as wasmtime matches them.
-pub fn is_compatible(version: &str) -> bool {
+fn fits(version: &str, host: &str) -> bool {
     let parse = |v: &str| -> Option<(u64, u64, u64, bool)> {
         let (core, pre) = match v.split_once(['-', '+']) {
             Some((core, rest)) => (core, v[core.len()..].starts_with('-') && !rest.is_empty()),
@@ -72,12 +85,12 @@ pub fn is_compatible(version: &str) -> bool {
         let parsed = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, pre);
         parts.next().is_none().then_some(parsed)
     };
-    let (Some(plugin), Some(host)) = (parse(version), parse(WIT_VERSION)) else { return false };
-    if plugin.3 || host.3 {
-        return version == WIT_VERSION;
+    let (Some(plugin), Some(host_parts)) = (parse(version), parse(host)) else { return false };
+    if plugin.3 || host_parts.3 {
+        return version == host;
     }
     let (major, minor, patch, _) = plugin;
-    let (host_major, host_minor, host_patch, _) = host;
+    let (host_major, host_minor, host_patch, _) = host_parts;
     match (major, host_major) {
         (0, 0) => minor == host_minor && patch <= host_patch,
         _ => major == host_major && (minor, patch) <= (host_minor, host_patch),
@@ -98,17 +111,20 @@ mod tests {
 
     #[test]
     fn compatibility_follows_semver_for_zero_versions() {
-        // The released 0.1.0 and this host's own version.
+        // This host's own version, and the 0.1 track it still serves.
+        assert!(is_compatible("0.2.0"));
         assert!(is_compatible("0.1.0"));
         assert!(is_compatible("0.1.1"));
-        // Newer on the same track: may need functions this host lacks.
+        assert!(is_legacy("0.1.0") && is_legacy("0.1.1") && !is_legacy("0.2.0"));
+        // Newer on a track: may need functions this host lacks.
         assert!(!is_compatible("0.1.7"));
+        assert!(!is_compatible("0.2.1"));
         // Another track.
-        assert!(!is_compatible("0.2.0"));
+        assert!(!is_compatible("0.3.0"));
         assert!(!is_compatible("0.0.1"));
         assert!(!is_compatible("1.1.0"));
-        assert!(!is_compatible("0.1.1-rc.1"));
-        assert!(!is_compatible("0.1"));
+        assert!(!is_compatible("0.2.0-rc.1"));
+        assert!(!is_compatible("0.2"));
         assert!(!is_compatible("nonsense"));
     }
 }

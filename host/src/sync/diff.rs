@@ -19,7 +19,7 @@ use archive::{Meta, RowWriter};
 pub use plan::{Conflict, DestinationIndex, Plan, PlanError, Planner};
 pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
 
-use super::{Halt, Progress, SyncJob, TransformedRows};
+use super::{Halt, Progress, SyncJob, TransformedTable};
 use crate::config::Deletes;
 use crate::plugin::DestinationInstance;
 use crate::plugin::types::Page;
@@ -78,14 +78,14 @@ fn compute_plan(
     let page = source.snapshot(None)?;
     progress.stats.read += page.rows.len() as u64;
     if let Some(log) = source_log.as_deref_mut() {
-        log.page(&page.columns, &page.rows)?;
+        log.page(&page.rows)?;
     }
-    let next = page.next.clone();
-    let first = transforms.apply(page.columns, page.rows)?;
+    let next = page.next;
+    let first = transforms.apply(page.rows)?;
     if let Some(log) = desired_log.as_deref_mut() {
-        log.page(&first.columns, &first.rows)?;
+        log.page(&first.table)?;
     }
-    let owned = policy.owned_fields.clone().unwrap_or_else(|| first.columns.clone());
+    let owned = policy.owned_fields.clone().unwrap_or_else(|| first.table.columns.clone());
 
     // Set when any thread fails, so that the others stop early.
     let abandon = AtomicBool::new(false);
@@ -106,7 +106,7 @@ fn compute_plan(
                 }
                 let page = source.snapshot(Some(&current)).map_err(Halt::from).and_then(|page| {
                     if let Some(log) = source_log.as_deref_mut() {
-                        log.page(&page.columns, &page.rows)?;
+                        log.page(&page.rows)?;
                     }
                     Ok(page)
                 });
@@ -134,9 +134,9 @@ fn compute_plan(
                 progress.stats.read += page.rows.len() as u64;
                 progress.stats.destination = destination_read.load(Ordering::Relaxed);
                 progress.show("reading");
-                let out = transforms.apply(page.columns, page.rows)?;
+                let out = transforms.apply(page.rows)?;
                 if let Some(log) = desired_log.as_deref_mut() {
-                    log.page(&out.columns, &out.rows)?;
+                    log.page(&out.table)?;
                 }
                 if matches!(planning, Planning::Waiting(_))
                     && reading_destination.as_ref().is_some_and(|t| t.is_finished())
@@ -201,9 +201,9 @@ fn read_destination(
         }
         let page = destination.snapshot(token.as_deref())?;
         if let Some(log) = log.as_deref_mut() {
-            log.page(&page.columns, &page.rows)?;
+            log.page(&page.rows)?;
         }
-        index.add_page(&page.columns, &page.rows);
+        index.add_page(&page.rows);
         read.store(index.len() as u64, Ordering::Relaxed);
         token = page.next;
         if token.is_none() {
@@ -215,7 +215,7 @@ fn read_destination(
 /// Desired rows on their way into the plan.
 enum Planning {
     /// The destination index is not complete yet: transformed pages wait.
-    Waiting(Vec<TransformedRows>),
+    Waiting(Vec<TransformedTable>),
     /// Pages go straight into the planner; where the owned columns are in
     /// each page layout seen is remembered.
     Ready { planner: Box<Planner>, positions: HashMap<Vec<String>, Vec<usize>> },
@@ -233,15 +233,16 @@ impl Planning {
         Ok(ready)
     }
 
-    fn add(&mut self, out: TransformedRows) -> Result<(), Halt> {
+    fn add(&mut self, out: TransformedTable) -> Result<(), Halt> {
         match self {
             Planning::Waiting(pages) => pages.push(out),
             Planning::Ready { planner, positions } => {
-                if !positions.contains_key(&out.columns) {
-                    let found = planner.positions(&out.columns).map_err(|e| Halt::Refused(e.to_string()))?;
-                    positions.insert(out.columns.clone(), found);
+                let table = &out.table;
+                if !positions.contains_key(&table.columns) {
+                    let found = planner.positions(&table.columns).map_err(|e| Halt::Refused(e.to_string()))?;
+                    positions.insert(table.columns.clone(), found);
                 }
-                planner.add_rows(&positions[&out.columns], out.rows).map_err(|e| Halt::Refused(e.to_string()))?;
+                planner.add_rows(&positions[&table.columns], table).map_err(|e| Halt::Refused(e.to_string()))?;
             }
         }
         Ok(())
@@ -351,7 +352,7 @@ fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<
     let mut token: Option<String> = None;
     loop {
         let page = destination.snapshot(token.as_deref())?;
-        index.add_page(&page.columns, &page.rows);
+        index.add_page(&page.rows);
         token = page.next;
         if token.is_none() {
             break;

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Halt, Progress, SyncJob, TransformChain, action_key};
-use crate::plugin::types::{Action, Change, EventBatch, Operation, Row};
+use crate::plugin::types::{Action, Change, EventBatch, Operation, Row, Table};
 use crate::plugin::{PluginError, WitError, describe};
 use crate::state::{BatchStats, EventCommit, NewDeadLetter, NewRetry, PipelineId, RetryItem, RunId};
 use lanes::{PendingOp, lane_of};
@@ -542,13 +542,13 @@ fn operations_for(
             Change::Delete(key) => deletes.push(Some(key)),
         }
     }
-    let out = transforms.apply(batch.columns, upsert_rows)?;
-    let columns = Arc::new(out.columns);
+    let out = transforms.apply(Table::from_rows(batch.columns, &upsert_rows))?;
+    let columns = Arc::new(out.table.columns.clone());
 
     // (event, action) in event order: the rows an upsert became sit where
     // the upsert was, whatever order the transform returned them in.
     let mut rows_of_event: Vec<Vec<Row>> = vec![Vec::new(); positions.len()];
-    for (row, origin) in out.rows.into_iter().zip(out.origins) {
+    for (row, origin) in out.table.to_rows().into_iter().zip(out.origins) {
         rows_of_event[upsert_events[origin as usize]].push(row);
     }
     let mut actions: Vec<(usize, Action)> = Vec::with_capacity(positions.len());

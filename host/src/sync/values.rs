@@ -3,7 +3,8 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::plugin::types::{Row, Value};
+use crate::plugin::ValueRef;
+use crate::plugin::types::{Column, Kind, Row, Value};
 
 /// A 64-bit hash of a value that is stable across processes and versions
 /// (xxh3), so hashes can be compared with ones recorded earlier.
@@ -13,15 +14,29 @@ use crate::plugin::types::{Row, Value};
 /// bytes and nested JSON by the JSON they show as (destinations that keep JSON
 /// give bytes back as an array, and key order or spacing in JSON text is
 /// not a change).
-pub(crate) fn value_hash(value: &Value) -> u64 {
+pub(crate) fn value_hash(value: ValueRef<'_>) -> u64 {
     // The variant goes in as the seed: one-shot hashing, no streaming state.
     match value {
-        Value::Null => xxh3_64_with_seed(&[], 0),
-        Value::Boolean(b) => xxh3_64_with_seed(&[*b as u8], 1),
-        Value::Integer(i) => xxh3_64_with_seed(&i.to_le_bytes(), 2),
-        Value::Float(f) => xxh3_64_with_seed(&f.to_bits().to_le_bytes(), 3),
-        Value::Text(s) => xxh3_64_with_seed(s.as_bytes(), 4),
-        Value::Bytes(_) | Value::Json(_) => xxh3_64_with_seed(value_to_json(value).to_string().as_bytes(), 5),
+        ValueRef::Null => xxh3_64_with_seed(&[], 0),
+        ValueRef::Boolean(b) => xxh3_64_with_seed(&[b as u8], 1),
+        ValueRef::Integer(i) => xxh3_64_with_seed(&i.to_le_bytes(), 2),
+        ValueRef::Float(f) => xxh3_64_with_seed(&f.to_bits().to_le_bytes(), 3),
+        ValueRef::Text(s) => xxh3_64_with_seed(s.as_bytes(), TEXT_SEED),
+        ValueRef::Bytes(_) | ValueRef::Json(_) => {
+            xxh3_64_with_seed(value_to_json(&value.to_value()).to_string().as_bytes(), 5)
+        }
+    }
+}
+
+/// The seed text values hash with.
+const TEXT_SEED: u64 = 4;
+
+/// The [`value_hash`] of row `row`'s value in `column`: straight from the
+/// bytes for text, the common case.
+pub(crate) fn cell_hash(column: &Column, row: usize) -> u64 {
+    match column.kinds[row] {
+        Kind::Text => xxh3_64_with_seed(column.bytes(row), TEXT_SEED),
+        _ => value_hash(column.get(row)),
     }
 }
 
@@ -48,19 +63,19 @@ pub fn row_to_json(columns: &[String], row: &Row) -> serde_json::Value {
 /// The archive's lossless encoding of a value: plain JSON where that is
 /// unambiguous (null, booleans, integers, text), a one-key object otherwise
 /// (`{"f": 1.5}`, `{"f": "NaN"}`, `{"b": "00ff"}`, `{"j": "[1,2]"}`).
-pub(crate) fn encode_value(value: &Value) -> serde_json::Value {
+pub(crate) fn encode_value(value: ValueRef<'_>) -> serde_json::Value {
     use serde_json::{Value as J, json};
     match value {
-        Value::Null => J::Null,
-        Value::Boolean(b) => J::Bool(*b),
-        Value::Integer(i) => J::from(*i),
-        Value::Float(f) => match serde_json::Number::from_f64(*f) {
+        ValueRef::Null => J::Null,
+        ValueRef::Boolean(b) => J::Bool(b),
+        ValueRef::Integer(i) => J::from(i),
+        ValueRef::Float(f) => match serde_json::Number::from_f64(f) {
             Some(n) => json!({ "f": n }),
             None => json!({ "f": f.to_string() }),
         },
-        Value::Text(s) => J::String(s.clone()),
-        Value::Bytes(b) => json!({ "b": hex::encode(b) }),
-        Value::Json(text) => json!({ "j": text }),
+        ValueRef::Text(s) => J::String(s.to_string()),
+        ValueRef::Bytes(b) => json!({ "b": hex::encode(b) }),
+        ValueRef::Json(text) => json!({ "j": text }),
     }
 }
 
@@ -89,7 +104,7 @@ mod tests {
 
     #[test]
     fn hashes_treat_equal_things_alike_and_different_things_apart() {
-        let same = |a: Value, b: Value| value_hash(&a) == value_hash(&b);
+        let same = |a: Value, b: Value| value_hash((&a).into()) == value_hash((&b).into());
         assert!(same(Value::Float(f64::NAN), Value::Float(f64::NAN)));
         assert!(same(Value::Bytes(vec![1, 2]), Value::Json("[1,2]".into())));
         assert!(same(Value::Json("{\"a\": 1, \"b\": 2}".into()), Value::Json("{\"b\":2,\"a\":1}".into())));
@@ -97,6 +112,25 @@ mod tests {
         assert!(!same(Value::Null, Value::Text(String::new())));
         assert!(!same(Value::Text("[1,2]".into()), Value::Json("[1,2]".into())));
         assert!(!same(Value::Float(0.0), Value::Float(-0.0)));
+    }
+
+    #[test]
+    fn cells_hash_as_their_values_do() {
+        use crate::plugin::types::Table;
+        let values = [
+            Value::Null,
+            Value::Boolean(false),
+            Value::Integer(-3),
+            Value::Float(2.5),
+            Value::Text("héllo".into()),
+            Value::Bytes(vec![1, 2]),
+            Value::Json("{\"b\":2, \"a\":1}".into()),
+        ];
+        let rows: Vec<Row> = values.iter().map(|v| Row { key: "k".into(), values: vec![v.clone()] }).collect();
+        let table = Table::from_rows(vec!["c".into()], &rows);
+        for (row, value) in values.iter().enumerate() {
+            assert_eq!(cell_hash(&table.values[0], row), value_hash(value.into()), "{value:?}");
+        }
     }
 
     #[test]
@@ -113,8 +147,8 @@ mod tests {
             Value::Json("[1, 2]".into()),
         ];
         for value in values {
-            let decoded = decode_value(&encode_value(&value)).unwrap();
-            assert_eq!(value_hash(&decoded), value_hash(&value), "{value:?} became {decoded:?}");
+            let decoded = decode_value(&encode_value((&value).into())).unwrap();
+            assert_eq!(value_hash((&decoded).into()), value_hash((&value).into()), "{value:?} became {decoded:?}");
             assert_eq!(std::mem::discriminant(&decoded), std::mem::discriminant(&value));
         }
     }

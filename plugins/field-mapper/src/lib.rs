@@ -10,11 +10,15 @@
 //! ]
 //! filter = { field = "status", not_equals = "withdrawn" }
 //! ```
+//!
+//! It works column by column: the filter picks the rows kept, a copied field
+//! takes its input column whole (moved, not copied, when no row is dropped),
+//! and a computed field renders into a new column.
 
 mod template;
 
 use serde::Deserialize;
-use synchost_plugin_sdk::{self as sdk, Error, PluginInfo, Row, RowBatch, Value};
+use synchost_plugin_sdk::{self as sdk, Column, Error, PluginInfo, Table, ValueRef};
 
 use exports::synchost::plugin::transform::Transformed;
 use template::Template;
@@ -23,9 +27,9 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/transform-plugin",
     with: {
-        "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
+        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
     },
 });
 
@@ -74,15 +78,19 @@ impl exports::synchost::plugin::transform::Guest for FieldMapper {
         )
     }
 
-    fn transform(batch: RowBatch) -> Result<Transformed, Error> {
+    fn transform(input: Table) -> Result<Transformed, Error> {
         let config: Config = sdk::config()?;
-        let position = |name: &str| batch.columns.iter().position(|c| c == name);
         let mut rules = Vec::with_capacity(config.fields.len());
-        for field in &config.fields {
+        for (i, field) in config.fields.iter().enumerate() {
+            // Column names are unique in a table: the host refuses one that
+            // repeats a name, and this says which field of the config did.
+            if config.fields[..i].iter().any(|other| other.name == field.name) {
+                return Err(Error::Config(format!("field `{}` is named twice in `fields`", field.name)));
+            }
             rules.push(match (&field.from, &field.template) {
-                (Some(from), None) => Rule::Copy(position(from)),
+                (Some(from), None) => Rule::Copy(input.position(from)),
                 (None, Some(template)) => Rule::Compute(
-                    Template::parse(template, &batch.columns)
+                    Template::parse(template, &input.columns)
                         .map_err(|e| Error::Config(format!("field `{}`: {e}", field.name)))?,
                 ),
                 _ => {
@@ -93,54 +101,75 @@ impl exports::synchost::plugin::transform::Guest for FieldMapper {
                 }
             });
         }
-        let filter = config.filter.as_ref().map(|f| (position(&f.field), f));
-        // How many output fields copy each input column.
-        let mut copy_counts = vec![0usize; batch.columns.len()];
-        for rule in &rules {
-            if let Rule::Copy(Some(i)) = rule {
-                copy_counts[*i] += 1;
-            }
-        }
-        let mut copies = copy_counts.clone();
+        let kept = match &config.filter {
+            Some(filter) => filter.kept_rows(&input),
+            None => (0..input.len() as u32).collect(),
+        };
+        let all_kept = kept.len() == input.len();
+        let values = output_columns(&rules, input.values, &kept, all_kept);
 
-        let mut rows = Vec::with_capacity(batch.rows.len());
-        let mut origins = Vec::with_capacity(batch.rows.len());
-        for (index, row) in batch.rows.into_iter().enumerate() {
-            if let Some((at, filter)) = &filter {
-                let text = at.map(|i| sdk::value_to_text(&row.values[i])).unwrap_or_default();
-                let keep = filter.equals.as_ref().is_none_or(|v| *v == text)
-                    && filter.not_equals.as_ref().is_none_or(|v| *v != text);
-                if !keep {
-                    continue;
-                }
-            }
-            // Computed fields first, while every input value is still in place;
-            // then copies, each moving its value out unless another rule still
-            // copies it too (cloning ten strings a row adds up at a million).
-            let mut values: Vec<Value> = rules
-                .iter()
-                .map(|rule| match rule {
-                    Rule::Compute(template) => Value::Text(template.render(&row.values)),
-                    _ => Value::Null,
-                })
-                .collect();
-            let mut input = row.values;
-            for (out, rule) in values.iter_mut().zip(&rules).rev() {
-                if let Rule::Copy(Some(i)) = rule {
-                    *out = if copies[*i] > 1 {
-                        copies[*i] -= 1;
-                        input[*i].clone()
-                    } else {
-                        std::mem::replace(&mut input[*i], Value::Null)
-                    };
-                }
-            }
-            copies.copy_from_slice(&copy_counts);
-            rows.push(Row { key: row.key, values });
-            origins.push(index as u32);
+        // The output rows' keys are their input rows' keys: a table of the
+        // keys alone, selected like the columns, then given the columns.
+        let keys =
+            Table { columns: Vec::new(), key_data: input.key_data, key_ends: input.key_ends, values: Vec::new() };
+        let keys = if all_kept { keys } else { keys.select(&kept) };
+        let rows = Table { columns: config.fields.into_iter().map(|f| f.name).collect(), values, ..keys };
+        Ok(Transformed { rows, origins: kept })
+    }
+}
+
+/// The output columns, one per rule, for the rows `kept` (all of the input's
+/// when `all_kept`).
+fn output_columns(rules: &[Rule], mut inputs: Vec<Column>, kept: &[u32], all_kept: bool) -> Vec<Column> {
+    // Computed fields first, while every input column is still in place.
+    let mut columns: Vec<Option<Column>> = rules
+        .iter()
+        .map(|rule| match rule {
+            Rule::Compute(template) => Some(template.render_column(&inputs, kept)),
+            Rule::Copy(_) => None,
+        })
+        .collect();
+    // Then copies. With every row kept, each moves its input column out
+    // unless another rule still copies it too (copying a million values adds
+    // up); otherwise each takes the kept rows' values.
+    let mut copies_left = vec![0usize; inputs.len()];
+    for rule in rules {
+        if let Rule::Copy(Some(i)) = rule {
+            copies_left[*i] += 1;
         }
-        let columns = config.fields.into_iter().map(|f| f.name).collect();
-        Ok(Transformed { columns, rows, origins })
+    }
+    for (column, rule) in columns.iter_mut().zip(rules) {
+        if let Rule::Copy(from) = rule {
+            *column = Some(match *from {
+                None => Column::repeat(ValueRef::Null, kept.len()),
+                Some(i) if !all_kept => inputs[i].select(kept),
+                Some(i) => {
+                    copies_left[i] -= 1;
+                    if copies_left[i] > 0 {
+                        inputs[i].clone()
+                    } else {
+                        // Leaves an empty column behind, never read again.
+                        std::mem::replace(&mut inputs[i], Column::repeat(ValueRef::Null, 0))
+                    }
+                }
+            });
+        }
+    }
+    columns.into_iter().map(|column| column.expect("every rule made its column")).collect()
+}
+
+impl Filter {
+    /// The indices of the rows that pass, in order. A row passes on the text
+    /// of its `field` (empty where the input has no such column).
+    fn kept_rows(&self, input: &Table) -> Vec<u32> {
+        let column = input.position(&self.field).map(|i| &input.values[i]);
+        let passes = |text: &str| {
+            self.equals.as_deref().is_none_or(|v| v == text) && self.not_equals.as_deref().is_none_or(|v| v != text)
+        };
+        (0..input.len())
+            .filter(|&row| passes(&column.map(|c| c.get(row).to_text()).unwrap_or_default()))
+            .map(|row| row as u32)
+            .collect()
     }
 }
 

@@ -20,7 +20,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 
 use serde::{Deserialize, Serialize};
-use synchost_plugin_sdk::{self as sdk, Action, Error, OperationBatch, Page, Row, Value};
+use synchost_plugin_sdk::{self as sdk, Action, Error, JsonFields, OperationBatch, Page, Row, TableBuilder};
 
 /// The plugin's `config` table in the tenant file (the settings of the data
 /// set; a plugin that embeds this store may take more keys of its own).
@@ -73,73 +73,14 @@ struct Record {
 }
 
 /// A record as a snapshot reads it: the fields in the order the line has
-/// them, their names borrowed from the line rather than allocated, for every
-/// record of a large data set.
+/// them, names and text borrowed from the line rather than allocated, for
+/// every record of a large data set (see [`JsonFields`]).
 #[derive(Deserialize)]
 struct RecordView<'a> {
     #[serde(borrow)]
     key: Cow<'a, str>,
     #[serde(borrow)]
-    fields: FieldList<'a>,
-}
-
-/// A JSON object's entries, in order, without building a map.
-struct FieldList<'a>(Vec<(Cow<'a, str>, serde_json::Value)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for FieldList<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Entries<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Entries<'a> {
-            type Value = FieldList<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of fields")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<FieldList<'a>, M::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((name, value)) = map.next_entry::<Cow<'a, str>, serde_json::Value>()? {
-                    entries.push((name, value));
-                }
-                Ok(FieldList(entries))
-            }
-        }
-        deserializer.deserialize_map(Entries(std::marker::PhantomData))
-    }
-}
-
-/// A page laid out positionally as its records are read: the columns are the
-/// union of the records' fields, and a field a record lacks is null.
-#[derive(Default)]
-struct PageBuilder {
-    columns: Vec<String>,
-    rows: Vec<Row>,
-}
-
-impl PageBuilder {
-    fn push(&mut self, record: RecordView<'_>) {
-        let fields = record.fields.0;
-        let key = record.key.into_owned();
-        // Records this plugin wrote list their fields in one (sorted) order:
-        // most records line up with the columns field by field.
-        if fields.len() == self.columns.len() && fields.iter().zip(&self.columns).all(|((name, _), c)| name == c) {
-            let values = fields.into_iter().map(|(_, value)| sdk::value_from_json(value)).collect();
-            self.rows.push(Row { key, values });
-            return;
-        }
-        let mut values = vec![Value::Null; self.columns.len()];
-        for (name, value) in fields {
-            match self.columns.iter().position(|c| *c == name) {
-                Some(i) => values[i] = sdk::value_from_json(value),
-                None => {
-                    self.columns.push(name.into_owned());
-                    for row in &mut self.rows {
-                        row.values.push(Value::Null);
-                    }
-                    values.push(sdk::value_from_json(value));
-                }
-            }
-        }
-        self.rows.push(Row { key, values });
-    }
+    fields: JsonFields<'a>,
 }
 
 pub(crate) struct DataSet {
@@ -199,8 +140,10 @@ impl DataSet {
                 .and_then(|(s, o)| Some((s.parse().ok()?, o.parse().ok()?)))
                 .ok_or_else(|| Error::Config(format!("page token `{t}` is not `shard/offset`")))?,
         };
-        let mut page = PageBuilder::default();
-        while shard < self.shards && page.rows.len() < page_size {
+        // The columns are the union of the records' fields, in the order first
+        // seen; a field a record lacks is null.
+        let mut page = TableBuilder::new(Vec::new());
+        while shard < self.shards && page.len() < page_size {
             let path = self.shard_path(shard);
             match fs::File::open(&path) {
                 Ok(mut file) => {
@@ -208,7 +151,7 @@ impl DataSet {
                     let mut reader = BufReader::new(file);
                     let mut line = String::new();
                     loop {
-                        if page.rows.len() == page_size {
+                        if page.len() == page_size {
                             break;
                         }
                         line.clear();
@@ -223,9 +166,9 @@ impl DataSet {
                         }
                         let record: RecordView = serde_json::from_str(&line)
                             .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a record: {e}")))?;
-                        page.push(record);
+                        page.push_fields(&record.key, &record.fields.0);
                     }
-                    if page.rows.len() == page_size {
+                    if page.len() == page_size {
                         break;
                     }
                 }
@@ -236,7 +179,7 @@ impl DataSet {
             offset = 0;
         }
         let next = (shard < self.shards).then(|| format!("{shard}/{offset}"));
-        Ok(Page { columns: page.columns, rows: page.rows, next })
+        Ok(Page { rows: page.finish(), next })
     }
 
     /// Applies the operations shard by shard, each shard rewritten once.

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 
 use serde::Deserialize;
-use synchost_plugin_sdk::{self as sdk, Change, Error, Event, EventBatch};
+use synchost_plugin_sdk::{self as sdk, Change, Error, Event, EventBatch, Row, Value, ValueRef};
 
 use crate::KeyFields;
 
@@ -67,9 +67,18 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
             Entry::Upsert { key, row } => {
                 let key = match key {
                     Some(key) => key,
-                    None => key_fields
-                        .key_of(|name| row.get(name).cloned().map(sdk::value_from_json))
-                        .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: {e}")))?,
+                    None => {
+                        let parts: Vec<Option<Value>> = key_fields
+                            .names()
+                            .iter()
+                            .map(|name| row.get(name).cloned().map(sdk::value_from_json))
+                            .collect();
+                        let mut key = String::new();
+                        key_fields
+                            .write_key(&mut key, |i, _| parts[i].as_ref().map(ValueRef::from))
+                            .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: {e}")))?;
+                        key
+                    }
                 };
                 pending.push((at, Pending::Upsert(key, row)));
             }
@@ -83,7 +92,7 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
             Pending::Delete(_) => None,
         })
         .collect();
-    let (columns, rows) = crate::dataset::to_rows(upserts);
+    let (columns, rows) = to_rows(upserts);
     let mut rows = rows.into_iter();
     let events = pending
         .into_iter()
@@ -96,4 +105,25 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
         })
         .collect();
     Ok(EventBatch { columns, events, cursor: position.to_string() })
+}
+
+/// Lays out JSON objects positionally: the columns are the union of their
+/// fields; a field an object lacks is null.
+fn to_rows(objects: Vec<(String, BTreeMap<String, serde_json::Value>)>) -> (Vec<String>, Vec<Row>) {
+    let mut columns: Vec<String> = Vec::new();
+    for (_, object) in &objects {
+        for name in object.keys() {
+            if !columns.contains(name) {
+                columns.push(name.clone());
+            }
+        }
+    }
+    let rows = objects
+        .into_iter()
+        .map(|(key, mut object)| Row {
+            key,
+            values: columns.iter().map(|c| object.remove(c).map_or(Value::Null, sdk::value_from_json)).collect(),
+        })
+        .collect();
+    (columns, rows)
 }

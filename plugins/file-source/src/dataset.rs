@@ -1,10 +1,13 @@
 //! Snapshot pages from a CSV or JSON-lines data set.
+//!
+//! A page is laid out by column as it is read: each cell goes straight into
+//! its column's buffer, with no string or row of its own (see
+//! [`sdk::table`]).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 
-use synchost_plugin_sdk::{self as sdk, Error, Page, Row, Value};
+use synchost_plugin_sdk::{self as sdk, Error, JsonFields, Page, Table, TableBuilder, ValueRef};
 
 use crate::{Config, Format};
 
@@ -17,6 +20,11 @@ pub(crate) fn read_page(path: &str, format: Format, config: &Config, offset: u64
     }
 }
 
+/// A CSV cell's value: an empty cell is null.
+fn cell(text: &str) -> ValueRef<'_> {
+    if text.is_empty() { ValueRef::Null } else { ValueRef::Text(text) }
+}
+
 fn csv_page(path: &str, mut file: File, config: &Config, offset: u64) -> Result<Page, Error> {
     let bad = |e: csv::Error| Error::Config(format!("`{path}`: {e}"));
     // The header names the columns of every page; read it again each time so
@@ -24,51 +32,56 @@ fn csv_page(path: &str, mut file: File, config: &Config, offset: u64) -> Result<
     let mut header_reader = csv::ReaderBuilder::new().has_headers(false).from_reader(&mut file);
     let mut header = csv::StringRecord::new();
     if !header_reader.read_record(&mut header).map_err(bad)? {
-        return Ok(Page { columns: vec![], rows: vec![], next: None });
+        return Ok(Page { rows: Table::empty(Vec::new()), next: None });
     }
     let header_end = header_reader.position().byte();
     drop(header_reader);
     let columns: Vec<String> = header.iter().map(|c| c.trim().to_string()).collect();
+    // Where each key field is among the columns (`None`: the header lacks it,
+    // which the first record reports).
+    let key_at: Vec<Option<usize>> =
+        config.key.names().iter().map(|name| columns.iter().position(|c| c == name)).collect();
+    let width = columns.len();
 
     let start = offset.max(header_end);
     file.seek(SeekFrom::Start(start)).map_err(|e| sdk::io_error(path, e))?;
     let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(BufReader::new(file));
-    let mut rows = Vec::new();
+    let mut table = TableBuilder::new(columns);
     let mut record = csv::StringRecord::new();
-    while rows.len() < config.page_size {
+    let mut key = String::new();
+    while table.len() < config.page_size {
         if !reader.read_record(&mut record).map_err(bad)? {
-            return Ok(Page { columns, rows, next: None });
+            return Ok(Page { rows: table.finish(), next: None });
         }
-        let line = record.position().map_or(0, |p| p.line());
-        if record.len() != columns.len() {
+        if record.len() != width {
+            let line = record.position().map_or(0, |p| p.line());
             return Err(Error::Config(format!(
-                "`{path}`: record {line} after byte {start} has {} fields, the header has {}",
+                "`{path}`: record {line} after byte {start} has {} fields, the header has {width}",
                 record.len(),
-                columns.len()
             )));
         }
-        let values: Vec<Value> = record
-            .iter()
-            .map(|cell| if cell.is_empty() { Value::Null } else { Value::Text(cell.to_string()) })
-            .collect();
-        let key = config
-            .key
-            .key_of(|name| columns.iter().position(|c| c == name).map(|i| values[i].clone()))
-            .map_err(|e| Error::Config(format!("`{path}`: record {line} after byte {start}: {e}")))?;
-        rows.push(Row { key, values });
+        config.key.write_key(&mut key, |i, _| key_at[i].map(|at| cell(&record[at]))).map_err(|e| {
+            let line = record.position().map_or(0, |p| p.line());
+            Error::Config(format!("`{path}`: record {line} after byte {start}: {e}"))
+        })?;
+        table.push_key(&key);
+        for (i, text) in record.iter().enumerate() {
+            table.column(i).push(cell(text));
+        }
     }
     let next = start + reader.position().byte();
-    Ok(Page { columns, rows, next: Some(next.to_string()) })
+    Ok(Page { rows: table.finish(), next: Some(next.to_string()) })
 }
 
 fn jsonl_page(path: &str, mut file: File, config: &Config, offset: u64) -> Result<Page, Error> {
     file.seek(SeekFrom::Start(offset)).map_err(|e| sdk::io_error(path, e))?;
     let mut reader = BufReader::new(file);
     let mut position = offset;
-    let mut objects = Vec::new();
+    let mut table = TableBuilder::new(Vec::new());
     let mut line = String::new();
+    let mut key = String::new();
     let mut at_end = false;
-    while objects.len() < config.page_size {
+    while table.len() < config.page_size {
         line.clear();
         let read = reader.read_line(&mut line).map_err(|e| sdk::io_error(path, e))?;
         if read == 0 {
@@ -80,35 +93,17 @@ fn jsonl_page(path: &str, mut file: File, config: &Config, offset: u64) -> Resul
         if line.trim().is_empty() {
             continue;
         }
-        let object: BTreeMap<String, serde_json::Value> = serde_json::from_str(&line)
+        let mut object: JsonFields = serde_json::from_str(&line)
             .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a JSON object: {e}")))?;
-        let key = config
+        // Fields in name order, as a JSON map holds them: the columns are
+        // their union in the order first seen. (The sort is stable, so of a
+        // name given twice the last value still counts.)
+        object.0.sort_by(|(a, _), (b, _)| a.cmp(b));
+        config
             .key
-            .key_of(|name| object.get(name).cloned().map(sdk::value_from_json))
+            .write_key(&mut key, |_, name| object.get(name).map(ValueRef::from))
             .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: {e}")))?;
-        objects.push((key, object));
+        table.push_fields(&key, &object.0);
     }
-    let (columns, rows) = to_rows(objects);
-    Ok(Page { columns, rows, next: (!at_end).then(|| position.to_string()) })
-}
-
-/// Lays out JSON objects positionally: the columns are the union of their
-/// fields; a field an object lacks is null.
-pub(crate) fn to_rows(objects: Vec<(String, BTreeMap<String, serde_json::Value>)>) -> (Vec<String>, Vec<Row>) {
-    let mut columns: Vec<String> = Vec::new();
-    for (_, object) in &objects {
-        for name in object.keys() {
-            if !columns.contains(name) {
-                columns.push(name.clone());
-            }
-        }
-    }
-    let rows = objects
-        .into_iter()
-        .map(|(key, mut object)| Row {
-            key,
-            values: columns.iter().map(|c| object.remove(c).map_or(Value::Null, sdk::value_from_json)).collect(),
-        })
-        .collect();
-    (columns, rows)
+    Ok(Page { rows: table.finish(), next: (!at_end).then(|| position.to_string()) })
 }

@@ -8,17 +8,19 @@
 mod changelog;
 mod dataset;
 
+use std::fmt::Write;
+
 use serde::Deserialize;
-use synchost_plugin_sdk::{self as sdk, Error, EventBatch, Page, PluginInfo, Value};
+use synchost_plugin_sdk::{self as sdk, Error, EventBatch, Page, PluginInfo, ValueRef};
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/source-plugin",
     with: {
-        "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.1.1": synchost_plugin_sdk::jetstream,
+        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+        "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
     },
 });
 
@@ -59,23 +61,35 @@ pub(crate) enum KeyFields {
 }
 
 impl KeyFields {
-    fn names(&self) -> &[String] {
+    pub(crate) fn names(&self) -> &[String] {
         match self {
             KeyFields::One(name) => std::slice::from_ref(name),
             KeyFields::Several(names) => names,
         }
     }
 
-    /// The key of a row, or a message naming the key field it lacks.
-    pub(crate) fn key_of(&self, lookup: impl Fn(&str) -> Option<Value>) -> Result<String, String> {
-        let mut parts = Vec::with_capacity(self.names().len());
-        for name in self.names() {
-            match lookup(name) {
-                None | Some(Value::Null) => return Err(format!("no value for key field `{name}`")),
-                Some(value) => parts.push(sdk::value_to_text(&value)),
+    /// Writes the key of a row into `key` (which it clears first): the text of
+    /// each key field's value, joined with ':'. `value` gives the value of the
+    /// key field at an index of [`Self::names`], with its name; a field with
+    /// none, or a null, is an error that names it.
+    pub(crate) fn write_key<'v>(
+        &self,
+        key: &mut String,
+        mut value: impl FnMut(usize, &str) -> Option<ValueRef<'v>>,
+    ) -> Result<(), String> {
+        key.clear();
+        for (i, name) in self.names().iter().enumerate() {
+            match value(i, name) {
+                None | Some(ValueRef::Null) => return Err(format!("no value for key field `{name}`")),
+                Some(part) => {
+                    if i > 0 {
+                        key.push(':');
+                    }
+                    write!(key, "{part}").expect("writing to a String cannot fail");
+                }
             }
         }
-        Ok(parts.join(":"))
+        Ok(())
     }
 }
 

@@ -25,10 +25,10 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/source-plugin",
     with: {
-        "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.1.1": synchost_plugin_sdk::jetstream,
+        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+        "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
     },
 });
 

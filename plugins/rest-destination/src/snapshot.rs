@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 use synchost_plugin_sdk::http::Method;
-use synchost_plugin_sdk::{self as sdk, Error, Page, Row, Value};
+use synchost_plugin_sdk::{self as sdk, Error, Page, Table, TableBuilder, Value};
 
 use crate::client::{Status, describe};
 use crate::config::{Api, Pagination, encode};
@@ -111,14 +111,15 @@ pub(crate) fn page(api: &Api, token: Option<String>) -> Result<Page, Error> {
         (Pagination::Page | Pagination::None, _) => None,
     };
 
-    let (columns, rows) = rows(api, items).map_err(not_a_list)?;
+    let rows = table(api, items).map_err(not_a_list)?;
     sdk::log::debug(&format!("GET {url}: {} records, next page: {}", rows.len(), next.is_some()));
-    Ok(Page { columns, rows, next })
+    Ok(Page { rows, next })
 }
 
-/// Turns the API's items into rows under the synchost field names; the
-/// columns are every field any item has (an item without one gets null).
-fn rows(api: &Api, items: Vec<Json>) -> Result<(Vec<String>, Vec<Row>), String> {
+/// Lays the API's items out as a table under the synchost field names; the
+/// columns are every field any item has, in name order (an item without one
+/// gets null).
+fn table(api: &Api, items: Vec<Json>) -> Result<Table, String> {
     let mut records = Vec::with_capacity(items.len());
     let mut column_set = BTreeMap::new();
     for (index, item) in items.into_iter().enumerate() {
@@ -137,25 +138,24 @@ fn rows(api: &Api, items: Vec<Json>) -> Result<(Vec<String>, Vec<Row>), String> 
             }
             None => return Err(format!("item {index} has no key field `{}` (key_field)", api.key_field)),
         };
-        let fields: Vec<(String, Json)> = item
+        let fields: Vec<(String, Value)> = item
             .into_iter()
-            .filter_map(|(name, value)| api.field_name(&name).map(|ours| (ours.to_string(), value)))
+            .filter_map(|(name, value)| {
+                api.field_name(&name).map(|ours| (ours.to_string(), sdk::value_from_json(value)))
+            })
             .collect();
         for (name, _) in &fields {
             column_set.insert(name.clone(), ());
         }
         records.push((key, fields));
     }
-    let columns: Vec<String> = column_set.into_keys().collect();
-    let rows = records
-        .into_iter()
-        .map(|(key, fields)| {
-            let mut fields: BTreeMap<String, Json> = fields.into_iter().collect();
-            let values = columns.iter().map(|c| fields.remove(c).map_or(Value::Null, sdk::value_from_json)).collect();
-            Row { key, values }
-        })
-        .collect();
-    Ok((columns, rows))
+    // Every column is known up front, so placing each item's fields by name
+    // adds none (and of two fields renamed alike, the last counts).
+    let mut table = TableBuilder::with_capacity(column_set.into_keys().collect(), records.len());
+    for (key, fields) in &records {
+        table.push_fields(key, fields);
+    }
+    Ok(table.finish())
 }
 
 fn kind(json: &Json) -> &'static str {

@@ -1,20 +1,22 @@
 //! The guest-side kit for synchost plugins written in Rust.
 //!
 //! It generates the bindings for what every plugin shares (the `types`, `host`,
-//! `sql` and `jetstream` interfaces of `synchost:plugin`) once, and adds what each plugin would otherwise
-//! write again: reading its typed config, logging, and converting values to and
-//! from JSON. A plugin crate generates only its own world and maps the shared
-//! interfaces onto this crate:
+//! `sql` and `jetstream` interfaces of `synchost:plugin`) once, and adds what
+//! each plugin would otherwise write again: reading its typed config, logging,
+//! converting values to and from JSON, building and reading the column-laid
+//! tables that snapshot pages and transforms carry ([`table`], [`json`]), and
+//! HTTP requests ([`http`]). A plugin crate generates only its own world and
+//! maps the shared interfaces onto this crate:
 //!
 //! ```ignore
 //! wit_bindgen::generate!({
 //!     path: "../../wit",
 //!     world: "synchost:plugin/source-plugin",
 //!     with: {
-//!         "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
-//!         "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
-//!         "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
-//!         "synchost:plugin/jetstream@0.1.1": synchost_plugin_sdk::jetstream,
+//!         "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
+//!         "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
+//!         "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+//!         "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
 //!     },
 //! });
 //! ```
@@ -25,10 +27,10 @@ mod bindings {
         inline: "
             package synchost:sdk;
             world imports {
-                import synchost:plugin/types@0.1.1;
-                import synchost:plugin/host@0.1.1;
-                import synchost:plugin/sql@0.1.1;
-                import synchost:plugin/jetstream@0.1.1;
+                import synchost:plugin/types@0.2.0;
+                import synchost:plugin/host@0.2.0;
+                import synchost:plugin/sql@0.2.0;
+                import synchost:plugin/jetstream@0.2.0;
             }
         ",
         world: "synchost:sdk/imports",
@@ -38,15 +40,19 @@ mod bindings {
 }
 
 pub mod http;
+pub mod json;
+pub mod table;
 
 pub use bindings::synchost::plugin::{host, jetstream, sql, types};
+pub use json::{JsonFields, JsonValue};
+pub use table::{ColumnBuilder, TableBuilder, ValueRef};
 pub use types::{
-    Action, Change, Error, Event, EventBatch, Operation, OperationBatch, Page, PluginInfo, Row, RowBatch, RowUpdate,
-    Value,
+    Action, Change, Column, Error, Event, EventBatch, Kind, Operation, OperationBatch, Page, PluginInfo, Row,
+    RowUpdate, Table, Value,
 };
 
 /// The version of the `synchost:plugin` WIT package this SDK was built from.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// The `info()` answer for a plugin built with this SDK.
 pub fn plugin_info(name: &str, version: &str, description: &str) -> PluginInfo {
@@ -113,16 +119,10 @@ pub fn value_to_json(value: &Value) -> serde_json::Value {
     }
 }
 
-/// Renders a value as plain text, as a template or a key would show it.
+/// Renders a value as plain text, as a template or a key would show it (see
+/// [`ValueRef`]'s `Display`).
 pub fn value_to_text(value: &Value) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::Boolean(b) => b.to_string(),
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Text(s) | Value::Json(s) => s.clone(),
-        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
-    }
+    ValueRef::from(value).to_string()
 }
 
 /// Turns a failed file or I/O operation into the WIT error the host acts on:

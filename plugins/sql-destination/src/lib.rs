@@ -32,15 +32,17 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use sql_common::{Names, Table, key_values};
 use synchost_plugin_sdk::sql::Dialect;
-use synchost_plugin_sdk::{self as sdk, Action, Error, Operation, OperationBatch, Page, PluginInfo, Row, Value};
+use synchost_plugin_sdk::{
+    self as sdk, Action, Error, Operation, OperationBatch, Page, PluginInfo, Row, TableBuilder, Value, ValueRef,
+};
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/destination-plugin",
     with: {
-        "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
+        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
     },
 });
 
@@ -111,11 +113,11 @@ impl Destination {
     fn snapshot(&self, token: Option<&str>) -> Result<Page, Error> {
         let table = &self.table;
         let (rows, next) = table.page(token, self.config.page_size)?;
-        let rows = rows
-            .into_iter()
-            .map(|values| Ok(Row { key: table.key_of(&values)?, values }))
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Page { columns: table.columns.clone(), rows, next })
+        let mut page = TableBuilder::with_capacity(table.columns.clone(), rows.len());
+        for values in &rows {
+            page.push_row(&table.key_of(values)?, values.iter().map(ValueRef::from));
+        }
+        Ok(Page { rows: page.finish(), next })
     }
 
     fn shape(&self, columns: &[String]) -> Shape {

@@ -28,16 +28,18 @@ use std::cell::RefCell;
 
 use serde::Deserialize;
 use sql_common::{Names, Table, read_all, token, token_values};
-use synchost_plugin_sdk::{self as sdk, Change, Error, Event, EventBatch, Page, PluginInfo, Row, Value};
+use synchost_plugin_sdk::{
+    self as sdk, Change, Error, Event, EventBatch, Page, PluginInfo, Row, TableBuilder, Value, ValueRef,
+};
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/source-plugin",
     with: {
-        "synchost:plugin/types@0.1.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.1.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.1.1": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.1.1": synchost_plugin_sdk::jetstream,
+        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+        "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
     },
 });
 
@@ -118,16 +120,14 @@ impl Source {
     fn snapshot(&self, token: Option<&str>) -> Result<Page, Error> {
         let table = &self.table;
         let (rows, next) = table.page(token, self.config.page_size)?;
-        let mut page_rows = Vec::with_capacity(rows.len());
-        for mut values in rows {
-            if self.is_deleted(&values) {
+        let mut page = TableBuilder::with_capacity(table.columns[..self.emitted].to_vec(), rows.len());
+        for values in &rows {
+            if self.is_deleted(values) {
                 continue;
             }
-            let key = table.key_of(&values)?;
-            values.truncate(self.emitted);
-            page_rows.push(Row { key, values });
+            page.push_row(&table.key_of(values)?, values[..self.emitted].iter().map(ValueRef::from));
         }
-        Ok(Page { columns: table.columns[..self.emitted].to_vec(), rows: page_rows, next })
+        Ok(Page { rows: page.finish(), next })
     }
 
     fn events(&self, cursor: Option<&str>, max: u32) -> Result<EventBatch, Error> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::plan::{Conflict, Plan};
-use crate::plugin::types::{Row, RowUpdate};
+use crate::plugin::types::{Row, RowUpdate, Table};
 use crate::state::RunId;
 use crate::sync::values::{decode_value, encode_value};
 
@@ -80,16 +80,16 @@ impl RowWriter {
         Ok(RowWriter { out: compressed_writer(&path)?, path, line: Vec::with_capacity(256) })
     }
 
-    pub(crate) fn page(&mut self, columns: &[String], rows: &[Row]) -> Result<(), ArchiveError> {
+    pub(crate) fn page(&mut self, table: &Table) -> Result<(), ArchiveError> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &json!({ "columns": columns })).expect("columns serialise");
+        serde_json::to_writer(&mut self.line, &json!({ "columns": table.columns })).expect("columns serialise");
         self.line.push(b'\n');
-        for row in rows {
+        for row in 0..table.len() {
             self.line.extend_from_slice(b"[");
-            serde_json::to_writer(&mut self.line, &row.key).expect("keys serialise");
-            for value in &row.values {
+            serde_json::to_writer(&mut self.line, table.key(row)).expect("keys serialise");
+            for column in &table.values {
                 self.line.push(b',');
-                serde_json::to_writer(&mut self.line, &encode_value(value)).expect("values serialise");
+                serde_json::to_writer(&mut self.line, &encode_value(column.get(row))).expect("values serialise");
             }
             self.line.extend_from_slice(b"]\n");
         }
@@ -102,10 +102,10 @@ impl RowWriter {
 }
 
 /// A page read back from a row stream: its columns and rows.
-pub(crate) type ArchivedPage = (Vec<String>, Vec<Row>);
+type ArchivedPage = (Vec<String>, Vec<Row>);
 
 /// Reads a row stream back, page by page.
-pub(crate) fn read_pages(path: &Path) -> Result<Vec<ArchivedPage>, ArchiveError> {
+pub(crate) fn read_pages(path: &Path) -> Result<Vec<Table>, ArchiveError> {
     let mut pages: Vec<ArchivedPage> = Vec::new();
     for line in compressed_lines(path)? {
         let line = line?;
@@ -117,13 +117,19 @@ pub(crate) fn read_pages(path: &Path) -> Result<Vec<ArchivedPage>, ArchiveError>
                 pages.push((columns, Vec::new()));
             }
             serde_json::Value::Array(items) => {
-                let (_, rows) = pages.last_mut().ok_or_else(|| error(path, "a row before any page header"))?;
-                rows.push(decode_row(&items).map_err(|e| error(path, e))?);
+                let (columns, rows) = pages.last_mut().ok_or_else(|| error(path, "a row before any page header"))?;
+                let row = decode_row(&items).map_err(|e| error(path, e))?;
+                if row.values.len() != columns.len() {
+                    let found =
+                        format!("row `{}` has {} values for {} columns", row.key, row.values.len(), columns.len());
+                    return Err(error(path, found));
+                }
+                rows.push(row);
             }
             other => return Err(error(path, format!("unexpected line `{other}`"))),
         }
     }
-    Ok(pages)
+    Ok(pages.into_iter().map(|(columns, rows)| Table::from_rows(columns, &rows)).collect())
 }
 
 fn decode_row(items: &[serde_json::Value]) -> Result<Row, String> {
@@ -136,7 +142,7 @@ fn decode_row(items: &[serde_json::Value]) -> Result<Row, String> {
 
 fn encode_row(row: &Row) -> serde_json::Value {
     let mut items = vec![serde_json::Value::String(row.key.clone())];
-    items.extend(row.values.iter().map(encode_value));
+    items.extend(row.values.iter().map(|v| encode_value(v.into())));
     serde_json::Value::Array(items)
 }
 
@@ -260,11 +266,12 @@ mod tests {
             Row { key: "k2".into(), values: vec![Value::Float(0.5), Value::Null] },
         ];
         let mut writer = RowWriter::create(dir.path().join("source.jsonl.zst")).unwrap();
-        writer.page(&columns, &rows).unwrap();
-        writer.page(&columns[..1], &[]).unwrap();
+        let pages = vec![Table::from_rows(columns.clone(), &rows), Table::empty(columns[..1].to_vec())];
+        for page in &pages {
+            writer.page(page).unwrap();
+        }
         writer.finish().unwrap();
-        let pages = read_pages(&dir.path().join("source.jsonl.zst")).unwrap();
-        assert_eq!(pages, vec![(columns.clone(), rows.clone()), (columns[..1].to_vec(), vec![])]);
+        assert_eq!(read_pages(&dir.path().join("source.jsonl.zst")).unwrap(), pages);
 
         let plan = Plan {
             columns,

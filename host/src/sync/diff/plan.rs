@@ -10,9 +10,10 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::super::values::{value_hash, value_to_json};
+use super::super::values::{cell_hash, value_hash, value_to_json};
 use crate::config::{Deletes, DiffPolicy};
-use crate::plugin::types::{Row, RowUpdate, Value};
+use crate::plugin::ValueRef;
+use crate::plugin::types::{Row, RowUpdate, Table};
 
 /// What a diff run will do, by key; every list sorted by key.
 #[derive(Debug, Clone, Default)]
@@ -94,25 +95,27 @@ impl DestinationIndex {
     }
 
     /// Adds a page of destination records; fields it lacks count as null.
-    pub fn add_page(&mut self, columns: &[String], rows: &[Row]) {
-        let positions: Vec<Option<usize>> = self.columns.iter().map(|c| columns.iter().position(|p| p == c)).collect();
-        let null = value_hash(&Value::Null);
+    pub fn add_page(&mut self, page: &Table) {
+        let columns: Vec<Option<_>> =
+            self.columns.iter().map(|c| page.columns.iter().position(|p| p == c).map(|i| &page.values[i])).collect();
+        let null = value_hash(ValueRef::Null);
         let mut hashes = Vec::with_capacity(self.columns.len());
-        for row in rows {
+        for row in 0..page.len() {
+            let key = page.key(row);
             hashes.clear();
-            hashes.extend(positions.iter().map(|p| p.map_or(null, |i| value_hash(&row.values[i]))));
-            let digest = row_digest(&row.key, &hashes);
-            match self.rows.get(row.key.as_str()).copied() {
+            hashes.extend(columns.iter().map(|c| c.map_or(null, |c| cell_hash(c, row))));
+            let digest = row_digest(key, &hashes);
+            match self.rows.get(key).copied() {
                 // A key twice in one snapshot: the later record stands, as it
                 // would for anyone reading the destination in order.
                 Some(index) => {
-                    let old = row_digest(&row.key, self.hashes_of(index));
+                    let old = row_digest(key, self.hashes_of(index));
                     let width = self.columns.len();
                     self.hashes[index as usize * width..(index as usize + 1) * width].copy_from_slice(&hashes);
                     self.fingerprint = self.fingerprint.wrapping_sub(old).wrapping_add(digest);
                 }
                 None => {
-                    self.rows.insert(row.key.as_str().into(), self.rows.len() as u32);
+                    self.rows.insert(key.into(), self.rows.len() as u32);
                     self.hashes.extend_from_slice(&hashes);
                     self.fingerprint = self.fingerprint.wrapping_add(digest);
                 }
@@ -209,24 +212,27 @@ impl Planner {
             .collect()
     }
 
-    /// Adds desired rows whose columns are at `positions` (from [`Self::positions`]).
-    pub fn add_rows(&mut self, positions: &[usize], rows: Vec<Row>) -> Result<(), PlanError> {
+    /// Adds desired rows whose owned columns are at `positions` (from
+    /// [`Self::positions`]). They are read in place: only the rows that
+    /// change are copied out, with their owned values.
+    pub fn add_rows(&mut self, positions: &[usize], rows: &Table) -> Result<(), PlanError> {
+        let columns: Vec<_> = positions.iter().map(|&i| &rows.values[i]).collect();
+        let project =
+            |row: usize| Row { key: rows.key(row).to_string(), values: columns.iter().map(|c| c.value(row)).collect() };
         let mut hashes: Vec<u64> = Vec::with_capacity(positions.len());
-        // Only created and updated rows are kept, with their owned values.
-        let project = |values: &mut Vec<Value>| -> Vec<Value> {
-            positions.iter().map(|&i| std::mem::replace(&mut values[i], Value::Null)).collect()
-        };
-        for Row { key, mut values } in rows {
+        for row in 0..rows.len() {
+            let key = rows.key(row);
             hashes.clear();
-            hashes.extend(positions.iter().map(|&i| value_hash(&values[i])));
+            hashes.extend(columns.iter().map(|c| cell_hash(c, row)));
             self.desired_rows += 1;
             if !self.unique.is_empty() {
-                self.check_unique(&key, positions, &values, &hashes);
+                let values: Vec<ValueRef<'_>> = columns.iter().map(|c| c.get(row)).collect();
+                self.check_unique(key, &values, &hashes);
             }
-            match self.destination.rows.get(key.as_str()).copied() {
+            match self.destination.rows.get(key).copied() {
                 Some(index) => {
                     if std::mem::replace(&mut self.seen[index as usize], true) {
-                        return Err(PlanError::DuplicateKey(key));
+                        return Err(PlanError::DuplicateKey(key.to_string()));
                     }
                     let current = self.destination.hashes_of(index);
                     if hashes == current {
@@ -240,30 +246,30 @@ impl Planner {
                         .filter(|((new, old), _)| new != old)
                         .map(|(_, name)| name.clone())
                         .collect();
-                    self.updates.push(RowUpdate { row: Row { key, values: project(&mut values) }, changed });
+                    self.updates.push(RowUpdate { row: project(row), changed });
                 }
                 None => {
-                    if !self.created_keys.insert(key.as_str().into()) {
-                        return Err(PlanError::DuplicateKey(key));
+                    if !self.created_keys.insert(key.into()) {
+                        return Err(PlanError::DuplicateKey(key.to_string()));
                     }
-                    self.creates.push(Row { key, values: project(&mut values) });
+                    self.creates.push(project(row));
                 }
             }
         }
         Ok(())
     }
 
-    /// `values` is a whole desired row; `positions` says where each owned field is.
-    fn check_unique(&mut self, key: &str, positions: &[usize], values: &[Value], hashes: &[u64]) {
+    /// `values` and `hashes` are a desired row's owned fields.
+    fn check_unique(&mut self, key: &str, values: &[ValueRef<'_>], hashes: &[u64]) {
         for (u, (owned_index, field)) in self.unique.iter().enumerate() {
-            let value = &values[positions[*owned_index]];
-            if matches!(value, Value::Null) {
+            let value = values[*owned_index];
+            if value == ValueRef::Null {
                 continue;
             }
             let hash = hashes[*owned_index];
             match self.unique_values[u].get(&hash) {
                 Some(first) if **first != *key => {
-                    let value = value_to_json(value).to_string();
+                    let value = value_to_json(&value.to_value()).to_string();
                     let first = first.to_string();
                     self.conflicts.entry(key.to_string()).or_insert_with(|| Conflict {
                         key: key.to_string(),
@@ -310,7 +316,7 @@ impl Planner {
             for key in &remaining {
                 let index = self.destination.rows[*key];
                 let hash = self.destination.hashes_of(index)[*position];
-                if hash == value_hash(&Value::Null) {
+                if hash == value_hash(ValueRef::Null) {
                     continue;
                 }
                 if let Some(desired) = self.unique_values[u].get(&hash) {
@@ -365,6 +371,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::plugin::types::Value;
 
     fn cols(names: &[&str]) -> Vec<String> {
         names.iter().map(|c| c.to_string()).collect()
@@ -374,13 +381,17 @@ mod tests {
         Row { key: key.into(), values: values.iter().map(|v| Value::Text(v.to_string())).collect() }
     }
 
+    fn table(columns: &[&str], rows: &[Row]) -> Table {
+        Table::from_rows(cols(columns), rows)
+    }
+
     fn plan_for(policy: &DiffPolicy, desired: Vec<Row>, actual: Vec<Row>, managed: Option<&HashSet<String>>) -> Plan {
-        let columns = cols(&["name", "email"]);
-        let mut index = DestinationIndex::new(&columns);
-        index.add_page(&columns, &actual);
+        let columns = ["name", "email"];
+        let mut index = DestinationIndex::new(&cols(&columns));
+        index.add_page(&table(&columns, &actual));
         let mut planner = Planner::new(index, policy).unwrap();
-        let positions = planner.positions(&columns).unwrap();
-        planner.add_rows(&positions, desired).unwrap();
+        let positions = planner.positions(&cols(&columns)).unwrap();
+        planner.add_rows(&positions, &table(&columns, &desired)).unwrap();
         planner.finish(policy, managed)
     }
 
@@ -404,11 +415,11 @@ mod tests {
     fn fields_the_sync_does_not_own_are_ignored() {
         let owned = cols(&["name"]);
         let mut index = DestinationIndex::new(&owned);
-        index.add_page(&cols(&["name", "note"]), &[row("1", &["ann", "hand-written"])]);
+        index.add_page(&table(&["name", "note"], &[row("1", &["ann", "hand-written"])]));
         let mut planner = Planner::new(index, &DiffPolicy::default()).unwrap();
         let desired_columns = cols(&["note", "name"]);
         let positions = planner.positions(&cols(&["name"])).unwrap();
-        planner.add_rows(&positions, vec![row("1", &["ann"])]).unwrap();
+        planner.add_rows(&positions, &table(&["name"], &[row("1", &["ann"])])).unwrap();
         let plan = planner.finish(&DiffPolicy::default(), None);
         assert_eq!((plan.changes(), plan.unchanged), (0, 1));
         let mut planner = Planner::new(DestinationIndex::new(&owned), &DiffPolicy::default()).unwrap();
@@ -417,8 +428,11 @@ mod tests {
             planner.positions(&cols(&["nickname"])),
             Err(PlanError::OwnedFieldMissing { field, .. }) if field == "name"
         ));
-        planner.add_rows(&[0], vec![row("1", &["x"])]).unwrap();
-        assert_eq!(planner.add_rows(&[0], vec![row("1", &["y"])]), Err(PlanError::DuplicateKey("1".into())));
+        planner.add_rows(&[0], &table(&["name"], &[row("1", &["x"])])).unwrap();
+        assert_eq!(
+            planner.add_rows(&[0], &table(&["name"], &[row("1", &["y"])])),
+            Err(PlanError::DuplicateKey("1".into()))
+        );
     }
 
     #[test]

@@ -66,8 +66,8 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
 
     let mut transforms = job.transforms()?;
     let mut transformed = Vec::new();
-    for (columns, rows) in archive::read_pages(&dir.join("source.jsonl.zst"))? {
-        transformed.push(transforms.apply(columns, rows)?);
+    for page in archive::read_pages(&dir.join("source.jsonl.zst"))? {
+        transformed.push(transforms.apply(page)?.table);
     }
     let owned = match (&policy.owned_fields, transformed.first()) {
         (Some(owned), _) => owned.clone(),
@@ -75,13 +75,13 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
         (None, None) => recorded.columns.clone(),
     };
     let mut index = DestinationIndex::new(&owned);
-    for (columns, rows) in archive::read_pages(&dir.join("destination.jsonl.zst"))? {
-        index.add_page(&columns, &rows);
+    for page in archive::read_pages(&dir.join("destination.jsonl.zst"))? {
+        index.add_page(&page);
     }
     let mut planner = Planner::new(index, policy).map_err(|e| Halt::Refused(e.to_string()))?;
     for out in transformed {
         let positions = planner.positions(&out.columns).map_err(|e| Halt::Refused(e.to_string()))?;
-        planner.add_rows(&positions, out.rows).map_err(|e| Halt::Refused(e.to_string()))?;
+        planner.add_rows(&positions, &out).map_err(|e| Halt::Refused(e.to_string()))?;
     }
     // Which records the pipeline managed then is not archived: the ones the
     // recorded plan deleted stand in for them.
@@ -121,7 +121,7 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
 fn signatures(plan: &Plan) -> BTreeMap<String, String> {
     let fields = |values: &[crate::plugin::types::Value]| {
         let shown: serde_json::Map<String, serde_json::Value> =
-            plan.columns.iter().zip(values).map(|(c, v)| (c.clone(), encode_value(v))).collect();
+            plan.columns.iter().zip(values).map(|(c, v)| (c.clone(), encode_value(v.into()))).collect();
         serde_json::Value::Object(shown).to_string()
     };
     let mut out = BTreeMap::new();
