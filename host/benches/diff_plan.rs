@@ -19,8 +19,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use synchost::config::DiffPolicy;
-use synchost::plugin::types::{Row, Value};
-use synchost::sync::diff::{DestinationIndex, Plan, Planner};
+use synchost::plugin::types::Table;
+use synchost::plugin::{TableBuilder, ValueRef};
+use synchost::sync::diff::{DestinationIndex, HashedRows, Plan, Planner};
 use synchost::{Runtime, SyncOptions, Tenants};
 
 // The allocator the `synchost` binary uses.
@@ -51,9 +52,15 @@ const MAPPER_FIELDS: &str = r#"[
 const OUTPUT_COLUMNS: [&str; 10] =
     ["sis_id", "given_name", "family_name", "email", "grade", "school", "city", "status", "score", "username"];
 
-/// The same transform in native Rust: one source row (10 text cells) to one output row.
-fn native_transform(cells: &[&str]) -> [String; 10] {
+/// The computed field of [`native_transform`].
+fn username(cells: &[&str]) -> String {
     let first: String = cells[1].to_lowercase().chars().take(1).collect();
+    format!("{first}{}{}", cells[2].to_lowercase(), cells[0])
+}
+
+/// The same transform in native Rust: one source row (10 text cells) to one
+/// output row (the first nine fields copied, then the username).
+fn native_transform(cells: &[&str]) -> [String; 10] {
     [
         cells[0].to_string(),
         cells[1].to_string(),
@@ -64,7 +71,7 @@ fn native_transform(cells: &[&str]) -> [String; 10] {
         cells[6].to_string(),
         cells[7].to_string(),
         cells[8].to_string(),
-        format!("{first}{}{}", cells[2].to_lowercase(), cells[0]),
+        username(cells),
     ]
 }
 
@@ -182,53 +189,85 @@ destination = "dst"
     Ok(dir.join("synchost.toml"))
 }
 
-fn text_row(key: String, values: impl IntoIterator<Item = String>) -> Row {
-    Row { key, values: values.into_iter().map(Value::Text).collect() }
+/// Rows per page, as the bench tenant's plugins are configured.
+const PAGE_ROWS: usize = 10_000;
+
+/// Collects rows of text into tables of [`PAGE_ROWS`], as the plugins page them.
+struct Pages {
+    done: Vec<Table>,
+    building: TableBuilder,
 }
 
-/// The destination, read natively into rows (what the wasm destination's snapshot returns).
-fn native_destination(dir: &Path) -> Vec<Row> {
-    let mut rows = Vec::new();
+impl Pages {
+    fn new() -> Pages {
+        Pages { done: Vec::new(), building: Pages::builder() }
+    }
+
+    fn builder() -> TableBuilder {
+        TableBuilder::new(OUTPUT_COLUMNS.iter().map(|c| c.to_string()).collect())
+    }
+
+    fn push<'a>(&mut self, key: &str, values: impl IntoIterator<Item = &'a str>) {
+        self.building.push_row(key, values.into_iter().map(ValueRef::Text));
+        if self.building.len() == PAGE_ROWS {
+            self.done.push(std::mem::replace(&mut self.building, Pages::builder()).finish());
+        }
+    }
+
+    fn finish(mut self) -> Vec<Table> {
+        if !self.building.is_empty() {
+            self.done.push(self.building.finish());
+        }
+        self.done
+    }
+}
+
+/// One destination record, its text borrowed from the line as the wasm
+/// destination reads it (all the bench's values are text).
+#[derive(serde::Deserialize)]
+struct NativeRecord<'a> {
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    fields: BTreeMap<&'a str, std::borrow::Cow<'a, str>>,
+}
+
+/// The destination, read natively into pages (what the wasm destination's snapshot returns).
+fn native_destination(dir: &Path) -> Vec<Table> {
+    let mut pages = Pages::new();
     for n in 0..SHARDS {
         let text = std::fs::read_to_string(dir.join(format!("data/out/shard-{n:03}.jsonl"))).unwrap();
         for line in text.lines() {
-            let record: serde_json::Value = serde_json::from_str(line).unwrap();
-            let fields = &record["fields"];
-            rows.push(text_row(
-                record["key"].as_str().unwrap().to_string(),
-                OUTPUT_COLUMNS.iter().map(|c| fields[*c].as_str().unwrap().to_string()),
-            ));
+            let record: NativeRecord<'_> = serde_json::from_str(line).unwrap();
+            pages.push(&record.key, OUTPUT_COLUMNS.iter().map(|c| &*record.fields[c]));
         }
     }
-    rows
+    pages.finish()
 }
 
 /// The source, read and transformed natively.
-fn native_desired(dir: &Path) -> Vec<Row> {
+fn native_desired(dir: &Path) -> Vec<Table> {
     let mut reader = csv::Reader::from_path(dir.join("data/in/students.csv")).unwrap();
     let mut record = csv::StringRecord::new();
-    let mut rows = Vec::new();
+    let mut pages = Pages::new();
     while reader.read_record(&mut record).unwrap() {
         let cells: Vec<&str> = record.iter().collect();
-        let out = native_transform(&cells);
-        rows.push(text_row(cells[0].to_string(), out));
+        let username = username(&cells);
+        pages.push(cells[0], cells[..9].iter().copied().chain([username.as_str()]));
     }
-    rows
+    pages.finish()
 }
 
-fn diff(destination: Vec<Row>, desired: Vec<Row>) -> Plan {
+fn diff(destination: Vec<Table>, desired: Vec<Table>) -> Plan {
     let columns: Vec<String> = OUTPUT_COLUMNS.iter().map(|c| c.to_string()).collect();
     let policy = DiffPolicy::default();
     let mut index = DestinationIndex::new(&columns);
-    for page in destination.chunks(10_000) {
-        index.add_page(&columns, page);
+    for page in &destination {
+        index.add_page(page);
     }
     let mut planner = Planner::new(index, &policy).unwrap();
-    let positions = planner.positions(&columns).unwrap();
-    let mut desired = desired;
-    while !desired.is_empty() {
-        let rest = desired.split_off(desired.len().min(10_000));
-        planner.add_rows(&positions, std::mem::replace(&mut desired, rest)).unwrap();
+    for page in desired {
+        planner.add(&HashedRows::new(&columns, page).unwrap()).unwrap();
     }
     planner.finish(&policy, None)
 }
@@ -265,7 +304,6 @@ fn variant(name: &str, dir: &Path) {
         }
         // Where the time of `wasm` goes: each plugin's part alone.
         "wasm-source" | "wasm-source+transform" | "wasm-destination" => {
-            use synchost::plugin::types::RowBatch;
             use synchost::plugin::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance};
             let runtime = Runtime::load(&dir.join("synchost.toml"), Tenants::Only("bench")).unwrap();
             let tenant = runtime.tenant("bench").unwrap();
@@ -293,7 +331,7 @@ fn variant(name: &str, dir: &Path) {
                     rows += page.rows.len() as u64;
                     token = page.next;
                     if name == "wasm-source+transform" {
-                        transform.transform(&RowBatch { columns: page.columns, rows: page.rows }).unwrap();
+                        transform.transform(&page.rows).unwrap();
                     }
                     if token.is_none() {
                         break;

@@ -10,19 +10,18 @@ pub mod archive;
 mod plan;
 mod replay;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use archive::{Meta, RowWriter};
-pub use plan::{Conflict, DestinationIndex, Plan, PlanError, Planner};
+pub use plan::{Conflict, DestinationIndex, HashedRows, Plan, PlanError, Planner};
 pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
 
-use super::{Halt, Progress, SyncJob, TransformedTable};
+use super::{Halt, Progress, SyncJob};
 use crate::config::Deletes;
 use crate::plugin::DestinationInstance;
-use crate::plugin::types::Page;
+use crate::plugin::types::{Page, Table};
 use crate::state::{RunId, RunStatus};
 
 /// The streams a run archives as it reads.
@@ -125,7 +124,7 @@ fn compute_plan(
             Ok(index)
         };
         let result = (|| {
-            let mut planning = Planning::Waiting(vec![first]);
+            let mut planning = Planning::Waiting(vec![hashed(&owned, first.table)?]);
             for page in arriving {
                 if job.should_stop() {
                     return Err(Halt::Stopped);
@@ -144,7 +143,7 @@ fn compute_plan(
                     let index = join_destination(reading_destination.take().expect("not joined yet"))?;
                     planning = planning.ready(index, policy)?;
                 }
-                planning.add(out)?;
+                planning.add(hashed(&owned, out.table)?)?;
             }
             if let Some(handle) = reading_destination.take() {
                 planning = planning.ready(join_destination(handle)?, policy)?;
@@ -212,45 +211,43 @@ fn read_destination(
     }
 }
 
+/// A transformed page with its owned fields hashed.
+fn hashed(owned: &[String], table: Table) -> Result<HashedRows, Halt> {
+    HashedRows::new(owned, table).map_err(|e| Halt::Refused(e.to_string()))
+}
+
 /// Desired rows on their way into the plan.
 enum Planning {
-    /// The destination index is not complete yet: transformed pages wait.
-    Waiting(Vec<TransformedTable>),
-    /// Pages go straight into the planner; where the owned columns are in
-    /// each page layout seen is remembered.
-    Ready { planner: Box<Planner>, positions: HashMap<Vec<String>, Vec<usize>> },
+    /// The destination index is not complete yet: transformed pages wait,
+    /// hashed already, so that only the lookups are left for later.
+    Waiting(Vec<HashedRows>),
+    /// Pages go straight into the planner.
+    Ready(Box<Planner>),
 }
 
 impl Planning {
     fn ready(self, index: DestinationIndex, policy: &crate::config::DiffPolicy) -> Result<Planning, Halt> {
         let planner = Box::new(Planner::new(index, policy).map_err(|e| Halt::Refused(e.to_string()))?);
-        let mut ready = Planning::Ready { planner, positions: HashMap::new() };
+        let mut ready = Planning::Ready(planner);
         if let Planning::Waiting(pages) = self {
-            for out in pages {
-                ready.add(out)?;
+            for page in pages {
+                ready.add(page)?;
             }
         }
         Ok(ready)
     }
 
-    fn add(&mut self, out: TransformedTable) -> Result<(), Halt> {
+    fn add(&mut self, page: HashedRows) -> Result<(), Halt> {
         match self {
-            Planning::Waiting(pages) => pages.push(out),
-            Planning::Ready { planner, positions } => {
-                let table = &out.table;
-                if !positions.contains_key(&table.columns) {
-                    let found = planner.positions(&table.columns).map_err(|e| Halt::Refused(e.to_string()))?;
-                    positions.insert(table.columns.clone(), found);
-                }
-                planner.add_rows(&positions[&table.columns], table).map_err(|e| Halt::Refused(e.to_string()))?;
-            }
+            Planning::Waiting(pages) => pages.push(page),
+            Planning::Ready(planner) => planner.add(&page).map_err(|e| Halt::Refused(e.to_string()))?,
         }
         Ok(())
     }
 
     fn into_planner(self) -> Result<Planner, Halt> {
         match self {
-            Planning::Ready { planner, .. } => Ok(*planner),
+            Planning::Ready(planner) => Ok(*planner),
             Planning::Waiting(_) => unreachable!("planning is made ready once the destination is read"),
         }
     }

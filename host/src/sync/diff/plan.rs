@@ -151,6 +151,37 @@ fn row_digest(key: &str, hashes: &[u64]) -> u64 {
     xxh3_64_with_seed(&bytes, 7)
 }
 
+/// Desired rows with their owned fields hashed: hashing needs only the owned
+/// fields, so it can go on while the destination is still being read.
+pub struct HashedRows {
+    owned: Vec<String>,
+    table: Table,
+    /// Where each owned field is among the table's columns.
+    positions: Vec<usize>,
+    /// Row by row, one hash per owned field.
+    hashes: Vec<u64>,
+}
+
+impl HashedRows {
+    /// Hashes the `owned` fields of `table`, which must have them all.
+    pub fn new(owned: &[String], table: Table) -> Result<HashedRows, PlanError> {
+        let positions = owned
+            .iter()
+            .map(|field| {
+                table.columns.iter().position(|c| c == field).ok_or_else(|| PlanError::OwnedFieldMissing {
+                    field: field.clone(),
+                    emitted: table.columns.join(", "),
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let mut hashes = Vec::with_capacity(table.len() * positions.len());
+        for row in 0..table.len() {
+            hashes.extend(positions.iter().map(|&i| cell_hash(&table.values[i], row)));
+        }
+        Ok(HashedRows { owned: owned.to_vec(), table, positions, hashes })
+    }
+}
+
 /// Streams desired rows past the destination index and builds the plan.
 pub struct Planner {
     destination: DestinationIndex,
@@ -198,36 +229,22 @@ impl Planner {
         self.destination.len() as u64
     }
 
-    /// The positions of the owned columns in a page's columns, checked.
-    pub fn positions(&self, columns: &[String]) -> Result<Vec<usize>, PlanError> {
-        self.destination
-            .columns
-            .iter()
-            .map(|owned| {
-                columns
-                    .iter()
-                    .position(|c| c == owned)
-                    .ok_or_else(|| PlanError::OwnedFieldMissing { field: owned.clone(), emitted: columns.join(", ") })
-            })
-            .collect()
-    }
-
-    /// Adds desired rows whose owned columns are at `positions` (from
-    /// [`Self::positions`]). They are read in place: only the rows that
-    /// change are copied out, with their owned values.
-    pub fn add_rows(&mut self, positions: &[usize], rows: &Table) -> Result<(), PlanError> {
-        let columns: Vec<_> = positions.iter().map(|&i| &rows.values[i]).collect();
+    /// Adds desired rows. They are read in place: only the rows that change
+    /// are copied out, with their owned values.
+    pub fn add(&mut self, desired: &HashedRows) -> Result<(), PlanError> {
+        assert_eq!(desired.owned, self.destination.columns, "rows hashed for other owned fields");
+        let rows = &desired.table;
+        let columns: Vec<_> = desired.positions.iter().map(|&i| &rows.values[i]).collect();
         let project =
             |row: usize| Row { key: rows.key(row).to_string(), values: columns.iter().map(|c| c.value(row)).collect() };
-        let mut hashes: Vec<u64> = Vec::with_capacity(positions.len());
+        let width = columns.len();
         for row in 0..rows.len() {
             let key = rows.key(row);
-            hashes.clear();
-            hashes.extend(columns.iter().map(|c| cell_hash(c, row)));
+            let hashes = &desired.hashes[row * width..(row + 1) * width];
             self.desired_rows += 1;
             if !self.unique.is_empty() {
                 let values: Vec<ValueRef<'_>> = columns.iter().map(|c| c.get(row)).collect();
-                self.check_unique(key, &values, &hashes);
+                self.check_unique(key, &values, hashes);
             }
             match self.destination.rows.get(key).copied() {
                 Some(index) => {
@@ -390,8 +407,7 @@ mod tests {
         let mut index = DestinationIndex::new(&cols(&columns));
         index.add_page(&table(&columns, &actual));
         let mut planner = Planner::new(index, policy).unwrap();
-        let positions = planner.positions(&cols(&columns)).unwrap();
-        planner.add_rows(&positions, &table(&columns, &desired)).unwrap();
+        planner.add(&HashedRows::new(&cols(&columns), table(&columns, &desired)).unwrap()).unwrap();
         planner.finish(policy, managed)
     }
 
@@ -417,22 +433,20 @@ mod tests {
         let mut index = DestinationIndex::new(&owned);
         index.add_page(&table(&["name", "note"], &[row("1", &["ann", "hand-written"])]));
         let mut planner = Planner::new(index, &DiffPolicy::default()).unwrap();
-        let desired_columns = cols(&["note", "name"]);
-        let positions = planner.positions(&cols(&["name"])).unwrap();
-        planner.add_rows(&positions, &table(&["name"], &[row("1", &["ann"])])).unwrap();
+        // The desired rows carry a field the sync does not own, first.
+        let desired = table(&["note", "name"], &[row("1", &["typed by the source", "ann"])]);
+        planner.add(&HashedRows::new(&owned, desired).unwrap()).unwrap();
         let plan = planner.finish(&DiffPolicy::default(), None);
         assert_eq!((plan.changes(), plan.unchanged), (0, 1));
-        let mut planner = Planner::new(DestinationIndex::new(&owned), &DiffPolicy::default()).unwrap();
-        assert_eq!(planner.positions(&desired_columns).unwrap(), vec![1]);
+
         assert!(matches!(
-            planner.positions(&cols(&["nickname"])),
+            HashedRows::new(&owned, table(&["nickname"], &[])),
             Err(PlanError::OwnedFieldMissing { field, .. }) if field == "name"
         ));
-        planner.add_rows(&[0], &table(&["name"], &[row("1", &["x"])])).unwrap();
-        assert_eq!(
-            planner.add_rows(&[0], &table(&["name"], &[row("1", &["y"])])),
-            Err(PlanError::DuplicateKey("1".into()))
-        );
+        let mut planner = Planner::new(DestinationIndex::new(&owned), &DiffPolicy::default()).unwrap();
+        let once = |value| HashedRows::new(&owned, table(&["name"], &[row("1", &[value])])).unwrap();
+        planner.add(&once("x")).unwrap();
+        assert_eq!(planner.add(&once("y")), Err(PlanError::DuplicateKey("1".into())));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::archive;
-use super::plan::{DestinationIndex, Plan, Planner};
+use super::plan::{DestinationIndex, HashedRows, Plan, PlanError, Planner};
 use crate::config::Deletes;
 use crate::state::RunId;
 use crate::sync::values::encode_value;
@@ -78,10 +78,10 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
     for page in archive::read_pages(&dir.join("destination.jsonl.zst"))? {
         index.add_page(&page);
     }
-    let mut planner = Planner::new(index, policy).map_err(|e| Halt::Refused(e.to_string()))?;
+    let refused = |e: PlanError| Halt::Refused(e.to_string());
+    let mut planner = Planner::new(index, policy).map_err(refused)?;
     for out in transformed {
-        let positions = planner.positions(&out.columns).map_err(|e| Halt::Refused(e.to_string()))?;
-        planner.add_rows(&positions, &out).map_err(|e| Halt::Refused(e.to_string()))?;
+        planner.add(&HashedRows::new(&owned, out).map_err(refused)?).map_err(refused)?;
     }
     // Which records the pipeline managed then is not archived: the ones the
     // recorded plan deleted stand in for them.
