@@ -152,6 +152,17 @@ pub fn fixture_plugin(file_name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture plugin `{}` is missing: {e}", path.display()))
 }
 
+/// Asserts that a diff run's report changed nothing and found `unchanged` rows alike.
+pub fn assert_nothing_changed(report: &serde_json::Value, unchanged: u64) {
+    let stats = &report["stats"];
+    assert_eq!(
+        (&stats["created"], &stats["updated"], &stats["deleted"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{report}"
+    );
+    assert_eq!(stats["unchanged"], unchanged, "{report}");
+}
+
 impl HostDir {
     /// Copies a fixture plugin into `plugins/` and returns its sha256.
     pub fn install_fixture(&self, file_name: &str) -> String {
