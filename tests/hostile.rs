@@ -113,6 +113,13 @@ fn too_many_rows_from_one_call_are_refused() {
 }
 
 #[test]
+fn a_table_whose_offsets_point_past_its_data_is_refused() {
+    let host = HostDir::new();
+    let outcome = Evil::fixture(&host, r#"{ attack = "malformed-table" }"#, "{}").run(&host, Expect::Failure);
+    outcome.assert_error(&["malformed table: column `id`: `ends` ends at byte", "but the data holds"]);
+}
+
+#[test]
 fn a_little_over_max_output_is_refused() {
     // 5 MiB against a 4 MiB cap: exact, like the row cap above.
     let host = HostDir::new();

@@ -63,7 +63,7 @@ fn check_ends(ends: &[u32], rows: usize, len: usize, what: &str) -> Result<(), S
     }
     let last = ends.last().map_or(0, |&e| e as usize);
     if last != len {
-        return Err(format!("{what} ends at byte {last} but its data holds {len} bytes"));
+        return Err(format!("{what} ends at byte {last} but the data holds {len} bytes"));
     }
     Ok(())
 }
@@ -113,9 +113,9 @@ impl Column {
 
     fn check(&self, rows: usize) -> Result<(), String> {
         if self.kinds.len() != rows {
-            return Err(format!("has {} kinds for {rows} rows", self.kinds.len()));
+            return Err(format!("{} kinds for {rows} rows", self.kinds.len()));
         }
-        check_ends(&self.ends, rows, self.data.len(), "its `ends`")?;
+        check_ends(&self.ends, rows, self.data.len(), "`ends`")?;
         // Text only, the usual case: one pass over the whole buffer.
         if self.kinds.iter().all(|k| *k == Kind::Text)
             && std::str::from_utf8(&self.data).is_ok()
@@ -206,7 +206,7 @@ impl Table {
             return Err("`key-ends` cuts a key inside a character".into());
         }
         for (name, column) in self.columns.iter().zip(&self.values) {
-            column.check(rows).map_err(|e| format!("column `{name}` {e}"))?;
+            column.check(rows).map_err(|e| format!("column `{name}`: {e}"))?;
         }
         Ok(())
     }
@@ -310,8 +310,8 @@ mod tests {
         assert!(broken(|t| t.columns[1] = "a".into()).contains("column `a` appears twice"));
         assert!(broken(|t| t.key_ends[0] = 9).contains("`key-ends` goes backwards"));
         assert!(broken(|t| t.key_ends[2] = 3).contains("inside a character"));
-        assert!(broken(|t| t.values[0].kinds.pop().map(drop).unwrap_or(())).contains("column `a` has 3 kinds"));
-        assert!(broken(|t| *t.values[0].ends.last_mut().unwrap() += 1).contains("its data holds"));
+        assert!(broken(|t| t.values[0].kinds.pop().map(drop).unwrap_or(())).contains("column `a`: 3 kinds for 4 rows"));
+        assert!(broken(|t| *t.values[0].ends.last_mut().unwrap() += 1).contains("column `a`: `ends` ends at byte"));
         assert!(broken(|t| t.values[0].data[1] = 0xFF).contains("row 0"));
         assert!(broken(|t| t.values[1].kinds[1] = Kind::Boolean).contains("row 1: 8 bytes are not a valid boolean"));
         // Text only: the fast path must still catch a cut inside a character.
