@@ -98,6 +98,13 @@ pub(crate) enum Halt {
     Archive(#[from] diff::archive::ArchiveError),
 }
 
+/// A plan that cannot be made (a key twice, an owned field missing) refuses the run.
+impl From<diff::PlanError> for Halt {
+    fn from(error: diff::PlanError) -> Halt {
+        Halt::Refused(error.to_string())
+    }
+}
+
 /// How many failed operations a report lists.
 const REPORTED_FAILURES: usize = 20;
 

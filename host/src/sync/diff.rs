@@ -21,7 +21,7 @@ pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
 use super::{Halt, Progress, SyncJob};
 use crate::config::Deletes;
 use crate::plugin::DestinationInstance;
-use crate::plugin::types::{Page, Table};
+use crate::plugin::types::Page;
 use crate::state::{RunId, RunStatus};
 
 /// The streams a run archives as it reads.
@@ -124,7 +124,7 @@ fn compute_plan(
             Ok(index)
         };
         let result = (|| {
-            let mut planning = Planning::Waiting(vec![hashed(&owned, first.table)?]);
+            let mut planning = Planning::Waiting(vec![HashedRows::new(&owned, first.table)?]);
             for page in arriving {
                 if job.should_stop() {
                     return Err(Halt::Stopped);
@@ -143,7 +143,7 @@ fn compute_plan(
                     let index = join_destination(reading_destination.take().expect("not joined yet"))?;
                     planning = planning.ready(index, policy)?;
                 }
-                planning.add(hashed(&owned, out.table)?)?;
+                planning.add(HashedRows::new(&owned, out.table)?)?;
             }
             if let Some(handle) = reading_destination.take() {
                 planning = planning.ready(join_destination(handle)?, policy)?;
@@ -211,11 +211,6 @@ fn read_destination(
     }
 }
 
-/// A transformed page with its owned fields hashed.
-fn hashed(owned: &[String], table: Table) -> Result<HashedRows, Halt> {
-    HashedRows::new(owned, table).map_err(|e| Halt::Refused(e.to_string()))
-}
-
 /// Desired rows on their way into the plan.
 enum Planning {
     /// The destination index is not complete yet: transformed pages wait,
@@ -227,7 +222,7 @@ enum Planning {
 
 impl Planning {
     fn ready(self, index: DestinationIndex, policy: &crate::config::DiffPolicy) -> Result<Planning, Halt> {
-        let planner = Box::new(Planner::new(index, policy).map_err(|e| Halt::Refused(e.to_string()))?);
+        let planner = Box::new(Planner::new(index, policy)?);
         let mut ready = Planning::Ready(planner);
         if let Planning::Waiting(pages) = self {
             for page in pages {
@@ -240,7 +235,7 @@ impl Planning {
     fn add(&mut self, page: HashedRows) -> Result<(), Halt> {
         match self {
             Planning::Waiting(pages) => pages.push(page),
-            Planning::Ready(planner) => planner.add(&page).map_err(|e| Halt::Refused(e.to_string()))?,
+            Planning::Ready(planner) => planner.add(&page)?,
         }
         Ok(())
     }

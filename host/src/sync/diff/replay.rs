@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::archive;
-use super::plan::{DestinationIndex, HashedRows, Plan, PlanError, Planner};
+use super::plan::{DestinationIndex, HashedRows, Plan, Planner};
 use crate::config::Deletes;
 use crate::state::RunId;
 use crate::sync::values::encode_value;
@@ -78,10 +78,9 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
     for page in archive::read_pages(&dir.join("destination.jsonl.zst"))? {
         index.add_page(&page);
     }
-    let refused = |e: PlanError| Halt::Refused(e.to_string());
-    let mut planner = Planner::new(index, policy).map_err(refused)?;
+    let mut planner = Planner::new(index, policy)?;
     for out in transformed {
-        planner.add(&HashedRows::new(&owned, out).map_err(refused)?).map_err(refused)?;
+        planner.add(&HashedRows::new(&owned, out)?)?;
     }
     // Which records the pipeline managed then is not archived: the ones the
     // recorded plan deleted stand in for them.
