@@ -2,9 +2,18 @@
 //! crate where they are (`SYNCHOST_PLUGIN_DIR`), so that the binary can carry
 //! the bundled plugins and the tests can load them. Nothing prebuilt is kept
 //! in the repository.
+//!
+//! A fresh machine has rustup's toolchain with the host target only, and
+//! rustup does not add the `targets` of `rust-toolchain.toml` to a toolchain
+//! that is already installed: the first thing this script does is make sure
+//! the toolchain building us has the wasm32-wasip2 standard library, adding
+//! it through rustup when it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// What the plugins are compiled for.
+const WASM_TARGET: &str = "wasm32-wasip2";
 
 const PLUGINS: &[&str] = &[
     "file-source",
@@ -38,11 +47,13 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.ancestors().nth(4).unwrap().join("wasm-plugins");
 
+    ensure_wasm_target();
+
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(&plugins)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args(["build", "--release", "--target", WASM_TARGET, "--target-dir"])
         .arg(&target_dir);
     // What the outer build sets for itself must not leak into the plugins' build.
     for (name, _) in std::env::vars_os() {
@@ -60,18 +71,69 @@ fn main() {
     }
     let status = command.status().expect("cannot run cargo to build the plugins");
     if !status.success() {
-        panic!(
-            "building the plugins failed ({status}); is the wasm32-wasip2 target installed? \
-             rust-toolchain.toml asks rustup for it"
-        );
+        panic!("building the plugins in {} failed ({status}); cargo's output above says why", plugins.display());
     }
 
-    let built = target_dir.join("wasm32-wasip2").join("release");
+    let built = target_dir.join(WASM_TARGET).join("release");
     for plugin in PLUGINS {
         let file = built.join(format!("{}.wasm", plugin.replace('-', "_")));
         assert!(file.is_file(), "the plugin build did not produce {}", file.display());
     }
     println!("cargo:rustc-env=SYNCHOST_PLUGIN_DIR={}", built.display());
+}
+
+/// Adds the wasm32-wasip2 standard library to the toolchain that runs this
+/// build when it lacks it, or stops at once with the command that does.
+fn ensure_wasm_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    if wasm_target_installed(&rustc) {
+        return;
+    }
+    // rustup's proxies name the toolchain they run in RUSTUP_TOOLCHAIN; the
+    // target goes to that one, not to whatever rustup's default is.
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    let fix = match &toolchain {
+        Some(toolchain) => format!("rustup target add {WASM_TARGET} --toolchain {toolchain}"),
+        None => format!("rustup target add {WASM_TARGET}"),
+    };
+    println!("cargo:warning=the {WASM_TARGET} target is missing; running `{fix}`");
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", WASM_TARGET]);
+    if let Some(toolchain) = &toolchain {
+        rustup.args(["--toolchain", toolchain]);
+    }
+    let added = match rustup.status() {
+        Ok(status) if status.success() => wasm_target_installed(&rustc),
+        Ok(status) => {
+            eprintln!("`{fix}` failed ({status})");
+            false
+        }
+        Err(e) => {
+            eprintln!("cannot run rustup: {e}");
+            false
+        }
+    };
+    if !added {
+        panic!(
+            "the plugins are built for {WASM_TARGET}, whose standard library this toolchain lacks, \
+             and adding it failed; run `{fix}` and build again"
+        );
+    }
+}
+
+/// Whether `rustc` has the standard library for the wasm target.
+fn wasm_target_installed(rustc: &std::ffi::OsStr) -> bool {
+    let output = Command::new(rustc).args(["--print", "target-libdir", "--target", WASM_TARGET]).output();
+    match output {
+        Ok(output) if output.status.success() => {
+            let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            // The directory exists once rustup has put the target's std there.
+            std::fs::read_dir(&dir).is_ok_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+            })
+        }
+        _ => false,
+    }
 }
 
 fn watch(path: &Path) {
