@@ -101,6 +101,27 @@ fn failed(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StateEr
     move |e| StateError { context, source: Box::new(e) }
 }
 
+/// How long a connection waits for another one's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `f` again while SQLite answers "busy" without having waited (it does
+/// not call its busy handler where waiting could deadlock, as when two
+/// connections switch a new file to WAL at once), for up to [`BUSY_TIMEOUT`].
+fn retry_while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `state.db` in `state_dir`.
     pub fn open(state_dir: &Path) -> StateResult<SqliteStore> {
@@ -118,28 +139,47 @@ impl SqliteStore {
         Self::prepare(Connection::open_in_memory().map_err(failed("cannot open an in-memory database"))?, ":memory:")
     }
 
-    fn prepare(mut connection: Connection, name: &str) -> StateResult<SqliteStore> {
+    fn prepare(connection: Connection, name: &str) -> StateResult<SqliteStore> {
         // WAL lets `synchost runs list` read while the daemon writes; FULL
         // makes every committed cursor survive a power cut, not just a crash.
-        connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
-            .map_err(failed(format!("cannot configure `{name}`")))?;
-        connection.busy_timeout(Duration::from_secs(10)).map_err(failed("cannot set the busy timeout"))?;
-        let version: i64 = connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(failed("cannot read the schema version"))?;
-        if version as usize > MIGRATIONS.len() {
-            return Err(StateError {
-                context: format!("`{name}` has schema version {version}"),
-                source: format!("this synchost knows versions up to {}; use a newer synchost", MIGRATIONS.len()).into(),
-            });
-        }
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = connection.transaction().map_err(failed("cannot begin a migration"))?;
-            tx.execute_batch(migration).map_err(failed(format!("migration {} failed", i + 1)))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(failed("cannot record the schema version"))?;
-            tx.commit().map_err(failed("cannot commit a migration"))?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(failed("cannot set the busy timeout"))?;
+        retry_while_busy(|| {
+            connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        })
+        .map_err(failed(format!("cannot configure `{name}`")))?;
+        let schema_version = |connection: &Connection| -> StateResult<usize> {
+            let version: i64 = connection
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
+                .map_err(failed("cannot read the schema version"))?;
+            if version as usize > MIGRATIONS.len() {
+                return Err(StateError {
+                    context: format!("`{name}` has schema version {version}"),
+                    source: format!("this synchost knows versions up to {}; use a newer synchost", MIGRATIONS.len())
+                        .into(),
+                });
+            }
+            Ok(version as usize)
+        };
+        if schema_version(&connection)? < MIGRATIONS.len() {
+            // Another process (a daemon starting beside a `synchost runs
+            // list`) may be migrating the same file: take the write lock
+            // first and read the version again under it, so that each
+            // migration runs once.
+            retry_while_busy(|| connection.execute_batch("BEGIN IMMEDIATE"))
+                .map_err(failed("cannot begin a migration"))?;
+            let migrated = (|| {
+                for (i, migration) in MIGRATIONS.iter().enumerate().skip(schema_version(&connection)?) {
+                    connection.execute_batch(migration).map_err(failed(format!("migration {} failed", i + 1)))?;
+                    connection
+                        .pragma_update(None, "user_version", (i + 1) as i64)
+                        .map_err(failed("cannot record the schema version"))?;
+                }
+                connection.execute_batch("COMMIT").map_err(failed("cannot commit the migrations"))
+            })();
+            if migrated.is_err() {
+                let _ = connection.execute_batch("ROLLBACK");
+            }
+            migrated?;
         }
         Ok(SqliteStore { connection: Mutex::new(connection) })
     }
@@ -629,6 +669,27 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_opening_a_new_state_file_at_once_each_migrate_it_once() {
+        // A daemon starting while a `synchost runs list` opens the same new
+        // file: every opener must get a working store.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let dir = dir.path().to_path_buf();
+                    std::thread::spawn(move || SqliteStore::open(&dir).map(|_| ()).map_err(|e| e.to_string()))
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().expect("every opener gets the store");
+            }
+            let store = SqliteStore::open(dir.path()).unwrap();
+            let version: i64 = store.connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
+            assert_eq!(version as usize, MIGRATIONS.len());
+        }
+    }
 
     #[test]
     fn a_committed_batch_moves_the_cursor_and_keeps_dead_letters() {
