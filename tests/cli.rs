@@ -126,7 +126,7 @@ fn plugin_sign_and_verify_catch_a_changed_file_and_an_untrusted_key() {
     assert!(stdout(&verify).contains(&format!("good signature by {public}")), "{}", stdout(&verify));
 
     // Trusted through synchost.toml instead of --key.
-    host.write("synchost.toml", &format!("state_dir = \"state\"\ntrusted_keys = [\"{public}\"]\n"));
+    host.write("synchost.toml", &common::host_config(&format!("trusted_keys = [\"{public}\"]\n")));
     assert!(host.synchost(&["plugin", "verify", plugin]).status.success());
 
     // Another publisher's key is not trusted.

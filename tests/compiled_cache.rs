@@ -24,7 +24,7 @@ const FIELDS: &str = r#"[{ name = "id", from = "id" }, { name = "name", from = "
 /// A host whose pipeline `acme/main` diffs `data/in/people.csv` into
 /// `data/out` through the three bundled plugins.
 fn host() -> HostDir {
-    let host = HostDir::new();
+    let host = HostDir::with_own_cache();
     host.write("data/in/people.csv", "id,name\n1,Ann\n2,Bob\n");
     host.write("tenants/acme.toml", &file_pipeline_tenant(SOURCE, FIELDS, "mode = \"diff\""));
     host

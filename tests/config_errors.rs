@@ -52,12 +52,12 @@ fn an_unknown_key_is_named_with_its_line() {
 fn an_unknown_key_in_the_host_config_is_named() {
     let host = HostDir::new();
     host.write("tenants/acme.toml", &valid_tenant());
-    host.write("synchost.toml", "state_dir = \"state\"\n[limits]\ncall_timeout = \"5s\"\nthreads = 4\n");
+    host.write("synchost.toml", &common::host_config("[limits]\ncall_timeout = \"5s\"\nthreads = 4\n"));
     let output = host.synchost(&["validate"]);
     assert!(!output.status.success());
     let error = stderr(&output);
     assert!(
-        error.contains("synchost.toml:4:")
+        error.contains("synchost.toml:5:")
             && error.contains("limits.threads")
             && error.contains("unknown field `threads`"),
         "{error}"
@@ -235,7 +235,7 @@ fn a_fuel_limit_needs_the_host_to_meter_fuel() {
     );
 
     // With metering on in the host config, the same tenant file is valid.
-    host.write("synchost.toml", "state_dir = \"state\"\n[limits]\nfuel = 100000000000\n");
+    host.write("synchost.toml", &common::host_config("[limits]\nfuel = 100000000000\n"));
     let output = host.synchost(&["validate"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
@@ -249,7 +249,7 @@ fn when_signatures_are_required_an_unsigned_plugin_is_refused_by_name() {
     let public = stdout(&keygen).trim().to_string();
     host.write(
         "synchost.toml",
-        &format!("state_dir = \"state\"\nrequire_signatures = true\ntrusted_keys = [\"{public}\"]\n"),
+        &common::host_config(&format!("require_signatures = true\ntrusted_keys = [\"{public}\"]\n")),
     );
     let error = validate_fails(&host, &valid_tenant());
     assert!(error.contains("plugins.map.path") && error.contains("field_mapper.wasm` is refused"), "{error}");

@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, HostDir, file_pipeline_tenant};
+use common::{BIN, HostDir, KillOnDrop, file_pipeline_tenant};
 use serde_json::json;
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -17,8 +17,16 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 /// `synchost run` on the host directory, its log captured.
-fn start_daemon(host: &HostDir) -> std::process::Child {
-    Command::new(BIN).arg("--config").arg(host.path("synchost.toml")).arg("run").stderr(Stdio::piped()).spawn().unwrap()
+fn start_daemon(host: &HostDir) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(host.path("synchost.toml"))
+            .arg("run")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -38,7 +46,7 @@ fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
     // Events appended while the daemon runs are picked up by its schedule.
     for n in 0..3 {
         host.append("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": n}})));
-        wait_for("the daemon to apply the event", Duration::from_secs(20), || {
+        wait_for("the daemon to apply the event", Duration::from_secs(60), || {
             host.path("data/out/layout.json").exists() && host.records("data/out").get("k").is_some_and(|r| r["n"] == n)
         });
     }
@@ -50,7 +58,7 @@ fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
         if let Some(exit) = daemon.try_wait().unwrap() {
             break exit;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "the daemon did not stop after SIGTERM");
+        assert!(start.elapsed() < Duration::from_secs(60), "the daemon did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
     let log = std::io::read_to_string(daemon.stderr.take().unwrap()).unwrap();
@@ -81,19 +89,34 @@ fn a_config_error_pauses_an_event_pipeline_and_the_daemon_stops_scheduling_it() 
             "mode = \"event\"\nschedule = \"every 100ms\"",
         ),
     );
+    // A second tenant on the same schedule, as a clock: while it runs again
+    // and again, the paused pipeline must not (a fixed sleep would prove
+    // nothing on a machine too busy to schedule anything meanwhile).
+    host.write("data/in/clock.csv", "id,n\nk,1\n");
+    std::fs::create_dir_all(host.path("data/clock-out")).unwrap();
+    host.write(
+        "tenants/clock.toml",
+        &file_pipeline_tenant(
+            r#"{ snapshot = "/in/clock.csv", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
+            "mode = \"diff\"\nschedule = \"every 100ms\"",
+        )
+        .replace("../data/out", "../data/clock-out"),
+    );
     let mut daemon = start_daemon(&host);
-    let runs = || -> Vec<serde_json::Value> {
-        let output = host.synchost(&["runs", "list", "--json", "--limit", "100"]);
+    let runs = |pipeline: &str| -> Vec<serde_json::Value> {
+        let output = host.synchost(&["runs", "list", pipeline, "--json", "--limit", "100"]);
         serde_json::from_slice(&output.stdout).unwrap_or_default()
     };
-    wait_for("the first run", Duration::from_secs(20), || !runs().is_empty());
-    // Ten schedule intervals later there is still that one run.
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for("the first run", Duration::from_secs(60), || !runs("acme/main").is_empty());
+    wait_for("ten scheduled runs of the other tenant", Duration::from_secs(120), || {
+        runs("clock/main").iter().filter(|r| r["status"] == "succeeded").count() >= 10
+    });
     assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
     let exit = daemon.wait().unwrap();
     let log = std::io::read_to_string(daemon.stderr.take().unwrap()).unwrap();
     assert!(exit.success(), "{log}");
-    let runs = runs();
+    let runs = runs("acme/main");
     assert_eq!(runs.len(), 1, "a paused pipeline is not run again: {runs:?}");
     assert_eq!(runs[0]["status"], "paused");
     assert!(runs[0]["error"].as_str().unwrap().contains("the LMS rejects our credentials"), "{}", runs[0]);

@@ -439,19 +439,20 @@ fn a_sync_killed_during_apply_converges_when_run_again() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until this run has applied something, then kill it a little
-        // later (a different moment each time), in the middle of its apply.
+        // Wait until this run has applied a batch more each time (a different
+        // point of its apply on each attempt, placed by progress seen rather
+        // than by a clock), then kill it there.
         let started = std::time::Instant::now();
-        while !host.path("data/out/layout.json").exists() || host.records("data/out").len() <= before {
+        let kill_at = before + 20 * attempt as usize;
+        while !host.path("data/out/layout.json").exists() || host.records("data/out").len() <= kill_at {
             if let Some(status) = child.try_wait().unwrap() {
                 let report = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
                 let log = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
                 panic!("the sync ended ({status}) before it was killed:\n{report}\n{log}");
             }
-            assert!(started.elapsed() < std::time::Duration::from_secs(60), "the sync never started applying");
+            assert!(started.elapsed() < std::time::Duration::from_secs(120), "the sync never got that far");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        std::thread::sleep(std::time::Duration::from_millis(10 + 37 * attempt));
         std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
         child.wait().unwrap();
         partial.push(host.records("data/out").len());
@@ -478,7 +479,7 @@ fn a_sync_killed_during_apply_converges_when_run_again() {
 #[test]
 fn old_run_archives_are_pruned_and_a_blocked_plan_is_superseded_by_the_next_run() {
     let host = host_with("id,name\n1,Ann\n2,Bob\n", "max_change_ratio = 0.6");
-    host.write("synchost.toml", "state_dir = \"state\"\nkeep_run_archives = 2\n");
+    host.write("synchost.toml", &common::host_config("keep_run_archives = 2\n"));
     assert!(host.sync("acme/main", &[]).0);
     host.write("data/in/people.csv", "id,name\n1,A\n2,B\n");
     let (_, blocked) = host.sync("acme/main", &[]);

@@ -8,7 +8,7 @@ pub mod databases;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 use sha2::{Digest, Sha256};
 
@@ -29,8 +29,16 @@ impl HostDir {
         for plugin in synchost::bundled::ALL {
             std::fs::write(dir.path().join("plugins").join(plugin.file_name), plugin.bytes).unwrap();
         }
-        std::fs::write(dir.path().join("synchost.toml"), "state_dir = \"state\"\n").unwrap();
+        std::fs::write(dir.path().join("synchost.toml"), host_config("")).unwrap();
         HostDir { dir }
+    }
+
+    /// A host directory with the default compiled-code cache
+    /// (`state/compiled`), its own: for the tests of the cache itself.
+    pub fn with_own_cache() -> HostDir {
+        let host = HostDir::new();
+        host.write("synchost.toml", "state_dir = \"state\"\n");
+        host
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -91,6 +99,47 @@ pub fn read_records(dir: &Path) -> BTreeMap<String, serde_json::Value> {
         }
     }
     records
+}
+
+/// The compiled-code cache every test's host directory shares. The tests load
+/// the same plugins again and again; the cache is content-addressed by plugin
+/// digest and engine, and safe for many processes at once (as
+/// tests/compiled_cache.rs shows), so each plugin is compiled once per build
+/// of the suite instead of once per test.
+pub fn shared_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-cache")
+}
+
+/// A `synchost.toml`: state in `state/`, the shared compiled-code cache (on
+/// line 2), then `rest` (from line 3).
+pub fn host_config(rest: &str) -> String {
+    format!("state_dir = \"state\"\ncompiled_cache_dir = {:?}\n{rest}", shared_cache_dir().display().to_string())
+}
+
+/// A child process (a daemon) that is killed if the test ends while it still
+/// runs: a test that fails half-way must not leave a daemon behind.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
