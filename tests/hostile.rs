@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 /// How long to wait for anything the daemon does. The suite shares two cores
 /// with the other tests, so this is generous; waits poll and end as soon as
 /// the condition holds.
-const PATIENCE: Duration = Duration::from_secs(60);
+const PATIENCE: Duration = Duration::from_secs(180);
 
 /// The evil tenant's limits unless a test needs another: tight, so that an
 /// attack is cut short quickly.
@@ -66,7 +66,7 @@ fn an_endless_loop_runs_out_of_fuel_where_fuel_is_metered() {
     let host = HostDir::new();
     // Fuel, unlike the clock, does not depend on the machine's load: with a
     // timeout far away, fuel is what must stop the loop.
-    host.write("synchost.toml", "state_dir = \"state\"\n\n[limits]\nfuel = 100_000_000_000\n");
+    host.write("synchost.toml", &common::host_config("\n[limits]\nfuel = 100_000_000_000\n"));
     let limits = r#"{ call_timeout = "60s", memory = "64 MiB", fuel = 200_000_000 }"#;
     let outcome = Evil::fixture(&host, r#"{ attack = "loop" }"#, limits).run(&host, Expect::Failure);
     outcome.assert_error(&["exceeded its `fuel` limit"]);
@@ -110,6 +110,16 @@ fn too_many_rows_from_one_call_are_refused() {
     let outcome =
         Evil::fixture(&host, r#"{ attack = "huge-rows", rows = 500_000 }"#, limits).run(&host, Expect::Failure);
     outcome.assert_error(&["exceeded its `max_rows` limit"]);
+}
+
+#[test]
+fn a_table_of_a_million_columns_and_no_rows_is_refused_at_max_columns() {
+    // No rows and no bytes: only the column count can stop it, and the host
+    // must refuse it without work that grows faster than the columns.
+    let host = HostDir::new();
+    let limits = r#"{ call_timeout = "20s", memory = "512 MiB" }"#;
+    let outcome = Evil::fixture(&host, r#"{ attack = "wide-table" }"#, limits).run(&host, Expect::Failure);
+    outcome.assert_error(&["exceeded its `max_columns` limit", "returned 1000000 columns, at most 4096"]);
 }
 
 #[test]
@@ -280,6 +290,26 @@ fn a_flood_of_output_is_capped_and_the_sync_goes_on() {
     assert!(
         outcome.log_bytes < 1024 * 1024,
         "the daemon logged {} bytes: the plugin's output was not capped",
+        outcome.log_bytes
+    );
+}
+
+#[test]
+fn a_flood_of_host_log_lines_is_capped_like_output_and_the_sync_goes_on() {
+    let host = HostDir::new();
+    // 50 MiB of `host.log` lines per call: `max_log` (64 KiB per call by
+    // default) covers them as it covers stdout and stderr.
+    let limits = r#"{ call_timeout = "20s", memory = "64 MiB" }"#;
+    let outcome = Evil::fixture(&host, r#"{ attack = "log-flood" }"#, limits).run(&host, Expect::Success);
+    assert_eq!(outcome.evil_records.len(), EVIL_EVENTS, "the sync went on after the flood");
+    assert!(outcome.log.contains("FLOOD-LOG"), "none of the plugin's log lines reached the log");
+    assert!(
+        outcome.log.contains("more bytes to stdout, stderr and host.log in one call than its max_log of"),
+        "the dropped lines were not counted in the log"
+    );
+    assert!(
+        outcome.log_bytes < 1024 * 1024,
+        "the daemon logged {} bytes: the plugin's log lines were not capped",
         outcome.log_bytes
     );
 }
@@ -476,7 +506,19 @@ schedule = "every 300ms"
         let evil_runs = evil_runs();
         let good_runs = runs(host, "good/main");
         assert!(!good_runs.is_empty());
-        for run in &good_runs {
+        // The good tenant syncs on a schedule, so the test's own SIGTERM may
+        // land during its newest run: that one may end `stopped` (having
+        // committed nothing, as a diff run stopped before it applies does).
+        // Every run before it succeeded.
+        let (newest, older) = good_runs.split_first().unwrap();
+        let stopped_by_us = newest["status"] == "stopped"
+            && newest["error"].as_str().is_some_and(|e| e.contains("shutdown"))
+            && ["created", "updated", "deleted"].iter().all(|n| newest["stats"][n].as_u64().unwrap_or(0) == 0);
+        assert!(
+            newest["status"] == "succeeded" || stopped_by_us,
+            "the good tenant's newest run neither succeeded nor was stopped cleanly by the test's shutdown: {newest}"
+        );
+        for run in older {
             assert_eq!(run["status"], "succeeded", "a run of the good tenant did not succeed: {run}");
         }
         for run in evil_runs.iter().chain(&good_runs) {

@@ -263,7 +263,7 @@ fn diff(destination: Vec<Table>, desired: Vec<Table>) -> Plan {
     let policy = DiffPolicy::default();
     let mut index = DestinationIndex::new(&columns);
     for page in &destination {
-        index.add_page(page);
+        index.add_page(page).unwrap();
     }
     let mut planner = Planner::new(index, &policy).unwrap();
     for page in desired {

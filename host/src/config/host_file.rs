@@ -58,6 +58,10 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Rows (or events) one call may return.
     pub max_rows: u64,
+    /// Columns one call may return in a table or an event batch. A table of
+    /// many columns and no rows stays under `max_rows` and `max_output`; this
+    /// bounds the host's work per column.
+    pub max_columns: u64,
     /// Bytes of keys and values one call may return.
     pub max_output_bytes: u64,
     /// Bytes of stdout and stderr one call may write to the log; the rest is dropped.
@@ -76,6 +80,9 @@ impl Default for Limits {
             memory_bytes: 256 * MIB,
             fuel: None,
             max_rows: 1_000_000,
+            // MySQL's and MariaDB's own cap on a table's columns
+            // (PostgreSQL's is 1,600): a real data set stays well within it.
+            max_columns: 4096,
             max_output_bytes: 256 * MIB,
             max_log_bytes: 64 * 1024,
             http_timeout: Duration::from_secs(30),
@@ -115,6 +122,7 @@ pub(crate) struct LimitsFile {
     memory: Option<toml::Spanned<String>>,
     fuel: Option<toml::Spanned<u64>>,
     max_rows: Option<toml::Spanned<u64>>,
+    max_columns: Option<toml::Spanned<u64>>,
     max_output: Option<toml::Spanned<String>>,
     max_log: Option<toml::Spanned<String>>,
     http_timeout: Option<toml::Spanned<String>>,
@@ -203,6 +211,15 @@ impl LimitsFile {
                 0 => Err(site.error(v, "max_rows", "must be more than zero".into())),
                 n => {
                     limits.max_rows = n;
+                    Ok(())
+                }
+            });
+        }
+        if let Some(v) = &self.max_columns {
+            set(match *v.get_ref() {
+                0 => Err(site.error(v, "max_columns", "must be more than zero".into())),
+                n => {
+                    limits.max_columns = n;
                     Ok(())
                 }
             });

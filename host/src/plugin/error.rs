@@ -53,7 +53,7 @@ pub enum PluginError {
 
     /// A call went past one of the plugin's limits; `limit` is its name in the
     /// `[limits]` tables (`call_timeout`, `memory`, `fuel`, `max_rows`,
-    /// `max_output`) or `stack`.
+    /// `max_columns`, `max_output`) or `stack`.
     #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` exceeded its `{limit}` limit ({detail})")]
     LimitExceeded { tenant: String, plugin: String, call: &'static str, limit: &'static str, detail: String },
 

@@ -3,20 +3,22 @@
 use super::bindings::host::{Host, Level};
 use super::ctx::PluginCtx;
 
-/// A log line longer than this is cut, so a plugin cannot flood the log.
+/// A log line longer than this is cut, so that one line stays readable.
 const MAX_LOG_LINE: usize = 4096;
 
 impl Host for PluginCtx {
+    /// Logged with the tenant and plugin, within the call's `max_log` budget
+    /// that stdout and stderr share: a plugin logging in a loop is cut off
+    /// like one printing in a loop.
     fn log(&mut self, level: Level, message: String) {
-        let message = truncate(&message, MAX_LOG_LINE);
-        let (tenant, plugin) = (self.tenant.as_str(), self.plugin.as_str());
-        match level {
-            Level::Trace => tracing::trace!(tenant, plugin, "{message}"),
-            Level::Debug => tracing::debug!(tenant, plugin, "{message}"),
-            Level::Info => tracing::info!(tenant, plugin, "{message}"),
-            Level::Warn => tracing::warn!(tenant, plugin, "{message}"),
-            Level::Error => tracing::error!(tenant, plugin, "{message}"),
-        }
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.output.log_line(level, truncate(&message, MAX_LOG_LINE));
     }
 
     fn config(&mut self) -> String {

@@ -156,12 +156,16 @@ impl Sandbox {
         PluginError::Trapped { tenant: self.tenant(), plugin: self.plugin(), call, detail }
     }
 
-    /// Checks what a call returned against `max_rows` and `max_output`. The
-    /// memory cap already bounds how much a call can hand over; these caps
-    /// stop a plugin that stays within it from flooding the sync.
-    fn check_output(&mut self, call: &'static str, rows: usize, bytes: u64) -> Result<(), PluginError> {
+    /// Checks what a call returned against `max_rows`, `max_columns` and
+    /// `max_output`. The memory cap already bounds how much a call can hand
+    /// over; these caps stop a plugin that stays within it from flooding the
+    /// sync, or from handing the host work it never counted (a table of a
+    /// million columns and no rows).
+    fn check_output(&mut self, call: &'static str, rows: usize, columns: usize, bytes: u64) -> Result<(), PluginError> {
         let exceeded = if rows as u64 > self.limits.max_rows {
             Some(("max_rows", format!("returned {rows} rows, at most {}", self.limits.max_rows)))
+        } else if columns as u64 > self.limits.max_columns {
+            Some(("max_columns", format!("returned {columns} columns, at most {}", self.limits.max_columns)))
         } else if bytes > self.limits.max_output_bytes {
             let cap = bytesize::ByteSize::b(self.limits.max_output_bytes);
             Some(("max_output", format!("returned {}, at most {cap}", bytesize::ByteSize::b(bytes))))
@@ -194,7 +198,7 @@ impl Sandbox {
     /// Checks what a call returned as a page: its size, then its layout.
     fn check_page(&mut self, call: &'static str, table: &Table) -> Result<(), PluginError> {
         // Sizes first: the layout check reads every byte.
-        self.check_output(call, table.len(), table.payload_bytes())?;
+        self.check_output(call, table.len(), table.columns.len(), table.payload_bytes())?;
         self.check_table(call, table)
     }
 
@@ -290,7 +294,7 @@ impl SourceInstance {
                     }
             })
             .sum();
-        self.sandbox.check_output("events", batch.events.len(), bytes)?;
+        self.sandbox.check_output("events", batch.events.len(), batch.columns.len(), bytes)?;
         if batch.events.len() > max as usize {
             return Err(self
                 .sandbox

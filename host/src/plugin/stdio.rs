@@ -1,11 +1,13 @@
-//! A plugin's stdout and stderr, turned into log lines with a budget per call.
+//! A plugin's stdout, stderr and `host.log` lines, turned into log lines with
+//! one budget per call.
 //!
-//! Plugins print (`println!`, a panic message) and a host must see it, but a
-//! plugin must not be able to flood the log or the host's memory. Each line
-//! is logged with the tenant and plugin; once a call has written its
-//! `max_log` bytes, the rest of that call's output is dropped and counted, and
-//! the count is logged once when the call ends. Writes never fail: a guest
-//! whose `println!` failed would panic, turning noise into an outage.
+//! Plugins print (`println!`, a panic message) and log (`host.log`), and a
+//! host must see it, but a plugin must not be able to flood the log or the
+//! host's memory by either way. Each line is logged with the tenant and
+//! plugin; once a call has written its `max_log` bytes, through any of the
+//! three, the rest of that call's output is dropped and counted, and the
+//! count is logged once when the call ends. Writes never fail: a guest whose
+//! `println!` failed would panic, turning noise into an outage.
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +22,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// The longest line logged as it is; longer ones are cut.
 const MAX_LINE: usize = 4096;
 
-/// Both output streams of one instance, sharing one budget.
+/// Both output streams and the `host.log` lines of one instance, sharing one
+/// budget.
 #[derive(Clone)]
 pub(super) struct PluginOutput {
     state: Arc<Mutex<OutputState>>,
@@ -78,13 +81,35 @@ impl PluginOutput {
             tracing::warn!(
                 tenant = %state.tenant,
                 plugin = %state.plugin,
-                "the plugin wrote {} more bytes to stdout/stderr in one call than its max_log of {}; they were dropped",
+                "the plugin wrote {} more bytes to stdout, stderr and host.log in one call than its max_log of {}; \
+                 they were dropped",
                 state.dropped,
                 bytesize::ByteSize::b(state.budget)
             );
         }
         state.left = state.budget;
         state.dropped = 0;
+    }
+
+    /// A `host.log` line, charged to the call's budget like a line of output
+    /// (with its newline). A line that does not fit whole is dropped whole.
+    pub(super) fn log_line(&self, level: tracing::Level, message: &str) {
+        let mut state = self.state.lock().expect("plugin output lock poisoned");
+        let cost = message.len() as u64 + 1;
+        if cost > state.left {
+            state.dropped += cost;
+            state.left = 0;
+            return;
+        }
+        state.left -= cost;
+        let (tenant, plugin) = (state.tenant.as_str(), state.plugin.as_str());
+        match level {
+            tracing::Level::TRACE => tracing::trace!(tenant, plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(tenant, plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(tenant, plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(tenant, plugin, "{message}"),
+            tracing::Level::ERROR => tracing::error!(tenant, plugin, "{message}"),
+        }
     }
 
     fn write(&self, index: usize, mut bytes: &[u8]) {
@@ -181,5 +206,21 @@ mod tests {
         let state = output.state.lock().unwrap();
         assert_eq!((state.left, state.dropped), (10, 0));
         assert!(state.partial[0].is_empty());
+    }
+
+    #[test]
+    fn host_log_lines_share_the_budget_with_stdout_and_stderr() {
+        let output = PluginOutput::new("t", "p", 10);
+        output.log_line(tracing::Level::INFO, "1234"); // 5 bytes with its newline
+        output.write(1, b"abc\n"); // 4 more
+        output.log_line(tracing::Level::WARN, "xy"); // 3: does not fit, dropped whole
+        {
+            let state = output.state.lock().unwrap();
+            assert_eq!((state.left, state.dropped), (0, 3));
+        }
+        output.end_call();
+        output.log_line(tracing::Level::INFO, "again");
+        let state = output.state.lock().unwrap();
+        assert_eq!((state.left, state.dropped), (4, 0), "a new call has a new budget");
     }
 }

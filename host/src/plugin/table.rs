@@ -189,16 +189,23 @@ impl Table {
         (self.key_data.len() + values) as u64
     }
 
+    /// Where each column is, by name: for looking up many columns at once
+    /// in time linear in the table's width.
+    pub fn column_positions(&self) -> std::collections::HashMap<&str, usize> {
+        self.columns.iter().enumerate().map(|(i, name)| (name.as_str(), i)).collect()
+    }
+
     /// Checks the layout: one column per name, names unique, every column one
     /// value per row, every value well formed (see `types.wit`).
     pub fn check(&self) -> Result<(), String> {
         if self.values.len() != self.columns.len() {
             return Err(format!("{} columns named but {} given", self.columns.len(), self.values.len()));
         }
-        for (i, name) in self.columns.iter().enumerate() {
-            if self.columns[..i].contains(name) {
-                return Err(format!("column `{name}` appears twice"));
-            }
+        // A set, not a scan of the names before each: the check must stay
+        // linear in the columns however many a plugin sends.
+        let mut names = std::collections::HashSet::with_capacity(self.columns.len());
+        if let Some(name) = self.columns.iter().find(|name| !names.insert(name.as_str())) {
+            return Err(format!("column `{name}` appears twice"));
         }
         let rows = self.len();
         check_ends(&self.key_ends, rows, self.key_data.len(), "`key-ends`")?;

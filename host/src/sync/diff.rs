@@ -101,6 +101,10 @@ fn compute_plan(
             let mut token = next;
             while let Some(current) = token.take() {
                 if stopping() {
+                    // Say so rather than just end: a channel that closes
+                    // reads as the end of the snapshot, and a plan made from
+                    // a cut-short read would delete what the source still has.
+                    let _ = pages.send(Err(Halt::Stopped));
                     return;
                 }
                 let page = source.snapshot(Some(&current)).map_err(Halt::from).and_then(|page| {
@@ -144,6 +148,11 @@ fn compute_plan(
                     planning = planning.ready(index, policy)?;
                 }
                 planning.add(HashedRows::new(&owned, out.table)?)?;
+            }
+            // The source thread says when it stopped short; a stop that came
+            // after its last page still makes this read no plan.
+            if job.should_stop() {
+                return Err(Halt::Stopped);
             }
             if let Some(handle) = reading_destination.take() {
                 planning = planning.ready(join_destination(handle)?, policy)?;
@@ -202,7 +211,7 @@ fn read_destination(
         if let Some(log) = log.as_deref_mut() {
             log.page(&page.rows)?;
         }
-        index.add_page(&page.rows);
+        index.add_page(&page.rows)?;
         read.store(index.len() as u64, Ordering::Relaxed);
         token = page.next;
         if token.is_none() {
@@ -344,7 +353,7 @@ fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<
     let mut token: Option<String> = None;
     loop {
         let page = destination.snapshot(token.as_deref())?;
-        index.add_page(&page.rows);
+        index.add_page(&page.rows)?;
         token = page.next;
         if token.is_none() {
             break;

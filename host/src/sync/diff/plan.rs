@@ -75,6 +75,10 @@ pub struct Conflict {
 pub enum PlanError {
     #[error("key `{0}` appears more than once in the desired state; keys must be unique")]
     DuplicateKey(String),
+    /// The destination's snapshot broke the contract: which of two records
+    /// is the real one cannot be known, so nothing is planned against it.
+    #[error("the destination's snapshot holds key `{0}` more than once; a snapshot must list each record once")]
+    DuplicateDestinationKey(String),
     #[error("owned field `{field}` is not among the fields the transforms emit ({emitted})")]
     OwnedFieldMissing { field: String, emitted: String },
     #[error("unique field `{0}` is not an owned field; only owned fields can be kept unique")]
@@ -95,9 +99,11 @@ impl DestinationIndex {
     }
 
     /// Adds a page of destination records; fields it lacks count as null.
-    pub fn add_page(&mut self, page: &Table) {
+    /// A key already indexed (from this page or an earlier one) is an error.
+    pub fn add_page(&mut self, page: &Table) -> Result<(), PlanError> {
+        let positions = page.column_positions();
         let columns: Vec<Option<_>> =
-            self.columns.iter().map(|c| page.columns.iter().position(|p| p == c).map(|i| &page.values[i])).collect();
+            self.columns.iter().map(|c| positions.get(c.as_str()).map(|&i| &page.values[i])).collect();
         let null = value_hash(ValueRef::Null);
         let mut hashes = Vec::with_capacity(self.columns.len());
         for row in 0..page.len() {
@@ -105,22 +111,13 @@ impl DestinationIndex {
             hashes.clear();
             hashes.extend(columns.iter().map(|c| c.map_or(null, |c| cell_hash(c, row))));
             let digest = row_digest(key, &hashes);
-            match self.rows.get(key).copied() {
-                // A key twice in one snapshot: the later record stands, as it
-                // would for anyone reading the destination in order.
-                Some(index) => {
-                    let old = row_digest(key, self.hashes_of(index));
-                    let width = self.columns.len();
-                    self.hashes[index as usize * width..(index as usize + 1) * width].copy_from_slice(&hashes);
-                    self.fingerprint = self.fingerprint.wrapping_sub(old).wrapping_add(digest);
-                }
-                None => {
-                    self.rows.insert(key.into(), self.rows.len() as u32);
-                    self.hashes.extend_from_slice(&hashes);
-                    self.fingerprint = self.fingerprint.wrapping_add(digest);
-                }
+            if self.rows.insert(key.into(), self.rows.len() as u32).is_some() {
+                return Err(PlanError::DuplicateDestinationKey(key.to_string()));
             }
+            self.hashes.extend_from_slice(&hashes);
+            self.fingerprint = self.fingerprint.wrapping_add(digest);
         }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -165,10 +162,11 @@ pub struct HashedRows {
 impl HashedRows {
     /// Hashes the `owned` fields of `table`, which must have them all.
     pub fn new(owned: &[String], table: Table) -> Result<HashedRows, PlanError> {
+        let columns = table.column_positions();
         let positions = owned
             .iter()
             .map(|field| {
-                table.columns.iter().position(|c| c == field).ok_or_else(|| PlanError::OwnedFieldMissing {
+                columns.get(field.as_str()).copied().ok_or_else(|| PlanError::OwnedFieldMissing {
                     field: field.clone(),
                     emitted: table.columns.join(", "),
                 })
@@ -405,7 +403,7 @@ mod tests {
     fn plan_for(policy: &DiffPolicy, desired: Vec<Row>, actual: Vec<Row>, managed: Option<&HashSet<String>>) -> Plan {
         let columns = ["name", "email"];
         let mut index = DestinationIndex::new(&cols(&columns));
-        index.add_page(&table(&columns, &actual));
+        index.add_page(&table(&columns, &actual)).unwrap();
         let mut planner = Planner::new(index, policy).unwrap();
         planner.add(&HashedRows::new(&cols(&columns), table(&columns, &desired)).unwrap()).unwrap();
         planner.finish(policy, managed)
@@ -428,10 +426,22 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_snapshot_that_lists_a_key_twice_is_refused() {
+        let owned = cols(&["name"]);
+        let mut index = DestinationIndex::new(&owned);
+        index.add_page(&table(&["name"], &[row("1", &["ann"]), row("2", &["bob"])])).unwrap();
+        // On a later page, as a paging bug would repeat it.
+        let again = index.add_page(&table(&["name"], &[row("3", &["cy"]), row("1", &["ann"])]));
+        assert_eq!(again, Err(PlanError::DuplicateDestinationKey("1".into())));
+        let within = DestinationIndex::new(&owned).add_page(&table(&["name"], &[row("9", &["a"]), row("9", &["b"])]));
+        assert_eq!(within, Err(PlanError::DuplicateDestinationKey("9".into())));
+    }
+
+    #[test]
     fn fields_the_sync_does_not_own_are_ignored() {
         let owned = cols(&["name"]);
         let mut index = DestinationIndex::new(&owned);
-        index.add_page(&table(&["name", "note"], &[row("1", &["ann", "hand-written"])]));
+        index.add_page(&table(&["name", "note"], &[row("1", &["ann", "hand-written"])])).unwrap();
         let mut planner = Planner::new(index, &DiffPolicy::default()).unwrap();
         // The desired rows carry a field the sync does not own, first.
         let desired = table(&["note", "name"], &[row("1", &["typed by the source", "ann"])]);

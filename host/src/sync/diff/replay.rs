@@ -76,7 +76,7 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
     };
     let mut index = DestinationIndex::new(&owned);
     for page in archive::read_pages(&dir.join("destination.jsonl.zst"))? {
-        index.add_page(&page);
+        index.add_page(&page)?;
     }
     let mut planner = Planner::new(index, policy)?;
     for out in transformed {
