@@ -17,10 +17,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, HostDir, sha256};
+use common::{BIN, HostDir, KillOnDrop, sha256};
 use serde_json::{Value, json};
 
 const EVENTS: usize = 100_000;
@@ -103,6 +103,12 @@ fn status(host: &HostDir) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
 }
 
+/// The digest of the `map` plugin the tenant runs, as `status` shows it.
+fn map_digest(status: &Value) -> Option<String> {
+    let plugins = status["tenants"][0]["plugins"].as_array().cloned().unwrap_or_default();
+    plugins.iter().find(|p| p["name"] == "map").map(|p| p["digest"].as_str().unwrap().to_string())
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -113,22 +119,23 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 /// `synchost run` on the host directory; its log goes to `daemon.log` there,
 /// so that a test that fails can show it.
-fn start_daemon(host: &HostDir) -> Child {
-    Command::new(BIN)
+fn start_daemon(host: &HostDir) -> KillOnDrop {
+    let daemon = Command::new(BIN)
         .arg("--config")
         .arg(host.path("synchost.toml"))
         .arg("run")
         .env("SYNCHOST_LOG", "info")
         .stderr(std::fs::File::create(host.path("daemon.log")).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    KillOnDrop(daemon)
 }
 
 fn daemon_log(host: &HostDir) -> String {
     std::fs::read_to_string(host.path("daemon.log")).unwrap_or_default()
 }
 
-fn stop_daemon(host: &HostDir, mut daemon: Child) -> String {
+fn stop_daemon(host: &HostDir, mut daemon: KillOnDrop) -> String {
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     let exit = daemon.wait().unwrap();
     let log = daemon_log(host);
@@ -208,7 +215,15 @@ fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versi
             refused.push((kind, refusal_after(&host, &text)));
         }
         install_tenant(&host, &tenant(&host, file, tag, None));
-        assert!(started.elapsed() < PATIENCE, "the swapping took too long");
+        // The next swap waits until the daemon has taken this one: on a busy
+        // machine two swaps must not fold into one reload (or none).
+        let (_, digest, _) = &versions[swaps % 2];
+        wait_for("the daemon to take the new version", || {
+            let status = status(&host);
+            status["source"].as_str().is_some_and(|s| s.starts_with("daemon"))
+                && map_digest(&status).as_ref() == Some(digest)
+        });
+        assert!(started.elapsed() < 3 * PATIENCE, "the swapping took too long");
     }
     writer.join().unwrap();
 
@@ -289,10 +304,6 @@ fn reload_status_and_rollback_work_through_the_admin_socket() {
     host.write("data/in/changes.jsonl", "");
     install_tenant(&host, &tenant(&host, "field_mapper.wasm", "v1", None));
     let daemon = start_daemon(&host);
-    let map_digest = |status: &Value| {
-        let plugins = status["tenants"][0]["plugins"].as_array().cloned().unwrap_or_default();
-        plugins.iter().find(|p| p["name"] == "map").map(|p| p["digest"].as_str().unwrap().to_string())
-    };
     // The socket appears once the daemon serves; until then `status` would
     // answer from the files instead.
     let answering = Instant::now();
@@ -345,4 +356,62 @@ fn reload_status_and_rollback_work_through_the_admin_socket() {
     let offline = status(&host);
     assert!(offline["source"].as_str().unwrap().starts_with("no daemon running"), "{offline:#}");
     assert_eq!(offline["tenants"][0]["health"], "not loaded", "{offline:#}");
+}
+
+#[test]
+fn an_edit_that_lands_while_another_tenant_is_checked_is_not_lost() {
+    // A reload reads every tenant file, then checks the changed ones one by
+    // one; a check can take a while. An edit landing meanwhile must still be
+    // the version that ends up running, never dropped as "nothing changed".
+    let _turn = take_turn();
+    let host = HostDir::new();
+    let hostile = host.install_fixture("hostile_transform.wasm");
+    host.write("data/in/people.csv", "id,name\n1,Ann\n2,Bob\n");
+    // Tenant `a` is checked first (tenant files are read in name order);
+    // `b` is the one edited while `a` is checked.
+    let tenant = |out: &str, tag: &str| {
+        common::file_pipeline_tenant(
+            r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+            &format!(r#"[{{ name = "id", from = "id" }}, {{ name = "tag", template = "{tag}" }}]"#),
+            "mode = \"diff\"\nschedule = \"every 200ms\"\nmax_change_ratio = 1.0",
+        )
+        .replace("../data/out", &format!("../data/{out}"))
+    };
+    for out in ["out-a", "out-b"] {
+        std::fs::create_dir_all(host.path(&format!("data/{out}"))).unwrap();
+    }
+    let write_tenant = |name: &str, text: &str| {
+        host.write(&format!("tenants/{name}.toml.new"), text);
+        std::fs::rename(host.path(&format!("tenants/{name}.toml.new")), host.path(&format!("tenants/{name}.toml")))
+            .unwrap();
+    };
+    write_tenant("a", &tenant("out-a", "a1"));
+    write_tenant("b", &tenant("out-b", "v1"));
+    let daemon = start_daemon(&host);
+    let tags_of_b = || {
+        let records = common::read_records(&host.path("data/out-b"));
+        records.values().map(|r| r["tag"].as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()
+    };
+    wait_for("tenant b's first sync", || host.path("data/out-b/layout.json").exists() && tags_of_b() == ["v1", "v1"]);
+
+    // `a` gets a transform whose `info()` spins until its call_timeout, and
+    // `b` a new version, in one reload.
+    let mapper_digest = sha256(synchost::bundled::FIELD_MAPPER.bytes);
+    let slow_a = tenant("out-a", "a2")
+        .replace("path = \"field_mapper.wasm\"", "path = \"hostile_transform.wasm\"")
+        .replace(&mapper_digest, &hostile)
+        .replace(
+            r#"config = { fields = [{ name = "id", from = "id" }, { name = "tag", template = "a2" }] }"#,
+            "config = { attack = \"info-spin\" }\nlimits = { call_timeout = \"4s\" }",
+        );
+    assert!(slow_a.contains("info-spin"), "the tenant template changed:\n{slow_a}");
+    write_tenant("a", &slow_a);
+    write_tenant("b", &tenant("out-b", "v2"));
+    // While `a` is being checked, `b` changes again.
+    wait_for("the check of tenant a to start", || daemon_log(&host).contains("info-spin: spinning in info()"));
+    write_tenant("b", &tenant("out-b", "v3"));
+
+    wait_for("tenant b to sync its last version", || tags_of_b() == ["v3", "v3"]);
+    let log = stop_daemon(&host, daemon);
+    assert!(log.contains("exceeded its `call_timeout` limit"), "tenant a's check was not cut short:\n{log}");
 }

@@ -23,7 +23,7 @@ pub use schedule::Schedule;
 pub use stream::StreamConfig;
 pub use tenant_file::{
     Canary, Deletes, DiffPolicy, DirGrant, EventPolicy, Mode, PipelineConfig, PluginConfig, PluginRef, Role,
-    TenantConfig,
+    TenantConfig, text_digest,
 };
 
 /// The whole configuration: host settings and every tenant.

@@ -59,9 +59,6 @@ pub struct LoadedTenant {
     /// Set when a newer version replaced this one: event syncs still running
     /// on it end at their next batch boundary, so the next run uses the new one.
     superseded: Arc<AtomicBool>,
-    /// The sha256 of the tenant file this was loaded from: an unchanged file
-    /// is not reloaded.
-    file_digest: String,
 }
 
 impl LoadedTenant {
@@ -75,14 +72,19 @@ impl LoadedTenant {
         self.plugins.iter().map(|(name, compiled)| (name.clone(), compiled.digest.clone())).collect()
     }
 
-    fn new(config: TenantConfig, plugins: BTreeMap<String, Arc<CompiledPlugin>>, file_digest: String) -> Self {
+    fn new(config: TenantConfig, plugins: BTreeMap<String, Arc<CompiledPlugin>>) -> Self {
         LoadedTenant {
             config: Arc::new(config),
             plugins: Arc::new(plugins),
             loaded_at: now(),
             superseded: Arc::new(AtomicBool::new(false)),
-            file_digest,
         }
+    }
+
+    /// The sha256 of the tenant file's text this version was loaded from: an
+    /// unchanged file is not reloaded.
+    fn file_digest(&self) -> &str {
+        &self.config.file_digest
     }
 }
 
@@ -114,8 +116,7 @@ impl Runtime {
         let mut loaded = BTreeMap::new();
         for tenant in config.tenants {
             let plugins = plugins.remove(&tenant.name).unwrap_or_default();
-            let digest = file_digest(&tenant.path);
-            loaded.insert(tenant.name.clone(), Arc::new(LoadedTenant::new(tenant, plugins, digest)));
+            loaded.insert(tenant.name.clone(), Arc::new(LoadedTenant::new(tenant, plugins)));
         }
         let mut swaps = reload::SwapLog::new(&loaded);
         swaps.refuse_at_start(left_out);
@@ -234,9 +235,10 @@ impl Runtime {
 
 /// The sha256 of a file, or empty if it cannot be read (so that it never
 /// matches and the file is looked at again).
+/// The digest of a tenant file as it is on disk now (see
+/// [`TenantConfig::file_digest`]); empty if it cannot be read.
 fn file_digest(path: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    std::fs::read(path).map(|bytes| hex::encode(Sha256::digest(bytes))).unwrap_or_default()
+    std::fs::read_to_string(path).map(|text| crate::config::text_digest(&text)).unwrap_or_default()
 }
 
 fn now() -> String {

@@ -31,6 +31,10 @@ pub struct TenantConfig {
     pub connections: BTreeMap<String, Arc<ConnectionConfig>>,
     /// The JetStream streams its plugins may be granted, by name.
     pub streams: BTreeMap<String, Arc<StreamConfig>>,
+    /// The sha256 of the file's text as it was read for this config: a hot
+    /// swap compares it with the file on disk to tell whether the file has
+    /// changed since, and never takes it from a second read.
+    pub file_digest: String,
 }
 
 /// A plugin as one tenant configures it.
@@ -279,6 +283,12 @@ struct PipelineEntry {
     retry_backoff_max: Option<Spanned<String>>,
 }
 
+/// The sha256 of a tenant file's text, as [`TenantConfig::file_digest`] keeps it.
+pub fn text_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 impl TenantConfig {
     /// Reads and checks one tenant file.
     pub fn load(path: &Path, host: &HostConfig) -> Result<TenantConfig, ConfigErrors> {
@@ -354,7 +364,16 @@ impl TenantConfig {
                 Err(e) => errors.extend(e),
             }
         }
-        errors.into_result(TenantConfig { name, path: path.to_path_buf(), plugins, pipelines, connections, streams })
+        let file_digest = text_digest(&text);
+        errors.into_result(TenantConfig {
+            name,
+            path: path.to_path_buf(),
+            plugins,
+            pipelines,
+            connections,
+            streams,
+            file_digest,
+        })
     }
 }
 

@@ -13,7 +13,6 @@
 //! status`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -144,13 +143,13 @@ impl Runtime {
 
         for tenant in config.tenants {
             let name = tenant.name.clone();
-            let digest = file_digest(&tenant.path);
+            let digest = tenant.file_digest.as_str();
             let running = current.iter().find(|t| t.config.name == name);
             let rolled_back = self.swap_log().rolled_back_from.get(&name).cloned();
-            if running.is_some_and(|t| t.file_digest == digest) || rolled_back.as_deref() == Some(digest.as_str()) {
+            if running.is_some_and(|t| t.file_digest() == digest) || rolled_back.as_deref() == Some(digest) {
                 continue;
             }
-            match self.validate(tenant, digest, running.map(Arc::as_ref)) {
+            match self.validate_latest(tenant, &config.host, running.map(Arc::as_ref)) {
                 Ok(loaded) => {
                     let plugins = loaded.digests();
                     {
@@ -181,13 +180,36 @@ impl Runtime {
         TenantChange::Refused { tenant: tenant.to_string(), problems }
     }
 
-    /// Every check a new version of a tenant must pass before it runs.
-    fn validate(
+    /// Validates a new version of a tenant, and validates it again for as
+    /// long as its file changed while it was being checked (compiling takes a
+    /// while): an edit that lands meanwhile is read and checked in this same
+    /// reload, never installed under another version's content or lost.
+    fn validate_latest(
         &self,
-        tenant: TenantConfig,
-        digest: String,
+        mut tenant: TenantConfig,
+        host: &crate::config::HostConfig,
         running: Option<&LoadedTenant>,
     ) -> Result<LoadedTenant, Vec<String>> {
+        /// A file rewritten faster than it can be checked is checked this
+        /// many times; the last version read is the one reported.
+        const MAX_CHECKS: usize = 5;
+        let mut checks = 1;
+        loop {
+            let path = tenant.path.clone();
+            let read = tenant.file_digest.clone();
+            let result = self.validate(tenant, running);
+            if checks == MAX_CHECKS || file_digest(&path) == read {
+                return result;
+            }
+            checks += 1;
+            tracing::info!(tenant = %path.display(), "the tenant file changed while it was checked: checking it again");
+            tenant = TenantConfig::load(&path, host)
+                .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        }
+    }
+
+    /// Every check a new version of a tenant must pass before it runs.
+    fn validate(&self, tenant: TenantConfig, running: Option<&LoadedTenant>) -> Result<LoadedTenant, Vec<String>> {
         let as_strings = |errors: ConfigErrors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>();
         let plugins = compile_tenant(&self.engine, &tenant).map_err(as_strings)?;
         let mut problems = Vec::new();
@@ -200,7 +222,7 @@ impl Runtime {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let loaded = LoadedTenant::new(tenant, plugins, digest);
+        let loaded = LoadedTenant::new(tenant, plugins);
         if let Some(running) = running {
             problems.extend(self.canaries(&loaded, running));
         }
@@ -303,11 +325,11 @@ impl Runtime {
         let setup = PluginSetup::from_config(tenant, &previous.config);
         plugin_info(&self.engine, &previous.compiled, &setup)
             .map_err(|e| format!("the earlier version no longer starts: {e}"))?;
-        let loaded = LoadedTenant::new(config, plugins, running.file_digest.clone());
+        let loaded = LoadedTenant::new(config, plugins);
         let digests = loaded.digests();
         {
             let mut swaps = self.swap_log();
-            swaps.rolled_back_from.insert(tenant.to_string(), file_digest(Path::new(&running.config.path)));
+            swaps.rolled_back_from.insert(tenant.to_string(), running.file_digest().to_string());
             // The version rolled away from leaves the history: a second
             // rollback goes further back rather than forth again.
             if let Some(versions) = swaps.history.get_mut(&(tenant.to_string(), plugin.to_string())) {
