@@ -264,3 +264,41 @@ fn when_signatures_are_required_an_unsigned_plugin_is_refused_by_name() {
     let output = host.synchost(&["validate"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn run_budgets_are_checked_where_they_stand_and_refused_in_a_plugins_limits() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace(
+        "schedule = \"every 5m\"",
+        "schedule = \"every 5m\"\nmax_run_rows = 0\nmax_run_duration = \"soon\"\nmax_run_memory = \"lots\"",
+    );
+    let error = validate_fails(&host, &tenant);
+    for (key, says) in [
+        ("max_run_rows", "pipelines.main.max_run_rows: must be more than zero"),
+        ("max_run_duration", "pipelines.main.max_run_duration: `soon` is not a duration"),
+        ("max_run_memory", "pipelines.main.max_run_memory: `lots` is not a size"),
+    ] {
+        assert!(error.contains(says), "missing `{says}` in:\n{error}");
+        assert!(error.contains(&format!("acme.toml:{}:", line_of(&tenant, key))), "{error}");
+    }
+
+    // A plugin's limits bound its calls, not a run.
+    let tenant =
+        valid_tenant().replace("[plugins.map]\n", "[plugins.map.limits]\nmax_run_rows = 10\n\n[plugins.map]\n");
+    let error = validate_fails(&host, &tenant);
+    assert!(error.contains("plugins.map.limits.max_run_rows: bounds a whole run, not a plugin's calls"), "{error}");
+
+    // synchost.toml's [limits] sets the defaults.
+    host.write("synchost.toml", &common::host_config("[limits]\nmax_run_duration = \"2h\"\nmax_run_rows = 1_000\n"));
+    host.write("tenants/acme.toml", &valid_tenant());
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    host.write("synchost.toml", &common::host_config("[limits]\nmax_run_memory = \"1 KiB\"\n"));
+    let output = host.synchost(&["validate"]);
+    assert!(
+        stderr(&output).contains("synchost.toml:4:")
+            && stderr(&output).contains("limits.max_run_memory: must be at least"),
+        "{}",
+        stderr(&output)
+    );
+}

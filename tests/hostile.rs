@@ -882,3 +882,181 @@ fn toml_list(items: &[&str]) -> String {
     // A JSON string is a valid TOML basic string.
     serde_json::to_string(items).unwrap()
 }
+
+// --- sources that would never let a run end ---
+
+/// A tenant whose pipeline `main` reads the `hostile_source.wasm` fixture with
+/// `attack`, through the field mapper into the file destination; `pipeline`
+/// is the rest of the pipeline's table (its mode, budgets).
+fn hostile_source_tenant(host: &HostDir, attack: &str, pipeline: &str) -> String {
+    let digest = host.install_fixture("hostile_source.wasm");
+    let tenant =
+        file_pipeline_tenant(&format!(r#"{{ attack = "{attack}" }}"#), r#"[{ name = "n", from = "n" }]"#, pipeline);
+    let file_source = format!(
+        "path = \"{}\"\nsha256 = \"{}\"\ndirs = [{{ host = \"../data/in\", guest = \"/in\" }}]\n",
+        synchost::bundled::FILE_SOURCE.file_name,
+        sha256(synchost::bundled::FILE_SOURCE.bytes)
+    );
+    assert!(tenant.contains(&file_source), "file_pipeline_tenant changed its source table");
+    tenant.replace(&file_source, &format!("path = \"hostile_source.wasm\"\nsha256 = \"{digest}\"\n"))
+}
+
+/// Syncs `acme/main` once, expecting it to end `status` with an error that
+/// says each of `expected`; returns the report.
+fn sync_ends(host: &HostDir, status: &str, expected: &[&str]) -> Value {
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok || status == "succeeded", "the sync succeeded: {report}");
+    assert_eq!(report["status"], status, "{report}");
+    let error = report["error"].as_str().unwrap_or_else(|| panic!("no error in {report}"));
+    for part in expected {
+        assert!(error.contains(part), "the error does not say `{part}`: {error}");
+    }
+    report
+}
+
+/// Nothing reached the destination, and there is no plan to approve.
+fn assert_nothing_planned(host: &HostDir, report: &Value) {
+    assert!(
+        !host.path("data/out/layout.json").exists() || host.records("data/out").is_empty(),
+        "the destination was written: {:?}",
+        host.records("data/out")
+    );
+    let approve = host.synchost(&["approve", &report["run"].to_string()]);
+    assert!(!approve.status.success(), "a plan from a cut-short read could be approved");
+}
+
+#[test]
+fn a_snapshot_that_never_ends_is_stopped_at_max_run_rows_and_plans_nothing() {
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &hostile_source_tenant(&host, "endless-snapshot", "mode = \"diff\"\nmax_run_rows = 5000"),
+    );
+    let report = sync_ends(
+        &host,
+        "failed",
+        &["read more than 5000 source rows", "over its max_run_rows", "pipelines.main.max_run_rows"],
+    );
+    assert!(report["stats"]["read"].as_u64().unwrap() <= 5100, "read on past the budget: {report}");
+    assert_nothing_planned(&host, &report);
+}
+
+#[test]
+fn a_snapshot_that_never_ends_is_stopped_at_max_run_memory() {
+    let host = HostDir::new();
+    // Run budgets default from synchost.toml's [limits].
+    host.write("synchost.toml", &common::host_config("[limits]\nmax_run_memory = \"2 MiB\"\n"));
+    host.write("tenants/acme.toml", &hostile_source_tenant(&host, "endless-snapshot", "mode = \"diff\""));
+    let report = sync_ends(&host, "failed", &["would hold more than 2.0 MiB for its plan", "over its max_run_memory"]);
+    assert_nothing_planned(&host, &report);
+}
+
+#[test]
+fn a_page_token_handed_back_again_is_a_contract_breach() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &hostile_source_tenant(&host, "stuck-token", "mode = \"diff\""));
+    let report = sync_ends(
+        &host,
+        "failed",
+        &["plugin `src`", "`snapshot` broke the contract", "handed back page token `0` again"],
+    );
+    assert_nothing_planned(&host, &report);
+}
+
+#[test]
+fn empty_pages_without_end_are_a_contract_breach() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &hostile_source_tenant(&host, "empty-pages", "mode = \"diff\""));
+    let report = sync_ends(&host, "failed", &["`snapshot` broke the contract", "returned 1000 empty pages in a row"]);
+    assert_eq!(report["stats"]["read"], 0, "{report}");
+    assert_nothing_planned(&host, &report);
+}
+
+#[test]
+fn an_event_cursor_that_moves_without_events_is_a_contract_breach() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &hostile_source_tenant(&host, "empty-moving-cursor", "mode = \"event\""));
+    let report = sync_ends(
+        &host,
+        "failed",
+        &["`events` broke the contract", "moved its cursor 100 times in a row without returning an event"],
+    );
+    assert!(report["stats"]["batches"].as_u64().unwrap() < 100, "{report}");
+}
+
+#[test]
+fn an_event_cursor_that_stands_still_or_goes_back_is_a_contract_breach() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &hostile_source_tenant(&host, "events-same-cursor", "mode = \"event\""));
+    sync_ends(&host, "failed", &["`events` broke the contract", "returned 1 events but left its cursor at `0`"]);
+
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &hostile_source_tenant(&host, "cursor-back", "mode = \"event\""));
+    let report = sync_ends(&host, "failed", &["`events` broke the contract", "went back to cursor `1`"]);
+    // The batches before the breach were applied and committed.
+    assert_eq!(report["stats"]["cursor_after"], "2", "{report}");
+}
+
+#[test]
+fn an_event_run_stops_at_max_run_rows_and_the_next_one_goes_on() {
+    let host = HostDir::new();
+    let changelog: String =
+        (0..300).map(|i| format!("{}\n", json!({"op": "upsert", "row": {"id": format!("k{i}")}}))).collect();
+    host.write("data/in/changes.jsonl", &changelog);
+    host.write(
+        "tenants/acme.toml",
+        &file_pipeline_tenant(
+            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }]"#,
+            "mode = \"event\"\nmax_batch = 50\nmax_run_rows = 100",
+        ),
+    );
+    let report = sync_ends(&host, "stopped", &["read more than 100 events", "the next run goes on from its cursor"]);
+    let first = report["stats"]["read"].as_u64().unwrap();
+    assert!((101..300).contains(&first), "{report}");
+    assert_eq!(host.records("data/out").len() as u64, first, "what was read was applied and committed");
+    // The next runs go on from the cursor until every event is in.
+    let started = Instant::now();
+    while host.records("data/out").len() < 300 {
+        assert!(started.elapsed() < PATIENCE, "the runs never caught up");
+        let (_, report) = host.sync("acme/main", &[]);
+        assert!(report["status"] == "stopped" || report["status"] == "succeeded", "{report}");
+    }
+}
+
+#[test]
+fn a_shutdown_during_a_diff_read_records_the_run_stopped_with_no_plan() {
+    // The destination holds some records, so that a plan made from a read cut
+    // short would delete or create enough to be saved as blocked, and could
+    // then be approved.
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &hostile_source_tenant(&host, "none", "mode = \"diff\""));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(host.records("data/out").len(), 300);
+
+    host.write(
+        "tenants/acme.toml",
+        &hostile_source_tenant(
+            &host,
+            "endless-snapshot",
+            "mode = \"diff\"\nschedule = \"every 1h\"\nmax_run_rows = 100_000_000",
+        ),
+    );
+    let mut daemon = Daemon::start(&host, &[]);
+    daemon.wait_for("the run to be reading", |_| {
+        runs(&host, "acme/main").first().is_some_and(|r| r["status"] == "running")
+    });
+    let (exit, log, _) = daemon.stop();
+    assert!(exit.success(), "{log}");
+    let newest = runs(&host, "acme/main").into_iter().next().unwrap();
+    assert_eq!(newest["status"], "stopped", "{newest}");
+    assert_nothing_planned_beyond(&host, &newest, 300);
+}
+
+/// The destination still holds its `records`, and `run` left no plan to approve.
+fn assert_nothing_planned_beyond(host: &HostDir, run: &Value, records: usize) {
+    assert_eq!(host.records("data/out").len(), records, "the destination was written");
+    let approve = host.synchost(&["approve", &run["id"].to_string()]);
+    assert!(!approve.status.success(), "a plan from a cut-short read could be approved");
+}

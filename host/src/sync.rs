@@ -96,12 +96,65 @@ pub(crate) enum Halt {
     Paused(String),
     #[error(transparent)]
     Archive(#[from] diff::archive::ArchiveError),
+    /// The run went past one of its pipeline's run budgets. A diff run plans
+    /// nothing from it (it failed); an event run keeps what it committed and
+    /// the next run goes on from its cursor (it stopped).
+    #[error("{0}")]
+    OverBudget(String),
 }
 
 /// A plan that cannot be made (a key twice, an owned field missing) refuses the run.
 impl From<diff::PlanError> for Halt {
     fn from(error: diff::PlanError) -> Halt {
         Halt::Refused(error.to_string())
+    }
+}
+
+/// A run held to its pipeline's budget (`max_run_rows`, `max_run_duration`,
+/// `max_run_memory`), checked at every page and batch boundary.
+#[derive(Clone)]
+pub(crate) struct Budget {
+    budget: crate::config::RunBudget,
+    pipeline: String,
+    started: Instant,
+}
+
+impl Budget {
+    fn start(job: &SyncJob<'_>) -> Budget {
+        Budget { budget: job.pipeline.budget, pipeline: job.pipeline.name.clone(), started: Instant::now() }
+    }
+
+    fn over(&self, key: &str, what: String) -> Halt {
+        Halt::OverBudget(format!(
+            "the run {what}: over its {key} (raise `pipelines.{}.{key}`, or the default in synchost.toml's [limits])",
+            self.pipeline
+        ))
+    }
+
+    /// `rows` read so far, of `what` (source rows, destination records, events).
+    pub(crate) fn rows(&self, rows: u64, what: &str) -> Result<(), Halt> {
+        let max = self.budget.max_rows;
+        if rows > max { Err(self.over("max_run_rows", format!("read more than {max} {what}"))) } else { Ok(()) }
+    }
+
+    pub(crate) fn time(&self) -> Result<(), Halt> {
+        let max = self.budget.max_duration;
+        if self.started.elapsed() > max {
+            Err(self.over("max_run_duration", format!("took longer than {}", humantime::format_duration(max))))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `bytes`: what the plan holds so far, estimated.
+    pub(crate) fn memory(&self, bytes: u64) -> Result<(), Halt> {
+        let max = self.budget.max_memory_bytes;
+        if bytes > max {
+            let max = bytesize::ByteSize::b(max);
+            Err(self.over("max_run_memory", format!("would hold more than {max} for its plan")))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -112,18 +165,20 @@ const REPORTED_FAILURES: usize = 20;
 pub(crate) struct Progress {
     pub stats: RunStats,
     pub failures: Vec<(String, String)>,
+    /// What the run may still take, from its start.
+    pub budget: Budget,
     /// Live progress on the terminal, when asked for.
     live: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
-    fn new(live: bool) -> Progress {
-        let live = live.then(|| {
+    fn new(job: &SyncJob<'_>) -> Progress {
+        let live = job.options.live_progress.then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
-        Progress { stats: RunStats::default(), failures: Vec::new(), live }
+        Progress { stats: RunStats::default(), failures: Vec::new(), budget: Budget::start(job), live }
     }
 
     fn failure(&mut self, key: &str, reason: String) {
@@ -200,7 +255,7 @@ impl SyncJob<'_> {
                 record.status
             ));
         }
-        let mut progress = Progress::new(self.options.live_progress);
+        let mut progress = Progress::new(self);
         // The destination is checked before the run is touched: a refusal
         // leaves the blocked run as it was.
         let check = diff::check_approvable(self, run, &mut progress);
@@ -221,7 +276,7 @@ impl SyncJob<'_> {
         if self.pipeline.mode != Mode::Diff {
             return Err(format!("{} is an event pipeline; only diff pipelines plan", self.id()));
         }
-        let mut progress = Progress::new(self.options.live_progress);
+        let mut progress = Progress::new(self);
         diff::preview(self, &mut progress).map_err(|e| e.to_string())
     }
 
@@ -242,12 +297,15 @@ impl SyncJob<'_> {
         work: impl FnOnce(&mut Progress) -> Result<(), Halt>,
     ) -> Result<SyncReport, StateError> {
         let id = self.id();
-        let mut progress = Progress::new(self.options.live_progress);
+        let mut progress = Progress::new(self);
         let outcome = work(&mut progress);
         let handed_over = matches!(outcome, Err(Halt::HandedOver));
         let (status, error) = match outcome {
             Ok(()) | Err(Halt::HandedOver) => (RunStatus::Succeeded, None),
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
+            Err(Halt::OverBudget(reason)) if self.pipeline.mode == Mode::Event => {
+                (RunStatus::Stopped, Some(format!("{reason}; the next run goes on from its cursor")))
+            }
             Err(Halt::Blocked(reason)) => (RunStatus::Blocked, Some(reason)),
             Err(Halt::Paused(reason)) => (RunStatus::Paused, Some(reason)),
             Err(Halt::Plugin(PluginError::Returned { error, .. }))

@@ -18,6 +18,8 @@ pub struct HostConfig {
     pub plugin_dir: PathBuf,
     pub tenants_dir: PathBuf,
     pub limits: Limits,
+    /// What one run of a pipeline may take, unless the pipeline says otherwise.
+    pub run_budget: RunBudget,
     /// How many diff-run archives to keep per pipeline.
     pub keep_run_archives: usize,
     /// Keys whose signatures on a plugin file are trusted.
@@ -93,6 +95,90 @@ impl Default for Limits {
 
 const MIB: u64 = 1024 * 1024;
 
+/// What one run of a pipeline may take as a whole, whatever each plugin call
+/// stays within: a source that never ends (fresh rows on every page, events
+/// without end) must end the run, not take the host down. `synchost.toml`'s
+/// `[limits]` sets the defaults; a pipeline overrides them with the same keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunBudget {
+    /// `max_run_rows`: rows a diff run may read from either side, or events
+    /// an event run may read.
+    pub max_rows: u64,
+    /// `max_run_duration`: wall-clock time a run may take.
+    pub max_duration: Duration,
+    /// `max_run_memory`: what a diff run's plan may hold (the destination's
+    /// index, the changes, desired pages waiting for the index), estimated.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for RunBudget {
+    fn default() -> Self {
+        RunBudget {
+            // Far above the data sets a single run is for, yet a bound: a
+            // source that never ends is stopped long before it fills the host.
+            max_rows: 100_000_000,
+            max_duration: Duration::from_secs(24 * 3600),
+            max_memory_bytes: 4 * 1024 * MIB,
+        }
+    }
+}
+
+/// The run-budget keys, as written where they may be: synchost.toml's
+/// `[limits]` or a pipeline's table.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct RunBudgetKeys {
+    pub max_run_rows: Option<toml::Spanned<u64>>,
+    pub max_run_duration: Option<toml::Spanned<String>>,
+    pub max_run_memory: Option<toml::Spanned<String>>,
+}
+
+impl RunBudgetKeys {
+    /// `base` with these keys applied, each error at its place in `file`
+    /// under `table`.
+    pub(crate) fn apply(
+        &self,
+        base: RunBudget,
+        file: &Path,
+        text: &str,
+        table: &str,
+    ) -> Result<RunBudget, ConfigErrors> {
+        let site = LimitsSite { file, text, table };
+        let mut budget = base;
+        let mut errors = ConfigErrors::default();
+        if let Some(v) = &self.max_run_rows {
+            match *v.get_ref() {
+                0 => errors.push(site.error(v, "max_run_rows", "must be more than zero".into())),
+                n => budget.max_rows = n,
+            }
+        }
+        if let Some(v) = &self.max_run_duration {
+            match site.duration(v, "max_run_duration") {
+                Ok(d) => budget.max_duration = d,
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(v) = &self.max_run_memory {
+            match site.size(v, "max_run_memory", MIB) {
+                Ok(n) => budget.max_memory_bytes = n,
+                Err(e) => errors.push(e),
+            }
+        }
+        errors.into_result(budget)
+    }
+
+    /// Where the first key set stands, if any: these keys mean nothing in a
+    /// plugin's limits, which bound one call.
+    pub(crate) fn first_set(&self) -> Option<(&'static str, usize)> {
+        [
+            ("max_run_rows", self.max_run_rows.as_ref().map(|v| v.span().start)),
+            ("max_run_duration", self.max_run_duration.as_ref().map(|v| v.span().start)),
+            ("max_run_memory", self.max_run_memory.as_ref().map(|v| v.span().start)),
+        ]
+        .into_iter()
+        .find_map(|(key, at)| at.map(|at| (key, at)))
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HostFile {
@@ -127,6 +213,11 @@ pub(crate) struct LimitsFile {
     max_log: Option<toml::Spanned<String>>,
     http_timeout: Option<toml::Spanned<String>>,
     http_max_response: Option<toml::Spanned<String>>,
+    // Run budgets: defaults for every pipeline in synchost.toml, refused in
+    // a plugin's limits (see `run_budget`).
+    max_run_rows: Option<toml::Spanned<u64>>,
+    max_run_duration: Option<toml::Spanned<String>>,
+    max_run_memory: Option<toml::Spanned<String>>,
 }
 
 /// Where the limits being read stand, for errors.
@@ -167,6 +258,15 @@ impl LimitsSite<'_> {
 }
 
 impl LimitsFile {
+    /// The run-budget keys among these limits.
+    pub(crate) fn run_budget(&self) -> RunBudgetKeys {
+        RunBudgetKeys {
+            max_run_rows: self.max_run_rows.clone(),
+            max_run_duration: self.max_run_duration.clone(),
+            max_run_memory: self.max_run_memory.clone(),
+        }
+    }
+
     /// `base` with these overrides applied; a value that does not parse is an
     /// error at its place in `file`. `fuel_metering` says whether the host
     /// meters fuel at all: only then may a plugin be given a fuel limit.
@@ -250,6 +350,7 @@ impl HostConfig {
         let base = std::path::absolute(&base).unwrap_or(base);
         let resolve = |value: &Option<String>, default: &str| base.join(value.as_deref().unwrap_or(default));
         let limits = file.limits.apply(Limits::default(), true, path, &text, "limits")?;
+        let run_budget = file.limits.run_budget().apply(RunBudget::default(), path, &text, "limits")?;
         let trusted_keys = crate::signing::parse_trusted_keys(&file.trusted_keys, path, &text)?;
         let state_dir = resolve(&file.state_dir, "state");
         let cache_on = file.compiled_cache.as_ref().map(|on| *on.get_ref());
@@ -272,6 +373,7 @@ impl HostConfig {
             plugin_dir: resolve(&file.plugin_dir, "plugins"),
             tenants_dir: resolve(&file.tenants_dir, "tenants"),
             limits,
+            run_budget,
             keep_run_archives: file.keep_run_archives.unwrap_or(20),
             trusted_keys,
             require_signatures: file.require_signatures,

@@ -102,6 +102,8 @@ pub struct PipelineConfig {
     pub diff: DiffPolicy,
     /// Event syncs: lanes, retries.
     pub event: EventPolicy,
+    /// What one run may take as a whole.
+    pub budget: crate::config::RunBudget,
     /// Every plugin the pipeline names, with where, for errors found later.
     pub references: Vec<PluginRef>,
 }
@@ -261,6 +263,13 @@ struct PipelineEntry {
     max_batch: Option<Spanned<u32>>,
     #[serde(default)]
     apply_batch: Option<Spanned<usize>>,
+    // Run budgets; the host's [limits] gives the defaults.
+    #[serde(default)]
+    max_run_rows: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_run_duration: Option<Spanned<String>>,
+    #[serde(default)]
+    max_run_memory: Option<Spanned<String>>,
     // Diff syncs only.
     #[serde(default)]
     owned_fields: Option<Spanned<Vec<String>>>,
@@ -483,6 +492,16 @@ impl Checker<'_> {
         let streams =
             self.grants(&table, "streams", "stream", &entry.streams, self.streams, self.declared_streams, &mut errors);
         let fuel_metering = self.host.fuel_metering();
+        if let Some((key, at)) = entry.limits.run_budget().first_set() {
+            errors.push(
+                self.error(
+                    at,
+                    format!("{table}.limits.{key}"),
+                    "bounds a whole run, not a plugin's calls: set it on the pipeline, or in synchost.toml's [limits]"
+                        .into(),
+                ),
+            );
+        }
         let limits =
             match entry.limits.apply(self.host.limits, fuel_metering, self.path, self.text, &format!("{table}.limits"))
             {
@@ -761,6 +780,15 @@ impl Checker<'_> {
         let apply_batch = positive(&entry.apply_batch, "apply_batch", 500);
         let diff = self.diff_policy(&table, &entry, &mut errors);
         let event = self.event_policy(&table, &entry, &mut errors);
+        let budget_keys = crate::config::host_file::RunBudgetKeys {
+            max_run_rows: entry.max_run_rows.clone(),
+            max_run_duration: entry.max_run_duration.clone(),
+            max_run_memory: entry.max_run_memory.clone(),
+        };
+        let budget = budget_keys.apply(self.host.run_budget, self.path, self.text, &table).unwrap_or_else(|e| {
+            errors.extend(e);
+            self.host.run_budget
+        });
         errors.into_result(PipelineConfig {
             name: name.to_string(),
             mode: entry.mode,
@@ -772,6 +800,7 @@ impl Checker<'_> {
             apply_batch,
             diff,
             event,
+            budget,
             references,
         })
     }

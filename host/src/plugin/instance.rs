@@ -221,6 +221,69 @@ fn wrong_kind(setup: &PluginSetup, compiled: &CompiledPlugin, wanted: PluginKind
     }
 }
 
+/// How many snapshot pages in a row may come back empty before the host
+/// calls it a snapshot that makes no progress.
+const MAX_EMPTY_PAGES: u32 = 1000;
+/// How many event batches in a row may move the cursor without an event.
+/// Each is committed (the cursor moved past blank lines, say), so this also
+/// bounds the state writes a source that only moves its cursor can cause.
+const MAX_EMPTY_BATCHES: u32 = 100;
+
+/// What a plugin's paging has shown so far, to hold it to making progress: a
+/// snapshot whose page token comes back again, or an event cursor that
+/// returns to one already seen, would be read forever.
+#[derive(Default)]
+struct Paging {
+    /// Page tokens (or cursors) passed in or handed back since the snapshot began.
+    seen: std::collections::HashSet<String>,
+    /// Empty pages, or empty batches that moved the cursor, in a row.
+    empty_in_a_row: u32,
+}
+
+impl Paging {
+    /// Checks a snapshot page: `token` is the one asked with (`None` starts
+    /// a new snapshot), `next` what the page handed back.
+    fn page(&mut self, token: Option<&str>, rows: usize, next: Option<&str>) -> Result<(), String> {
+        match token {
+            None => *self = Paging::default(),
+            Some(token) => {
+                self.seen.insert(token.to_string());
+            }
+        }
+        self.empty_in_a_row = if rows == 0 { self.empty_in_a_row + 1 } else { 0 };
+        if let Some(next) = next {
+            if self.seen.contains(next) {
+                return Err(format!("handed back page token `{next}` again: the snapshot would never end"));
+            }
+            if self.empty_in_a_row >= MAX_EMPTY_PAGES {
+                return Err(format!("returned {MAX_EMPTY_PAGES} empty pages in a row and still no end"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an event batch read after `cursor` that handed back `next`.
+    fn batch(&mut self, cursor: Option<&str>, events: usize, next: &str) -> Result<(), String> {
+        let from = cursor.unwrap_or_default();
+        if next == from {
+            // No events and the same cursor: caught up, as an empty stream is.
+            return match events {
+                0 => Ok(()),
+                n => Err(format!("returned {n} events but left its cursor at `{next}`: they would be read forever")),
+            };
+        }
+        self.seen.insert(from.to_string());
+        if !self.seen.insert(next.to_string()) {
+            return Err(format!("went back to cursor `{next}`, which it had already passed"));
+        }
+        self.empty_in_a_row = if events == 0 { self.empty_in_a_row + 1 } else { 0 };
+        if self.empty_in_a_row >= MAX_EMPTY_BATCHES {
+            return Err(format!("moved its cursor {MAX_EMPTY_BATCHES} times in a row without returning an event"));
+        }
+        Ok(())
+    }
+}
+
 /// A source plugin's bindings: this host's WIT, or 0.1.x's.
 enum SourceBindings {
     Now(SourcePlugin),
@@ -231,6 +294,7 @@ enum SourceBindings {
 pub struct SourceInstance {
     sandbox: Sandbox,
     bindings: SourceBindings,
+    paging: Paging,
 }
 
 impl SourceInstance {
@@ -243,7 +307,7 @@ impl SourceInstance {
             }
             _ => return Err(wrong_kind(setup, compiled, PluginKind::Source)),
         };
-        Ok(SourceInstance { sandbox, bindings })
+        Ok(SourceInstance { sandbox, bindings, paging: Paging::default() })
     }
 
     pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
@@ -264,6 +328,9 @@ impl SourceInstance {
         };
         let page = self.sandbox.returned("snapshot", result)?;
         self.sandbox.check_page("snapshot", &page.rows)?;
+        self.paging
+            .page(token, page.rows.len(), page.next.as_deref())
+            .map_err(|detail| self.sandbox.contract("snapshot", detail))?;
         Ok(page)
     }
 
@@ -305,6 +372,9 @@ impl SourceInstance {
                 self.sandbox.check_rows("events", &batch.columns, std::slice::from_ref(row))?;
             }
         }
+        self.paging
+            .batch(cursor, batch.events.len(), &batch.cursor)
+            .map_err(|detail| self.sandbox.contract("events", detail))?;
         Ok(batch)
     }
 }
@@ -380,6 +450,7 @@ enum DestinationBindings {
 pub struct DestinationInstance {
     sandbox: Sandbox,
     bindings: DestinationBindings,
+    paging: Paging,
 }
 
 impl DestinationInstance {
@@ -394,7 +465,7 @@ impl DestinationInstance {
             }
             _ => return Err(wrong_kind(setup, compiled, PluginKind::Destination)),
         };
-        Ok(DestinationInstance { sandbox, bindings })
+        Ok(DestinationInstance { sandbox, bindings, paging: Paging::default() })
     }
 
     pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
@@ -417,6 +488,9 @@ impl DestinationInstance {
         };
         let page = self.sandbox.returned("snapshot", result)?;
         self.sandbox.check_page("snapshot", &page.rows)?;
+        self.paging
+            .page(token, page.rows.len(), page.next.as_deref())
+            .map_err(|detail| self.sandbox.contract("snapshot", detail))?;
         Ok(page)
     }
 
@@ -477,5 +551,52 @@ pub fn plugin_info(
         PluginKind::Source => SourceInstance::new(engine, compiled, setup)?.info(),
         PluginKind::Destination => DestinationInstance::new(engine, compiled, setup)?.info(),
         PluginKind::Transform => TransformInstance::new(engine, compiled, setup)?.info(),
+    }
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use super::{MAX_EMPTY_BATCHES, MAX_EMPTY_PAGES, Paging};
+
+    #[test]
+    fn a_page_token_handed_back_again_is_refused() {
+        let mut paging = Paging::default();
+        assert!(paging.page(None, 10, Some("a")).is_ok());
+        assert!(paging.page(Some("a"), 10, Some("b")).is_ok());
+        assert!(paging.page(Some("b"), 0, Some("b")).unwrap_err().contains("page token `b` again"));
+        // A cycle is caught as well as a token that stands still.
+        assert!(paging.page(Some("b"), 10, Some("a")).unwrap_err().contains("page token `a` again"));
+        // A new snapshot starts afresh.
+        assert!(paging.page(None, 10, Some("a")).is_ok());
+    }
+
+    #[test]
+    fn empty_pages_in_a_row_end_at_the_limit() {
+        let mut paging = Paging::default();
+        let mut result = paging.page(None, 0, Some("0"));
+        for i in 1..MAX_EMPTY_PAGES {
+            assert!(result.is_ok(), "page {i}");
+            result = paging.page(Some(&(i - 1).to_string()), 0, Some(&i.to_string()));
+        }
+        assert!(result.unwrap_err().contains("empty pages in a row"));
+        // The last page of a snapshot may be empty.
+        assert!(Paging::default().page(None, 0, None).is_ok());
+    }
+
+    #[test]
+    fn an_event_cursor_must_move_with_its_events_and_never_go_back() {
+        let mut paging = Paging::default();
+        assert!(paging.batch(None, 0, "").is_ok(), "an empty stream is caught up");
+        assert!(paging.batch(None, 5, "5").is_ok());
+        assert!(paging.batch(Some("5"), 0, "5").is_ok(), "caught up at 5");
+        assert!(paging.batch(Some("5"), 3, "5").unwrap_err().contains("left its cursor at `5`"));
+        assert!(paging.batch(Some("5"), 2, "7").is_ok());
+        assert!(paging.batch(Some("7"), 1, "5").unwrap_err().contains("went back to cursor `5`"));
+        let mut moving = Paging::default();
+        let mut result = Ok(());
+        for i in 0..MAX_EMPTY_BATCHES {
+            result = moving.batch(Some(&i.to_string()), 0, &(i + 1).to_string());
+        }
+        assert!(result.unwrap_err().contains("without returning an event"));
     }
 }

@@ -90,11 +90,26 @@ fn compute_plan(
     let abandon = AtomicBool::new(false);
     // Destination records read so far, for the live progress line.
     let destination_read = AtomicU64::new(0);
+    // The destination reader checks its side against the run budget: what
+    // its index holds, with what planning holds meanwhile.
+    let destination_budget = DestinationBudget {
+        budget: progress.budget.clone(),
+        planning_bytes: AtomicU64::new(0),
+        index_bytes: AtomicU64::new(0),
+    };
     let stopping = || job.should_stop() || abandon.load(Ordering::Relaxed);
     let (planner, destination) = std::thread::scope(|scope| -> Result<(Planner, DestinationInstance), Halt> {
+        let reading_destination_budget = &destination_budget;
         let mut reading_destination = Some(scope.spawn(|| {
-            read_destination(destination, &owned, destination_log, &stopping, &destination_read)
-                .inspect_err(|_| abandon.store(true, Ordering::Relaxed))
+            read_destination(
+                destination,
+                &owned,
+                destination_log,
+                &stopping,
+                &destination_read,
+                reading_destination_budget,
+            )
+            .inspect_err(|_| abandon.store(true, Ordering::Relaxed))
         }));
         let (pages, arriving) = std::sync::mpsc::sync_channel::<Result<Page, Halt>>(4);
         scope.spawn(move || {
@@ -136,6 +151,8 @@ fn compute_plan(
                 let page = page?;
                 progress.stats.read += page.rows.len() as u64;
                 progress.stats.destination = destination_read.load(Ordering::Relaxed);
+                progress.budget.rows(progress.stats.read, "source rows")?;
+                progress.budget.time()?;
                 progress.show("reading");
                 let out = transforms.apply(page.rows)?;
                 if let Some(log) = desired_log.as_deref_mut() {
@@ -148,6 +165,14 @@ fn compute_plan(
                     planning = planning.ready(index, policy)?;
                 }
                 planning.add(HashedRows::new(&owned, out.table)?)?;
+                let held = planning.approx_bytes();
+                destination_budget.planning_bytes.store(held, Ordering::Relaxed);
+                // Once planning is ready, the planner holds the index itself.
+                let index = match planning {
+                    Planning::Waiting(_) => destination_budget.index_bytes.load(Ordering::Relaxed),
+                    Planning::Ready(_) => 0,
+                };
+                progress.budget.memory(held + index)?;
             }
             // The source thread says when it stopped short; a stop that came
             // after its last page still makes this read no plan.
@@ -193,6 +218,16 @@ fn compute_plan(
     Ok((plan, destination))
 }
 
+/// The run's memory budget shared by the destination reader and planning,
+/// which fill it side by side until the index is complete.
+struct DestinationBudget {
+    budget: super::Budget,
+    /// What planning holds (desired pages waiting for the index, then the plan).
+    planning_bytes: AtomicU64,
+    /// What the destination index held at its last page.
+    index_bytes: AtomicU64,
+}
+
 /// Pages through the whole destination into an index of its owned fields.
 fn read_destination(
     mut destination: DestinationInstance,
@@ -200,6 +235,7 @@ fn read_destination(
     mut log: Option<&mut RowWriter>,
     stopping: &dyn Fn() -> bool,
     read: &AtomicU64,
+    budget: &DestinationBudget,
 ) -> Result<(DestinationIndex, DestinationInstance), Halt> {
     let mut index = DestinationIndex::new(owned);
     let mut token: Option<String> = None;
@@ -213,6 +249,10 @@ fn read_destination(
         }
         index.add_page(&page.rows)?;
         read.store(index.len() as u64, Ordering::Relaxed);
+        budget.budget.rows(index.len() as u64, "destination records")?;
+        budget.budget.time()?;
+        budget.index_bytes.store(index.approx_bytes(), Ordering::Relaxed);
+        budget.budget.memory(index.approx_bytes() + budget.planning_bytes.load(Ordering::Relaxed))?;
         token = page.next;
         if token.is_none() {
             return Ok((index, destination));
@@ -247,6 +287,14 @@ impl Planning {
             Planning::Ready(planner) => planner.add(&page)?,
         }
         Ok(())
+    }
+
+    /// About how much memory planning holds, for `max_run_memory`.
+    fn approx_bytes(&self) -> u64 {
+        match self {
+            Planning::Waiting(pages) => pages.iter().map(HashedRows::approx_bytes).sum(),
+            Planning::Ready(planner) => planner.approx_bytes(),
+        }
     }
 
     fn into_planner(self) -> Result<Planner, Halt> {

@@ -85,6 +85,11 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
         if job.should_stop() {
             break Err(Halt::Stopped);
         }
+        // At a batch boundary: everything committed so far stays, and the
+        // next run goes on from the cursor.
+        if let Err(over) = progress.budget.rows(progress.stats.read, "events").and_then(|()| progress.budget.time()) {
+            break Err(over);
+        }
         // Whatever was read and transformed ahead was done by the old
         // version: it is dropped, and the next run reads it again.
         if job.is_superseded() {

@@ -43,6 +43,8 @@ pub(super) fn apply(
             if job.should_stop() {
                 return Err(Halt::Stopped);
             }
+            // What did not apply is planned again by the next run.
+            progress.budget.time()?;
             apply_batch(job, destination, &plan.columns, chunk, &mut outcomes, progress)?;
             progress.show(&format!("applying {}/{total}", (done * job.pipeline.apply_batch + chunk.len()).min(total)));
         }

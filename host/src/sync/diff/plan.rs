@@ -91,11 +91,24 @@ pub struct DestinationIndex {
     rows: HashMap<Box<str>, u32>,
     hashes: Vec<u64>,
     fingerprint: u64,
+    /// The bytes of every key indexed, for [`DestinationIndex::approx_bytes`].
+    key_bytes: u64,
 }
+
+/// What one entry of a key → row map costs beside its key's bytes: the boxed
+/// key and row number in the table, the allocation's own overhead, the map's
+/// spare room. An estimate, for run budgets.
+const PER_KEY_BYTES: u64 = 48;
 
 impl DestinationIndex {
     pub fn new(owned: &[String]) -> DestinationIndex {
-        DestinationIndex { columns: owned.to_vec(), rows: HashMap::new(), hashes: Vec::new(), fingerprint: 0 }
+        DestinationIndex {
+            columns: owned.to_vec(),
+            rows: HashMap::new(),
+            hashes: Vec::new(),
+            fingerprint: 0,
+            key_bytes: 0,
+        }
     }
 
     /// Adds a page of destination records; fields it lacks count as null.
@@ -114,6 +127,7 @@ impl DestinationIndex {
             if self.rows.insert(key.into(), self.rows.len() as u32).is_some() {
                 return Err(PlanError::DuplicateDestinationKey(key.to_string()));
             }
+            self.key_bytes += key.len() as u64;
             self.hashes.extend_from_slice(&hashes);
             self.fingerprint = self.fingerprint.wrapping_add(digest);
         }
@@ -132,9 +146,36 @@ impl DestinationIndex {
         self.fingerprint
     }
 
+    /// About how much memory the index holds, for `max_run_memory`.
+    pub fn approx_bytes(&self) -> u64 {
+        self.key_bytes + self.rows.len() as u64 * PER_KEY_BYTES + self.hashes.len() as u64 * 8
+    }
+
     fn hashes_of(&self, index: u32) -> &[u64] {
         let width = self.columns.len();
         &self.hashes[index as usize * width..(index as usize + 1) * width]
+    }
+}
+
+/// About what a row copied out of its page costs in memory.
+fn row_footprint(row: &Row) -> u64 {
+    let values: u64 = row
+        .values
+        .iter()
+        .map(|value| match value {
+            crate::plugin::types::Value::Text(text) | crate::plugin::types::Value::Json(text) => text.len() as u64,
+            crate::plugin::types::Value::Bytes(bytes) => bytes.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    // The row and its key (String, Vec) and a Value enum per field.
+    64 + row.key.len() as u64 + values + 32 * row.values.len() as u64
+}
+
+impl HashedRows {
+    /// About how much memory the rows hold while they wait for the index.
+    pub fn approx_bytes(&self) -> u64 {
+        self.table.payload_bytes() + self.hashes.len() as u64 * 8 + self.table.len() as u64 * 16
     }
 }
 
@@ -194,6 +235,8 @@ pub struct Planner {
     unique_values: Vec<HashMap<u64, Box<str>>>,
     /// Keys in a collision, with what they collide with.
     conflicts: HashMap<String, Conflict>,
+    /// About how much the creates and updates hold, for `max_run_memory`.
+    kept_bytes: u64,
 }
 
 impl Planner {
@@ -219,7 +262,14 @@ impl Planner {
             unchanged: 0,
             desired_rows: 0,
             conflicts: HashMap::new(),
+            kept_bytes: 0,
         })
+    }
+
+    /// About how much memory the plan holds so far (the destination's index
+    /// and the changes), for `max_run_memory`.
+    pub fn approx_bytes(&self) -> u64 {
+        self.destination.approx_bytes() + self.seen.len() as u64 + self.kept_bytes
     }
 
     /// How many records the destination holds.
@@ -261,13 +311,18 @@ impl Planner {
                         .filter(|((new, old), _)| new != old)
                         .map(|(_, name)| name.clone())
                         .collect();
-                    self.updates.push(RowUpdate { row: project(row), changed });
+                    let update = RowUpdate { row: project(row), changed };
+                    self.kept_bytes +=
+                        row_footprint(&update.row) + update.changed.iter().map(|c| c.len() as u64 + 24).sum::<u64>();
+                    self.updates.push(update);
                 }
                 None => {
                     if !self.created_keys.insert(key.into()) {
                         return Err(PlanError::DuplicateKey(key.to_string()));
                     }
-                    self.creates.push(project(row));
+                    let create = project(row);
+                    self.kept_bytes += row_footprint(&create) + PER_KEY_BYTES + key.len() as u64;
+                    self.creates.push(create);
                 }
             }
         }
