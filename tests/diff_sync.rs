@@ -503,3 +503,19 @@ fn old_run_archives_are_pruned_and_a_blocked_plan_is_superseded_by_the_next_run(
     assert!(!approve.status.success());
     assert!(stderr(&approve).contains("is not blocked"), "{}", stderr(&approve));
 }
+
+#[test]
+fn a_bad_csv_record_is_named_by_its_line_in_the_file_not_in_its_page() {
+    // Pages of two rows: the bad record is on the thirteenth page.
+    let mut csv = "id,name\n".to_string();
+    for i in 1..=30 {
+        csv += &if i == 25 { format!("{i}\n") } else { format!("{i},name{i}\n") };
+    }
+    let host = host_with(&csv, "");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok);
+    let error = report["error"].as_str().unwrap();
+    let byte = csv.find("25\n").unwrap();
+    // Line 26 of the file: the header is line 1.
+    assert!(error.contains(&format!("at line 26 (byte {byte}): the record has 1 fields, the header has 2")), "{error}");
+}

@@ -119,6 +119,24 @@ fn a_malformed_event_stops_the_sync_without_moving_the_cursor() {
     assert!(host.records("data/out").is_empty(), "nothing of the failed batch was applied");
 }
 
+#[test]
+fn invalid_utf8_in_the_changelog_pauses_the_sync_naming_the_byte() {
+    let host = host("");
+    let first = upsert(1, "Ann", 1);
+    host.append("data/in/changes.jsonl", &first);
+    let mut bytes = std::fs::read(host.path("data/in/changes.jsonl")).unwrap();
+    bytes.extend_from_slice(b"{\"op\": \"delete\", \"key\": \"\xff\xfe\"}\n");
+    std::fs::write(host.path("data/in/changes.jsonl"), bytes).unwrap();
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok);
+    assert_eq!(report["status"], "paused", "bad bytes pause the pipeline like bad JSON: {report}");
+    let error = report["error"].as_str().unwrap();
+    // The bad byte is the 26th of the second line.
+    let at = first.len() + r#"{"op": "delete", "key": ""#.len();
+    assert!(error.contains(&format!("at byte {at}: not valid UTF-8")), "{error}");
+    assert_eq!(stat(&report, "cursor_after"), serde_json::Value::Null, "the cursor did not move");
+}
+
 /// A host whose destination is the flaky fixture with `faults` (TOML keys
 /// added to its config table).
 fn flaky_host(faults: &str, pipeline_extra: &str) -> HostDir {

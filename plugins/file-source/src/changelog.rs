@@ -45,21 +45,29 @@ pub(crate) fn read_events(path: &str, key_fields: &KeyFields, offset: u64, max: 
     file.seek(SeekFrom::Start(offset)).map_err(|e| sdk::io_error(path, e))?;
     let mut reader = BufReader::new(file);
     let mut position = offset;
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     // Upserts are gathered first so that their rows can share one column list.
     let mut pending: Vec<(String, Pending)> = Vec::new();
     while pending.len() < max {
-        line.clear();
-        let read = reader.read_line(&mut line).map_err(|e| sdk::io_error(path, e))?;
-        if read == 0 || !line.ends_with('\n') {
+        bytes.clear();
+        let read = reader.read_until(b'\n', &mut bytes).map_err(|e| sdk::io_error(path, e))?;
+        if read == 0 || bytes.last() != Some(&b'\n') {
             break;
         }
         let line_start = position;
         position += read as u64;
+        // Bad bytes are the changelog's fault, like bad JSON: the pipeline
+        // pauses at them (an operator must act), naming where they are.
+        let line = std::str::from_utf8(&bytes).map_err(|e| {
+            Error::Config(format!(
+                "`{path}` at byte {}: not valid UTF-8: a changelog is JSON lines in UTF-8",
+                line_start + e.valid_up_to() as u64
+            ))
+        })?;
         if line.trim().is_empty() {
             continue;
         }
-        let entry: Entry = serde_json::from_str(&line)
+        let entry: Entry = serde_json::from_str(line)
             .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a changelog entry: {e}")))?;
         let at = line_start.to_string();
         match entry {

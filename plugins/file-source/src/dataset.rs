@@ -45,6 +45,19 @@ fn csv_page(path: &str, mut file: File, config: &Config, offset: u64) -> Result<
 
     let start = offset.max(header_end);
     file.seek(SeekFrom::Start(start)).map_err(|e| sdk::io_error(path, e))?;
+    // The page's reader counts from the page: errors name the place in the
+    // file, by byte and line, as a person opening it would look for it.
+    let place = |byte_in_page: u64| {
+        let byte = start + byte_in_page;
+        match line_at(path, byte) {
+            Some(line) => format!("line {line} (byte {byte})"),
+            None => format!("byte {byte}"),
+        }
+    };
+    let bad = |e: csv::Error| match e.position() {
+        Some(p) => Error::Config(format!("`{path}` at {}: {}", place(p.byte()), csv_error_kind(&e))),
+        None => bad(e),
+    };
     let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(BufReader::new(file));
     let mut table = TableBuilder::new(columns);
     let mut record = csv::StringRecord::new();
@@ -53,17 +66,18 @@ fn csv_page(path: &str, mut file: File, config: &Config, offset: u64) -> Result<
         if !reader.read_record(&mut record).map_err(bad)? {
             return Ok(Page { rows: table.finish(), next: None });
         }
+        let at = || place(record.position().map_or(0, |p| p.byte()));
         if record.len() != width {
-            let line = record.position().map_or(0, |p| p.line());
             return Err(Error::Config(format!(
-                "`{path}`: record {line} after byte {start} has {} fields, the header has {width}",
+                "`{path}` at {}: the record has {} fields, the header has {width}",
+                at(),
                 record.len(),
             )));
         }
-        config.key.write_key(&mut key, |i, _| key_at[i].map(|at| cell(&record[at]))).map_err(|e| {
-            let line = record.position().map_or(0, |p| p.line());
-            Error::Config(format!("`{path}`: record {line} after byte {start}: {e}"))
-        })?;
+        config
+            .key
+            .write_key(&mut key, |i, _| key_at[i].map(|at| cell(&record[at])))
+            .map_err(|e| Error::Config(format!("`{path}` at {}: {e}", at())))?;
         table.push_key(&key);
         for (i, text) in record.iter().enumerate() {
             table.column(i).push(cell(text));
@@ -71,6 +85,32 @@ fn csv_page(path: &str, mut file: File, config: &Config, offset: u64) -> Result<
     }
     let next = start + reader.position().byte();
     Ok(Page { rows: table.finish(), next: Some(next.to_string()) })
+}
+
+/// The 1-based line of the file at `path` that byte `byte` is on; read only
+/// when an error needs it.
+fn line_at(path: &str, byte: u64) -> Option<u64> {
+    use std::io::Read;
+    let mut prefix = File::open(path).ok()?.take(byte);
+    let mut newlines = 0u64;
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        match prefix.read(&mut buffer).ok()? {
+            0 => return Some(newlines + 1),
+            n => newlines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64,
+        }
+    }
+}
+
+/// What went wrong in a CSV record, without the reader's page-relative place.
+fn csv_error_kind(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => format!("not valid UTF-8 (field {})", err.field() + 1),
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("the record has {len} fields, the one before it {expected_len}")
+        }
+        _ => e.to_string(),
+    }
 }
 
 fn jsonl_page(path: &str, mut file: File, config: &Config, offset: u64) -> Result<Page, Error> {
