@@ -112,13 +112,21 @@ fn a_config_error_pauses_an_event_pipeline_and_the_daemon_stops_scheduling_it() 
     wait_for("ten scheduled runs of the other tenant", Duration::from_secs(120), || {
         runs("clock/main").iter().filter(|r| r["status"] == "succeeded").count() >= 10
     });
+    assert_eq!(runs("acme/main").len(), 1, "a paused pipeline is not run again: {:?}", runs("acme/main"));
+
+    // Touching the tenant file (its content unchanged) says "try again": it
+    // runs once more, and pauses again on the same error.
+    let tenant = std::fs::File::options().append(true).open(host.path("tenants/acme.toml")).unwrap();
+    tenant.set_modified(std::time::SystemTime::now() + Duration::from_secs(1)).unwrap();
+    wait_for("the run after the touch", Duration::from_secs(60), || runs("acme/main").len() == 2);
+
     assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
     let exit = daemon.wait().unwrap();
     let log = std::io::read_to_string(daemon.stderr.take().unwrap()).unwrap();
     assert!(exit.success(), "{log}");
     let runs = runs("acme/main");
-    assert_eq!(runs.len(), 1, "a paused pipeline is not run again: {runs:?}");
-    assert_eq!(runs[0]["status"], "paused");
+    assert_eq!(runs.len(), 2, "paused again, and not run a third time: {runs:?}");
+    assert!(runs.iter().all(|r| r["status"] == "paused"), "{runs:?}");
     assert!(runs[0]["error"].as_str().unwrap().contains("the LMS rejects our credentials"), "{}", runs[0]);
     assert!(log.contains("pipeline paused") && log.contains("the LMS rejects our credentials"), "{log}");
     assert!(!host.path("data/out/layout.json").exists(), "nothing was written");

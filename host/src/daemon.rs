@@ -12,7 +12,8 @@
 //! again until its tenant changes: polling would only repeat the error, and
 //! the cursor has not moved, so nothing is lost by waiting. The pause is
 //! logged as an error with its reason; once the operator fixes the tenant
-//! file (a reload), the pipeline resumes from its cursor.
+//! file (a reload), or touches it after fixing what it points at, the
+//! pipeline resumes from its cursor.
 //!
 //! Hot swap: the daemon reloads when a tenant or plugin file changes, on
 //! SIGHUP, and when `synchost reload` asks through the admin socket
@@ -239,8 +240,13 @@ async fn schedule_loop(
                     "pipeline paused until its tenant file changes: {}",
                     report.error.as_deref().unwrap_or("a config error")
                 );
-                // Waits for a new version of the tenant (or shutdown).
-                while !tenant.is_superseded() {
+                // Waits for a new version of the tenant, or for its file to
+                // be touched (an operator who fixed what the tenant file
+                // points at, a directory or a credential, says "try again"),
+                // or for shutdown.
+                let modified = || std::fs::metadata(&tenant.config.path).and_then(|m| m.modified()).ok();
+                let paused_at = modified();
+                while !tenant.is_superseded() && modified() == paused_at {
                     tokio::select! {
                         _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                         _ = shutdown.changed() => return,
