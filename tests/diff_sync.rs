@@ -519,3 +519,110 @@ fn a_bad_csv_record_is_named_by_its_line_in_the_file_not_in_its_page() {
     // Line 26 of the file: the header is line 1.
     assert!(error.contains(&format!("at line 26 (byte {byte}): the record has 1 fields, the header has 2")), "{error}");
 }
+
+/// Starts `synchost sync acme/main ARGS` and SIGKILLs it as soon as `due`
+/// holds (it is applying).
+fn kill_when(host: &HostDir, args: &[&str], mut due: impl FnMut() -> bool) {
+    let mut child = common::KillOnDrop(
+        std::process::Command::new(common::BIN)
+            .arg("--config")
+            .arg(host.path("synchost.toml"))
+            .args(["sync", "acme/main"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    while !due() {
+        assert!(child.try_wait().unwrap().is_none(), "the sync ended before it was killed");
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "the sync never got that far");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn people(n: usize, name: &str) -> String {
+    std::iter::once("id,name\n".to_string()).chain((1..=n).map(|i| format!("{i},{name}{i}\n"))).collect()
+}
+
+#[test]
+fn an_interrupted_first_load_resumes_under_its_permission_and_then_the_guard_holds_again() {
+    // The default guard (20%): a first load passes it (it changes nothing
+    // that exists), but what is left of it after a kill is far more than 20%
+    // of what it had written.
+    let host = flaky_host(&people(600, "name"), "max_change_ratio = 0.2\napply_batch = 20", "apply_delay_ms = 50");
+    kill_when(&host, &[], || host.path("data/out/layout.json").exists() && host.records("data/out").len() > 40);
+    let partial = host.records("data/out").len();
+    assert!(partial < 600, "the kill landed after the load: {partial}");
+
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "the rest of the load was blocked: {report}");
+    assert_eq!(host.records("data/out").len(), 600);
+
+    // The permission was used up: a plan changing everything is blocked again.
+    host.write("data/in/people.csv", &people(600, "renamed"));
+    let (_, report) = host.sync("acme/main", &[]);
+    assert_eq!(report["status"], "blocked", "{report}");
+}
+
+#[test]
+fn a_forced_sync_killed_mid_apply_keeps_its_force_for_the_rest() {
+    let host = flaky_host(&people(300, "name"), "max_change_ratio = 0.2\napply_batch = 20", "apply_delay_ms = 50");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", &people(300, "renamed"));
+    let (_, report) = host.sync("acme/main", &[]);
+    assert_eq!(report["status"], "blocked", "{report}");
+
+    // Forced, then killed once it has renamed some: the next run finishes
+    // the job without being forced again.
+    let renamed =
+        || host.records("data/out").values().filter(|r| r["name"].as_str().unwrap().starts_with("renamed")).count();
+    kill_when(&host, &["--force"], || renamed() >= 20);
+    assert!(renamed() < 300, "the kill landed after the apply");
+
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "the rest of the forced plan was blocked: {report}");
+    assert_eq!(renamed(), 300);
+}
+
+#[test]
+fn a_blocked_plan_stays_approvable_while_the_same_plan_is_made_again() {
+    let host = host_with(&people(10, "name"), "max_change_ratio = 0.2");
+    assert!(host.sync("acme/main", &[]).0);
+    host.write("data/in/people.csv", &people(10, "renamed"));
+    let (_, blocked) = host.sync("acme/main", &[]);
+    assert_eq!(blocked["status"], "blocked", "{blocked}");
+    let waiting = blocked["run"].as_u64().unwrap();
+
+    // A scheduler planning again and again finds the same plan: the waiting
+    // run stays the one to approve, and no new run piles up.
+    for _ in 0..3 {
+        let (ok, again) = host.sync("acme/main", &[]);
+        assert!(!ok);
+        assert_eq!((again["status"].as_str(), again["run"].as_u64()), (Some("blocked"), Some(waiting)), "{again}");
+        assert!(
+            again["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("still blocked: the plan is the one run {waiting} made")),
+            "{again}"
+        );
+    }
+    let runs = host.json(&["runs", "list", "acme/main"]);
+    assert_eq!(runs.as_array().unwrap().len(), 2, "{runs}");
+    let approve = host.synchost(&["approve", &waiting.to_string(), "--json"]);
+    assert!(approve.status.success(), "{}", stderr(&approve));
+    assert!(host.records("data/out").values().all(|r| r["name"].as_str().unwrap().starts_with("renamed")));
+
+    // A different plan supersedes the waiting one.
+    host.write("data/in/people.csv", &people(10, "third"));
+    let (_, first) = host.sync("acme/main", &[]);
+    host.write("data/in/people.csv", &people(10, "fourth"));
+    let (_, second) = host.sync("acme/main", &[]);
+    assert_ne!(first["run"], second["run"]);
+    let show = host.json(&["runs", "show", &first["run"].to_string()]);
+    assert!(show["error"].as_str().unwrap().starts_with("superseded"), "{show}");
+}

@@ -148,6 +148,21 @@ pub struct RunRecord {
     pub plugins: BTreeMap<String, String>,
 }
 
+/// A diff load let past the change guard (an initial load into an empty
+/// destination, an approved plan, a forced run) whose apply has not finished.
+/// The run after an interruption resumes under the same permission when what
+/// it plans is what is left of this load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermittedLoad {
+    /// The run that was let through.
+    pub run: RunId,
+    /// Why: "initial load", "approved", "forced".
+    pub why: String,
+    /// The plan it was let through with.
+    pub writes: u64,
+    pub deletes: u64,
+}
+
 /// An operation that can never apply, kept with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -219,6 +234,13 @@ pub trait StateStore: Send + Sync {
 
     /// Records records created and deleted by a batch, in one transaction.
     fn update_managed_keys(&self, pipeline: &PipelineId, created: &[String], deleted: &[String]) -> StateResult<()>;
+
+    /// The load let past the guard whose apply has not finished, if any.
+    fn permitted_load(&self, pipeline: &PipelineId) -> StateResult<Option<PermittedLoad>>;
+
+    /// Records (`Some`) a load about to apply under a permission, or clears
+    /// it (`None`) once its apply has finished.
+    fn set_permitted_load(&self, pipeline: &PipelineId, load: Option<&PermittedLoad>) -> StateResult<()>;
 
     // --- event sync state ---
 

@@ -90,6 +90,10 @@ pub(crate) enum Halt {
     /// A guard held the plan back for an operator.
     #[error("blocked: {0}")]
     Blocked(String),
+    /// Diff syncs: the plan is the one this earlier run made and is still
+    /// waiting for approval; this run leaves no record of its own.
+    #[error("still blocked: the plan is the one run {0} made; approve it with `synchost approve {0}`")]
+    StillBlocked(RunId),
     /// Event syncs: a config error; nothing of the batch was committed and an
     /// operator must act before the pipeline runs again.
     #[error("paused: {0}")]
@@ -300,6 +304,10 @@ impl SyncJob<'_> {
         let mut progress = Progress::new(self);
         let outcome = work(&mut progress);
         let handed_over = matches!(outcome, Err(Halt::HandedOver));
+        let waiting = match &outcome {
+            Err(Halt::StillBlocked(waiting)) => Some(*waiting),
+            _ => None,
+        };
         let (status, error) = match outcome {
             Ok(()) | Err(Halt::HandedOver) => (RunStatus::Succeeded, None),
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
@@ -307,6 +315,7 @@ impl SyncJob<'_> {
                 (RunStatus::Stopped, Some(format!("{reason}; the next run goes on from its cursor")))
             }
             Err(Halt::Blocked(reason)) => (RunStatus::Blocked, Some(reason)),
+            Err(e @ Halt::StillBlocked(_)) => (RunStatus::Blocked, Some(e.to_string())),
             Err(Halt::Paused(reason)) => (RunStatus::Paused, Some(reason)),
             Err(Halt::Plugin(PluginError::Returned { error, .. }))
                 if matches!(error, crate::plugin::WitError::Transient(_)) =>
@@ -316,13 +325,15 @@ impl SyncJob<'_> {
             Err(e) => (RunStatus::Failed, Some(e.to_string())),
         };
         let idle = status == RunStatus::Succeeded && progress.stats.read == 0 && progress.stats.batches == 0;
-        if idle && self.pipeline.mode == Mode::Event && self.options.forget_idle_runs {
+        // A run that found the plan already waiting reports that run instead.
+        let reported_run = waiting.unwrap_or(run);
+        if waiting.is_some() || (idle && self.pipeline.mode == Mode::Event && self.options.forget_idle_runs) {
             self.state.forget_run(run)?;
         } else {
             self.state.finish_run(run, status, &progress.stats, error.as_deref())?;
         }
         Ok(SyncReport {
-            run,
+            run: reported_run,
             pipeline: id,
             mode: self.pipeline.mode,
             status,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    BatchStats, DeadLetter, EventCommit, NewDeadLetter, PipelineId, RequeueOutcome, RetryItem, RunId, RunRecord,
-    RunStats, RunStatus, StateError, StateResult, StateStore, now,
+    BatchStats, DeadLetter, EventCommit, NewDeadLetter, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunId,
+    RunRecord, RunStats, RunStatus, StateError, StateResult, StateStore, now,
 };
 use crate::config::Mode;
 
@@ -89,6 +89,19 @@ const MIGRATIONS: &[&str] = &[
     // from one still going.
     r#"
     ALTER TABLE runs ADD COLUMN pid INTEGER;
+"#,
+    // Diff loads let past the change guard whose apply has not finished: an
+    // interrupted one resumes under the same permission.
+    r#"
+    CREATE TABLE permitted_loads (
+        tenant   TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        run      INTEGER NOT NULL,
+        why      TEXT NOT NULL,
+        writes   INTEGER NOT NULL,
+        deletes  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, pipeline)
+    ) WITHOUT ROWID;
 "#,
 ];
 
@@ -438,6 +451,49 @@ impl StateStore for SqliteStore {
         }
         tx.commit().map_err(failed(context))
     }
+    fn permitted_load(&self, pipeline: &PipelineId) -> StateResult<Option<PermittedLoad>> {
+        self.connection()
+            .query_row(
+                "SELECT run, why, writes, deletes FROM permitted_loads WHERE tenant = ?1 AND pipeline = ?2",
+                params![pipeline.tenant, pipeline.pipeline],
+                |row| {
+                    Ok(PermittedLoad {
+                        run: row.get(0)?,
+                        why: row.get(1)?,
+                        writes: row.get::<_, i64>(2)? as u64,
+                        deletes: row.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(failed(format!("cannot read the permitted load of {pipeline}")))
+    }
+
+    fn set_permitted_load(&self, pipeline: &PipelineId, load: Option<&PermittedLoad>) -> StateResult<()> {
+        let connection = self.connection();
+        let context = format!("cannot record the permitted load of {pipeline}");
+        match load {
+            Some(load) => connection.execute(
+                "INSERT OR REPLACE INTO permitted_loads (tenant, pipeline, run, why, writes, deletes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    pipeline.tenant,
+                    pipeline.pipeline,
+                    load.run,
+                    load.why,
+                    load.writes as i64,
+                    load.deletes as i64
+                ],
+            ),
+            None => connection.execute(
+                "DELETE FROM permitted_loads WHERE tenant = ?1 AND pipeline = ?2",
+                params![pipeline.tenant, pipeline.pipeline],
+            ),
+        }
+        .map(|_| ())
+        .map_err(failed(context))
+    }
+
     // --- event sync state ---
 
     fn retry_queue(&self, pipeline: &PipelineId) -> StateResult<Vec<RetryItem>> {

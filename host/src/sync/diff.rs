@@ -22,7 +22,7 @@ use super::{Halt, Progress, SyncJob};
 use crate::config::Deletes;
 use crate::plugin::DestinationInstance;
 use crate::plugin::types::Page;
-use crate::state::{RunId, RunStatus};
+use crate::state::{PermittedLoad, RunId, RunStatus};
 
 /// The streams a run archives as it reads.
 struct Recorder {
@@ -312,21 +312,109 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     let mut recorder = Recorder::create(&dir)?;
     let (plan, mut destination) = compute_plan(job, Some(&mut recorder), progress)?;
     recorder.finish()?;
-    let blocked = plan.blocked_reason(&job.pipeline.diff);
+    let guard = plan.blocked_reason(&job.pipeline.diff);
+    // A load let past the guard earlier and interrupted (killed, stopped, or
+    // failed mid-apply) goes on under the same permission, as long as this
+    // plan is no more than what was left of it.
+    let resumed = match &guard {
+        Some(_) => resumable(job, &plan)?,
+        None => None,
+    };
+    let blocked = guard.clone().filter(|_| resumed.is_none());
     archive::write_plan(&dir, &plan)?;
     archive::write_meta(&dir, &meta(job, run, &plan, blocked.clone()))?;
-    match blocked {
-        Some(reason) if !job.options.force => Err(Halt::Blocked(format!(
+    if let Some(reason) = blocked.filter(|_| !job.options.force) {
+        // The same plan as the one already waiting: that one stays the one
+        // to approve, and this run leaves nothing behind.
+        if let Some(waiting) = same_blocked_plan(job, run, &plan) {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(pipeline = %job.id(), "cannot remove the archive `{}`: {e}", dir.display());
+            }
+            return Err(Halt::StillBlocked(waiting));
+        }
+        supersede_blocked(job, run);
+        return Err(Halt::Blocked(format!(
             "{reason}; approve this exact plan with `synchost approve {run}`, or run once with --force"
-        ))),
-        _ => apply::apply(job, run, &dir, &mut destination, &plan, progress),
+        )));
+    }
+    supersede_blocked(job, run);
+    let permission = match (&guard, resumed) {
+        (_, Some(load)) => {
+            tracing::info!(pipeline = %job.id(), "run {run} goes on with the {} of run {}", load.why, load.run);
+            Some(PermittedLoad { run, ..load })
+        }
+        (Some(_), None) => Some(permitted(run, "forced", &plan)),
+        (None, None) if plan.destination_rows == 0 && plan.changes() > 0 => Some(permitted(run, "initial load", &plan)),
+        (None, None) => None,
+    };
+    apply_permitted(
+        job,
+        permission,
+        |progress| apply::apply(job, run, &dir, &mut destination, &plan, progress),
+        progress,
+    )
+}
+
+/// The permission a plan is applied under, for [`apply_permitted`].
+fn permitted(run: RunId, why: &str, plan: &Plan) -> PermittedLoad {
+    PermittedLoad {
+        run,
+        why: why.to_string(),
+        writes: (plan.creates.len() + plan.updates.len()) as u64,
+        deletes: plan.deletes.len() as u64,
     }
 }
 
-/// Before a run: a plan still waiting for approval is superseded (this run
-/// plans afresh, so only the newest plan can be approved), and the archives of
-/// runs older than the newest `keep_run_archives` are removed. A failure here
-/// is logged, not fatal: it costs disk, not data.
+/// Applies with `permission` recorded until the apply has gone through every
+/// batch, so that an interrupted load resumes under it; a finished apply
+/// (rejected items aside) leaves the destination in step, and no
+/// permission behind.
+fn apply_permitted(
+    job: &SyncJob<'_>,
+    permission: Option<PermittedLoad>,
+    apply: impl FnOnce(&mut Progress) -> Result<(), Halt>,
+    progress: &mut Progress,
+) -> Result<(), Halt> {
+    let id = job.id();
+    if let Some(load) = &permission {
+        job.state.set_permitted_load(&id, Some(load)).map_err(|e| Halt::Refused(e.to_string()))?;
+    }
+    apply(progress)?;
+    job.state.set_permitted_load(&id, None).map_err(|e| Halt::Refused(e.to_string()))
+}
+
+/// The interrupted load this plan may go on with: one that was let past the
+/// guard, whose permission covers this plan's writes and deletes.
+fn resumable(job: &SyncJob<'_>, plan: &Plan) -> Result<Option<PermittedLoad>, Halt> {
+    let load = job.state.permitted_load(&job.id()).map_err(|e| Halt::Refused(e.to_string()))?;
+    let writes = (plan.creates.len() + plan.updates.len()) as u64;
+    Ok(load.filter(|load| writes <= load.writes && plan.deletes.len() as u64 <= load.deletes))
+}
+
+/// The newest blocked run other than `run`, if its plan is this one.
+fn same_blocked_plan(job: &SyncJob<'_>, run: RunId, plan: &Plan) -> Option<RunId> {
+    let runs = job.state.runs(Some(&job.id()), 1000).ok()?;
+    let waiting = runs.iter().find(|r| r.id != run && r.status == RunStatus::Blocked)?;
+    let dir = job.archive_dir(waiting.id);
+    let recorded = archive::read_meta(&dir).and_then(|meta| archive::read_plan(&dir, &meta)).ok()?;
+    (recorded.digest() == plan.digest()).then_some(waiting.id)
+}
+
+/// Marks plans still waiting for approval as superseded by `run`, which
+/// planned afresh: only the newest plan can be approved.
+fn supersede_blocked(job: &SyncJob<'_>, run: RunId) {
+    let Ok(runs) = job.state.runs(Some(&job.id()), 1000) else { return };
+    for old in runs.iter().filter(|r| r.id != run && r.status == RunStatus::Blocked) {
+        let why = format!("superseded: run {run} planned again before this plan was approved");
+        if let Err(e) = job.state.finish_run(old.id, RunStatus::Failed, &old.stats, Some(&why)) {
+            tracing::warn!(pipeline = %job.id(), "cannot mark run {} superseded: {e}", old.id);
+        }
+    }
+}
+
+/// Before a run: the archives of runs older than the newest
+/// `keep_run_archives` are removed, except those of plans waiting for
+/// approval. A failure here is logged, not fatal: it costs disk, not data.
 fn prune_archives(job: &SyncJob<'_>, run: RunId) {
     let keep = job.keep_run_archives.max(1);
     let runs = match job.state.runs(Some(&job.id()), usize::MAX >> 1) {
@@ -335,11 +423,7 @@ fn prune_archives(job: &SyncJob<'_>, run: RunId) {
     };
     for (i, old) in runs.iter().filter(|r| r.id != run).enumerate() {
         if old.status == RunStatus::Blocked {
-            let why = format!("superseded: run {run} planned again before this plan was approved");
-            if let Err(e) = job.state.finish_run(old.id, RunStatus::Failed, &old.stats, Some(&why)) {
-                tracing::warn!(pipeline = %job.id(), "cannot mark run {} superseded: {e}", old.id);
-                continue;
-            }
+            continue;
         }
         let dir = job.archive_dir(old.id);
         if i + 1 >= keep
@@ -389,7 +473,14 @@ pub(super) fn check_approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Pro
 /// Applies the plan that blocked run `run`.
 pub(super) fn approve(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
     let (plan, mut destination) = approvable(job, run, progress)?;
-    apply::apply(job, run, &job.archive_dir(run), &mut destination, &plan, progress)
+    let permission = permitted(run, "approved plan", &plan);
+    let dir = job.archive_dir(run);
+    apply_permitted(
+        job,
+        Some(permission),
+        |progress| apply::apply(job, run, &dir, &mut destination, &plan, progress),
+        progress,
+    )
 }
 
 fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(Plan, DestinationInstance), Halt> {

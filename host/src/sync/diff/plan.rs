@@ -44,6 +44,26 @@ impl Plan {
         if self.destination_rows == 0 { 0.0 } else { self.changes() as f64 / self.destination_rows as f64 }
     }
 
+    /// A digest of what the plan would do (every create, update and delete,
+    /// with the values it would write) and of the destination it was made
+    /// for: two plans with the same digest do the same thing. Order-free.
+    pub fn digest(&self) -> u64 {
+        let op = |tag: u8, key: &str, values: &[crate::plugin::types::Value]| {
+            let mut bytes = Vec::with_capacity(1 + key.len() + 1 + values.len() * 8);
+            bytes.push(tag);
+            bytes.extend_from_slice(key.as_bytes());
+            bytes.push(0);
+            for value in values {
+                bytes.extend_from_slice(&value_hash(value.into()).to_le_bytes());
+            }
+            xxh3_64_with_seed(&bytes, 0x9a11)
+        };
+        let creates = self.creates.iter().map(|row| op(b'c', &row.key, &row.values));
+        let updates = self.updates.iter().map(|update| op(b'u', &update.row.key, &update.row.values));
+        let deletes = self.deletes.iter().map(|key| op(b'd', key, &[]));
+        creates.chain(updates).chain(deletes).fold(self.fingerprint, u64::wrapping_add)
+    }
+
     /// Why the plan must wait for an operator, if it must.
     pub fn blocked_reason(&self, policy: &DiffPolicy) -> Option<String> {
         let ratio = self.change_ratio();
