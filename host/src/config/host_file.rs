@@ -145,23 +145,19 @@ impl RunBudgetKeys {
         let site = LimitsSite { file, text, table };
         let mut budget = base;
         let mut errors = ConfigErrors::default();
-        if let Some(v) = &self.max_run_rows {
-            match *v.get_ref() {
-                0 => errors.push(site.error(v, "max_run_rows", "must be more than zero".into())),
-                n => budget.max_rows = n,
+        let mut set = |result: Result<(), ConfigError>| {
+            if let Err(e) = result {
+                errors.push(e);
             }
+        };
+        if let Some(v) = &self.max_run_rows {
+            set(site.count(v, "max_run_rows").map(|n| budget.max_rows = n));
         }
         if let Some(v) = &self.max_run_duration {
-            match site.duration(v, "max_run_duration") {
-                Ok(d) => budget.max_duration = d,
-                Err(e) => errors.push(e),
-            }
+            set(site.duration(v, "max_run_duration").map(|d| budget.max_duration = d));
         }
         if let Some(v) = &self.max_run_memory {
-            match site.size(v, "max_run_memory", MIB) {
-                Ok(n) => budget.max_memory_bytes = n,
-                Err(e) => errors.push(e),
-            }
+            set(site.size(v, "max_run_memory", MIB).map(|n| budget.max_memory_bytes = n));
         }
         errors.into_result(budget)
     }
@@ -244,6 +240,13 @@ impl LimitsSite<'_> {
         }
     }
 
+    fn count(&self, value: &toml::Spanned<u64>, key: &str) -> Result<u64, ConfigError> {
+        match *value.get_ref() {
+            0 => Err(self.error(value, key, "must be more than zero".into())),
+            n => Ok(n),
+        }
+    }
+
     fn size(&self, value: &toml::Spanned<String>, key: &str, at_least: u64) -> Result<u64, ConfigError> {
         match value.get_ref().parse::<bytesize::ByteSize>() {
             Ok(size) if size.as_u64() >= at_least => Ok(size.as_u64()),
@@ -307,22 +310,10 @@ impl LimitsFile {
             });
         }
         if let Some(v) = &self.max_rows {
-            set(match *v.get_ref() {
-                0 => Err(site.error(v, "max_rows", "must be more than zero".into())),
-                n => {
-                    limits.max_rows = n;
-                    Ok(())
-                }
-            });
+            set(site.count(v, "max_rows").map(|n| limits.max_rows = n));
         }
         if let Some(v) = &self.max_columns {
-            set(match *v.get_ref() {
-                0 => Err(site.error(v, "max_columns", "must be more than zero".into())),
-                n => {
-                    limits.max_columns = n;
-                    Ok(())
-                }
-            });
+            set(site.count(v, "max_columns").map(|n| limits.max_columns = n));
         }
         if let Some(v) = &self.max_output {
             set(site.size(v, "max_output", 1024).map(|n| limits.max_output_bytes = n));
