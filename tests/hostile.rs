@@ -62,6 +62,36 @@ fn an_endless_loop_is_stopped_at_the_call_timeout() {
 }
 
 #[test]
+fn a_sleep_inside_a_host_call_is_stopped_at_the_call_timeout() {
+    // An hour's sleep is one WASI call, outside wasm code where the epoch
+    // interrupts: the host's own timers must end it.
+    let host = HostDir::new();
+    let limits = r#"{ call_timeout = "2s", memory = "64 MiB" }"#;
+    let outcome = Evil::fixture(&host, r#"{ attack = "sleep" }"#, limits).run(&host, Expect::Failure);
+    outcome.assert_error(&["exceeded its `call_timeout` limit"]);
+}
+
+#[test]
+fn an_http_server_that_never_answers_holds_a_call_no_longer_than_its_call_timeout() {
+    // The listener never accepts, so nothing ever answers; the HTTP timeout
+    // is far off (and beyond the test's patience): the call's own deadline
+    // must end the request.
+    let host = HostDir::new();
+    let listener = Listener::new();
+    let url = format!("http://127.0.0.1:{}/never", listener.port);
+    let limits = r#"{ call_timeout = "2s", memory = "64 MiB", http_timeout = "10m" }"#;
+    let mut evil = Evil::fixture(&host, &format!(r#"{{ attack = "http", url = "{url}" }}"#), limits);
+    evil.plugin_extra = format!(r#"allowed_hosts = ["127.0.0.1:{}"]"#, listener.port);
+    let outcome = evil.run(&host, Expect::Failure);
+    let error = outcome.error();
+    assert!(
+        error.contains("exceeded its `call_timeout` limit")
+            || error.contains(&format!("GET {url} failed: ConnectionReadTimeout")),
+        "the call did not end at its deadline: {error}"
+    );
+}
+
+#[test]
 fn an_endless_loop_runs_out_of_fuel_where_fuel_is_metered() {
     let host = HostDir::new();
     // Fuel, unlike the clock, does not depend on the machine's load: with a

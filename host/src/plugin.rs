@@ -12,6 +12,7 @@
 mod bindings;
 mod cache;
 mod ctx;
+mod deadline;
 mod engine;
 mod error;
 mod host_api;

@@ -84,6 +84,11 @@ impl PluginCtx {
         })
     }
 
+    /// The monotonic clock, its timers bounded by the call's deadline.
+    pub(super) fn deadline_clocks(&mut self) -> super::deadline::DeadlineClocksView<'_> {
+        super::deadline::DeadlineClocksView { clocks: wasmtime_wasi::clocks::WasiClocksView::clocks(self) }
+    }
+
     /// The instance's resources: WASI's, and the host interfaces' own.
     pub(super) fn table(&mut self) -> &mut ResourceTable {
         &mut self.table

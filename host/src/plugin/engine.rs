@@ -113,6 +113,8 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        // Its timers, cut off at each call's deadline.
+        super::deadline::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         // Linked for every plugin; what a request may reach is decided per
         // plugin by its allowed_hosts (see `http`), and nothing by default.
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;

@@ -86,9 +86,12 @@ impl HttpPolicy {
         Error::HttpRequestDenied
     }
 
-    /// The guest's timeouts, none longer than the plugin's `http_timeout`.
+    /// The guest's timeouts, none longer than the plugin's `http_timeout`
+    /// nor than what is left of the call. Called in the host call itself,
+    /// where the call's deadline is known, not in the request's future.
     fn options(&self, asked: Option<RequestOptions>) -> RequestOptions {
-        let cap = self.limits.http_timeout;
+        // A timeout of zero would mean none to the client: at least a millisecond.
+        let cap = super::deadline::bounded(self.limits.http_timeout).max(std::time::Duration::from_millis(1));
         let asked = asked.unwrap_or_default();
         let bound = |t: Option<std::time::Duration>| Some(t.map_or(cap, |t| t.min(cap)));
         RequestOptions {
@@ -107,13 +110,13 @@ impl WasiHttpHooks for HttpPolicy {
         _request_done: IoFuture,
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), Error>> + Send> {
         let policy = self.clone();
+        let options = policy.options(options);
         Box::new(async move {
             let address = policy.admit(request.uri()).await?;
             if request.uri().scheme() != Some(&http::uri::Scheme::HTTPS) {
                 pin_address(&mut request, address)?;
             }
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(policy.options(options))).await?;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             let cap = policy.limits.http_max_response_bytes;
             if let Some(length) = response.body().size_hint().exact()
                 && length > cap

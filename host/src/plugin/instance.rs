@@ -113,12 +113,31 @@ impl Sandbox {
             let fuel = self.limits.fuel.unwrap_or(u64::MAX);
             self.store.set_fuel(fuel).expect("the engine meters fuel");
         }
-        let result = f(&mut self.store);
+        let deadline = std::time::Instant::now() + self.limits.call_timeout;
+        let result = super::deadline::during_call(deadline, || f(&mut self.store));
         self.store.data().output.end_call();
+        // A call that comes back only after its deadline went past its
+        // limit, however it got there: a wait in a host call that the
+        // deadline cut short (the plugin never got the hour it slept for)
+        // returns in time to the host, but not to the plugin's contract.
+        if result.is_ok() && std::time::Instant::now() >= deadline {
+            self.broken = true;
+            return Err(self.timed_out(call));
+        }
         result.map_err(|e| {
             self.broken = true;
             self.classify(call, e)
         })
+    }
+
+    fn timed_out(&self, call: &'static str) -> PluginError {
+        PluginError::LimitExceeded {
+            tenant: self.tenant(),
+            plugin: self.plugin(),
+            call,
+            limit: "call_timeout",
+            detail: humantime::format_duration(self.limits.call_timeout).to_string(),
+        }
     }
 
     fn classify(&self, call: &'static str, error: wasmtime::Error) -> PluginError {
@@ -130,9 +149,7 @@ impl Sandbox {
             detail,
         };
         match error.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::Interrupt) => {
-                return limit("call_timeout", humantime::format_duration(self.limits.call_timeout).to_string());
-            }
+            Some(wasmtime::Trap::Interrupt) => return self.timed_out(call),
             Some(wasmtime::Trap::StackOverflow) => {
                 return limit("stack", format!("{} of wasm stack", bytesize::ByteSize::b(MAX_WASM_STACK as u64)));
             }

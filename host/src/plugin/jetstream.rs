@@ -117,7 +117,9 @@ impl Acknowledger {
             // AckPolicy::All: acknowledging the last covers those before it.
             if let Some((_, last)) = done.into_iter().next_back() {
                 let stream = session.config.name.clone();
-                let acked = io().block_on(async { tokio::time::timeout(FETCH_TIMEOUT, last.ack()).await });
+                let acked = io().block_on(async {
+                    tokio::time::timeout(super::deadline::bounded(FETCH_TIMEOUT), last.ack()).await
+                });
                 if !matches!(acked, Ok(Ok(()))) {
                     tracing::warn!(plugin = %self.plugin, stream, "acknowledging up to sequence {sequence} failed");
                 }
@@ -294,7 +296,7 @@ impl Host for PluginCtx {
         let sessions = self.jetstream.sessions.clone();
         let mut sessions = sessions.lock().expect("jetstream sessions poisoned");
         let fetched = io().block_on(async {
-            tokio::time::timeout(FETCH_TIMEOUT, async {
+            tokio::time::timeout(super::deadline::bounded(FETCH_TIMEOUT), async {
                 if !sessions.contains_key(&stream) {
                     let session = Session::open(config.clone()).await?;
                     sessions.insert(stream.clone(), session);

@@ -56,8 +56,10 @@ pub(crate) fn io() -> &'static tokio::runtime::Runtime {
     &IO
 }
 
-/// Runs `future` on the I/O runtime and waits for it, at most `timeout`.
+/// Runs `future` on the I/O runtime and waits for it, at most `timeout` and
+/// never past the deadline of the plugin call waiting on it.
 fn block_on<T>(timeout: Duration, future: impl Future<Output = T>) -> Result<T, Elapsed> {
+    let timeout = super::deadline::bounded(timeout);
     io().block_on(async { tokio::time::timeout(timeout, future).await.map_err(|_| Elapsed) })
 }
 

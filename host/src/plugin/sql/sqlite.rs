@@ -40,7 +40,7 @@ impl Session {
         params: &[Value],
     ) -> Result<u64, WitError> {
         let mut connection = self.connection.lock().expect("sqlite session poisoned");
-        let deadline = Instant::now() + config.statement_timeout;
+        let deadline = Instant::now() + crate::plugin::deadline::bounded(config.statement_timeout);
         connection
             .progress_handler(PROGRESS_STEPS, Some(move || Instant::now() > deadline))
             .map_err(|e| error(config, &e))?;
