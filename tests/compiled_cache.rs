@@ -202,7 +202,7 @@ fn a_cache_that_cannot_be_written_does_not_stop_the_host() {
 #[test]
 fn threads_compiling_the_same_plugin_at_once_compile_and_store_it_once() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EngineOptions { fuel_metering: false, compiled_cache_dir: Some(dir.path().join("compiled")) };
+    let options = EngineOptions { compiled_cache_dir: Some(dir.path().join("compiled")), ..EngineOptions::default() };
     let engine = PluginEngine::new(options).unwrap();
     let bytes = synchost::bundled::FIELD_MAPPER.bytes;
     let digests: Vec<String> = std::thread::scope(|scope| {

@@ -302,3 +302,41 @@ fn run_budgets_are_checked_where_they_stand_and_refused_in_a_plugins_limits() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_plugin_file_over_max_plugin_size_is_neither_read_nor_compiled() {
+    let host = HostDir::new();
+    // The bundled plugins are some hundreds of KiB.
+    host.write("synchost.toml", &common::host_config("max_plugin_size = \"64 KiB\"\n"));
+    let tenant = valid_tenant();
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "path = \"field_mapper.wasm\"");
+    assert!(error.contains(&format!("acme.toml:{line}:")), "{error}");
+    assert!(
+        error.contains("plugins.map.path: cannot read plugin file")
+            && error.contains("more than the host's max_plugin_size of 64.0 KiB"),
+        "{error}"
+    );
+
+    // `plugin inspect` keeps to the same default limit as the host.
+    let plugin = host.path("plugins/field_mapper.wasm");
+    let mut big = std::fs::read(&plugin).unwrap();
+    big.resize(65 * 1024 * 1024, 0);
+    std::fs::write(host.path("plugins/big.wasm"), &big).unwrap();
+    let output = host.synchost(&["plugin", "inspect", host.path("plugins/big.wasm").to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("more than the host's max_plugin_size of 64.0 MiB: it is not compiled"),
+        "{}",
+        stderr(&output)
+    );
+
+    host.write("synchost.toml", &common::host_config("max_plugin_size = \"lots\"\n"));
+    let output = host.synchost(&["validate"]);
+    assert!(
+        stderr(&output).contains("synchost.toml:3:")
+            && stderr(&output).contains("max_plugin_size: `lots` is not a size"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -153,7 +153,10 @@ fn a_table_of_a_million_columns_and_no_rows_is_refused_at_max_columns() {
     // For the record (a figure, not a timed assertion): the whole refused run.
     let first = outcome.evil_runs.last().unwrap();
     let at = |field: &str| chrono::DateTime::parse_from_rfc3339(first[field].as_str().unwrap()).unwrap();
-    eprintln!("the run refusing 1,000,000 columns took {} ms", (at("finished_at") - at("started_at")).num_milliseconds());
+    eprintln!(
+        "the run refusing 1,000,000 columns took {} ms",
+        (at("finished_at") - at("started_at")).num_milliseconds()
+    );
 }
 
 #[test]

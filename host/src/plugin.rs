@@ -26,7 +26,7 @@ mod stdio;
 mod table;
 
 pub use bindings::types;
-pub use engine::{CompileStats, CompiledPlugin, EngineOptions, PluginEngine};
+pub use engine::{CompileStats, CompiledPlugin, DEFAULT_MAX_PLUGIN_SIZE, EngineOptions, PluginEngine};
 pub use error::{PluginError, WitError, describe};
 pub use instance::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, plugin_info};
 pub use jetstream::Acknowledger;

@@ -29,6 +29,9 @@ pub struct HostConfig {
     /// Where compiled plugins are kept between runs: `compiled_cache_dir`,
     /// by default `<state_dir>/compiled`; `None` if `compiled_cache = false`.
     pub compiled_cache_dir: Option<PathBuf>,
+    /// The largest plugin file the host reads and compiles, in bytes. A
+    /// host-wide setting, not a plugin limit: a tenant file must not raise it.
+    pub max_plugin_size: u64,
 }
 
 impl HostConfig {
@@ -42,6 +45,7 @@ impl HostConfig {
         crate::plugin::EngineOptions {
             fuel_metering: self.fuel_metering(),
             compiled_cache_dir: self.compiled_cache_dir.clone(),
+            max_plugin_size: self.max_plugin_size,
         }
     }
 }
@@ -191,6 +195,8 @@ struct HostFile {
     /// `false` keeps no compiled code on disk.
     compiled_cache: Option<toml::Spanned<bool>>,
     compiled_cache_dir: Option<toml::Spanned<String>>,
+    /// e.g. "64 MiB".
+    max_plugin_size: Option<toml::Spanned<String>>,
 }
 
 /// Limits as written in a config file: every field optional, overriding the
@@ -225,7 +231,9 @@ struct LimitsSite<'a> {
 
 impl LimitsSite<'_> {
     fn error(&self, at: &toml::Spanned<impl Sized>, key: &str, message: String) -> ConfigError {
-        ConfigError::new(Location::at(self.file, self.text, at.span().start), format!("{}.{key}", self.table), message)
+        // Top-level keys stand in no table.
+        let key = if self.table.is_empty() { key.to_string() } else { format!("{}.{key}", self.table) };
+        ConfigError::new(Location::at(self.file, self.text, at.span().start), key, message)
     }
 
     fn duration(&self, value: &toml::Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
@@ -358,6 +366,12 @@ impl HostConfig {
             (_, Some(dir)) => Some(base.join(dir.get_ref())),
             (_, None) => Some(state_dir.join("compiled")),
         };
+        let max_plugin_size = match &file.max_plugin_size {
+            None => crate::plugin::DEFAULT_MAX_PLUGIN_SIZE,
+            Some(size) => LimitsSite { file: path, text: &text, table: "" }
+                .size(size, "max_plugin_size", 1024)
+                .map_err(ConfigErrors::from)?,
+        };
         Ok(HostConfig {
             path: path.to_path_buf(),
             state_dir,
@@ -369,6 +383,7 @@ impl HostConfig {
             trusted_keys,
             require_signatures: file.require_signatures,
             compiled_cache_dir,
+            max_plugin_size,
         })
     }
 }

@@ -424,7 +424,18 @@ impl Checker<'_> {
                 format!("`{}` is not a sha256 digest (64 hex digits)", entry.sha256.get_ref()),
             ));
         }
-        match std::fs::read(&path) {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let read = if size > self.host.max_plugin_size {
+            // Not even read: hashing and compiling grow with the size.
+            Err(std::io::Error::other(format!(
+                "it is {}, more than the host's max_plugin_size of {}",
+                bytesize::ByteSize::b(size),
+                bytesize::ByteSize::b(self.host.max_plugin_size)
+            )))
+        } else {
+            std::fs::read(&path)
+        };
+        match read {
             Err(e) => errors.push(self.error(
                 entry.path.span().start,
                 format!("{table}.path"),

@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn fuel_metering_changes_the_key_and_wasmtime_refuses_code_compiled_without_it() {
         let plain = PluginEngine::new(EngineOptions::default()).unwrap();
-        let fuel = PluginEngine::new(EngineOptions { fuel_metering: true, compiled_cache_dir: None }).unwrap();
+        let fuel = PluginEngine::new(EngineOptions { fuel_metering: true, ..EngineOptions::default() }).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let plain_cache = DiskCache::new(dir.path().to_path_buf(), plain.engine());
         let fuel_cache = DiskCache::new(dir.path().to_path_buf(), fuel.engine());

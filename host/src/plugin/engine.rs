@@ -39,13 +39,14 @@ pub struct PluginEngine {
     stats: Mutex<CompileStats>,
     ticker_stop: Arc<AtomicBool>,
     fuel_metering: bool,
+    max_plugin_size: u64,
 }
 
 /// Locked by the one thread compiling a digest; the others wait for its result.
 type CompileSlot = Mutex<Option<Arc<CompiledPlugin>>>;
 
-/// How the engine is set up. Both come from synchost.toml (see `HostConfig`).
-#[derive(Debug, Clone, Default)]
+/// How the engine is set up. All come from synchost.toml (see `HostConfig`).
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Compile every plugin with fuel counting (`[limits] fuel`). It costs
     /// speed, so it is on only when the host config asks for it.
@@ -53,7 +54,20 @@ pub struct EngineOptions {
     /// Keep compiled code here between runs (`compiled_cache_dir`); `None`:
     /// compile every plugin at every start.
     pub compiled_cache_dir: Option<PathBuf>,
+    /// The largest component compiled, in bytes (`max_plugin_size`).
+    pub max_plugin_size: u64,
 }
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { fuel_metering: false, compiled_cache_dir: None, max_plugin_size: DEFAULT_MAX_PLUGIN_SIZE }
+    }
+}
+
+/// `max_plugin_size` unless synchost.toml sets it: twenty times the largest
+/// bundled plugin's build with every dependency in, and far below what would
+/// take a compile to minutes.
+pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Where [`PluginEngine::compile`] found its components, counted since the
 /// engine started.
@@ -94,7 +108,7 @@ pub(super) enum WorldPre {
 impl PluginEngine {
     /// The engine, with an epoch ticker thread that runs until it is dropped.
     pub fn new(options: EngineOptions) -> anyhow::Result<PluginEngine> {
-        let EngineOptions { fuel_metering, compiled_cache_dir } = options;
+        let EngineOptions { fuel_metering, compiled_cache_dir, max_plugin_size } = options;
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -138,6 +152,7 @@ impl PluginEngine {
             stats: Mutex::default(),
             ticker_stop,
             fuel_metering,
+            max_plugin_size,
         })
     }
 
@@ -171,6 +186,13 @@ impl PluginEngine {
     /// Compiling takes up to seconds of CPU: call this from a thread that may
     /// block (`spawn_blocking` in async code), never from an async task.
     pub fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, PluginError> {
+        if bytes.len() as u64 > self.max_plugin_size {
+            return Err(PluginError::TooLarge {
+                plugin: plugin.to_string(),
+                size: bytesize::ByteSize::b(bytes.len() as u64),
+                max: bytesize::ByteSize::b(self.max_plugin_size),
+            });
+        }
         let digest = hex::encode(Sha256::digest(bytes));
         // The map is locked only to find the digest's slot. The slot stays
         // locked while its component is compiled, so a second caller with the

@@ -36,6 +36,11 @@ pub enum PluginError {
     #[error("plugin `{plugin}` is not a WebAssembly component: {detail}")]
     NotAComponent { plugin: String, detail: String },
 
+    /// Compiling takes time and memory that grow with a component's size:
+    /// one beyond the host's `max_plugin_size` is refused before any of it.
+    #[error("plugin `{plugin}` is {size}, more than the host's max_plugin_size of {max}: it is not compiled")]
+    TooLarge { plugin: String, size: bytesize::ByteSize, max: bytesize::ByteSize },
+
     #[error("plugin `{plugin}` does not implement a synchost plugin world: it exports {exports}")]
     NotAPlugin { plugin: String, exports: String },
 
