@@ -357,12 +357,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
 
 /// The permission a plan is applied under, for [`apply_permitted`].
 fn permitted(run: RunId, why: &str, plan: &Plan) -> PermittedLoad {
-    PermittedLoad {
-        run,
-        why: why.to_string(),
-        writes: (plan.creates.len() + plan.updates.len()) as u64,
-        deletes: plan.deletes.len() as u64,
-    }
+    PermittedLoad { run, why: why.to_string(), writes: plan.writes(), deletes: plan.deletes.len() as u64 }
 }
 
 /// Applies with `permission` recorded until the apply has gone through every
@@ -387,8 +382,7 @@ fn apply_permitted(
 /// guard, whose permission covers this plan's writes and deletes.
 fn resumable(job: &SyncJob<'_>, plan: &Plan) -> Result<Option<PermittedLoad>, Halt> {
     let load = job.state.permitted_load(&job.id()).map_err(|e| Halt::Refused(e.to_string()))?;
-    let writes = (plan.creates.len() + plan.updates.len()) as u64;
-    Ok(load.filter(|load| writes <= load.writes && plan.deletes.len() as u64 <= load.deletes))
+    Ok(load.filter(|load| plan.writes() <= load.writes && plan.deletes.len() as u64 <= load.deletes))
 }
 
 /// The newest blocked run other than `run`, if its plan is this one.

@@ -35,7 +35,12 @@ pub struct Plan {
 
 impl Plan {
     pub fn changes(&self) -> u64 {
-        (self.creates.len() + self.updates.len() + self.deletes.len()) as u64
+        self.writes() + self.deletes.len() as u64
+    }
+
+    /// Creates and updates.
+    pub fn writes(&self) -> u64 {
+        (self.creates.len() + self.updates.len()) as u64
     }
 
     /// The share of the destination the plan changes. Against an empty
