@@ -96,7 +96,6 @@ fn ensure_wasm_target() {
         Some(toolchain) => format!("rustup target add {WASM_TARGET} --toolchain {toolchain}"),
         None => format!("rustup target add {WASM_TARGET}"),
     };
-    println!("cargo:warning=the {WASM_TARGET} target is missing; running `{fix}`");
     let mut rustup = Command::new("rustup");
     rustup.args(["target", "add", WASM_TARGET]);
     if let Some(toolchain) = &toolchain {
@@ -113,7 +112,13 @@ fn ensure_wasm_target() {
             false
         }
     };
-    if !added {
+    if added {
+        // Past tense: cargo shows a build script's warnings again on later
+        // builds that reuse its output, and this stays true of them.
+        println!(
+            "cargo:warning=the {WASM_TARGET} target was missing from this toolchain; the build added it (`{fix}`)"
+        );
+    } else {
         panic!(
             "the plugins are built for {WASM_TARGET}, whose standard library this toolchain lacks, \
              and adding it failed; run `{fix}` and build again"
