@@ -626,3 +626,35 @@ fn a_blocked_plan_stays_approvable_while_the_same_plan_is_made_again() {
     let show = host.json(&["runs", "show", &first["run"].to_string()]);
     assert!(show["error"].as_str().unwrap().starts_with("superseded"), "{show}");
 }
+
+#[test]
+fn json_nested_too_deep_for_the_file_destination_is_rejected_and_its_shards_stay_readable() {
+    // 126 levels: the source reads it, but the destination's own records (two
+    // levels more) could not be read back: every later run would fail.
+    let host = HostDir::new();
+    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+    host.write(
+        "data/in/people.jsonl",
+        &format!("{{\"id\": \"1\", \"doc\": {deep}}}\n{{\"id\": \"2\", \"doc\": [1, 2]}}\n"),
+    );
+    host.write(
+        "tenants/acme.toml",
+        &file_pipeline_tenant(
+            r#"{ snapshot = "/in/people.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "doc", from = "doc" }]"#,
+            // The refused row is planned again each run; not the guard's business here.
+            "mode = \"diff\"\nmax_change_ratio = 10.0",
+        ),
+    );
+    for _ in 0..2 {
+        let (_, report) = host.sync("acme/main", &[]);
+        assert_eq!(report["status"], "succeeded", "the destination stays readable: {report}");
+        assert_eq!(count(&report, "rejected"), 1, "{report}");
+        let failure = report["failures"][0][1].as_str().unwrap();
+        assert!(
+            failure.contains("field `doc` nests 126 deep; this destination keeps JSON at most 125 deep"),
+            "{failure}"
+        );
+    }
+    assert_eq!(host.records("data/out").keys().collect::<Vec<_>>(), ["2"]);
+}

@@ -239,19 +239,52 @@ fn action_key(action: &Action) -> &str {
     }
 }
 
+/// How deep a field's JSON may nest. A shard line holds the value two levels
+/// down (the record, its fields), and serde_json reads no deeper than 128: a
+/// deeper value would make the whole shard unreadable, so it is refused.
+const MAX_FIELD_DEPTH: usize = 125;
+
+/// How deep `value` nests: 0 for a scalar, 1 for a flat array or object.
+fn depth(value: &serde_json::Value) -> usize {
+    // Iterative: a value that could be built can be measured.
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((value, at)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match value {
+            serde_json::Value::Array(items) => Box::new(items.iter()),
+            serde_json::Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(at + 1);
+        stack.extend(children.map(|child| (child, at + 1)));
+    }
+    deepest
+}
+
 fn apply_one(
     records: &mut BTreeMap<String, Record>,
     columns: &[String],
     idempotency_key: &str,
     action: &Action,
 ) -> Result<(), Error> {
-    let set_fields = |record: &mut Record, row: &Row, only: Option<&[String]>| {
+    let set_fields = |record: &mut Record, row: &Row, only: Option<&[String]>| -> Result<(), Error> {
+        let mut fields = Vec::new();
         for (name, value) in columns.iter().zip(&row.values) {
             if only.is_none_or(|names| names.contains(name)) {
-                record.fields.insert(name.clone(), sdk::value_to_json(value));
+                let value = sdk::value_to_json(value);
+                let nested = depth(&value);
+                if nested > MAX_FIELD_DEPTH {
+                    return Err(Error::Rejected(format!(
+                        "field `{name}` nests {nested} deep; this destination keeps JSON at most \
+                         {MAX_FIELD_DEPTH} deep, so that its records stay readable"
+                    )));
+                }
+                fields.push((name.clone(), value));
             }
         }
+        record.fields.extend(fields);
         record.last_op = Some(idempotency_key.to_string());
+        Ok(())
     };
     if let Some(existing) = records.get(action_key(action))
         && existing.last_op.as_deref() == Some(idempotency_key)
@@ -263,19 +296,19 @@ fn apply_one(
         // made by hand meanwhile) sets the fields all the same: the outcome is
         // what the sync asked for.
         Action::Create(row) | Action::Upsert(row) => {
-            let record = records.entry(row.key.clone()).or_insert_with(|| Record {
-                key: row.key.clone(),
-                fields: serde_json::Map::new(),
-                last_op: None,
-            });
-            set_fields(record, row, None);
-            Ok(())
+            match records.get_mut(&row.key) {
+                Some(record) => set_fields(record, row, None),
+                None => {
+                    // Into the shard only once the whole row is accepted.
+                    let mut record = Record { key: row.key.clone(), fields: serde_json::Map::new(), last_op: None };
+                    set_fields(&mut record, row, None)?;
+                    records.insert(row.key.clone(), record);
+                    Ok(())
+                }
+            }
         }
         Action::Update(update) => match records.get_mut(&update.row.key) {
-            Some(record) => {
-                set_fields(record, &update.row, Some(&update.changed));
-                Ok(())
-            }
+            Some(record) => set_fields(record, &update.row, Some(&update.changed)),
             None => Err(Error::Rejected(format!("no record with key `{}` to update", update.row.key))),
         },
         Action::Delete(key) => {
