@@ -3,9 +3,6 @@
 use super::bindings::host::{Host, Level};
 use super::ctx::PluginCtx;
 
-/// A log line longer than this is cut, so that one line stays readable.
-const MAX_LOG_LINE: usize = 4096;
-
 impl Host for PluginCtx {
     /// Logged with the tenant and plugin, within the call's `max_log` budget
     /// that stdout and stderr share: a plugin logging in a loop is cut off
@@ -18,7 +15,7 @@ impl Host for PluginCtx {
             Level::Warn => tracing::Level::WARN,
             Level::Error => tracing::Level::ERROR,
         };
-        self.output.log_line(level, truncate(&message, MAX_LOG_LINE));
+        self.output.log_line(level, &message);
     }
 
     fn config(&mut self) -> String {
@@ -28,17 +25,6 @@ impl Host for PluginCtx {
     fn secret(&mut self, name: String) -> Option<String> {
         self.secrets.get(&name).cloned()
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 impl super::bindings::types::Host for PluginCtx {}

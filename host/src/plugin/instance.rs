@@ -311,7 +311,9 @@ enum SourceBindings {
 pub struct SourceInstance {
     sandbox: Sandbox,
     bindings: SourceBindings,
-    paging: Paging,
+    /// Snapshot pages and event batches, each held to progress on its own.
+    snapshot_paging: Paging,
+    event_paging: Paging,
 }
 
 impl SourceInstance {
@@ -324,7 +326,7 @@ impl SourceInstance {
             }
             _ => return Err(wrong_kind(setup, compiled, PluginKind::Source)),
         };
-        Ok(SourceInstance { sandbox, bindings, paging: Paging::default() })
+        Ok(SourceInstance { sandbox, bindings, snapshot_paging: Paging::default(), event_paging: Paging::default() })
     }
 
     pub fn info(&mut self) -> Result<PluginInfo, PluginError> {
@@ -345,7 +347,7 @@ impl SourceInstance {
         };
         let page = self.sandbox.returned("snapshot", result)?;
         self.sandbox.check_page("snapshot", &page.rows)?;
-        self.paging
+        self.snapshot_paging
             .page(token, page.rows.len(), page.next.as_deref())
             .map_err(|detail| self.sandbox.contract("snapshot", detail))?;
         Ok(page)
@@ -389,7 +391,7 @@ impl SourceInstance {
                 self.sandbox.check_rows("events", &batch.columns, std::slice::from_ref(row))?;
             }
         }
-        self.paging
+        self.event_paging
             .batch(cursor, batch.events.len(), &batch.cursor)
             .map_err(|detail| self.sandbox.contract("events", detail))?;
         Ok(batch)

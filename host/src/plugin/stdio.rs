@@ -19,7 +19,8 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// The longest line logged as it is; longer ones are cut.
+/// The longest line logged as it is, printed or sent through `host.log`;
+/// longer ones are cut.
 const MAX_LINE: usize = 4096;
 
 /// Both output streams and the `host.log` lines of one instance, sharing one
@@ -91,9 +92,15 @@ impl PluginOutput {
         state.dropped = 0;
     }
 
-    /// A `host.log` line, charged to the call's budget like a line of output
-    /// (with its newline). A line that does not fit whole is dropped whole.
+    /// A `host.log` line, cut at [`MAX_LINE`] like a line of output and
+    /// charged to the call's budget like one (with its newline). A line that
+    /// does not fit whole is dropped whole.
     pub(super) fn log_line(&self, level: tracing::Level, message: &str) {
+        let mut end = message.len().min(MAX_LINE);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let message = &message[..end];
         let mut state = self.state.lock().expect("plugin output lock poisoned");
         let cost = message.len() as u64 + 1;
         if cost > state.left {
