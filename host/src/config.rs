@@ -7,6 +7,7 @@
 
 mod allowed_host;
 mod connection;
+mod duration;
 mod error;
 mod host_file;
 mod schedule;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::duration::{ABOVE_ZERO, parse_duration};
 use super::error::{ConfigError, ConfigErrors, Location};
 
 /// The kinds of database a connection can reach, from its URL's scheme.
@@ -198,18 +199,10 @@ impl ConnectionEntry {
         };
         let mut duration = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
             None => default,
-            Some(text) => match humantime::parse_duration(text.get_ref()) {
-                Ok(d) if !d.is_zero() => d,
-                Ok(_) => {
-                    errors.push(site.error(text.span().start, format!("{table}.{key}"), "must be above zero".into()));
-                    default
-                }
-                Err(e) => {
-                    errors.push(site.error(
-                        text.span().start,
-                        format!("{table}.{key}"),
-                        format!("`{}` is not a duration such as \"30s\": {e}", text.get_ref()),
-                    ));
+            Some(text) => match parse_duration(text.get_ref(), ABOVE_ZERO) {
+                Ok(d) => d,
+                Err(message) => {
+                    errors.push(site.error(text.span().start, format!("{table}.{key}"), message));
                     default
                 }
             },

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration::{ABOVE_ZERO, parse_duration};
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 
 /// Host settings, with every path made absolute.
@@ -237,15 +238,7 @@ impl LimitsSite<'_> {
     }
 
     fn duration(&self, value: &toml::Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
-        match humantime::parse_duration(value.get_ref()) {
-            Ok(d) if !d.is_zero() => Ok(d),
-            Ok(_) => Err(self.error(value, key, "must be longer than zero".into())),
-            Err(e) => Err(self.error(
-                value,
-                key,
-                format!("`{}` is not a duration ({e}); write e.g. \"30s\"", value.get_ref()),
-            )),
-        }
+        parse_duration(value.get_ref(), ABOVE_ZERO).map_err(|message| self.error(value, key, message))
     }
 
     fn count(&self, value: &toml::Spanned<u64>, key: &str) -> Result<u64, ConfigError> {

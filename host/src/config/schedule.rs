@@ -23,11 +23,8 @@ impl FromStr for Schedule {
             return Ok(Schedule::Manual);
         }
         if let Some(interval) = text.strip_prefix("every ") {
-            let interval = humantime::parse_duration(interval.trim())
-                .map_err(|e| format!("`{text}`: `{}` is not a duration ({e})", interval.trim()))?;
-            if interval < Duration::from_millis(100) {
-                return Err(format!("`{text}`: the interval must be at least 100ms"));
-            }
+            let interval = super::duration::parse_duration(interval, Duration::from_millis(100))
+                .map_err(|e| format!("`{text}`: the interval {e}"))?;
             return Ok(Schedule::Every(interval));
         }
         croner::Cron::from_str(text)

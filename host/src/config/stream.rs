@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::connection::{Secret, Site};
+use super::duration::parse_duration;
 use super::error::{ConfigError, ConfigErrors, Location};
 
 /// One stream, checked.
@@ -110,18 +111,10 @@ impl StreamEntry {
         };
         let ack_wait = match &self.ack_wait {
             None => Duration::from_secs(300),
-            Some(text) => match humantime::parse_duration(text.get_ref()) {
-                Ok(d) if d >= Duration::from_secs(1) => d,
-                Ok(_) => {
-                    errors.push(error(text.span().start, ".ack_wait", "must be at least one second".into()));
-                    Duration::from_secs(300)
-                }
-                Err(e) => {
-                    errors.push(error(
-                        text.span().start,
-                        ".ack_wait",
-                        format!("`{}` is not a duration such as \"5m\": {e}", text.get_ref()),
-                    ));
+            Some(text) => match parse_duration(text.get_ref(), Duration::from_secs(1)) {
+                Ok(d) => d,
+                Err(message) => {
+                    errors.push(error(text.span().start, ".ack_wait", message));
                     Duration::from_secs(300)
                 }
             },

@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::allowed_host::AllowedHost;
 use super::connection::{ConnectionConfig, ConnectionEntry, Site};
+use super::duration::{ABOVE_ZERO, parse_duration};
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use super::host_file::{HostConfig, Limits, LimitsFile};
 use super::is_valid_name;
@@ -690,18 +691,10 @@ impl Checker<'_> {
         }
         let mut duration = |value: &Option<Spanned<String>>, key: &str, default: std::time::Duration| match value {
             None => default,
-            Some(text) => match humantime::parse_duration(text.get_ref()) {
-                Ok(d) if !d.is_zero() => d,
-                Ok(_) => {
-                    errors.push(self.error(text.span().start, format!("{table}.{key}"), "must be above zero".into()));
-                    default
-                }
-                Err(e) => {
-                    errors.push(self.error(
-                        text.span().start,
-                        format!("{table}.{key}"),
-                        format!("`{}` is not a duration such as \"500ms\" or \"2m\": {e}", text.get_ref()),
-                    ));
+            Some(text) => match parse_duration(text.get_ref(), ABOVE_ZERO) {
+                Ok(d) => d,
+                Err(message) => {
+                    errors.push(self.error(text.span().start, format!("{table}.{key}"), message));
                     default
                 }
             },
