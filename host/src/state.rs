@@ -204,18 +204,6 @@ pub trait StateStore: Send + Sync {
     /// The cursor an event pipeline resumes after; `None` before its first batch.
     fn cursor(&self, pipeline: &PipelineId) -> StateResult<Option<String>>;
 
-    /// In one transaction: moves the cursor, adds the dead letters and saves the
-    /// run's progress. A crash before it leaves the old cursor, so the batch is
-    /// read again; a crash after it loses nothing.
-    fn commit_batch(
-        &self,
-        run: RunId,
-        pipeline: &PipelineId,
-        cursor: &str,
-        dead_letters: &[NewDeadLetter],
-        stats: &RunStats,
-    ) -> StateResult<()>;
-
     /// The newest runs first, of one pipeline or of all.
     fn runs(&self, pipeline: Option<&PipelineId>, limit: usize) -> StateResult<Vec<RunRecord>>;
 

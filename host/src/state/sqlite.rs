@@ -8,8 +8,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    BatchStats, DeadLetter, EventCommit, NewDeadLetter, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunId,
-    RunRecord, RunStats, RunStatus, StateError, StateResult, StateStore, now,
+    BatchStats, DeadLetter, EventCommit, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunId, RunRecord,
+    RunStats, RunStatus, StateError, StateResult, StateStore, now,
 };
 use crate::config::Mode;
 
@@ -316,51 +316,6 @@ impl StateStore for SqliteStore {
             )
             .optional()
             .map_err(failed(format!("cannot read the cursor of {pipeline}")))
-    }
-
-    fn commit_batch(
-        &self,
-        run: RunId,
-        pipeline: &PipelineId,
-        cursor: &str,
-        dead_letters: &[NewDeadLetter],
-        stats: &RunStats,
-    ) -> StateResult<()> {
-        let mut connection = self.connection();
-        let context = format!("cannot commit a batch of {pipeline}");
-        let tx = connection.transaction().map_err(failed(context.clone()))?;
-        let at = now();
-        tx.execute(
-            "INSERT INTO cursors (tenant, pipeline, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (tenant, pipeline) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            params![pipeline.tenant, pipeline.pipeline, cursor, at],
-        )
-        .map_err(failed(context.clone()))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO dead_letters (tenant, pipeline, run, position, key, operation, reason, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(failed(context.clone()))?;
-            for letter in dead_letters {
-                insert
-                    .execute(params![
-                        pipeline.tenant,
-                        pipeline.pipeline,
-                        run,
-                        letter.position,
-                        letter.key,
-                        letter.operation.to_string(),
-                        letter.reason,
-                        at
-                    ])
-                    .map_err(failed(context.clone()))?;
-            }
-        }
-        tx.execute("UPDATE runs SET stats = ?2 WHERE id = ?1", params![run, to_json(stats)])
-            .map_err(failed(context.clone()))?;
-        tx.commit().map_err(failed(context))
     }
 
     fn runs(&self, pipeline: Option<&PipelineId>, limit: usize) -> StateResult<Vec<RunRecord>> {
@@ -725,6 +680,7 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::NewDeadLetter;
 
     #[test]
     fn processes_opening_a_new_state_file_at_once_each_migrate_it_once() {
@@ -760,7 +716,23 @@ mod tests {
             reason: "rejected error: no such record".into(),
         };
         let stats = RunStats { read: 3, batches: 1, ..RunStats::default() };
-        store.commit_batch(run, &pipeline, "120", &[letter], &stats).unwrap();
+        let batch = BatchStats { seq: 1, cursor_after: "120".into(), ..BatchStats::default() };
+        store
+            .commit_event_batch(&EventCommit {
+                run,
+                pipeline: &pipeline,
+                cursor: "120",
+                queued: &[],
+                unqueued: &[],
+                dead_letters: &[letter],
+                superseded_letters: &[],
+                queue_seen_up_to: 0,
+                applied_keys: &|_| false,
+                batch: &batch,
+                previous_commit_ms: None,
+                stats: &stats,
+            })
+            .unwrap();
         assert_eq!(store.cursor(&pipeline).unwrap().as_deref(), Some("120"));
         let letters = store.dead_letters(&pipeline).unwrap();
         assert_eq!(letters.len(), 1);
@@ -789,7 +761,7 @@ mod tests {
 #[cfg(test)]
 mod event_state_tests {
     use super::*;
-    use crate::state::{EventCommit, NewRetry};
+    use crate::state::{EventCommit, NewDeadLetter, NewRetry};
 
     fn retry(key: &str, position: &str, attempts: u32) -> NewRetry {
         NewRetry {
