@@ -340,3 +340,15 @@ fn a_plugin_file_over_max_plugin_size_is_neither_read_nor_compiled() {
         stderr(&output)
     );
 }
+
+#[test]
+fn lanes_are_checked_for_diff_pipelines_as_for_event_ones() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("schedule = \"every 5m\"", "schedule = \"every 5m\"\nlanes = 0");
+    let error = validate_fails(&host, &tenant);
+    assert!(error.contains("pipelines.main.lanes: `0` must be from 1 to 64"), "{error}");
+    assert!(error.contains(&format!("acme.toml:{}:", line_of(&tenant, "lanes"))), "{error}");
+    host.write("tenants/acme.toml", &tenant.replace("lanes = 0", "lanes = 8"));
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}

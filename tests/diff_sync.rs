@@ -374,6 +374,30 @@ fn every_run_is_archived_and_replays_to_the_same_plan() {
 
 /// A host like `host_with`, but writing through the flaky test destination
 /// with the given extra config (e.g. `transient_keys = ["2"]`).
+#[test]
+fn a_diff_applied_in_several_lanes_ends_as_one_lane_would_leave_it() {
+    let people = |range: std::ops::RangeInclusive<u32>, name: &str| -> String {
+        std::iter::once("id,name\n".to_string()).chain(range.map(|i| format!("{i},{name}{i}\n"))).collect()
+    };
+    let host = host_with(&people(1..=60, "a"), "lanes = 3\napply_batch = 4\n");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "created"), 60);
+    // Renames, departures and arrivals at once: every lane has deletes,
+    // updates and creates.
+    host.write("data/in/people.csv", &people(21..=80, "b"));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!((count(&report, "deleted"), count(&report, "updated"), count(&report, "created")), (20, 40, 20));
+    let records = host.records("data/out");
+    let expected: std::collections::BTreeMap<String, serde_json::Value> = (21..=80)
+        .map(|i| (i.to_string(), json!({"id": i.to_string(), "name": format!("b{i}"), "login": format!("b{i}{i}")})))
+        .collect();
+    assert_eq!(records, expected);
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok && count(&report, "unchanged") == 60, "{report}");
+}
+
 fn flaky_host(csv: &str, pipeline_extra: &str, destination_config: &str) -> HostDir {
     let host = host_with(csv, pipeline_extra);
     let digest = host.install_fixture("flaky_destination.wasm");
@@ -405,7 +429,10 @@ fn transient_failures_are_retried_in_the_run_and_the_rest_repairs_itself() {
     assert!(failed >= 1, "key 21 always fails");
     let failures: Vec<(String, String)> = serde_json::from_value(report["failures"].clone()).unwrap();
     assert!(failures.iter().any(|(k, why)| k == "13" && why.starts_with("rejected error")), "{failures:?}");
-    assert!(failures.iter().any(|(k, why)| k == "21" && why.starts_with("transient error")), "{failures:?}");
+    assert!(
+        failures.iter().any(|(k, why)| k == "21" && why.starts_with("gave up after 4 attempt(s): transient error")),
+        "{failures:?}"
+    );
 
     // Later runs see what is still missing and repair it; only the rejected key stays out.
     let tenant = std::fs::read_to_string(host.path("tenants/acme.toml")).unwrap();

@@ -429,8 +429,8 @@ fn bad_event_settings_are_reported_with_their_place() {
     // Event settings on a diff pipeline would silently do nothing: refused.
     host.write(
         "tenants/acme.toml",
-        &file_pipeline_tenant(r#"{ snapshot = "/in/s.csv", key = "id" }"#, FIELDS, "mode = \"diff\"\nlanes = 2"),
+        &file_pipeline_tenant(r#"{ snapshot = "/in/s.csv", key = "id" }"#, FIELDS, "mode = \"diff\"\nmax_attempts = 2"),
     );
     let errors = common::stderr(&host.synchost(&["validate"]));
-    assert!(errors.contains("pipelines.main.lanes: applies to event pipelines only"), "{errors}");
+    assert!(errors.contains("pipelines.main.max_attempts: applies to event pipelines only"), "{errors}");
 }

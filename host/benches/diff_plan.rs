@@ -19,8 +19,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use synchost::config::DiffPolicy;
-use synchost::plugin::types::Table;
-use synchost::plugin::{TableBuilder, ValueRef};
+use synchost::model::Table;
+use synchost::model::{TableBuilder, ValueRef};
 use synchost::sync::diff::{DestinationIndex, HashedRows, Plan, Planner};
 use synchost::{Runtime, SyncOptions, Tenants};
 

@@ -22,8 +22,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use synchost::plugin::types::Change;
-use synchost::plugin::types::Table;
+use synchost::model::Change;
+use synchost::model::Table;
 use synchost::plugin::{PluginSetup, SourceInstance, TransformInstance};
 use synchost::{PipelineId, Runtime, SyncOptions, Tenants};
 

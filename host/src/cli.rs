@@ -5,6 +5,7 @@ mod diff;
 mod dlq;
 mod output;
 mod plugin;
+mod progress;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -146,8 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate => validate(&cli.config),
         Command::Plugin(command) => plugin::run(&cli.config, command),
         Command::Sync { pipeline, json, max_batches, force } => {
-            let options =
-                SyncOptions { max_batches, force, live_progress: live_progress(json), ..SyncOptions::default() };
+            let options = SyncOptions { max_batches, force, ..SyncOptions::default() };
             sync(&cli.config, &pipeline, json, options)
         }
         Command::Plan { pipeline, json } => diff::plan(&cli.config, &pipeline, json),
@@ -181,12 +181,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Live progress goes to a terminal only, and never beside JSON output.
-fn live_progress(json: bool) -> bool {
-    use std::io::IsTerminal;
-    !json && std::io::stderr().is_terminal()
 }
 
 fn load(config: &Path, tenants: Tenants<'_>) -> anyhow::Result<Runtime> {
@@ -226,7 +220,8 @@ fn validate(config: &Path) -> anyhow::Result<ExitCode> {
 fn sync(config: &Path, id: &PipelineId, json: bool, options: SyncOptions) -> anyhow::Result<ExitCode> {
     let runtime = load(config, Tenants::Only(&id.tenant))?;
     let stop = AtomicBool::new(false);
-    let job = runtime.job(id, &stop, options).map_err(anyhow::Error::msg)?;
+    let mut job = runtime.job(id, &stop, options)?;
+    job.observer = progress::observer(json);
     let report = job.run()?;
     output::report(&report, json);
     Ok(if report.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })

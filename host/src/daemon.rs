@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use crate::config::Schedule;
 use crate::runtime::{ReloadReport, Runtime};
 use crate::state::{PipelineId, RunStatus};
-use crate::sync::{SyncOptions, SyncReport};
+use crate::sync::{SyncError, SyncOptions, SyncReport};
 use admin::Request;
 
 /// Runs the daemon on its own tokio runtime until a shutdown signal.
@@ -185,7 +185,8 @@ async fn handle(
         Request::Rollback { tenant, plugin } => {
             let change = tokio::task::spawn_blocking(move || runtime.rollback(&tenant, &plugin))
                 .await
-                .map_err(|e| e.to_string())??;
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
             json(change)
         }
     }
@@ -226,10 +227,9 @@ async fn schedule_loop(
         }
         let Some(tenant) = runtime.tenant(&id.tenant) else { continue };
         let (runtime, job_id, job_stop) = (runtime.clone(), id.clone(), stop.clone());
-        let outcome = tokio::task::spawn_blocking(move || -> Result<SyncReport, String> {
+        let outcome = tokio::task::spawn_blocking(move || -> Result<SyncReport, SyncError> {
             let options = SyncOptions { forget_idle_runs: true, ..SyncOptions::default() };
-            let job = runtime.job(&job_id, &job_stop, options)?;
-            job.run().map_err(|e| e.to_string())
+            Ok(runtime.job(&job_id, &job_stop, options)?.run()?)
         })
         .await;
         run_now = false;

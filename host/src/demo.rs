@@ -164,11 +164,7 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
 
     step(&format!("2b. An operator checks the plan and approves it: `synchost approve {}`", blocked.run));
     let stop = AtomicBool::new(false);
-    let approved = runtime
-        .job(&roster, &stop, SyncOptions::default())
-        .map_err(anyhow::Error::msg)?
-        .approve(blocked.run)
-        .map_err(anyhow::Error::msg)?;
+    let approved = runtime.job(&roster, &stop, SyncOptions::default())?.approve(blocked.run)?;
     show(&approved);
     print!("{}", table(&lms)?);
     println!("   (Ada's `homeroom` survived: only the fields the transform emits are owned)");
@@ -210,7 +206,7 @@ fn sync(runtime: &Runtime, id: &PipelineId) -> anyhow::Result<SyncReport> {
 
 fn sync_allowing_block(runtime: &Runtime, id: &PipelineId) -> anyhow::Result<SyncReport> {
     let stop = AtomicBool::new(false);
-    let report = runtime.job(id, &stop, SyncOptions::default()).map_err(anyhow::Error::msg)?.run()?;
+    let report = runtime.job(id, &stop, SyncOptions::default())?.run()?;
     if report.status != crate::state::RunStatus::Succeeded && report.status != crate::state::RunStatus::Blocked {
         anyhow::bail!("the demo's sync of {id} failed: {}", report.error.as_deref().unwrap_or_default());
     }

@@ -26,4 +26,5 @@ pub mod sync;
 pub use config::Config;
 pub use runtime::{Runtime, Tenants};
 pub use state::{PipelineId, StateStore};
-pub use sync::{SyncOptions, SyncReport};
+pub use sync::{SyncError, SyncOptions, SyncReport};
+pub use synchost_model as model;

@@ -23,12 +23,10 @@ mod kind;
 mod legacy;
 mod sql;
 mod stdio;
-mod table;
 
-pub use bindings::types;
+pub(crate) use bindings::types;
 pub use engine::{CompileStats, CompiledPlugin, DEFAULT_MAX_PLUGIN_SIZE, EngineOptions, PluginEngine};
-pub use error::{PluginError, WitError, describe};
+pub use error::{PluginError, WitError};
 pub use instance::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, plugin_info};
 pub use jetstream::Acknowledger;
 pub use kind::{PluginKind, WIT_PACKAGE, WIT_VERSION};
-pub use table::{TableBuilder, ValueRef};

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::config::{Config, ConfigError, ConfigErrors, HostConfig, Role, TenantConfig};
 use crate::plugin::{CompiledPlugin, PluginEngine, PluginKind};
 use crate::state::{PipelineId, SqliteStore, StateError, StateStore};
-use crate::sync::{SyncJob, SyncOptions};
+use crate::sync::{SyncError, SyncJob, SyncOptions};
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum Tenants<'a> {
     Serving,
 }
 
-pub use reload::{ReloadReport, TenantChange};
+pub use reload::{ReloadReport, RollbackError, TenantChange};
 pub use status::{PipelineStatus, PluginStatus, Status, TenantStatus};
 
 /// Tenant → plugin name → compiled plugin.
@@ -184,11 +184,12 @@ impl Runtime {
         id: &PipelineId,
         stop: &'a AtomicBool,
         options: SyncOptions,
-    ) -> Result<SyncJob<'a>, String> {
-        let tenant = self.tenant(&id.tenant).ok_or_else(|| format!("no tenant `{}` is loaded", id.tenant))?;
-        let pipeline = tenant.config.pipelines.get(&id.pipeline).cloned().ok_or_else(|| {
-            let known: Vec<&str> = tenant.config.pipelines.keys().map(String::as_str).collect();
-            format!("tenant `{}` has no pipeline `{}` (it has: {})", id.tenant, id.pipeline, known.join(", "))
+    ) -> Result<SyncJob<'a>, SyncError> {
+        let tenant = self.tenant(&id.tenant).ok_or_else(|| SyncError::NoTenant(id.tenant.clone()))?;
+        let pipeline = tenant.config.pipelines.get(&id.pipeline).cloned().ok_or_else(|| SyncError::NoPipeline {
+            tenant: id.tenant.clone(),
+            pipeline: id.pipeline.clone(),
+            known: tenant.config.pipelines.keys().cloned().collect(),
         })?;
         Ok(SyncJob {
             engine: &self.engine,
@@ -201,6 +202,7 @@ impl Runtime {
             options,
             state_dir: &self.host.state_dir,
             keep_run_archives: self.host.keep_run_archives,
+            observer: crate::sync::events::ignore(),
         })
     }
 

@@ -2,8 +2,10 @@
 //! ([`event`]). Both record the run in the state store, with the digests of the
 //! plugins they used, and both stop at the next safe point when asked to.
 
+mod apply;
 pub mod diff;
 mod event;
+pub mod events;
 mod values;
 
 use std::collections::BTreeMap;
@@ -15,12 +17,12 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::config::{Mode, PipelineConfig, TenantConfig};
-use crate::plugin::types::{Action, Table};
 use crate::plugin::{
     CompiledPlugin, DestinationInstance, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
 };
 use crate::state::{PipelineId, RunId, RunStats, RunStatus, StateError, StateStore};
-pub use values::{row_to_json, value_to_json};
+pub use events::{Observer, SyncEvent};
+use synchost_model::Table;
 
 /// What one sync did.
 #[derive(Debug, Clone, Serialize)]
@@ -49,8 +51,6 @@ pub struct SyncOptions {
     pub forget_idle_runs: bool,
     /// Diff syncs: apply a plan even if a guard would block it, this once.
     pub force: bool,
-    /// Show live progress on the terminal (stderr).
-    pub live_progress: bool,
 }
 
 /// Everything one sync needs. The tenant's config and plugins are the
@@ -72,13 +72,44 @@ pub struct SyncJob<'a> {
     pub state_dir: &'a Path,
     /// How many diff-run archives to keep for the pipeline.
     pub keep_run_archives: usize,
+    /// Hears what the job does as it goes (see [`events`]).
+    pub observer: Observer,
+}
+
+/// Why a sync command could not be carried out. A run that fails is not one
+/// of these: it is recorded and reported in its [`SyncReport`].
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no tenant `{0}` is loaded")]
+    NoTenant(String),
+    #[error("tenant `{tenant}` has no pipeline `{pipeline}` (it has: {})", known.join(", "))]
+    NoPipeline { tenant: String, pipeline: String, known: Vec<String> },
+    #[error("no run {0}")]
+    NoRun(RunId),
+    #[error("run {run} is not a diff run of {pipeline}")]
+    NotThisPipeline { run: RunId, pipeline: PipelineId },
+    #[error("run {run} is not blocked (it {status:?}); only a blocked plan can be approved")]
+    NotBlocked { run: RunId, status: RunStatus },
+    #[error("{0} is an event pipeline; only diff pipelines plan")]
+    NotDiff(PipelineId),
+    #[error("run {0} is an event run; only diff runs can be replayed")]
+    EventRun(RunId),
+    /// The work itself stopped: a plugin failed, the destination changed…
+    #[error(transparent)]
+    Halted(#[from] Halt),
 }
 
 /// Why a run stopped before its end; recorded with the run.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum Halt {
+pub enum Halt {
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The state store failed: what the run did since its last commit is
+    /// done again by the next run.
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("{0}")]
     Refused(String),
     #[error("stopped by shutdown")]
@@ -103,8 +134,16 @@ pub(crate) enum Halt {
     /// The run went past one of its pipeline's run budgets. A diff run plans
     /// nothing from it (it failed); an event run keeps what it committed and
     /// the next run goes on from its cursor (it stopped).
-    #[error("{0}")]
-    OverBudget(String),
+    #[error("{}", .0.detail)]
+    OverBudget(BudgetBreach),
+}
+
+/// Which run budget a run went past, and how it reads in the run's error.
+#[derive(Debug)]
+pub struct BudgetBreach {
+    /// `max_run_rows`, `max_run_duration` or `max_run_memory`.
+    pub key: &'static str,
+    pub detail: String,
 }
 
 /// A plan that cannot be made (a key twice, an owned field missing) refuses the run.
@@ -128,11 +167,14 @@ impl Budget {
         Budget { budget: job.pipeline.budget, pipeline: job.pipeline.name.clone(), started: Instant::now() }
     }
 
-    fn over(&self, key: &str, what: String) -> Halt {
-        Halt::OverBudget(format!(
-            "the run {what}: over its {key} (raise `pipelines.{}.{key}`, or the default in synchost.toml's [limits])",
-            self.pipeline
-        ))
+    fn over(&self, key: &'static str, what: String) -> Halt {
+        Halt::OverBudget(BudgetBreach {
+            key,
+            detail: format!(
+                "the run {what}: over its {key} (raise `pipelines.{}.{key}`, or the default in synchost.toml's [limits])",
+                self.pipeline
+            ),
+        })
     }
 
     /// `rows` read so far, of `what` (source rows, destination records, events).
@@ -165,24 +207,29 @@ impl Budget {
 /// How many failed operations a report lists.
 const REPORTED_FAILURES: usize = 20;
 
-/// The running record of a sync, filled in by the engines.
+/// The running record of a sync, filled in by the engines, which also tells
+/// the job's observer how the run goes.
 pub(crate) struct Progress {
     pub stats: RunStats,
     pub failures: Vec<(String, String)>,
     /// What the run may still take, from its start.
     pub budget: Budget,
-    /// Live progress on the terminal, when asked for.
-    live: Option<indicatif::ProgressBar>,
+    pipeline: PipelineId,
+    /// `None` for a preview, which records no run.
+    run: Option<RunId>,
+    observer: Observer,
 }
 
 impl Progress {
-    fn new(job: &SyncJob<'_>) -> Progress {
-        let live = job.options.live_progress.then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
-        Progress { stats: RunStats::default(), failures: Vec::new(), budget: Budget::start(job), live }
+    fn new(job: &SyncJob<'_>, run: Option<RunId>) -> Progress {
+        Progress {
+            stats: RunStats::default(),
+            failures: Vec::new(),
+            budget: Budget::start(job),
+            pipeline: job.id(),
+            run,
+            observer: job.observer.clone(),
+        }
     }
 
     fn failure(&mut self, key: &str, reason: String) {
@@ -191,42 +238,21 @@ impl Progress {
         }
     }
 
-    /// Updates the live line, if there is one.
-    fn show(&self, phase: &str) {
-        if let Some(bar) = &self.live {
-            let s = &self.stats;
-            bar.set_message(format!(
-                "{phase}: source {} rows, destination {}, applied {} (+{} ~{} -{})",
-                s.read,
-                s.destination,
-                s.created + s.updated + s.deleted + s.upserted,
-                s.created,
-                s.updated,
-                s.deleted
-            ));
-        }
+    /// Tells the observer that a page was read.
+    fn page_read(&self) {
+        (self.observer)(&SyncEvent::PageRead { pipeline: &self.pipeline, run: self.run, stats: &self.stats });
+    }
+
+    /// Tells the observer that `done` operations of `total` were applied.
+    fn batch_applied(&self, done: u64, total: Option<u64>) {
+        let event =
+            SyncEvent::BatchApplied { pipeline: &self.pipeline, run: self.run, done, total, stats: &self.stats };
+        (self.observer)(&event);
     }
 
     /// Records how long a phase took, in milliseconds.
     fn timing(&mut self, phase: &str, started: Instant) {
         self.stats.timings_ms.insert(phase.to_string(), started.elapsed().as_millis() as u64);
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.live {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-/// The key an action is about.
-pub(crate) fn action_key(action: &Action) -> &str {
-    match action {
-        Action::Create(row) | Action::Upsert(row) => &row.key,
-        Action::Update(update) => &update.row.key,
-        Action::Delete(key) => key,
     }
 }
 
@@ -239,7 +265,9 @@ impl SyncJob<'_> {
     /// failure of the state store itself is an `Err`: anything else is a run
     /// that failed, recorded and reported.
     pub fn run(&self) -> Result<SyncReport, StateError> {
-        let run = self.state.start_run(&self.id(), self.pipeline.mode, &self.digests())?;
+        let id = self.id();
+        let run = self.state.start_run(&id, self.pipeline.mode, &self.digests())?;
+        (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: self.pipeline.mode });
         self.record(run, |progress| match self.pipeline.mode {
             Mode::Diff => diff::run(self, run, progress),
             Mode::Event => event::run(self, run, progress),
@@ -248,50 +276,45 @@ impl SyncJob<'_> {
 
     /// Applies the plan that a guard blocked in diff run `run`, provided the
     /// destination has not changed since. The run record is that run's.
-    pub fn approve(&self, run: RunId) -> Result<SyncReport, String> {
-        let record = self.state.run(run).map_err(|e| e.to_string())?.ok_or_else(|| format!("no run {run}"))?;
+    pub fn approve(&self, run: RunId) -> Result<SyncReport, SyncError> {
+        let record = self.state.run(run)?.ok_or(SyncError::NoRun(run))?;
         if record.pipeline != self.id() || record.mode != Mode::Diff {
-            return Err(format!("run {run} is not a diff run of {}", self.id()));
+            return Err(SyncError::NotThisPipeline { run, pipeline: self.id() });
         }
         if record.status != RunStatus::Blocked {
-            return Err(format!(
-                "run {run} is not blocked (it {:?}); only a blocked plan can be approved",
-                record.status
-            ));
+            return Err(SyncError::NotBlocked { run, status: record.status });
         }
-        let mut progress = Progress::new(self);
         // The destination is checked before the run is touched: a refusal
-        // leaves the blocked run as it was.
-        let check = diff::check_approvable(self, run, &mut progress);
-        if let Err(halt) = check {
-            return Err(halt.to_string());
-        }
-        self.state.restart_run(run).map_err(|e| e.to_string())?;
+        // leaves the blocked run as it was. The check reads the destination
+        // once, and the apply goes on with what it read.
+        let mut progress = Progress::new(self, Some(run));
+        let approvable = diff::approvable(self, run, &mut progress)?;
+        self.state.restart_run(run)?;
         // The run keeps what its planning counted (rows read, desired...).
-        self.record(run, |progress| {
+        let report = self.record(run, |progress| {
             progress.stats = record.stats.clone();
-            diff::approve(self, run, progress)
-        })
-        .map_err(|e| e.to_string())
+            diff::approve(self, run, approvable, progress)
+        })?;
+        Ok(report)
     }
 
     /// Plans without writing anything: what `synchost plan` shows.
-    pub fn preview(&self) -> Result<diff::Preview, String> {
+    pub fn preview(&self) -> Result<diff::Preview, SyncError> {
         if self.pipeline.mode != Mode::Diff {
-            return Err(format!("{} is an event pipeline; only diff pipelines plan", self.id()));
+            return Err(SyncError::NotDiff(self.id()));
         }
-        let mut progress = Progress::new(self);
-        diff::preview(self, &mut progress).map_err(|e| e.to_string())
+        let mut progress = Progress::new(self, None);
+        Ok(diff::preview(self, &mut progress)?)
     }
 
     /// Recomputes the plan of diff run `run` from its archive with this job's
     /// plugins, and compares it with the recorded plan.
-    pub fn replay(&self, run: RunId) -> Result<diff::ReplayReport, String> {
-        let record = self.state.run(run).map_err(|e| e.to_string())?.ok_or_else(|| format!("no run {run}"))?;
+    pub fn replay(&self, run: RunId) -> Result<diff::ReplayReport, SyncError> {
+        let record = self.state.run(run)?.ok_or(SyncError::NoRun(run))?;
         if record.mode != Mode::Diff {
-            return Err(format!("run {run} is an event run; only diff runs can be replayed"));
+            return Err(SyncError::EventRun(run));
         }
-        diff::replay(self, run).map_err(|e| e.to_string())
+        Ok(diff::replay(self, run)?)
     }
 
     /// Runs `work` as run `run` and records how it ended.
@@ -301,8 +324,9 @@ impl SyncJob<'_> {
         work: impl FnOnce(&mut Progress) -> Result<(), Halt>,
     ) -> Result<SyncReport, StateError> {
         let id = self.id();
-        let mut progress = Progress::new(self);
+        let mut progress = Progress::new(self, Some(run));
         let outcome = work(&mut progress);
+        self.tell_halt(run, &id, &outcome);
         let handed_over = matches!(outcome, Err(Halt::HandedOver));
         let waiting = match &outcome {
             Err(Halt::StillBlocked(waiting)) => Some(*waiting),
@@ -311,8 +335,8 @@ impl SyncJob<'_> {
         let (status, error) = match outcome {
             Ok(()) | Err(Halt::HandedOver) => (RunStatus::Succeeded, None),
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
-            Err(Halt::OverBudget(reason)) if self.pipeline.mode == Mode::Event => {
-                (RunStatus::Stopped, Some(format!("{reason}; the next run goes on from its cursor")))
+            Err(Halt::OverBudget(breach)) if self.pipeline.mode == Mode::Event => {
+                (RunStatus::Stopped, Some(format!("{}; the next run goes on from its cursor", breach.detail)))
             }
             Err(Halt::Blocked(reason)) => (RunStatus::Blocked, Some(reason)),
             Err(e @ Halt::StillBlocked(_)) => (RunStatus::Blocked, Some(e.to_string())),
@@ -320,7 +344,7 @@ impl SyncJob<'_> {
             Err(Halt::Plugin(PluginError::Returned { error, .. }))
                 if matches!(error, crate::plugin::WitError::Transient(_)) =>
             {
-                (RunStatus::Failed, Some(format!("{}; the next run tries again", crate::plugin::describe(&error))))
+                (RunStatus::Failed, Some(format!("{error}; the next run tries again")))
             }
             Err(e) => (RunStatus::Failed, Some(e.to_string())),
         };
@@ -332,6 +356,7 @@ impl SyncJob<'_> {
         } else {
             self.state.finish_run(run, status, &progress.stats, error.as_deref())?;
         }
+        (self.observer)(&SyncEvent::RunFinished { pipeline: &id, run, status, stats: &progress.stats });
         Ok(SyncReport {
             run: reported_run,
             pipeline: id,
@@ -342,6 +367,24 @@ impl SyncJob<'_> {
             failures: std::mem::take(&mut progress.failures),
             handed_over,
         })
+    }
+
+    /// Tells the observer of the halts it hears about on their own: a plan
+    /// held back, a limit breached.
+    fn tell_halt(&self, run: RunId, id: &PipelineId, outcome: &Result<(), Halt>) {
+        let run = Some(run);
+        match outcome {
+            Err(Halt::Blocked(reason)) => (self.observer)(&SyncEvent::PlanBlocked { pipeline: id, run, reason }),
+            Err(Halt::OverBudget(breach)) => {
+                let event = SyncEvent::LimitBreached { pipeline: id, run, limit: breach.key, detail: &breach.detail };
+                (self.observer)(&event)
+            }
+            Err(Halt::Plugin(error @ PluginError::LimitExceeded { limit, .. })) => {
+                let detail = error.to_string();
+                (self.observer)(&SyncEvent::LimitBreached { pipeline: id, run, limit, detail: &detail })
+            }
+            _ => {}
+        }
     }
 
     /// Plugin name → sha256 of every plugin the pipeline uses.

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
-use super::{live_progress, load, open_state, output};
+use super::{load, open_state, output, progress};
 use crate::plugin::PluginKind;
 use crate::runtime::Tenants;
 use crate::state::{PipelineId, RunId, RunStatus, StateStore};
@@ -16,9 +16,9 @@ use crate::sync::{SyncJob, SyncOptions};
 pub(super) fn plan(config: &Path, id: &PipelineId, json: bool) -> anyhow::Result<ExitCode> {
     let runtime = load(config, Tenants::Only(&id.tenant))?;
     let stop = AtomicBool::new(false);
-    let options = SyncOptions { live_progress: live_progress(json), ..SyncOptions::default() };
-    let job = runtime.job(id, &stop, options).map_err(anyhow::Error::msg)?;
-    let preview = job.preview().map_err(anyhow::Error::msg)?;
+    let mut job = runtime.job(id, &stop, SyncOptions::default())?;
+    job.observer = progress::observer(json);
+    let preview = job.preview()?;
     output::preview(id, &preview, job.pipeline.diff.max_change_ratio, json);
     Ok(ExitCode::SUCCESS)
 }
@@ -33,8 +33,8 @@ pub(super) fn approve(config: &Path, run: RunId, json: bool) -> anyhow::Result<E
     let id = pipeline_of(config, run)?;
     let runtime = load(config, Tenants::Only(&id.tenant))?;
     let stop = AtomicBool::new(false);
-    let options = SyncOptions { live_progress: live_progress(json), ..SyncOptions::default() };
-    let job = runtime.job(&id, &stop, options).map_err(anyhow::Error::msg)?;
+    let mut job = runtime.job(&id, &stop, SyncOptions::default())?;
+    job.observer = progress::observer(json);
     let report = job.approve(run).map_err(|e| anyhow::anyhow!("cannot approve run {run}: {e}"))?;
     output::report(&report, json);
     Ok(if report.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -44,7 +44,7 @@ pub(super) fn replay(config: &Path, run: RunId, overrides: &[String], json: bool
     let id = pipeline_of(config, run)?;
     let runtime = load(config, Tenants::Only(&id.tenant))?;
     let stop = AtomicBool::new(false);
-    let job = runtime.job(&id, &stop, SyncOptions::default()).map_err(anyhow::Error::msg)?;
+    let job = runtime.job(&id, &stop, SyncOptions::default())?;
     let mut plugins: BTreeMap<_, _> = (*job.plugins).clone();
     for spec in overrides {
         let (name, file) = spec.split_once('=').with_context(|| format!("--plugin `{spec}` is not NAME=FILE.wasm"))?;

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use crate::plugin::CompiledPlugin;
-use crate::plugin::types::PluginInfo;
 use crate::state::{RunRecord, RunStats};
 use crate::sync::SyncReport;
+use synchost_model::PluginInfo;
 
 pub(super) fn print_json<T: serde::Serialize>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("CLI output serialises"));
@@ -148,7 +148,7 @@ pub(super) fn run(run: &RunRecord, json: bool) {
 const PLAN_SAMPLE: usize = 5;
 
 pub(super) fn preview(id: &crate::state::PipelineId, preview: &crate::sync::diff::Preview, max_ratio: f64, json: bool) {
-    use crate::sync::row_to_json;
+    use synchost_model::row_to_json;
     let plan = &preview.plan;
     if json {
         let sample = |rows: &mut dyn Iterator<Item = serde_json::Value>| rows.take(PLAN_SAMPLE).collect::<Vec<_>>();

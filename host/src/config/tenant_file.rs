@@ -121,6 +121,9 @@ pub struct DiffPolicy {
     pub max_change_ratio: f64,
     /// What a new version of a transform must pass before a hot swap.
     pub canary: Canary,
+    /// Parallel lanes for the apply, as for event syncs (1: one destination
+    /// instance applies everything in order).
+    pub lanes: usize,
 }
 
 /// A check on a new transform version before it replaces the running one.
@@ -143,6 +146,7 @@ impl Default for DiffPolicy {
             unique: Vec::new(),
             max_change_ratio: 0.2,
             canary: Canary::None,
+            lanes: 1,
         }
     }
 }
@@ -649,7 +653,25 @@ impl Checker<'_> {
         if let Some(canary) = &entry.canary {
             policy.canary = *canary.get_ref();
         }
+        if let Some(lanes) = self.lanes(table, entry, errors) {
+            policy.lanes = lanes;
+        }
         policy
+    }
+
+    /// A pipeline's `lanes`, checked: from 1 to 64.
+    fn lanes(&self, table: &str, entry: &PipelineEntry, errors: &mut ConfigErrors) -> Option<usize> {
+        let lanes = entry.lanes.as_ref()?;
+        let value = *lanes.get_ref();
+        if (1..=64).contains(&value) {
+            return Some(value);
+        }
+        errors.push(self.error(
+            lanes.span().start,
+            format!("{table}.lanes"),
+            format!("`{value}` must be from 1 to 64"),
+        ));
+        None
     }
 
     /// The event-sync keys of a pipeline, checked; on a diff pipeline they are
@@ -658,7 +680,6 @@ impl Checker<'_> {
         let mut policy = EventPolicy::default();
         if entry.mode == Mode::Diff {
             let event_only = [
-                ("lanes", entry.lanes.as_ref().map(|v| v.span())),
                 ("max_attempts", entry.max_attempts.as_ref().map(|v| v.span())),
                 ("retry_backoff", entry.retry_backoff.as_ref().map(|v| v.span())),
                 ("retry_backoff_max", entry.retry_backoff_max.as_ref().map(|v| v.span())),
@@ -666,17 +687,8 @@ impl Checker<'_> {
             self.refuse_keys(table, &event_only, "event", errors);
             return policy;
         }
-        if let Some(lanes) = &entry.lanes {
-            let value = *lanes.get_ref();
-            if !(1..=64).contains(&value) {
-                errors.push(self.error(
-                    lanes.span().start,
-                    format!("{table}.lanes"),
-                    format!("`{value}` must be from 1 to 64"),
-                ));
-            } else {
-                policy.lanes = value;
-            }
+        if let Some(lanes) = self.lanes(table, entry, errors) {
+            policy.lanes = lanes;
         }
         if let Some(attempts) = &entry.max_attempts {
             if *attempts.get_ref() == 0 {

@@ -1,33 +1,8 @@
 //! What can go wrong with a plugin: loading it, or calling it.
 
-use super::types::Error as WitErrorRaw;
-
 /// An error a plugin returned through the WIT `error` variant: it tells the
-/// host what to do next.
-pub type WitError = WitErrorRaw;
-
-impl WitError {
-    pub fn message(&self) -> &str {
-        match self {
-            WitError::Config(m) | WitError::Transient(m) | WitError::Rejected(m) => m,
-        }
-    }
-
-    /// `config`, `transient` or `rejected`.
-    pub fn class(&self) -> &'static str {
-        match self {
-            WitError::Config(_) => "config",
-            WitError::Transient(_) => "transient",
-            WitError::Rejected(_) => "rejected",
-        }
-    }
-}
-
-/// How an error the plugin returned reads in reports: "transient error: …".
-/// (The generated type's own `Display` shows its debug form.)
-pub fn describe(error: &WitError) -> String {
-    format!("{} error: {}", error.class(), error.message())
-}
+/// host what to do next. Its `Display` reads "transient error: …".
+pub type WitError = synchost_model::Error;
 
 /// A plugin could not be loaded or a call to it failed. Every variant names the
 /// plugin, so an operator reading a log knows whose fault it is.
@@ -65,7 +40,7 @@ pub enum PluginError {
     #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` trapped: {detail}")]
     Trapped { tenant: String, plugin: String, call: &'static str, detail: String },
 
-    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` returned a {}", describe(error))]
+    #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` returned a {error}")]
     Returned { tenant: String, plugin: String, call: &'static str, error: WitError },
 
     #[error("tenant `{tenant}`, plugin `{plugin}`: `{call}` broke the contract: {detail}")]

@@ -342,7 +342,8 @@ impl SourceInstance {
                 self.sandbox.call("snapshot", |store| b.synchost_plugin_source().call_snapshot(store, token))?
             }
             SourceBindings::Legacy(b) => {
-                self.sandbox.call("snapshot", |store| legacy::source_snapshot(b, store, token))?
+                let converted = self.sandbox.call("snapshot", |store| legacy::source_snapshot(b, store, token))?;
+                converted.map_err(|breach| self.sandbox.contract("snapshot", breach.0))?
             }
         };
         let page = self.sandbox.returned("snapshot", result)?;
@@ -440,7 +441,8 @@ impl TransformInstance {
                 self.sandbox.call("transform", |store| b.synchost_plugin_transform().call_transform(store, input))?
             }
             TransformBindings::Legacy(b) => {
-                self.sandbox.call("transform", |store| legacy::transform(b, store, input))?
+                let converted = self.sandbox.call("transform", |store| legacy::transform(b, store, input))?;
+                converted.map_err(|breach| self.sandbox.contract("transform", breach.0))?
             }
         };
         let out = self.sandbox.returned("transform", result)?;
@@ -502,7 +504,8 @@ impl DestinationInstance {
                 self.sandbox.call("snapshot", |store| b.synchost_plugin_destination().call_snapshot(store, token))?
             }
             DestinationBindings::Legacy(b) => {
-                self.sandbox.call("snapshot", |store| legacy::destination_snapshot(b, store, token))?
+                let converted = self.sandbox.call("snapshot", |store| legacy::destination_snapshot(b, store, token))?;
+                converted.map_err(|breach| self.sandbox.contract("snapshot", breach.0))?
             }
         };
         let page = self.sandbox.returned("snapshot", result)?;

@@ -67,6 +67,25 @@ pub(super) fn add_to_linker(linker: &mut Linker<PluginCtx>) -> wasmtime::Result<
 /// What a call into a legacy plugin returns, in 0.2 terms.
 type Outcome<T> = wasmtime::Result<Result<T, now::Error>>;
 
+/// A row whose values do not match its columns, found while laying 0.1 rows
+/// out as a table: the plugin broke the contract, and the instance reports it
+/// as it reports a 0.2 plugin's malformed table.
+pub(super) struct Breach(pub String);
+
+/// What a call returns whose answer is converted to a table.
+type Converted<T> = wasmtime::Result<Result<Result<T, now::Error>, Breach>>;
+
+/// The plugin's error, or its answer converted (which may find a breach).
+fn converted<A, T>(
+    result: Result<A, old::Error>,
+    convert: impl FnOnce(A) -> Result<T, Breach>,
+) -> Result<Result<T, now::Error>, Breach> {
+    match result {
+        Err(e) => Ok(Err(error(e))),
+        Ok(answer) => convert(answer).map(Ok),
+    }
+}
+
 pub(super) fn source_info(plugin: &SourcePlugin, store: &mut Store<PluginCtx>) -> wasmtime::Result<now::PluginInfo> {
     plugin.synchost_plugin_source().call_info(store).map(info)
 }
@@ -75,9 +94,9 @@ pub(super) fn source_snapshot(
     plugin: &SourcePlugin,
     store: &mut Store<PluginCtx>,
     token: Option<&str>,
-) -> Outcome<now::Page> {
+) -> Converted<now::Page> {
     let result = plugin.synchost_plugin_source().call_snapshot(store, token)?;
-    Ok(result.map_err(error).and_then(page))
+    Ok(converted(result, page))
 }
 
 pub(super) fn source_events(
@@ -115,11 +134,11 @@ pub(super) fn transform(
     plugin: &TransformPlugin,
     store: &mut Store<PluginCtx>,
     input: &now::Table,
-) -> Outcome<Transformed> {
+) -> Converted<Transformed> {
     let batch =
         old::RowBatch { columns: input.columns.clone(), rows: input.to_rows().into_iter().map(old_row).collect() };
     let result = plugin.synchost_plugin_transform().call_transform(store, &batch)?;
-    Ok(result.map_err(error).and_then(|out| {
+    Ok(converted(result, |out| {
         let rows: Vec<now::Row> = out.rows.into_iter().map(row).collect();
         Ok(Transformed { rows: table(out.columns, &rows)?, origins: out.origins })
     }))
@@ -136,9 +155,9 @@ pub(super) fn destination_snapshot(
     plugin: &DestinationPlugin,
     store: &mut Store<PluginCtx>,
     token: Option<&str>,
-) -> Outcome<now::Page> {
+) -> Converted<now::Page> {
     let result = plugin.synchost_plugin_destination().call_snapshot(store, token)?;
-    Ok(result.map_err(error).and_then(page))
+    Ok(converted(result, page))
 }
 
 pub(super) fn destination_apply(
@@ -177,18 +196,18 @@ fn info(info: old::PluginInfo) -> now::PluginInfo {
     }
 }
 
-fn page(page: old::Page) -> Result<now::Page, now::Error> {
+fn page(page: old::Page) -> Result<now::Page, Breach> {
     let rows: Vec<now::Row> = page.rows.into_iter().map(row).collect();
     Ok(now::Page { rows: table(page.columns, &rows)?, next: page.next })
 }
 
-/// Rows to a table. A row whose values do not match the columns is the
-/// plugin's fault, reported as its error (0.2 plugins cannot send one).
-fn table(columns: Vec<String>, rows: &[now::Row]) -> Result<now::Table, now::Error> {
+/// Rows to a table, refusing a row whose values do not match the columns
+/// (a 0.2 table with a column too short breaks the contract the same way).
+fn table(columns: Vec<String>, rows: &[now::Row]) -> Result<now::Table, Breach> {
     match rows.iter().find(|r| r.values.len() != columns.len()) {
         None => Ok(now::Table::from_rows(columns, rows)),
-        Some(bad) => Err(now::Error::Config(format!(
-            "the plugin sent row `{}` with {} values for {} columns",
+        Some(bad) => Err(Breach(format!(
+            "malformed table: row `{}` has {} values for {} columns",
             bad.key,
             bad.values.len(),
             columns.len()

@@ -273,6 +273,7 @@ impl Runtime {
                 options: SyncOptions::default(),
                 state_dir: &self.host.state_dir,
                 keep_run_archives: self.host.keep_run_archives,
+                observer: crate::sync::events::ignore(),
             };
             match job.replay(last.id) {
                 Err(e) => problems.push(format!("canary for {id}: replaying run {} failed: {e}", last.id)),
@@ -301,14 +302,15 @@ impl Runtime {
 
     /// Returns `plugin` of `tenant` to the version active before the current
     /// one, which stays in the history. Holds until the tenant file changes.
-    pub fn rollback(&self, tenant: &str, plugin: &str) -> Result<TenantChange, String> {
-        let running = self.tenant(tenant).ok_or_else(|| format!("no tenant `{tenant}` is loaded"))?;
+    pub fn rollback(&self, tenant: &str, plugin: &str) -> Result<TenantChange, RollbackError> {
+        let no_earlier = || RollbackError::NoEarlierVersion { tenant: tenant.to_string(), plugin: plugin.to_string() };
+        let running = self.tenant(tenant).ok_or_else(|| RollbackError::NoTenant(tenant.to_string()))?;
         let previous = {
             let swaps = self.swap_log();
             let versions = swaps
                 .history
                 .get(&(tenant.to_string(), plugin.to_string()))
-                .ok_or_else(|| format!("tenant `{tenant}` has no plugin `{plugin}`"))?;
+                .ok_or_else(|| RollbackError::NoPlugin { tenant: tenant.to_string(), plugin: plugin.to_string() })?;
             let current = running.plugins.get(plugin).map(|c| c.digest.clone());
             let current_config = running.config.plugins.get(plugin).map(|p| &p.config);
             versions
@@ -316,15 +318,14 @@ impl Runtime {
                 .rev()
                 .find(|v| Some(&v.compiled.digest) != current.as_ref() || Some(&v.config.config) != current_config)
                 .cloned()
-                .ok_or_else(|| format!("plugin `{plugin}` of tenant `{tenant}` has no earlier version to return to"))?
+                .ok_or_else(no_earlier)?
         };
         let mut config = (*running.config).clone();
         config.plugins.insert(plugin.to_string(), previous.config.clone());
         let mut plugins = (*running.plugins).clone();
         plugins.insert(plugin.to_string(), previous.compiled.clone());
         let setup = PluginSetup::from_config(tenant, &previous.config);
-        plugin_info(&self.engine, &previous.compiled, &setup)
-            .map_err(|e| format!("the earlier version no longer starts: {e}"))?;
+        plugin_info(&self.engine, &previous.compiled, &setup).map_err(RollbackError::WontStart)?;
         let loaded = LoadedTenant::new(config, plugins);
         let digests = loaded.digests();
         {
@@ -343,6 +344,19 @@ impl Runtime {
         tracing::warn!(tenant, plugin, digest = %previous.compiled.digest, "plugin rolled back");
         Ok(TenantChange::Swapped { tenant: tenant.to_string(), plugins: digests })
     }
+}
+
+/// Why a plugin could not be rolled back.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("no tenant `{0}` is loaded")]
+    NoTenant(String),
+    #[error("tenant `{tenant}` has no plugin `{plugin}`")]
+    NoPlugin { tenant: String, plugin: String },
+    #[error("plugin `{plugin}` of tenant `{tenant}` has no earlier version to return to")]
+    NoEarlierVersion { tenant: String, plugin: String },
+    #[error("the earlier version no longer starts: {0}")]
+    WontStart(crate::plugin::PluginError),
 }
 
 impl TenantChange {

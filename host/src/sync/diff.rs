@@ -21,8 +21,8 @@ pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
 use super::{Halt, Progress, SyncJob};
 use crate::config::Deletes;
 use crate::plugin::DestinationInstance;
-use crate::plugin::types::Page;
 use crate::state::{PermittedLoad, RunId, RunStatus};
+use synchost_model::Page;
 
 /// The streams a run archives as it reads.
 struct Recorder {
@@ -153,7 +153,7 @@ fn compute_plan(
                 progress.stats.destination = destination_read.load(Ordering::Relaxed);
                 progress.budget.rows(progress.stats.read, "source rows")?;
                 progress.budget.time()?;
-                progress.show("reading");
+                progress.page_read();
                 let out = transforms.apply(page.rows)?;
                 if let Some(log) = desired_log.as_deref_mut() {
                     log.page(&out.table)?;
@@ -194,7 +194,7 @@ fn compute_plan(
     progress.timing("read", started);
 
     let managed = match policy.deletes {
-        Deletes::Managed => Some(job.state.managed_keys(&job.id()).map_err(|e| Halt::Refused(e.to_string()))?),
+        Deletes::Managed => Some(job.state.managed_keys(&job.id())?),
         _ => None,
     };
     let plan = planner.finish(policy, managed.as_ref());
@@ -310,7 +310,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     prune_archives(job, run);
     let dir = job.archive_dir(run);
     let mut recorder = Recorder::create(&dir)?;
-    let (plan, mut destination) = compute_plan(job, Some(&mut recorder), progress)?;
+    let (plan, destination) = compute_plan(job, Some(&mut recorder), progress)?;
     recorder.finish()?;
     let guard = plan.blocked_reason(&job.pipeline.diff);
     // A load let past the guard earlier and interrupted (killed, stopped, or
@@ -338,6 +338,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
         )));
     }
     supersede_blocked(job, run);
+    let mut destinations = lanes(job, destination)?;
     let permission = match (&guard, resumed) {
         (_, Some(load)) => {
             tracing::info!(pipeline = %job.id(), "run {run} goes on with the {} of run {}", load.why, load.run);
@@ -350,9 +351,19 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     apply_permitted(
         job,
         permission,
-        |progress| apply::apply(job, run, &dir, &mut destination, &plan, progress),
+        |progress| apply::apply(job, run, &dir, &mut destinations, &plan, progress),
         progress,
     )
+}
+
+/// The destination instances of the pipeline's apply lanes: the one that read
+/// the destination, and one more per further lane.
+fn lanes(job: &SyncJob<'_>, read_with: DestinationInstance) -> Result<Vec<DestinationInstance>, Halt> {
+    let mut destinations = vec![read_with];
+    for _ in 1..job.pipeline.diff.lanes {
+        destinations.push(job.destination()?);
+    }
+    Ok(destinations)
 }
 
 /// The permission a plan is applied under, for [`apply_permitted`].
@@ -372,16 +383,16 @@ fn apply_permitted(
 ) -> Result<(), Halt> {
     let id = job.id();
     if let Some(load) = &permission {
-        job.state.set_permitted_load(&id, Some(load)).map_err(|e| Halt::Refused(e.to_string()))?;
+        job.state.set_permitted_load(&id, Some(load))?;
     }
     apply(progress)?;
-    job.state.set_permitted_load(&id, None).map_err(|e| Halt::Refused(e.to_string()))
+    job.state.set_permitted_load(&id, None).map_err(Halt::State)
 }
 
 /// The interrupted load this plan may go on with: one that was let past the
 /// guard, whose permission covers this plan's writes and deletes.
 fn resumable(job: &SyncJob<'_>, plan: &Plan) -> Result<Option<PermittedLoad>, Halt> {
-    let load = job.state.permitted_load(&job.id()).map_err(|e| Halt::Refused(e.to_string()))?;
+    let load = job.state.permitted_load(&job.id())?;
     Ok(load.filter(|load| plan.writes() <= load.writes && plan.deletes.len() as u64 <= load.deletes))
 }
 
@@ -458,26 +469,33 @@ pub(super) fn preview(job: &SyncJob<'_>, progress: &mut Progress) -> Result<Prev
     Ok(Preview { plan, blocked, read: progress.stats.read })
 }
 
-/// Checks that the plan of blocked run `run` can still be applied: its
-/// archive reads back and the destination is what it was when it was made.
-pub(super) fn check_approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
-    approvable(job, run, progress).map(|_| ())
+/// A blocked plan checked for approval, with the destination it was checked on.
+pub(super) struct Approvable {
+    plan: Plan,
+    destination: DestinationInstance,
 }
 
-/// Applies the plan that blocked run `run`.
-pub(super) fn approve(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
-    let (plan, mut destination) = approvable(job, run, progress)?;
+/// Applies the plan that blocked run `run`, checked by [`approvable`].
+pub(super) fn approve(
+    job: &SyncJob<'_>,
+    run: RunId,
+    Approvable { plan, destination }: Approvable,
+    progress: &mut Progress,
+) -> Result<(), Halt> {
+    let mut destinations = lanes(job, destination)?;
     let permission = permitted(run, "approved plan", &plan);
     let dir = job.archive_dir(run);
     apply_permitted(
         job,
         Some(permission),
-        |progress| apply::apply(job, run, &dir, &mut destination, &plan, progress),
+        |progress| apply::apply(job, run, &dir, &mut destinations, &plan, progress),
         progress,
     )
 }
 
-fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(Plan, DestinationInstance), Halt> {
+/// Checks that the plan of blocked run `run` can still be applied: its
+/// archive reads back and the destination is what it was when it was made.
+pub(super) fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<Approvable, Halt> {
     let dir = job.archive_dir(run);
     let meta = archive::read_meta(&dir)?;
     let plan = archive::read_plan(&dir, &meta)?;
@@ -505,7 +523,7 @@ fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<
     progress.stats.destination = plan.destination_rows;
     progress.stats.unchanged = plan.unchanged;
     progress.stats.held = plan.held.len() as u64;
-    Ok((plan, destination))
+    Ok(Approvable { plan, destination })
 }
 
 pub(super) use replay::replay;

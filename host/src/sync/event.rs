@@ -13,9 +13,10 @@
 //!    runs before the retry is due, and the older state is never applied
 //!    after it. Due queue items are attempted with the batch; other keys are
 //!    not held up;
-//! 5. apply in lanes ([`lanes`]) by a stable hash of the key;
-//! 6. outcomes: applied; transient → the retry queue (backoff with jitter;
-//!    after `max_attempts` → dead letters); rejected → dead letters with the
+//! 5. apply in lanes by a stable hash of the key ([`super::apply`], the
+//!    layer diff syncs apply through too);
+//! 6. outcomes, judged by the pipeline's retry policy: applied; transient →
+//!    the retry queue (backoff with jitter; after `max_attempts` → dead letters); rejected → dead letters with the
 //!    reason and the operation; a config error → the run pauses, nothing of
 //!    the batch is committed and the cursor stays;
 //! 7. commit the cursor, the queue changes, the dead letters and the batch's
@@ -37,18 +38,17 @@
 //! rest of the crashed batch is applied again.)
 
 mod collapse;
-mod lanes;
 mod retry;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Halt, Progress, SyncJob, TransformChain, action_key};
-use crate::plugin::types::{Action, Change, EventBatch, Operation, Row, Table};
-use crate::plugin::{PluginError, WitError, describe};
+use super::apply::{self, Pending, RetryPolicy, Verdict};
+use super::{Halt, Progress, SyncJob, TransformChain};
+use crate::plugin::{PluginError, WitError};
 use crate::state::{BatchStats, EventCommit, NewDeadLetter, NewRetry, PipelineId, RetryItem, RunId};
-use lanes::{PendingOp, lane_of};
+use synchost_model::{Action, Change, EventBatch, Operation, Row, Table};
 
 pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
     let id = job.id();
@@ -59,14 +59,14 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     let mut transforms = job.transforms().map_err(|e| halt(e, None))?;
     let mut destinations =
         (0..policy.lanes).map(|_| job.destination()).collect::<Result<Vec<_>, _>>().map_err(|e| halt(e, None))?;
-    let mut cursor = job.state.cursor(&id).map_err(refused)?;
+    let mut cursor = job.state.cursor(&id).map_err(Halt::State)?;
     progress.stats.cursor_before = cursor.clone();
     progress.stats.cursor_after = cursor.clone();
     // Keys with a dead letter that no later operation has superseded yet.
     let mut lettered: HashSet<String> = job
         .state
         .dead_letters(&id)
-        .map_err(refused)?
+        .map_err(Halt::State)?
         .into_iter()
         .filter(|l| l.superseded_by.is_none())
         .map(|l| l.key)
@@ -153,7 +153,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
         }
     };
     if let Some((seq, ms)) = previous_commit {
-        job.state.set_batch_commit_time(run, seq, ms).map_err(refused)?;
+        job.state.set_batch_commit_time(run, seq, ms).map_err(Halt::State)?;
     }
     outcome
 }
@@ -206,10 +206,6 @@ fn transform(id: &PipelineId, transforms: &mut TransformChain, read: Read) -> Re
         read_ms,
         transform_ms: ms(started),
     })
-}
-
-fn refused(e: impl std::fmt::Display) -> Halt {
-    Halt::Refused(e.to_string())
 }
 
 /// What a plugin error means for the run: a config error pauses the pipeline
@@ -276,7 +272,7 @@ impl<'j, 'a> Batch<'j, 'a> {
         let job = self.job;
         let policy = &job.pipeline.event;
         let started = Instant::now();
-        let queue = job.state.retry_queue(self.id).map_err(refused)?;
+        let queue = job.state.retry_queue(self.id).map_err(Halt::State)?;
         self.queue_seen_up_to = queue.iter().map(|item| item.id).max().unwrap_or(0);
         self.queue_keys = queue.iter().map(|item| item.key.clone()).collect();
         let now = chrono::Utc::now().timestamp_millis();
@@ -297,23 +293,19 @@ impl<'j, 'a> Batch<'j, 'a> {
 
         let to_apply = self.settle_queue(queue, operations, now)?;
         let apply_started = Instant::now();
-        let mut lanes: Vec<Vec<PendingOp>> = (0..policy.lanes).map(|_| Vec::new()).collect();
-        for op in to_apply {
-            lanes[lane_of(&op.key, policy.lanes)].push(op);
-        }
-        let mut outcomes = lanes::apply(destinations, lanes, job.pipeline.apply_batch);
+        let applied = apply::apply(destinations, to_apply, job.pipeline.apply_batch);
         self.stats.apply_ms = ms(apply_started);
         // Nothing of a batch that halts is committed: it is read again, with
         // the old queue, by the next run (operations already applied are
         // recognised by their idempotency keys).
-        if let Some(error) = outcomes.iter_mut().find_map(|lane| lane.halt.take()) {
+        if let Some(error) = applied.halt {
             return Err(halt(error, self.cursor));
         }
         // A config error for a single operation still says the configuration
         // is wrong (a missing directory, say): retrying cannot help and
         // dead-lettering would bury it, so the pipeline pauses.
-        let config_error = outcomes.iter().flat_map(|lane| &lane.done).find_map(|(op, result)| match result {
-            Err(error @ WitError::Config(_)) => Some((op.key.clone(), describe(error))),
+        let config_error = applied.outcomes.iter().find_map(|(op, result)| match result {
+            Err(error @ WitError::Config(_)) => Some((op.key.clone(), error.to_string())),
             _ => None,
         });
         if let Some((key, reason)) = config_error {
@@ -323,10 +315,10 @@ impl<'j, 'a> Batch<'j, 'a> {
                 self.cursor.unwrap_or("the start")
             )));
         }
-        for lane in outcomes {
-            for (op, result) in lane.done {
-                self.settle(op, result, lettered, progress);
-            }
+        let retry = RetryPolicy::for_events(policy);
+        for (op, result) in applied.outcomes {
+            let verdict = retry.verdict(&op.key, op.attempts, &result);
+            self.settle(op, verdict, lettered, progress);
         }
         // Reading and transforming ran beside the previous batch's apply.
         self.stats.work_ms = self.stats.read_ms + self.stats.transform_ms + ms(started);
@@ -353,13 +345,13 @@ impl<'j, 'a> Batch<'j, 'a> {
             // schedule: it neither overtakes the item nor is overtaken by it.
             self.stats.superseded += 1;
             op.attempts = item.attempts;
-            op.queued = true;
+            op.meta.queued = true;
             if item.next_attempt_at <= now {
                 to_apply.push(op);
             } else {
                 self.queued.push(NewRetry {
                     key: op.key.clone(),
-                    position: op.position.clone(),
+                    position: op.meta.position.clone(),
                     operation: retry::operation_json(&op.columns, &op.operation.action),
                     attempts: item.attempts,
                     next_attempt_at: item.next_attempt_at,
@@ -375,76 +367,62 @@ impl<'j, 'a> Batch<'j, 'a> {
                 Halt::Refused(format!("retry item {} for `{}` in the state store is damaged: {e}", item.id, item.key))
             })?;
             self.stats.retried += 1;
-            to_apply.push(PendingOp::from_queue(self.id, item, columns, action));
+            to_apply.push(from_queue(self.id, item, columns, action));
         }
         Ok(to_apply)
     }
 
     /// Records what became of one operation.
-    fn settle(
-        &mut self,
-        op: PendingOp,
-        result: Result<(), WitError>,
-        lettered: &mut HashSet<String>,
-        progress: &mut Progress,
-    ) {
+    fn settle(&mut self, op: PendingOp, verdict: Verdict, lettered: &mut HashSet<String>, progress: &mut Progress) {
         // Any later operation for a key makes its earlier dead letters obsolete.
         if lettered.remove(&op.key) {
-            self.superseded_letters.push((op.key.clone(), op.position.clone()));
+            self.superseded_letters.push((op.key.clone(), op.meta.position.clone()));
         }
-        let policy = &self.job.pipeline.event;
-        let dead_letter = match result {
-            Ok(()) => {
+        let dead_letter = match verdict {
+            Verdict::Applied => {
                 match op.operation.action {
                     Action::Delete(_) => self.stats.deleted += 1,
                     _ => self.stats.upserted += 1,
                 }
-                if op.queued {
+                if op.meta.queued {
                     self.unqueued.push(op.key.clone());
                 }
                 self.applied.insert(op.key);
                 return;
             }
-            Err(WitError::Transient(message)) => {
-                let attempts = op.attempts + 1;
+            Verdict::Retry { attempts, wait, reason } => {
                 progress.stats.failed += 1;
-                if attempts < policy.max_attempts {
-                    let wait = retry::backoff(
-                        attempts,
-                        policy.retry_backoff,
-                        policy.retry_backoff_max,
-                        retry::jitter_seed(&op.key, attempts),
-                    );
-                    let reason = describe(&WitError::Transient(message));
-                    progress.failure(&op.key, format!("{reason} (attempt {attempts}, retried in {wait:?})"));
-                    self.stats.queued += 1;
-                    self.queued.push(NewRetry {
-                        key: op.key.clone(),
-                        position: op.position.clone(),
-                        operation: retry::operation_json(&op.columns, &op.operation.action),
-                        attempts,
-                        next_attempt_at: chrono::Utc::now().timestamp_millis() + wait.as_millis() as i64,
-                        last_error: reason,
-                    });
-                    self.applied.insert(op.key);
-                    return;
-                }
+                progress.failure(&op.key, format!("{reason} (attempt {attempts}, retried in {wait:?})"));
+                self.stats.queued += 1;
+                self.queued.push(NewRetry {
+                    key: op.key.clone(),
+                    position: op.meta.position.clone(),
+                    operation: retry::operation_json(&op.columns, &op.operation.action),
+                    attempts,
+                    next_attempt_at: chrono::Utc::now().timestamp_millis() + wait.as_millis() as i64,
+                    last_error: reason,
+                });
+                self.applied.insert(op.key);
+                return;
+            }
+            Verdict::GaveUp { reason, .. } => {
+                progress.stats.failed += 1;
                 self.stats.expired += 1;
-                format!("gave up after {attempts} attempt(s): {}", describe(&WitError::Transient(message)))
+                reason
             }
             // Config errors never get here: they pause the run first.
-            Err(error) => {
+            Verdict::Rejected(reason) | Verdict::Config(reason) => {
                 self.stats.rejected += 1;
-                describe(&error)
+                reason
             }
         };
         progress.failure(&op.key, dead_letter.clone());
-        if op.queued {
+        if op.meta.queued {
             self.unqueued.push(op.key.clone());
         }
         lettered.insert(op.key.clone());
         self.dead_letters.push(NewDeadLetter {
-            position: op.position,
+            position: op.meta.position,
             key: op.key,
             operation: retry::operation_json(&op.columns, &op.operation.action),
             reason: dead_letter,
@@ -495,7 +473,10 @@ impl<'j, 'a> Batch<'j, 'a> {
                 previous_commit_ms,
                 stats: &progress.stats,
             })
-            .map_err(refused)
+            .map_err(Halt::State)?;
+        let s = &progress.stats;
+        progress.batch_applied(s.upserted + s.deleted + s.rejected + s.dead_lettered, None);
+        Ok(())
     }
 }
 
@@ -503,17 +484,25 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-impl PendingOp {
-    /// A queued operation, rebuilt from the state store.
-    fn from_queue(pipeline: &PipelineId, item: RetryItem, columns: Vec<String>, action: Action) -> PendingOp {
-        PendingOp {
-            operation: Operation { idempotency_key: idempotency_key(pipeline, &item.position, &item.key), action },
-            position: item.position,
-            key: item.key,
-            columns: Arc::new(columns),
-            attempts: item.attempts,
-            queued: true,
-        }
+/// An event operation on its way to the destination.
+type PendingOp = Pending<EventOp>;
+
+/// What an event operation carries beside the operation itself.
+struct EventOp {
+    /// The source position of the event it came from.
+    position: String,
+    /// Whether it stands in the retry queue (its item must be settled).
+    queued: bool,
+}
+
+/// A queued operation, rebuilt from the state store.
+fn from_queue(pipeline: &PipelineId, item: RetryItem, columns: Vec<String>, action: Action) -> PendingOp {
+    Pending {
+        operation: Operation { idempotency_key: idempotency_key(pipeline, &item.position, &item.key), action },
+        key: item.key,
+        columns: Arc::new(columns),
+        attempts: item.attempts,
+        meta: EventOp { position: item.position, queued: true },
     }
 }
 
@@ -564,19 +553,18 @@ fn operations_for(
         }
     }
     let before = actions.len() as u64;
-    let (actions, _) = collapse::collapse(actions, |(_, action)| action_key(action));
+    let (actions, _) = collapse::collapse(actions, |(_, action)| action.key());
     let operations = actions
         .into_iter()
         .map(|(event, action)| {
-            let key = action_key(&action).to_string();
+            let key = action.key().to_string();
             let position = positions[event].clone();
-            PendingOp {
+            Pending {
                 operation: Operation { idempotency_key: idempotency_key(id, &position, &key), action },
-                position,
                 key,
                 columns: columns.clone(),
                 attempts: 0,
-                queued: false,
+                meta: EventOp { position, queued: false },
             }
         })
         .collect();

@@ -3,8 +3,7 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::plugin::ValueRef;
-use crate::plugin::types::{Column, Kind, Row, Value};
+use synchost_model::{Column, Kind, Value, ValueRef, value_to_json};
 
 /// A 64-bit hash of a value that is stable across processes and versions
 /// (xxh3), so hashes can be compared with ones recorded earlier.
@@ -38,26 +37,6 @@ pub(crate) fn cell_hash(column: &Column, row: usize) -> u64 {
         Kind::Text => xxh3_64_with_seed(column.bytes(row), TEXT_SEED),
         _ => value_hash(column.get(row)),
     }
-}
-
-/// A value as JSON: nested JSON text is parsed, bytes become an array.
-pub fn value_to_json(value: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Null => J::Null,
-        Value::Boolean(b) => J::Bool(*b),
-        Value::Integer(i) => J::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::Text(s) => J::String(s.clone()),
-        Value::Bytes(bytes) => J::Array(bytes.iter().map(|b| J::from(*b)).collect()),
-        Value::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| J::String(text.clone())),
-    }
-}
-
-/// A row as a JSON object of its fields.
-pub fn row_to_json(columns: &[String], row: &Row) -> serde_json::Value {
-    let fields = columns.iter().zip(&row.values).map(|(c, v)| (c.clone(), value_to_json(v))).collect();
-    serde_json::Value::Object(fields)
 }
 
 /// The archive's lossless encoding of a value: plain JSON where that is
@@ -116,7 +95,7 @@ mod tests {
 
     #[test]
     fn cells_hash_as_their_values_do() {
-        use crate::plugin::types::Table;
+        use synchost_model::{Row, Table};
         let values = [
             Value::Null,
             Value::Boolean(false),

@@ -126,9 +126,8 @@ impl DataSet {
     }
 
     fn shard_of(&self, key: &str) -> u32 {
-        // FNV-1a: stable across builds and platforms, unlike std's hasher.
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        (hash % self.shards as u64) as u32
+        // The host's lane hash: a key's shard follows from its lane.
+        (sdk::lanes::key_hash(key) % self.shards as u64) as u32
     }
 
     /// One page of records; the token is "shard/byte offset".
@@ -187,7 +186,7 @@ impl DataSet {
         let OperationBatch { columns, operations } = batch;
         let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, op) in operations.iter().enumerate() {
-            by_shard.entry(self.shard_of(action_key(&op.action))).or_default().push(i);
+            by_shard.entry(self.shard_of(op.action.key())).or_default().push(i);
         }
         let mut results: Vec<Result<(), Error>> = (0..operations.len()).map(|_| Ok(())).collect();
         for (shard, indexes) in by_shard {
@@ -228,14 +227,6 @@ impl DataSet {
             }
         }
         Ok(results)
-    }
-}
-
-fn action_key(action: &Action) -> &str {
-    match action {
-        Action::Create(row) | Action::Upsert(row) => &row.key,
-        Action::Update(update) => &update.row.key,
-        Action::Delete(key) => key,
     }
 }
 
@@ -286,7 +277,7 @@ fn apply_one(
         record.last_op = Some(idempotency_key.to_string());
         Ok(())
     };
-    if let Some(existing) = records.get(action_key(action))
+    if let Some(existing) = records.get(action.key())
         && existing.last_op.as_deref() == Some(idempotency_key)
     {
         return Ok(());

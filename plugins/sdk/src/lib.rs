@@ -1,12 +1,14 @@
 //! The guest-side kit for synchost plugins written in Rust.
 //!
-//! It generates the bindings for what every plugin shares (the `types`, `host`,
-//! `sql` and `jetstream` interfaces of `synchost:plugin`) once, and adds what
-//! each plugin would otherwise write again: reading its typed config, logging,
-//! converting values to and from JSON, building and reading the column-laid
-//! tables that snapshot pages and transforms carry ([`table`], [`json`]), and
-//! HTTP requests ([`http`]). A plugin crate generates only its own world and
-//! maps the shared interfaces onto this crate:
+//! It generates the bindings for what every plugin shares (the `host`, `sql`
+//! and `jetstream` interfaces of `synchost:plugin`) once, takes the data types
+//! (the `types` interface) from `synchost-model`, the crate the host uses for
+//! them too, and adds what each plugin would otherwise write again: reading
+//! its typed config, logging, converting values to and from JSON, building and
+//! reading the column-laid tables that snapshot pages and transforms carry
+//! ([`table`], [`json`]), and HTTP requests ([`http`]). A plugin crate
+//! generates only its own world and maps the shared interfaces onto this
+//! crate:
 //!
 //! ```ignore
 //! wit_bindgen::generate!({
@@ -34,18 +36,20 @@ mod bindings {
             }
         ",
         world: "synchost:sdk/imports",
+        // The data types are the host's own (see `synchost-model`): a table
+        // is laid out, checked and read by the same code on both sides.
+        with: { "synchost:plugin/types@0.2.0": synchost_model::types },
         generate_unused_types: true,
         generate_all,
     });
 }
 
 pub mod http;
-pub mod json;
-pub mod table;
 
-pub use bindings::synchost::plugin::{host, jetstream, sql, types};
-pub use json::{JsonFields, JsonValue};
-pub use table::{ColumnBuilder, TableBuilder, ValueRef};
+pub use bindings::synchost::plugin::{host, jetstream, sql};
+pub use synchost_model::{ColumnBuilder, TableBuilder, ValueRef};
+pub use synchost_model::{JsonFields, JsonValue, value_from_json, value_to_json};
+pub use synchost_model::{json, lanes, table, types};
 pub use types::{
     Action, Change, Column, Error, Event, EventBatch, Kind, Operation, OperationBatch, Page, PluginInfo, Row,
     RowUpdate, Table, Value,
@@ -85,37 +89,6 @@ pub mod log {
     }
     pub fn warn(message: &str) {
         host::log(Level::Warn, message);
-    }
-}
-
-/// Converts a JSON value into a field value: arrays and objects stay nested JSON
-/// text, integers that fit in 64 bits stay integers.
-pub fn value_from_json(json: serde_json::Value) -> Value {
-    use serde_json::Value as J;
-    match json {
-        J::Null => Value::Null,
-        J::Bool(b) => Value::Boolean(b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => Value::Integer(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        J::String(s) => Value::Text(s),
-        nested @ (J::Array(_) | J::Object(_)) => Value::Json(nested.to_string()),
-    }
-}
-
-/// Converts a field value into JSON. Bytes become an array of numbers; nested
-/// JSON text that does not parse is kept as a string rather than lost.
-pub fn value_to_json(value: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match value {
-        Value::Null => J::Null,
-        Value::Boolean(b) => J::Bool(*b),
-        Value::Integer(i) => J::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::Text(s) => J::String(s.clone()),
-        Value::Bytes(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
-        Value::Json(text) => serde_json::from_str(text).unwrap_or_else(|_| J::String(text.clone())),
     }
 }
 

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::plan::{Conflict, Plan};
-use crate::plugin::types::{Row, RowUpdate, Table};
 use crate::state::RunId;
 use crate::sync::values::{decode_value, encode_value};
+use synchost_model::{Row, RowUpdate, Table};
 
 /// zstd level 3: about as fast as the rows arrive, a fifth of their size.
 const ZSTD_LEVEL: i32 = 3;
@@ -255,7 +255,7 @@ impl OutcomeWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::types::Value;
+    use synchost_model::Value;
 
     #[test]
     fn pages_and_plans_read_back_as_written() {

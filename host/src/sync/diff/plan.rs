@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::super::values::{cell_hash, value_hash, value_to_json};
+use super::super::values::{cell_hash, value_hash};
 use crate::config::{Deletes, DiffPolicy};
-use crate::plugin::ValueRef;
-use crate::plugin::types::{Row, RowUpdate, Table};
+use synchost_model::ValueRef;
+use synchost_model::value_to_json;
+use synchost_model::{Row, RowUpdate, Table};
 
 /// What a diff run will do, by key; every list sorted by key.
 #[derive(Debug, Clone, Default)]
@@ -53,7 +54,7 @@ impl Plan {
     /// with the values it would write) and of the destination it was made
     /// for: two plans with the same digest do the same thing. Order-free.
     pub fn digest(&self) -> u64 {
-        let op = |tag: u8, key: &str, values: &[crate::plugin::types::Value]| {
+        let op = |tag: u8, key: &str, values: &[synchost_model::Value]| {
             let mut bytes = Vec::with_capacity(1 + key.len() + 1 + values.len() * 8);
             bytes.push(tag);
             bytes.extend_from_slice(key.as_bytes());
@@ -188,8 +189,8 @@ fn row_footprint(row: &Row) -> u64 {
         .values
         .iter()
         .map(|value| match value {
-            crate::plugin::types::Value::Text(text) | crate::plugin::types::Value::Json(text) => text.len() as u64,
-            crate::plugin::types::Value::Bytes(bytes) => bytes.len() as u64,
+            synchost_model::Value::Text(text) | synchost_model::Value::Json(text) => text.len() as u64,
+            synchost_model::Value::Bytes(bytes) => bytes.len() as u64,
             _ => 0,
         })
         .sum();
@@ -466,7 +467,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::plugin::types::Value;
+    use synchost_model::Value;
 
     fn cols(names: &[&str]) -> Vec<String> {
         names.iter().map(|c| c.to_string()).collect()

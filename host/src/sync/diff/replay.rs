@@ -118,7 +118,7 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
 
 /// Key → a text that is equal exactly when the operations are.
 fn signatures(plan: &Plan) -> BTreeMap<String, String> {
-    let fields = |values: &[crate::plugin::types::Value]| {
+    let fields = |values: &[synchost_model::Value]| {
         let shown: serde_json::Map<String, serde_json::Value> =
             plan.columns.iter().zip(values).map(|(c, v)| (c.clone(), encode_value(v.into()))).collect();
         serde_json::Value::Object(shown).to_string()

@@ -1,0 +1,40 @@
+//! What the engine tells its observers while it works: typed events, so that
+//! the CLI's live progress line, the logs, and metrics or an API later all
+//! read the same facts, and the engine itself draws nothing.
+//!
+//! An observer is a function the job calls in line, from whichever thread did
+//! the work: it must be quick (format a line, bump a counter, send on a
+//! channel) and must not block.
+
+use std::sync::Arc;
+
+use crate::config::Mode;
+use crate::state::{PipelineId, RunId, RunStats, RunStatus};
+
+/// One thing that happened in a sync. A `run` of `None` is a preview's
+/// (`synchost plan`), which records no run.
+#[derive(Debug, Clone)]
+pub enum SyncEvent<'a> {
+    /// A run was recorded and begins.
+    RunStarted { pipeline: &'a PipelineId, run: RunId, mode: Mode },
+    /// A diff run read a page: `stats` has what it read so far.
+    PageRead { pipeline: &'a PipelineId, run: Option<RunId>, stats: &'a RunStats },
+    /// A batch of operations reached the destination: `done` of `total`
+    /// operations (`None` for event runs, which do not know how many follow).
+    BatchApplied { pipeline: &'a PipelineId, run: Option<RunId>, done: u64, total: Option<u64>, stats: &'a RunStats },
+    /// A guard held a diff plan back for an operator.
+    PlanBlocked { pipeline: &'a PipelineId, run: Option<RunId>, reason: &'a str },
+    /// A run went past a limit: a plugin's (`call_timeout`, `memory`…) or
+    /// the pipeline's run budget (`max_run_rows`…).
+    LimitBreached { pipeline: &'a PipelineId, run: Option<RunId>, limit: &'a str, detail: &'a str },
+    /// A run ended, however it ended.
+    RunFinished { pipeline: &'a PipelineId, run: RunId, status: RunStatus, stats: &'a RunStats },
+}
+
+/// Something that wants to hear about [`SyncEvent`]s.
+pub type Observer = Arc<dyn Fn(&SyncEvent<'_>) + Send + Sync>;
+
+/// An observer that hears nothing.
+pub fn ignore() -> Observer {
+    Arc::new(|_| {})
+}
