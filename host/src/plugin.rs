@@ -25,7 +25,7 @@ mod sql;
 mod stdio;
 
 pub(crate) use bindings::types;
-pub use engine::{CompileStats, CompiledPlugin, DEFAULT_MAX_PLUGIN_SIZE, EngineOptions, PluginEngine};
+pub use engine::{CompileStats, CompiledPlugin, DEFAULT_MAX_PLUGIN_SIZE, EngineError, EngineOptions, PluginEngine};
 pub use error::{PluginError, WitError};
 pub use instance::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, plugin_info};
 pub use jetstream::Acknowledger;

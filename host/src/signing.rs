@@ -20,8 +20,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::config::{ConfigError, ConfigErrors, Location};
-
 const KEY_PREFIX: &str = "ed25519:";
 const SECRET_HEADER: &str = "synchost-secret-key-v1";
 const SIGNATURE_HEADER: &str = "synchost-signature-v1";
@@ -52,51 +50,37 @@ impl std::fmt::Display for TrustedKey {
     }
 }
 
-/// Reads `trusted_keys` of `synchost.toml`, each error at its place.
-pub(crate) fn parse_trusted_keys(
-    keys: &[toml::Spanned<String>],
-    file: &Path,
-    text: &str,
-) -> Result<Vec<TrustedKey>, ConfigErrors> {
-    let mut errors = ConfigErrors::default();
-    let mut trusted = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        match TrustedKey::parse(key.get_ref()) {
-            Ok(k) => trusted.push(k),
-            Err(e) => errors.push(ConfigError::new(
-                Location::at(file, text, key.span().start),
-                format!("trusted_keys[{i}]"),
-                e,
-            )),
-        }
-    }
-    errors.into_result(trusted)
+/// A signing key could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot get random bytes for a key: {0}")]
+    Random(String),
+    #[error("cannot read `{}`: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    #[error("`{}` is not a synchost secret key (make one with `synchost plugin keygen`)", .0.display())]
+    NotAKey(PathBuf),
 }
 
 /// A new signing key: the secret key file's text and the public key to trust.
-pub fn generate_key() -> anyhow::Result<(String, TrustedKey)> {
+pub fn generate_key() -> Result<(String, TrustedKey), KeyError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("cannot get random bytes for a key: {e}"))?;
+    getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
     let key = SigningKey::from_bytes(&seed);
     let secret = format!("{SECRET_HEADER} {KEY_PREFIX}{}\n", BASE64.encode(seed));
     Ok((secret, TrustedKey(key.verifying_key())))
 }
 
 /// Reads a secret key file written by [`generate_key`].
-pub fn read_secret_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+pub fn read_secret_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| KeyError::Unreadable { path: path.to_path_buf(), source })?;
     let seed = text
         .trim()
         .strip_prefix(SECRET_HEADER)
         .and_then(|rest| rest.trim().strip_prefix(KEY_PREFIX))
         .and_then(|encoded| BASE64.decode(encoded).ok())
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "`{}` is not a synchost secret key (make one with `synchost plugin keygen`)",
-                path.display()
-            )
-        })?;
+        .ok_or_else(|| KeyError::NotAKey(path.to_path_buf()))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::duration::{ABOVE_ZERO, parse_duration};
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
+use crate::signing::TrustedKey;
 
 /// Host settings, with every path made absolute.
 #[derive(Debug, Clone)]
@@ -24,7 +25,7 @@ pub struct HostConfig {
     /// How many diff-run archives to keep per pipeline.
     pub keep_run_archives: usize,
     /// Keys whose signatures on a plugin file are trusted.
-    pub trusted_keys: Vec<crate::signing::TrustedKey>,
+    pub trusted_keys: Vec<TrustedKey>,
     /// Refuse any plugin without a valid signature by a trusted key.
     pub require_signatures: bool,
     /// Where compiled plugins are kept between runs: `compiled_cache_dir`,
@@ -40,16 +41,12 @@ impl HostConfig {
     pub fn fuel_metering(&self) -> bool {
         self.limits.fuel.is_some()
     }
-
-    /// How the plugin engine is set up for this host.
-    pub fn engine_options(&self) -> crate::plugin::EngineOptions {
-        crate::plugin::EngineOptions {
-            fuel_metering: self.fuel_metering(),
-            compiled_cache_dir: self.compiled_cache_dir.clone(),
-            max_plugin_size: self.max_plugin_size,
-        }
-    }
 }
+
+/// `max_plugin_size` unless synchost.toml sets it: twenty times the largest
+/// bundled plugin's build with every dependency in, and far below what would
+/// take a compile to minutes.
+pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 * 1024 * 1024;
 
 /// What one plugin instance and each call into it may use. Every field has a
 /// safe default; `synchost.toml` `[limits]` sets the host's defaults and a
@@ -343,7 +340,7 @@ impl HostConfig {
         let resolve = |value: &Option<String>, default: &str| base.join(value.as_deref().unwrap_or(default));
         let limits = file.limits.apply(Limits::default(), true, path, &text, "limits")?;
         let run_budget = file.limits.run_budget().apply(RunBudget::default(), path, &text, "limits")?;
-        let trusted_keys = crate::signing::parse_trusted_keys(&file.trusted_keys, path, &text)?;
+        let trusted_keys = parse_trusted_keys(&file.trusted_keys, path, &text)?;
         let state_dir = resolve(&file.state_dir, "state");
         let cache_on = file.compiled_cache.as_ref().map(|on| *on.get_ref());
         let compiled_cache_dir = match (cache_on, &file.compiled_cache_dir) {
@@ -360,7 +357,7 @@ impl HostConfig {
             (_, None) => Some(state_dir.join("compiled")),
         };
         let max_plugin_size = match &file.max_plugin_size {
-            None => crate::plugin::DEFAULT_MAX_PLUGIN_SIZE,
+            None => DEFAULT_MAX_PLUGIN_SIZE,
             Some(size) => LimitsSite { file: path, text: &text, table: "" }
                 .size(size, "max_plugin_size", 1024)
                 .map_err(ConfigErrors::from)?,
@@ -379,4 +376,25 @@ impl HostConfig {
             max_plugin_size,
         })
     }
+}
+
+/// Reads `trusted_keys` of `synchost.toml`, each error at its place.
+fn parse_trusted_keys(
+    keys: &[toml::Spanned<String>],
+    file: &Path,
+    text: &str,
+) -> Result<Vec<TrustedKey>, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let mut trusted = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        match TrustedKey::parse(key.get_ref()) {
+            Ok(k) => trusted.push(k),
+            Err(e) => errors.push(ConfigError::new(
+                Location::at(file, text, key.span().start),
+                format!("trusted_keys[{i}]"),
+                e,
+            )),
+        }
+    }
+    errors.into_result(trusted)
 }

@@ -64,10 +64,18 @@ impl Default for EngineOptions {
     }
 }
 
-/// `max_plugin_size` unless synchost.toml sets it: twenty times the largest
-/// bundled plugin's build with every dependency in, and far below what would
-/// take a compile to minutes.
-pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 * 1024 * 1024;
+impl EngineOptions {
+    /// How the plugin engine is set up for this host.
+    pub fn for_host(host: &crate::config::HostConfig) -> EngineOptions {
+        EngineOptions {
+            fuel_metering: host.fuel_metering(),
+            compiled_cache_dir: host.compiled_cache_dir.clone(),
+            max_plugin_size: host.max_plugin_size,
+        }
+    }
+}
+
+pub use crate::config::DEFAULT_MAX_PLUGIN_SIZE;
 
 /// Where [`PluginEngine::compile`] found its components, counted since the
 /// engine started.
@@ -105,9 +113,26 @@ pub(super) enum WorldPre {
     LegacyTransform(legacy::TransformPluginPre<PluginCtx>),
 }
 
+/// The WebAssembly engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+impl From<wasmtime::Error> for EngineError {
+    fn from(error: wasmtime::Error) -> EngineError {
+        EngineError(format!("{error:#}"))
+    }
+}
+
+impl From<std::io::Error> for EngineError {
+    fn from(error: std::io::Error) -> EngineError {
+        EngineError(error.to_string())
+    }
+}
+
 impl PluginEngine {
     /// The engine, with an epoch ticker thread that runs until it is dropped.
-    pub fn new(options: EngineOptions) -> anyhow::Result<PluginEngine> {
+    pub fn new(options: EngineOptions) -> Result<PluginEngine, EngineError> {
         let EngineOptions { fuel_metering, compiled_cache_dir, max_plugin_size } = options;
         let mut config = Config::new();
         config
@@ -123,17 +148,17 @@ impl PluginEngine {
         if std::env::var_os("SYNCHOST_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        let engine = Engine::new(&config).map_err(EngineError::from)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(EngineError::from)?;
         // Its timers, cut off at each call's deadline.
-        super::deadline::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        super::deadline::add_to_linker(&mut linker).map_err(EngineError::from)?;
         // Linked for every plugin; what a request may reach is decided per
         // plugin by its allowed_hosts (see `http`), and nothing by default.
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        SourcePlugin::add_to_linker::<_, HasSelf<PluginCtx>>(&mut linker, |ctx| ctx).map_err(anyhow::Error::from)?;
-        legacy::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(EngineError::from)?;
+        SourcePlugin::add_to_linker::<_, HasSelf<PluginCtx>>(&mut linker, |ctx| ctx).map_err(EngineError::from)?;
+        legacy::add_to_linker(&mut linker).map_err(EngineError::from)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());
