@@ -39,9 +39,19 @@ use crate::state::{PipelineId, RunStatus};
 use crate::sync::{SyncError, SyncOptions, SyncReport};
 use admin::Request;
 
+/// Why the daemon could not run, or stopped other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen for signals: {0}")]
+    Signals(std::io::Error),
+}
+
 /// Runs the daemon on its own tokio runtime until a shutdown signal.
-pub fn run(runtime: Runtime) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(Arc::new(runtime)))
+pub fn run(runtime: Runtime) -> Result<(), DaemonError> {
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(DaemonError::Runtime)?;
+    tokio.block_on(serve(Arc::new(runtime)))
 }
 
 /// A reload asked for, with where to send its outcome (if anyone waits).
@@ -79,7 +89,7 @@ impl Scheduler {
     }
 }
 
-async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<()> {
+async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_seen) = signal_watch::channel(false);
     let mut scheduler = Scheduler {
@@ -110,17 +120,18 @@ async fn serve(runtime: Arc<Runtime>) -> anyhow::Result<()> {
             let served = admin::serve(state_dir, move |request| handle(runtime.clone(), reload_tx.clone(), request));
             if let Err(e) = served.await {
                 tracing::error!(
-                    "no admin endpoint: {e:#}; `synchost reload`, `status` and `plugin rollback` cannot reach this daemon"
+                    "no admin endpoint: {e}; `synchost reload`, `status` and `plugin rollback` cannot reach this daemon"
                 );
             }
         })
     };
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let terminate = wait_for_signal();
     tokio::pin!(terminate);
     loop {
         let ask: ReloadAsk = tokio::select! {
-            result = &mut terminate => { result?; break; }
+            result = &mut terminate => { result.map_err(DaemonError::Signals)?; break; }
             _ = hangup.recv() => None,
             Some(()) = changed_rx.recv() => {
                 watch::settle(&mut changed_rx).await;

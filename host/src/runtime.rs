@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{Config, ConfigError, ConfigErrors, HostConfig, Role, TenantConfig};
-use crate::plugin::{CompiledPlugin, PluginEngine, PluginKind};
+use crate::plugin::{CompiledPlugin, EngineOptions, PluginEngine, PluginKind};
 use crate::state::{PipelineId, SqliteStore, StateError, StateStore};
+use crate::sync::events::{self, Observer, SyncEvent};
 use crate::sync::{SyncError, SyncJob, SyncOptions};
 
 /// Why the host could not start.
@@ -27,8 +28,8 @@ pub enum LoadError {
     Config(#[from] ConfigErrors),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("cannot start the WebAssembly engine: {0:#}")]
-    Engine(anyhow::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::plugin::EngineError),
 }
 
 /// Which tenants to load.
@@ -96,6 +97,9 @@ pub struct Runtime {
     tenants: RwLock<BTreeMap<String, Arc<LoadedTenant>>>,
     /// What hot swaps need to remember: earlier versions, refusals.
     swaps: Mutex<reload::SwapLog>,
+    /// Hears what the runtime and every job it makes do (see
+    /// [`crate::sync::events`]); nothing, unless set.
+    pub observer: Observer,
 }
 
 /// A configuration whose plugins compiled and fit their pipelines.
@@ -121,7 +125,14 @@ impl Runtime {
         let mut swaps = reload::SwapLog::new(&loaded);
         swaps.refuse_at_start(left_out);
         let swaps = Mutex::new(swaps);
-        Ok(Runtime { host: config.host, engine, state, tenants: RwLock::new(loaded), swaps })
+        Ok(Runtime {
+            host: config.host,
+            engine,
+            state,
+            tenants: RwLock::new(loaded),
+            swaps,
+            observer: events::ignore(),
+        })
     }
 
     /// Everything `load` checks, without opening the state: what `synchost
@@ -157,7 +168,7 @@ impl Runtime {
                 Tenants::Serving => leave_out(tenant_of(&error), error),
             }
         }
-        let engine = PluginEngine::new(config.host.engine_options()).map_err(LoadError::Engine)?;
+        let engine = PluginEngine::new(EngineOptions::for_host(&config.host)).map_err(LoadError::Engine)?;
         let mut plugins = BTreeMap::new();
         config.tenants.retain(|tenant| !matches!(tenants, Tenants::Only(name) if name != tenant.name));
         for tenant in &config.tenants {
@@ -202,7 +213,7 @@ impl Runtime {
             options,
             state_dir: &self.host.state_dir,
             keep_run_archives: self.host.keep_run_archives,
-            observer: crate::sync::events::ignore(),
+            observer: self.observer.clone(),
         })
     }
 
@@ -225,12 +236,18 @@ impl Runtime {
     /// with `None`). The version it replaces is marked superseded.
     fn swap(&self, name: &str, tenant: Option<Arc<LoadedTenant>>) {
         let mut tenants = self.tenants.write().expect("tenant map poisoned");
+        let new_plugins = tenant.as_ref().map(|t| t.plugins.clone());
         let old = match tenant {
             Some(tenant) => tenants.insert(name.to_string(), tenant),
             None => tenants.remove(name),
         };
         if let Some(old) = old {
             old.superseded.store(true, Ordering::Relaxed);
+            for (plugin, compiled) in new_plugins.iter().flat_map(|plugins| plugins.iter()) {
+                if old.plugins.get(plugin).is_some_and(|was| was.digest != compiled.digest) {
+                    (self.observer)(&SyncEvent::PluginSwapped { tenant: name, plugin, digest: &compiled.digest });
+                }
+            }
         }
     }
 }

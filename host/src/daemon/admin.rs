@@ -33,8 +33,23 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("admin.sock")
 }
 
+/// Why the admin endpoint could not be served, or a request not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot reach the daemon at {}: {source}", path.display())]
+    Unreachable { path: PathBuf, source: std::io::Error },
+    #[error("cannot talk to the daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon's answer is not understood ({detail}): {answer}")]
+    NotUnderstood { detail: String, answer: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot listen on {} (is another daemon running?): {source}", path.display())]
+    Listen { path: PathBuf, source: std::io::Error },
+}
+
 /// Sends `request` to the running daemon. `Ok(None)` when no daemon listens.
-pub fn request(state_dir: &Path, request: &Request) -> anyhow::Result<Option<serde_json::Value>> {
+pub fn request(state_dir: &Path, request: &Request) -> Result<Option<serde_json::Value>, AdminError> {
     use std::io::{BufRead, BufReader, Write};
     let path = socket_path(state_dir);
     let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
@@ -42,23 +57,23 @@ pub fn request(state_dir: &Path, request: &Request) -> anyhow::Result<Option<ser
         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Ok(None);
         }
-        Err(e) => anyhow::bail!("cannot reach the daemon at {}: {e}", path.display()),
+        Err(source) => return Err(AdminError::Unreachable { path, source }),
     };
-    let mut line = serde_json::to_string(request)?;
+    let mut line = serde_json::to_string(request).expect("a request serializes");
     line.push('\n');
     stream.write_all(line.as_bytes())?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
     let response: Response = serde_json::from_str(&answer)
-        .map_err(|e| anyhow::anyhow!("the daemon's answer is not understood ({e}): {answer}"))?;
+        .map_err(|e| AdminError::NotUnderstood { detail: e.to_string(), answer: answer.clone() })?;
     match response {
         Response { ok: true, result, .. } => Ok(Some(result.unwrap_or_default())),
-        Response { error, .. } => anyhow::bail!("{}", error.unwrap_or_else(|| "the daemon refused".into())),
+        Response { error, .. } => Err(AdminError::Refused(error.unwrap_or_else(|| "the daemon refused".into()))),
     }
 }
 
 /// Listens on the admin socket; each request is answered by `handle`.
-pub(super) async fn serve<H, F>(state_dir: PathBuf, handle: H) -> anyhow::Result<()>
+pub(super) async fn serve<H, F>(state_dir: PathBuf, handle: H) -> Result<(), AdminError>
 where
     H: Fn(Request) -> F + Send + Sync + 'static + Clone,
     F: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
@@ -70,8 +85,10 @@ where
     if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
         std::fs::remove_file(&path)?;
     }
-    let listener = tokio::net::UnixListener::bind(&path)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (is another daemon running?): {e}", path.display()))?;
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(listener) => listener,
+        Err(source) => return Err(AdminError::Listen { path, source }),
+    };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     loop {
         // A failed accept (a client gone before it was taken, a moment out of

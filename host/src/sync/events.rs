@@ -1,4 +1,4 @@
-//! What the engine tells its observers while it works: typed events, so that
+//! What the engine and the runtime tell their observers while they work: typed events, so that
 //! the CLI's live progress line, the logs, and metrics or an API later all
 //! read the same facts, and the engine itself draws nothing.
 //!
@@ -29,6 +29,9 @@ pub enum SyncEvent<'a> {
     LimitBreached { pipeline: &'a PipelineId, run: Option<RunId>, limit: &'a str, detail: &'a str },
     /// A run ended, however it ended.
     RunFinished { pipeline: &'a PipelineId, run: RunId, status: RunStatus, stats: &'a RunStats },
+    /// A tenant's plugin became another version (a reload or a rollback):
+    /// runs from now on use the component with this sha256.
+    PluginSwapped { tenant: &'a str, plugin: &'a str, digest: &'a str },
 }
 
 /// Something that wants to hear about [`SyncEvent`]s.
