@@ -20,7 +20,7 @@ pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
 
 use super::{Halt, Progress, SyncJob};
 use crate::config::Deletes;
-use crate::plugin::DestinationInstance;
+use crate::plugin::{DestinationInstance, SourceInstance};
 use crate::state::{PermittedLoad, RunId, RunStatus};
 use synchost_model::Page;
 
@@ -85,6 +85,7 @@ fn compute_plan(
         log.page(&first.table)?;
     }
     let owned = policy.owned_fields.clone().unwrap_or_else(|| first.table.columns.clone());
+    let first = HashedRows::new(&owned, first.table)?;
 
     // Set when any thread fails, so that the others stop early.
     let abandon = AtomicBool::new(false);
@@ -112,29 +113,7 @@ fn compute_plan(
             .inspect_err(|_| abandon.store(true, Ordering::Relaxed))
         }));
         let (pages, arriving) = std::sync::mpsc::sync_channel::<Result<Page, Halt>>(4);
-        scope.spawn(move || {
-            let mut token = next;
-            while let Some(current) = token.take() {
-                if stopping() {
-                    // Say so rather than just end: a channel that closes
-                    // reads as the end of the snapshot, and a plan made from
-                    // a cut-short read would delete what the source still has.
-                    let _ = pages.send(Err(Halt::Stopped));
-                    return;
-                }
-                let page = source.snapshot(Some(&current)).map_err(Halt::from).and_then(|page| {
-                    if let Some(log) = source_log.as_deref_mut() {
-                        log.page(&page.rows)?;
-                    }
-                    Ok(page)
-                });
-                token = page.as_ref().ok().and_then(|p| p.next.clone());
-                // A closed channel means planning gave up: nothing more to do.
-                if pages.send(page).is_err() {
-                    return;
-                }
-            }
-        });
+        scope.spawn(move || page_source(&mut source, next, source_log, &pages, &stopping));
 
         let mut destination = None;
         let mut join_destination = |handle: std::thread::ScopedJoinHandle<'_, _>| -> Result<DestinationIndex, Halt> {
@@ -143,7 +122,7 @@ fn compute_plan(
             Ok(index)
         };
         let result = (|| {
-            let mut planning = Planning::Waiting(vec![HashedRows::new(&owned, first.table)?]);
+            let mut planning = Planning::Waiting(vec![first]);
             for page in arriving {
                 if job.should_stop() {
                     return Err(Halt::Stopped);
@@ -192,7 +171,46 @@ fn compute_plan(
     })?;
     progress.stats.destination = planner.destination_rows();
     progress.timing("read", started);
+    Ok((finish_plan(job, planner, progress)?, destination))
+}
 
+/// Pages through the source after its first page (`next` is the token the
+/// first page gave), sending each page to planning.
+fn page_source(
+    source: &mut SourceInstance,
+    next: Option<String>,
+    mut log: Option<&mut RowWriter>,
+    pages: &std::sync::mpsc::SyncSender<Result<Page, Halt>>,
+    stopping: &dyn Fn() -> bool,
+) {
+    let mut token = next;
+    while let Some(current) = token.take() {
+        if stopping() {
+            // Say so rather than just end: a channel that closes reads as the
+            // end of the snapshot, and a plan made from a cut-short read
+            // would delete what the source still has.
+            let _ = pages.send(Err(Halt::Stopped));
+            return;
+        }
+        let page = source.snapshot(Some(&current)).map_err(Halt::from).and_then(|page| {
+            if let Some(log) = log.as_deref_mut() {
+                log.page(&page.rows)?;
+            }
+            Ok(page)
+        });
+        token = page.as_ref().ok().and_then(|p| p.next.clone());
+        // A closed channel means planning gave up: nothing more to do.
+        if pages.send(page).is_err() {
+            return;
+        }
+    }
+}
+
+/// The plan, from the planner that saw both sides: deletes as the policy
+/// allows, what collided held back, and never a plan that empties the
+/// destination because the source gave nothing.
+fn finish_plan(job: &SyncJob<'_>, planner: Planner, progress: &mut Progress) -> Result<Plan, Halt> {
+    let policy = &job.pipeline.diff;
     let managed = match policy.deletes {
         Deletes::Managed => Some(job.state.managed_keys(&job.id())?),
         _ => None,
@@ -215,7 +233,7 @@ fn compute_plan(
             plan.deletes.len()
         )));
     }
-    Ok((plan, destination))
+    Ok(plan)
 }
 
 /// The run's memory budget shared by the destination reader and planning,
