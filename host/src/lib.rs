@@ -2,15 +2,22 @@
 //! at once, through connectors and transforms that run as sandboxed
 //! WebAssembly components.
 //!
-//! The main flow, in reading order:
-//! - [`config`]: `synchost.toml` and `tenants/*.toml`, checked with file:line errors;
-//! - [`plugin`]: compiling components and calling them inside their sandbox;
-//! - [`signing`]: ed25519 signatures on plugin files;
-//! - [`runtime`]: the two assembled, with the state store;
-//! - [`sync`]: one diff sync or event sync of one pipeline;
-//! - [`state`]: runs, cursors and dead letters (SQLite by default);
+//! How the parts fit, in reading order (each uses only those above it):
+//! - [`model`] (the `synchost-model` crate): values, rows, tables and
+//!   operations, the data that crosses the plugin boundary, shared with the
+//!   guest SDK;
+//! - [`config`]: `synchost.toml` and `tenants/*.toml`, checked with file:line
+//!   errors; [`signing`]: ed25519 signatures on plugin files;
+//! - [`plugin`]: compiling components once per digest, and calling them in a
+//!   sandbox under their limits, with only the capabilities their tenant granted;
+//! - [`state`]: runs, cursors, retry queues and dead letters (SQLite by default);
+//! - [`sync`]: one diff or event sync of one pipeline, through one apply layer,
+//!   telling observers what it does ([`sync::events`]);
+//! - [`runtime`]: config, compiled plugins and state assembled; reload, rollback;
 //! - [`daemon`]: every pipeline on its schedule, with a clean shutdown;
-//! - [`cli`] and [`demo`]: the `synchost` command.
+//! - [`cli`] and [`demo`]: the `synchost` command (anyhow lives only here).
+//!
+//! `docs/architecture.md` follows one row through each kind of sync.
 
 pub mod bundled;
 pub mod cli;

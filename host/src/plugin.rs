@@ -15,12 +15,14 @@ mod ctx;
 mod deadline;
 mod engine;
 mod error;
+mod grants;
 mod host_api;
 mod http;
 mod instance;
 mod jetstream;
 mod kind;
 mod legacy;
+mod services;
 mod sql;
 mod stdio;
 

@@ -252,10 +252,9 @@ impl Runtime {
     }
 }
 
-/// The sha256 of a file, or empty if it cannot be read (so that it never
-/// matches and the file is looked at again).
 /// The digest of a tenant file as it is on disk now (see
-/// [`TenantConfig::file_digest`]); empty if it cannot be read.
+/// [`TenantConfig::file_digest`]); empty if it cannot be read, so that it
+/// never matches and the file is looked at again.
 fn file_digest(path: &Path) -> String {
     std::fs::read_to_string(path).map(|text| crate::config::text_digest(&text)).unwrap_or_default()
 }

@@ -106,7 +106,9 @@ pub struct RunStats {
     pub deleted: u64,
     pub upserted: u64,
     pub unchanged: u64,
-    /// Operations that failed and will be tried again by a later run.
+    /// Operations that failed transiently: a diff run's are planned again by
+    /// the next run; an event run's wait in the retry queue, or were
+    /// dead-lettered once out of attempts (counted in `dead_lettered` too).
     pub failed: u64,
     /// Operations the destination rejected for good (dead-lettered, for events).
     pub rejected: u64,
@@ -156,7 +158,7 @@ pub struct RunRecord {
 pub struct PermittedLoad {
     /// The run that was let through.
     pub run: RunId,
-    /// Why: "initial load", "approved", "forced".
+    /// Why: "initial load", "approved plan", "forced".
     pub why: String,
     /// The plan it was let through with.
     pub writes: u64,

@@ -1,7 +1,7 @@
 //! Which lane a key goes to.
 //!
-//! Event syncs apply their operations in parallel lanes, a key always in the
-//! same lane so its operations keep their order. The lane is [`key_hash`]
+//! Syncs apply their operations in parallel lanes (a pipeline's `lanes`), a
+//! key always in the same lane so its operations keep their order. The lane is [`key_hash`]
 //! modulo the lane count. The hash is part of the contract with destinations:
 //! one that shards its records by the same hash, with a shard count that is a
 //! multiple of the lane count, never has two lanes writing one shard (the

@@ -4,6 +4,7 @@
 //! hands it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -14,6 +15,7 @@ use super::error::PluginError;
 use super::http::HttpPolicy;
 use super::instance::PluginSetup;
 use super::jetstream::JetStreamGrants;
+use super::services::HostServices;
 use super::sql::SqlGrants;
 use super::stdio::PluginOutput;
 
@@ -38,7 +40,7 @@ pub struct PluginCtx {
 }
 
 impl PluginCtx {
-    pub(super) fn new(setup: &PluginSetup) -> Result<PluginCtx, PluginError> {
+    pub(super) fn new(setup: &PluginSetup, services: &Arc<HostServices>) -> Result<PluginCtx, PluginError> {
         // Deny by default: no env, args, stdin or sockets; stdout and stderr go
         // to the log, capped; only the granted directories are visible. HTTP
         // goes through `wasi:http` and the plugin's allowed_hosts, never raw
@@ -79,8 +81,8 @@ impl PluginCtx {
             plugin: setup.plugin.clone(),
             config_json: setup.config.to_string(),
             secrets: setup.secrets.clone(),
-            sql: SqlGrants::new(&setup.tenant, &setup.plugin, &setup.connections),
-            jetstream: JetStreamGrants::new(&setup.tenant, &setup.plugin, &setup.streams),
+            sql: SqlGrants::new(&setup.tenant, &setup.plugin, &setup.connections, services.clone()),
+            jetstream: JetStreamGrants::new(&setup.tenant, &setup.plugin, &setup.streams, services.clone()),
         })
     }
 

@@ -19,6 +19,7 @@ use super::ctx::PluginCtx;
 use super::error::PluginError;
 use super::kind::{PluginKind, WIT_PACKAGE, WIT_VERSION, is_compatible, is_legacy};
 use super::legacy;
+use super::services::HostServices;
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -40,6 +41,8 @@ pub struct PluginEngine {
     ticker_stop: Arc<AtomicBool>,
     fuel_metering: bool,
     max_plugin_size: u64,
+    /// What the capabilities share across instances; closed with the engine.
+    services: Arc<HostServices>,
 }
 
 /// Locked by the one thread compiling a digest; the others wait for its result.
@@ -178,7 +181,12 @@ impl PluginEngine {
             ticker_stop,
             fuel_metering,
             max_plugin_size,
+            services: HostServices::new()?,
         })
+    }
+
+    pub(super) fn services(&self) -> &Arc<HostServices> {
+        &self.services
     }
 
     pub(super) fn engine(&self) -> &Engine {

@@ -77,7 +77,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new(engine: &PluginEngine, setup: &PluginSetup) -> Result<Sandbox, PluginError> {
-        let mut store = Store::new(engine.engine(), PluginCtx::new(setup)?);
+        let mut store = Store::new(engine.engine(), PluginCtx::new(setup, engine.services())?);
         store.limiter(|ctx| &mut ctx.limits);
         store.epoch_deadline_trap();
         store.set_hostcall_fuel(hostcall_fuel(&setup.limits));

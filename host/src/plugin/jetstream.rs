@@ -17,7 +17,7 @@
 //! at or before the cursor that still arrive are acknowledged and skipped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
@@ -26,7 +26,8 @@ use futures_util::StreamExt;
 
 use super::bindings::jetstream::{Host, Message};
 use super::ctx::PluginCtx;
-use super::sql::io;
+use super::grants::Grants;
+use super::services::HostServices;
 use super::types::Error as WitError;
 use crate::config::StreamConfig;
 
@@ -39,10 +40,9 @@ const MAX_ACK_PENDING: i64 = 1_000_000;
 
 /// What one plugin instance may read, and its consumers' state.
 pub(super) struct JetStreamGrants {
-    tenant: String,
-    plugin: String,
-    streams: Vec<Arc<StreamConfig>>,
+    streams: Grants<StreamConfig>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    services: Arc<HostServices>,
 }
 
 /// One granted stream, as one plugin instance reads it.
@@ -55,34 +55,34 @@ struct Session {
     handed_out: u64,
     /// Messages handed out and not yet acknowledged, by sequence.
     pending: BTreeMap<u64, async_nats::jetstream::Message>,
+    services: Arc<HostServices>,
 }
 
 impl JetStreamGrants {
-    pub(super) fn new(tenant: &str, plugin: &str, streams: &[Arc<StreamConfig>]) -> JetStreamGrants {
+    pub(super) fn new(
+        tenant: &str,
+        plugin: &str,
+        streams: &[Arc<StreamConfig>],
+        services: Arc<HostServices>,
+    ) -> JetStreamGrants {
         JetStreamGrants {
-            tenant: tenant.to_string(),
-            plugin: plugin.to_string(),
-            streams: streams.to_vec(),
+            streams: Grants::new(tenant, plugin, ("stream", "streams"), streams, |s| &s.name),
             sessions: Arc::default(),
+            services,
         }
     }
 
     fn grant(&self, name: &str) -> Result<Arc<StreamConfig>, WitError> {
-        if let Some(found) = self.streams.iter().find(|s| s.name == name) {
-            return Ok(found.clone());
-        }
-        let granted: Vec<&str> = self.streams.iter().map(|s| s.name.as_str()).collect();
-        Err(WitError::Config(format!(
-            "stream `{name}` is not granted to plugin `{}` of tenant `{}` (its `streams` grant: {})",
-            self.plugin,
-            self.tenant,
-            if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
-        )))
+        self.streams.get(name)
     }
 
     /// What the event engine calls after each commit.
     pub(super) fn acknowledger(&self) -> Acknowledger {
-        Acknowledger { plugin: self.plugin.clone(), sessions: self.sessions.clone() }
+        Acknowledger {
+            plugin: self.streams.plugin.clone(),
+            sessions: self.sessions.clone(),
+            services: self.services.clone(),
+        }
     }
 }
 
@@ -92,6 +92,7 @@ impl JetStreamGrants {
 pub struct Acknowledger {
     plugin: String,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    services: Arc<HostServices>,
 }
 
 impl Acknowledger {
@@ -117,7 +118,7 @@ impl Acknowledger {
             // AckPolicy::All: acknowledging the last covers those before it.
             if let Some((_, last)) = done.into_iter().next_back() {
                 let stream = session.config.name.clone();
-                let acked = io().block_on(async {
+                let acked = self.services.io().block_on(async {
                     tokio::time::timeout(super::deadline::bounded(FETCH_TIMEOUT), last.ack()).await
                 });
                 if !matches!(acked, Ok(Ok(()))) {
@@ -128,19 +129,14 @@ impl Acknowledger {
     }
 }
 
-/// A server's URL and the token used on it.
-type ClientKey = (String, Option<String>);
-
-/// The clients of the process, one per server and token.
-static CLIENTS: LazyLock<Mutex<HashMap<ClientKey, async_nats::Client>>> = LazyLock::new(Mutex::default);
-
 fn unavailable(config: &StreamConfig, what: &str, e: impl std::fmt::Display) -> WitError {
     WitError::Transient(format!("stream `{}` ({} on {}): {what}: {e}", config.name, config.stream, config.url))
 }
 
-async fn client(config: &StreamConfig) -> Result<async_nats::Client, WitError> {
+/// The client for `config`'s server, one per server and token in the engine's services.
+async fn client(services: &HostServices, config: &StreamConfig) -> Result<async_nats::Client, WitError> {
     let key = (config.url.clone(), config.token.as_ref().map(|t| t.expose().to_string()));
-    if let Some(client) = CLIENTS.lock().expect("nats clients poisoned").get(&key) {
+    if let Some(client) = services.nats.lock().expect("nats clients poisoned").get(&key) {
         return Ok(client.clone());
     }
     let mut options = async_nats::ConnectOptions::new().name("synchost");
@@ -148,13 +144,13 @@ async fn client(config: &StreamConfig) -> Result<async_nats::Client, WitError> {
         options = options.token(token.clone());
     }
     let client = options.connect(&config.url).await.map_err(|e| unavailable(config, "cannot connect", e))?;
-    CLIENTS.lock().expect("nats clients poisoned").insert(key, client.clone());
+    services.nats.lock().expect("nats clients poisoned").insert(key, client.clone());
     Ok(client)
 }
 
 impl Session {
-    async fn open(config: Arc<StreamConfig>) -> Result<Session, WitError> {
-        let client = client(&config).await?;
+    async fn open(services: Arc<HostServices>, config: Arc<StreamConfig>) -> Result<Session, WitError> {
+        let client = client(&services, &config).await?;
         let context = async_nats::jetstream::new(client);
         let stream = context.get_stream(&config.stream).await.map_err(|e| {
             WitError::Config(format!(
@@ -166,7 +162,7 @@ impl Session {
             Ok(consumer) => consumer,
             Err(_) => create_consumer(&stream, &config, DeliverPolicy::All).await?,
         };
-        Ok(Session { config, consumer, positioned: false, handed_out: 0, pending: BTreeMap::new() })
+        Ok(Session { config, consumer, positioned: false, handed_out: 0, pending: BTreeMap::new(), services })
     }
 
     /// Puts the consumer at `after` unless it already stands there with
@@ -184,7 +180,7 @@ impl Session {
                 info.delivered.stream_sequence,
                 info.num_ack_pending
             );
-            let context = async_nats::jetstream::new(client(&config).await?);
+            let context = async_nats::jetstream::new(client(&self.services, &config).await?);
             let mut stream =
                 context.get_stream(&config.stream).await.map_err(|e| unavailable(&config, "get stream", e))?;
             let retention = stream.info().await.map_err(|e| unavailable(&config, "stream info", e))?.config.retention;
@@ -295,10 +291,10 @@ impl Host for PluginCtx {
         let config = self.jetstream.grant(&stream)?;
         let sessions = self.jetstream.sessions.clone();
         let mut sessions = sessions.lock().expect("jetstream sessions poisoned");
-        let fetched = io().block_on(async {
+        let fetched = self.jetstream.services.io().block_on(async {
             tokio::time::timeout(super::deadline::bounded(FETCH_TIMEOUT), async {
                 if !sessions.contains_key(&stream) {
-                    let session = Session::open(config.clone()).await?;
+                    let session = Session::open(self.jetstream.services.clone(), config.clone()).await?;
                     sessions.insert(stream.clone(), session);
                 }
                 sessions.get_mut(&stream).expect("inserted above").fetch(after, max).await

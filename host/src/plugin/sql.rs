@@ -4,7 +4,7 @@
 //! The tenant file declares connections (`[connections.NAME]`) and grants them
 //! per plugin; a plugin names a connection, never sees its URL or password,
 //! and is refused any name not granted to it. The host keeps one pool per
-//! tenant connection ([`pool`]) and lends a plugin's `connection` resource one
+//! tenant connection ([`pool`], kept with the engine's services) and lends a plugin's `connection` resource one
 //! database session for as long as it lives.
 //!
 //! Every wait on a database is bounded by the connection's
@@ -18,16 +18,16 @@
 //! `rows.next`, so a large result is never held whole by the host.
 //!
 //! Plugin calls run on threads of their own, outside any async runtime, so
-//! the host functions here block on the process-wide I/O runtime ([`io`]).
+//! the host functions here block on the engine's I/O runtime
+//! ([`super::services`]).
 
 mod mysql;
-mod pool;
+pub(super) mod pool;
 mod postgres;
 mod sqlite;
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -35,6 +35,8 @@ use wasmtime::component::Resource;
 
 use super::bindings::sql::{Dialect, Host, HostConnection, HostRows};
 use super::ctx::PluginCtx;
+use super::grants::Grants;
+use super::services::{Elapsed, HostServices};
 use super::types::{Error as WitError, Value};
 use crate::config::{ConnectionConfig, SqlDialect};
 
@@ -42,54 +44,26 @@ use crate::config::{ConnectionConfig, SqlDialect};
 const CHUNK_ROWS: usize = 256;
 const CHUNKS_AHEAD: usize = 16;
 
-/// The runtime every database (and message broker) connection of the process
-/// runs on. Its own, small one: plugin calls block on it from their threads.
-pub(crate) fn io() -> &'static tokio::runtime::Runtime {
-    static IO: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("synchost-io")
-            .enable_all()
-            .build()
-            .expect("cannot start the I/O runtime")
-    });
-    &IO
-}
-
-/// Runs `future` on the I/O runtime and waits for it, at most `timeout` and
-/// never past the deadline of the plugin call waiting on it.
-fn block_on<T>(timeout: Duration, future: impl Future<Output = T>) -> Result<T, Elapsed> {
-    let timeout = super::deadline::bounded(timeout);
-    io().block_on(async { tokio::time::timeout(timeout, future).await.map_err(|_| Elapsed) })
-}
-
-/// A wait on the database took longer than the statement timeout.
-struct Elapsed;
-
 /// What one plugin instance may reach: the connections its tenant granted it.
 pub(super) struct SqlGrants {
-    tenant: String,
-    plugin: String,
-    connections: Vec<Arc<ConnectionConfig>>,
+    connections: Grants<ConnectionConfig>,
+    services: Arc<HostServices>,
 }
 
 impl SqlGrants {
-    pub(super) fn new(tenant: &str, plugin: &str, connections: &[Arc<ConnectionConfig>]) -> SqlGrants {
-        SqlGrants { tenant: tenant.to_string(), plugin: plugin.to_string(), connections: connections.to_vec() }
+    pub(super) fn new(
+        tenant: &str,
+        plugin: &str,
+        connections: &[Arc<ConnectionConfig>],
+        services: Arc<HostServices>,
+    ) -> SqlGrants {
+        let connections = Grants::new(tenant, plugin, ("connection", "connections"), connections, |c| &c.name);
+        SqlGrants { connections, services }
     }
 
     /// The granted connection `name`, or the error that refuses it.
     fn grant(&self, name: &str) -> Result<Arc<ConnectionConfig>, WitError> {
-        if let Some(found) = self.connections.iter().find(|c| c.name == name) {
-            return Ok(found.clone());
-        }
-        let granted: Vec<&str> = self.connections.iter().map(|c| c.name.as_str()).collect();
-        Err(WitError::Config(format!(
-            "connection `{name}` is not granted to plugin `{}` of tenant `{}` (its `connections` grant: {})",
-            self.plugin,
-            self.tenant,
-            if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
-        )))
+        self.connections.get(name)
     }
 }
 
@@ -120,6 +94,7 @@ pub struct SqlRows {
     /// The producer sent everything: once `buffered` is empty, the rows are done.
     finished: bool,
     timeout: Duration,
+    services: Arc<HostServices>,
 }
 
 /// Chunks of rows from a producer, or the error that ended it.
@@ -218,11 +193,15 @@ fn stale_handle(what: &str, e: wasmtime::component::ResourceTableError) -> WitEr
 }
 
 impl SqlConnection {
-    fn open(config: Arc<ConnectionConfig>, tenant: &str) -> Result<SqlConnection, WitError> {
+    fn open(
+        config: Arc<ConnectionConfig>,
+        tenant: &str,
+        services: &Arc<HostServices>,
+    ) -> Result<SqlConnection, WitError> {
         let session = match config.dialect {
-            SqlDialect::Postgres => Session::Postgres(postgres::Session::open(&config, tenant)?),
-            SqlDialect::Mysql => Session::Mysql(mysql::Session::open(&config, tenant)?),
-            SqlDialect::Sqlite => Session::Sqlite(sqlite::Session::open(&config)?),
+            SqlDialect::Postgres => Session::Postgres(postgres::Session::open(&config, tenant, services)?),
+            SqlDialect::Mysql => Session::Mysql(mysql::Session::open(&config, tenant, services)?),
+            SqlDialect::Sqlite => Session::Sqlite(sqlite::Session::open(&config, services)?),
         };
         Ok(SqlConnection { config, session, in_transaction: false, streaming: None })
     }
@@ -316,7 +295,7 @@ impl SqlRows {
                 }
                 break;
             };
-            let received = block_on(self.timeout, receiver.recv()).map_err(|Elapsed| {
+            let received = self.services.block_on(self.timeout, receiver.recv()).map_err(|Elapsed| {
                 WitError::Transient(format!(
                     "connection `{}`: waiting for rows took longer than the statement timeout of {}",
                     self.connection,
@@ -341,9 +320,12 @@ impl SqlRows {
 impl HostConnection for PluginCtx {
     fn open(&mut self, name: String) -> Result<Resource<SqlConnection>, WitError> {
         let config = self.sql.grant(&name)?;
-        let connection = SqlConnection::open(config, &self.sql.tenant)?;
+        let connection = SqlConnection::open(config, &self.sql.connections.tenant, &self.sql.services)?;
         self.table().push(connection).map_err(|e| {
-            WitError::Config(format!("connection `{name}`: plugin `{}` holds too many resources: {e}", self.sql.plugin))
+            WitError::Config(format!(
+                "connection `{name}`: plugin `{}` holds too many resources: {e}",
+                self.sql.connections.plugin
+            ))
         })
     }
 
@@ -361,6 +343,7 @@ impl HostConnection for PluginCtx {
         sql: String,
         params: Vec<Value>,
     ) -> Result<Resource<SqlRows>, WitError> {
+        let services = self.sql.services.clone();
         let table = self.table();
         let connection = table.get_mut(&connection).map_err(|e| stale_handle("connection", e))?;
         let Query { columns, channel } = connection.query(&sql, &params)?;
@@ -371,6 +354,7 @@ impl HostConnection for PluginCtx {
             buffered: VecDeque::new(),
             finished: false,
             timeout: connection.config.statement_timeout,
+            services,
         };
         table.push(rows).map_err(|e| WitError::Config(format!("too many open rows: {e}")))
     }
@@ -461,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_connection_not_granted_is_refused_by_name() {
-        let grants = SqlGrants::new("acme", "reader", &[]);
+        let grants = SqlGrants::new("acme", "reader", &[], HostServices::new().unwrap());
         let error = grants.grant("crm").unwrap_err();
         assert_eq!(error.class(), "config");
         assert!(error.message().contains("connection `crm` is not granted to plugin `reader` of tenant `acme`"));
@@ -473,8 +457,11 @@ mod tests {
         // `synchost run` calls plugins from `spawn_blocking` threads of its own
         // runtime; the sql host functions block on the I/O runtime from there.
         let daemon = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let services = HostServices::new().unwrap();
         let answer = daemon
-            .block_on(async { tokio::task::spawn_blocking(|| block_on(Duration::from_secs(5), async { 42 })).await })
+            .block_on(async {
+                tokio::task::spawn_blocking(move || services.block_on(Duration::from_secs(5), async { 42 })).await
+            })
             .expect("the blocking task ran");
         assert!(matches!(answer, Ok(42)));
     }

@@ -16,8 +16,9 @@ use mysql_async::{Column, Conn, Params};
 use tokio::sync::{Mutex, oneshot};
 
 use super::pool::{Pool, pool};
-use super::{ChunkSender, DATE_FORMAT, DATETIME_FORMAT, Elapsed, Query, RowsChannel, block_on, io};
+use super::{ChunkSender, DATE_FORMAT, DATETIME_FORMAT, Query, RowsChannel};
 use crate::config::ConnectionConfig;
+use crate::plugin::services::{Elapsed, HostServices};
 use crate::plugin::types::{Error as WitError, Value};
 
 /// The character set MySQL reports for binary strings and blobs.
@@ -26,12 +27,19 @@ const BINARY_CHARSET: u16 = 63;
 pub(in crate::plugin) struct Session {
     /// `None` once the session was given up after a timeout.
     connection: Arc<Mutex<Option<Conn>>>,
+    services: Arc<HostServices>,
 }
 
 impl Session {
-    pub(super) fn open(config: &Arc<ConnectionConfig>, tenant: &str) -> Result<Session, WitError> {
-        let Pool::Mysql(pool) = pool(tenant, config)? else { unreachable!("a mysql connection has a mysql pool") };
-        let connection = match block_on(config.connect_timeout, pool.get_conn()) {
+    pub(super) fn open(
+        config: &Arc<ConnectionConfig>,
+        tenant: &str,
+        services: &Arc<HostServices>,
+    ) -> Result<Session, WitError> {
+        let Pool::Mysql(pool) = pool(services, tenant, config)? else {
+            unreachable!("a mysql connection has a mysql pool")
+        };
+        let connection = match services.block_on(config.connect_timeout, pool.get_conn()) {
             Ok(connection) => connection.map_err(|e| error(config, &e))?,
             Err(Elapsed) => {
                 return Err(WitError::Transient(format!(
@@ -41,14 +49,14 @@ impl Session {
                 )));
             }
         };
-        Ok(Session { connection: Arc::new(Mutex::new(Some(connection))) })
+        Ok(Session { connection: Arc::new(Mutex::new(Some(connection))), services: services.clone() })
     }
 
     /// Gives the session up: it will not be used, nor go back to the pool.
     pub(super) fn discard(&mut self) {
         let abandoned = std::mem::replace(&mut self.connection, Arc::new(Mutex::new(None)));
         // A producer may still hold it; whoever drops it last closes it.
-        io().spawn(async move {
+        self.services.io().spawn(async move {
             if let Some(connection) = abandoned.lock().await.take() {
                 let _ = connection.disconnect().await;
             }
@@ -63,7 +71,7 @@ impl Session {
     ) -> Result<u64, WitError> {
         let params = parameters(params);
         let connection = self.connection.clone();
-        let outcome = block_on(config.statement_timeout, async move {
+        let outcome = self.services.block_on(config.statement_timeout, async move {
             let mut guard = connection.lock().await;
             let Some(connection) = guard.as_mut() else { return Ok(None) };
             match params {
@@ -97,7 +105,7 @@ impl Session {
         let (connection, producer_config, sql) = (self.connection.clone(), config.clone(), sql.to_string());
         // The producer runs the query and streams its rows, holding the
         // session until they are read or closed; it reports the columns first.
-        io().spawn(async move {
+        self.services.io().spawn(async move {
             let config = producer_config;
             let mut guard = connection.lock_owned().await;
             let Some(connection) = guard.as_mut() else {
@@ -134,7 +142,7 @@ impl Session {
             };
             out.finish(outcome).await;
         });
-        match block_on(config.statement_timeout, columns) {
+        match self.services.block_on(config.statement_timeout, columns) {
             Ok(Ok(Ok(columns))) => {
                 Ok(Query { columns: columns.iter().map(|c| c.name_str().into_owned()).collect(), channel })
             }

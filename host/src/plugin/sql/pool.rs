@@ -1,4 +1,4 @@
-//! The host's connection pools: one per tenant connection, made on first use
+//! The host's connection pools (kept with the engine's services): one per tenant connection, made on first use
 //! and shared by every plugin instance of that tenant, so that a pipeline run
 //! every few seconds does not log in to its database every time. A connection
 //! whose config changed (a reload) gets a new pool; the old one closes once
@@ -6,37 +6,48 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 
-use super::io;
 use crate::config::{ConnectionConfig, SqlDialect};
+use crate::plugin::services::HostServices;
 use crate::plugin::types::Error as WitError;
 
 #[derive(Clone)]
-pub(super) enum Pool {
+pub(in crate::plugin) enum Pool {
     Postgres(deadpool_postgres::Pool),
     Mysql(mysql_async::Pool),
 }
 
-type Pools = HashMap<(String, String), (Arc<ConnectionConfig>, Pool)>;
+/// The pools of an engine's services, by tenant and connection name.
+pub(in crate::plugin) type Pools = HashMap<(String, String), (Arc<ConnectionConfig>, Pool)>;
 
-static POOLS: LazyLock<Mutex<Pools>> = LazyLock::new(Mutex::default);
+impl Pool {
+    /// Closes the pool: idle sessions go now, lent ones when they come back.
+    pub(in crate::plugin) fn close(&self) {
+        match self {
+            Pool::Postgres(pool) => pool.close(),
+            // Disconnecting is async; the I/O runtime's shutdown drops the
+            // idle connections, which closes them.
+            Pool::Mysql(_) => {}
+        }
+    }
+}
 
 /// The pool of `tenant`'s connection `config`, made if need be.
-pub(super) fn pool(tenant: &str, config: &Arc<ConnectionConfig>) -> Result<Pool, WitError> {
+pub(super) fn pool(services: &HostServices, tenant: &str, config: &Arc<ConnectionConfig>) -> Result<Pool, WitError> {
     let key = (tenant.to_string(), config.name.clone());
-    let mut pools = POOLS.lock().expect("pool registry poisoned");
+    let mut pools = services.pools.lock().expect("pool registry poisoned");
     if let Some((made_for, pool)) = pools.get(&key)
         && made_for.same_target(config)
     {
         return Ok(pool.clone());
     }
-    let pool = make(config)?;
+    let pool = make(services, config)?;
     pools.insert(key, (config.clone(), pool.clone()));
     Ok(pool)
 }
 
-fn make(config: &ConnectionConfig) -> Result<Pool, WitError> {
+fn make(services: &HostServices, config: &ConnectionConfig) -> Result<Pool, WitError> {
     let invalid = |e: &dyn std::fmt::Display| {
         WitError::Config(format!("connection `{}`: invalid URL `{}`: {e}", config.name, config.url))
     };
@@ -83,7 +94,7 @@ fn make(config: &ConnectionConfig) -> Result<Pool, WitError> {
                 .pass(config.password.as_ref().map(|p| p.expose().to_string()))
                 .pool_opts(pool_opts);
             // The pool's background work runs on the I/O runtime.
-            let _runtime = io().enter();
+            let _runtime = services.io().enter();
             Ok(Pool::Mysql(mysql_async::Pool::new(opts)))
         }
         SqlDialect::Sqlite => Err(WitError::Config(format!(

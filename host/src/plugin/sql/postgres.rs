@@ -16,20 +16,26 @@ use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Row, SimpleQueryMessage};
 
 use super::pool::{Pool, pool};
-use super::{ChunkSender, DATE_FORMAT, DATETIME_FORMAT, Elapsed, Query, RowsChannel, TIME_FORMAT, block_on, io};
+use super::{ChunkSender, DATE_FORMAT, DATETIME_FORMAT, Query, RowsChannel, TIME_FORMAT};
 use crate::config::ConnectionConfig;
+use crate::plugin::services::{Elapsed, HostServices};
 use crate::plugin::types::{Error as WitError, Value};
 
 pub(in crate::plugin) struct Session {
     client: Option<deadpool_postgres::Object>,
+    services: Arc<HostServices>,
 }
 
 impl Session {
-    pub(super) fn open(config: &Arc<ConnectionConfig>, tenant: &str) -> Result<Session, WitError> {
-        let Pool::Postgres(pool) = pool(tenant, config)? else {
+    pub(super) fn open(
+        config: &Arc<ConnectionConfig>,
+        tenant: &str,
+        services: &Arc<HostServices>,
+    ) -> Result<Session, WitError> {
+        let Pool::Postgres(pool) = pool(services, tenant, config)? else {
             unreachable!("a postgres connection has a postgres pool")
         };
-        let client = io().block_on(pool.get()).map_err(|e| match e {
+        let client = services.io().block_on(pool.get()).map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => error(config, &e),
             deadpool_postgres::PoolError::Timeout(_) => WitError::Transient(format!(
                 "connection `{}` (postgres): no connection could be opened within the connect timeout of {}",
@@ -38,7 +44,7 @@ impl Session {
             )),
             other => WitError::Transient(format!("connection `{}` (postgres): {other}", config.name)),
         })?;
-        Ok(Session { client: Some(client) })
+        Ok(Session { client: Some(client), services: services.clone() })
     }
 
     /// Keeps the session from going back to the pool: its state is unknown.
@@ -62,12 +68,12 @@ impl Session {
         what: &str,
         future: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, WitError> {
-        match block_on(config.statement_timeout, future) {
+        match self.services.block_on(config.statement_timeout, future) {
             Ok(result) => result.map_err(|e| error(config, &e)),
             Err(Elapsed) => {
                 if let Some(client) = &self.client {
                     let cancel = client.cancel_token();
-                    io().spawn(async move { cancel.cancel_query(tokio_postgres::NoTls).await });
+                    self.services.io().spawn(async move { cancel.cancel_query(tokio_postgres::NoTls).await });
                 }
                 Err(super::timed_out(config, what))
             }
@@ -117,7 +123,7 @@ impl Session {
         let (channel, sender) = RowsChannel::new();
         let producer_config = config.clone();
         let types = columns.clone();
-        io().spawn(async move {
+        self.services.io().spawn(async move {
             let mut out = ChunkSender::new(sender);
             let mut stream = std::pin::pin!(stream);
             let outcome = loop {

@@ -12,8 +12,9 @@ use std::time::Instant;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::{ChunkSender, Query, RowsChannel, io};
+use super::{ChunkSender, Query, RowsChannel};
 use crate::config::ConnectionConfig;
+use crate::plugin::services::HostServices;
 use crate::plugin::types::{Error as WitError, Value};
 
 /// SQLite virtual-machine steps between two checks of the deadline.
@@ -21,16 +22,17 @@ const PROGRESS_STEPS: std::ffi::c_int = 10_000;
 
 pub(in crate::plugin) struct Session {
     connection: Arc<Mutex<Connection>>,
+    services: Arc<HostServices>,
 }
 
 impl Session {
-    pub(super) fn open(config: &Arc<ConnectionConfig>) -> Result<Session, WitError> {
+    pub(super) fn open(config: &Arc<ConnectionConfig>, services: &Arc<HostServices>) -> Result<Session, WitError> {
         let path = config.sqlite_path.as_ref().expect("a sqlite connection has a path");
         // No CREATE: a mistyped path is an error, not a new empty database.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(|e| error(config, &e))?;
         connection.busy_timeout(config.statement_timeout).map_err(|e| error(config, &e))?;
-        Ok(Session { connection: Arc::new(Mutex::new(connection)) })
+        Ok(Session { connection: Arc::new(Mutex::new(connection)), services: services.clone() })
     }
 
     pub(super) fn execute(
@@ -71,7 +73,7 @@ impl Session {
         let (channel, sender) = RowsChannel::new();
         let (connection, config, sql, params) =
             (self.connection.clone(), config.clone(), sql.to_string(), params.to_vec());
-        io().spawn_blocking(move || {
+        self.services.io().spawn_blocking(move || {
             let watched = sender.clone();
             let mut out = ChunkSender::new(sender);
             let mut connection = connection.lock().expect("sqlite session poisoned");
