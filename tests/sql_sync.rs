@@ -333,3 +333,41 @@ fn postgres_unique_violation_rejects_that_row_with_the_databases_message() {
     assert!(reason.contains("SQLSTATE 23505"), "{reason}");
     pg.run(&format!("DROP TABLE {source}; DROP TABLE {destination}"));
 }
+
+#[test]
+fn a_runtime_that_ends_closes_its_database_connections() {
+    let pg = Postgres::connect();
+    let (source, destination) = (unique_name("close_src"), unique_name("close_dst"));
+    people_in_postgres(&pg, &source, 10);
+    pg.run(&format!("CREATE TABLE {destination} (LIKE {source} INCLUDING ALL)"));
+    // The pool's sessions carry a name of their own, so that other tests'
+    // sessions are not counted.
+    let application = unique_name("synchost_close");
+    let host = HostDir::new();
+    let tenant = tenant(
+        ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{source}", key = "id" }}"#)),
+        ("\"pg\"", &format!(r#"{{ connection = "pg", table = "{destination}", key = "id" }}"#)),
+        "mode = \"diff\"",
+    )
+    .replace(&format!("url = \"{POSTGRES_URL}\""), &format!("url = \"{POSTGRES_URL}?application_name={application}\""));
+    host.write("tenants/acme.toml", &tenant);
+    let sessions = || -> u64 {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application}'");
+        pg.rows(&sql)[0][0].as_deref().unwrap().parse().unwrap()
+    };
+
+    let runtime = synchost::Runtime::load(&host.path("synchost.toml"), synchost::Tenants::All).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let id = synchost::PipelineId::new("acme", "main");
+    let report = runtime.job(&id, &stop, synchost::SyncOptions::default()).unwrap().run().unwrap();
+    assert_eq!(report.stats.created, 10, "{:?}", report.error);
+    assert!(sessions() >= 1, "the pool keeps its sessions between runs");
+
+    drop(runtime);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sessions() > 0 {
+        assert!(std::time::Instant::now() < deadline, "{} sessions still open after the runtime ended", sessions());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    pg.run(&format!("DROP TABLE {source}; DROP TABLE {destination}"));
+}
