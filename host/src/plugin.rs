@@ -7,28 +7,22 @@
 //! live sandboxes, one store each, whose every call runs under the plugin's
 //! limits (deadline, memory, stack, optional fuel, output caps) with only the
 //! capabilities its tenant granted (directories, HTTP hosts, secrets, SQL
-//! connections, JetStream streams).
+//! connections, JetStream streams: one unit each, in `capability`).
 
 mod bindings;
 mod cache;
+mod capability;
 mod ctx;
 mod deadline;
 mod engine;
 mod error;
-mod grants;
-mod host_api;
-mod http;
 mod instance;
-mod jetstream;
 mod kind;
 mod legacy;
-mod services;
-mod sql;
-mod stdio;
 
 pub(crate) use bindings::types;
+pub use capability::jetstream::Acknowledger;
 pub use engine::{CompileStats, CompiledPlugin, DEFAULT_MAX_PLUGIN_SIZE, EngineError, EngineOptions, PluginEngine};
 pub use error::{PluginError, WitError};
 pub use instance::{DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, plugin_info};
-pub use jetstream::Acknowledger;
 pub use kind::{PluginKind, WIT_PACKAGE, WIT_VERSION};

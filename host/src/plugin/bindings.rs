@@ -35,8 +35,8 @@ mod source_world {
         world: "synchost:plugin/source-plugin",
         with: {
             "synchost:plugin/types": super::types,
-            "synchost:plugin/sql.connection": crate::plugin::sql::SqlConnection,
-            "synchost:plugin/sql.rows": crate::plugin::sql::SqlRows,
+            "synchost:plugin/sql.connection": crate::plugin::capability::sql::SqlConnection,
+            "synchost:plugin/sql.rows": crate::plugin::capability::sql::SqlRows,
         },
     });
 }

@@ -8,16 +8,16 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::capability::http::HttpPolicy;
+use super::capability::jetstream::JetStreamGrants;
+use super::capability::logging::PluginOutput;
+use super::capability::services::HostServices;
+use super::capability::sql::SqlGrants;
 use super::error::PluginError;
-use super::http::HttpPolicy;
 use super::instance::PluginSetup;
-use super::jetstream::JetStreamGrants;
-use super::services::HostServices;
-use super::sql::SqlGrants;
-use super::stdio::PluginOutput;
 
 /// Resources (streams, HTTP requests, directory handles...) one instance may
 /// hold at once; past this, the WASI call that would add one fails.
@@ -53,13 +53,7 @@ impl PluginCtx {
         // runtime: file I/O done right there saves a hop to a blocking pool per
         // read (set before the preopens, which take it over).
         wasi.allow_blocking_current_thread(true);
-        for dir in &setup.dirs {
-            let perms = if dir.write { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-            wasi.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| PluginError::Grant {
-                plugin: setup.plugin.clone(),
-                detail: format!("cannot open `{}` for `{}`: {e}", dir.host.display(), dir.guest),
-            })?;
-        }
+        super::capability::files::preopen(&mut wasi, &setup.plugin, &setup.dirs)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(setup.limits.memory_bytes as usize)
             .instances(64)

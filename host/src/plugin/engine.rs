@@ -10,16 +10,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{DestinationPluginPre, SourcePlugin, SourcePluginPre, TransformPluginPre};
+use super::bindings::{DestinationPluginPre, SourcePluginPre, TransformPluginPre};
 use super::cache::{DiskCache, Miss};
+use super::capability::services::HostServices;
 use super::ctx::PluginCtx;
 use super::error::PluginError;
 use super::kind::{PluginKind, WIT_PACKAGE, WIT_VERSION, is_compatible, is_legacy};
 use super::legacy;
-use super::services::HostServices;
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -154,14 +154,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(EngineError::from)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(EngineError::from)?;
-        // Its timers, cut off at each call's deadline.
-        super::deadline::add_to_linker(&mut linker).map_err(EngineError::from)?;
-        // Linked for every plugin; what a request may reach is decided per
-        // plugin by its allowed_hosts (see `http`), and nothing by default.
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker).map_err(EngineError::from)?;
-        SourcePlugin::add_to_linker::<_, HasSelf<PluginCtx>>(&mut linker, |ctx| ctx).map_err(EngineError::from)?;
-        legacy::add_to_linker(&mut linker).map_err(EngineError::from)?;
+        super::capability::add_to_linker(&mut linker)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());

@@ -356,7 +356,7 @@ impl SourceInstance {
 
     /// What acknowledges, after each commit, the JetStream messages the
     /// committed batches consumed (nothing, for a source that reads none).
-    pub fn acknowledger(&self) -> super::jetstream::Acknowledger {
+    pub fn acknowledger(&self) -> super::capability::jetstream::Acknowledger {
         self.sandbox.store.data().jetstream.acknowledger()
     }
 

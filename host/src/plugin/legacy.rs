@@ -13,16 +13,16 @@ use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::bindings::{Transformed, host as host_now, jetstream as jetstream_now, sql as sql_now, types as now};
+use super::capability::sql::{SqlConnection, SqlRows};
 use super::ctx::PluginCtx;
-use super::sql::{SqlConnection, SqlRows};
 
 mod source_world {
     wasmtime::component::bindgen!({
         path: "../wit/frozen/0.1.1",
         world: "synchost:plugin/source-plugin",
         with: {
-            "synchost:plugin/sql.connection": crate::plugin::sql::SqlConnection,
-            "synchost:plugin/sql.rows": crate::plugin::sql::SqlRows,
+            "synchost:plugin/sql.connection": crate::plugin::capability::sql::SqlConnection,
+            "synchost:plugin/sql.rows": crate::plugin::capability::sql::SqlRows,
         },
     });
 }

@@ -24,7 +24,7 @@ use crate::config::{AllowedHost, Limits};
 /// What one plugin instance may do over HTTP. Cheap to clone: requests take a
 /// copy into their future, which outlives the borrow of the store.
 #[derive(Clone)]
-pub(super) struct HttpPolicy {
+pub(in crate::plugin) struct HttpPolicy {
     tenant: Arc<str>,
     plugin: Arc<str>,
     allowed: Arc<[AllowedHost]>,
@@ -33,8 +33,16 @@ pub(super) struct HttpPolicy {
 
 type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
+/// Links `wasi:http`'s outgoing handler (and no incoming one): each request
+/// then passes the instance's policy.
+pub(in crate::plugin) fn add_to_linker(
+    linker: &mut wasmtime::component::Linker<crate::plugin::ctx::PluginCtx>,
+) -> wasmtime::Result<()> {
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)
+}
+
 impl HttpPolicy {
-    pub(super) fn new(tenant: &str, plugin: &str, allowed: &[AllowedHost], limits: Limits) -> HttpPolicy {
+    pub(in crate::plugin) fn new(tenant: &str, plugin: &str, allowed: &[AllowedHost], limits: Limits) -> HttpPolicy {
         HttpPolicy { tenant: tenant.into(), plugin: plugin.into(), allowed: allowed.into(), limits }
     }
 
@@ -91,7 +99,7 @@ impl HttpPolicy {
     /// where the call's deadline is known, not in the request's future.
     fn options(&self, asked: Option<RequestOptions>) -> RequestOptions {
         // A timeout of zero would mean none to the client: at least a millisecond.
-        let cap = super::deadline::bounded(self.limits.http_timeout).max(std::time::Duration::from_millis(1));
+        let cap = crate::plugin::deadline::bounded(self.limits.http_timeout).max(std::time::Duration::from_millis(1));
         let asked = asked.unwrap_or_default();
         let bound = |t: Option<std::time::Duration>| Some(t.map_or(cap, |t| t.min(cap)));
         RequestOptions {

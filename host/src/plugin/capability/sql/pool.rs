@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::config::{ConnectionConfig, SqlDialect};
-use crate::plugin::services::HostServices;
+use crate::plugin::capability::services::HostServices;
 use crate::plugin::types::Error as WitError;
 
 #[derive(Clone)]

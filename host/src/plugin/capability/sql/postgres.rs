@@ -18,7 +18,7 @@ use tokio_postgres::{Row, SimpleQueryMessage};
 use super::pool::{Pool, pool};
 use super::{ChunkSender, DATE_FORMAT, DATETIME_FORMAT, Query, RowsChannel, TIME_FORMAT};
 use crate::config::ConnectionConfig;
-use crate::plugin::services::{Elapsed, HostServices};
+use crate::plugin::capability::services::{Elapsed, HostServices};
 use crate::plugin::types::{Error as WitError, Value};
 
 pub(in crate::plugin) struct Session {

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 
 use super::{ChunkSender, Query, RowsChannel};
 use crate::config::ConnectionConfig;
-use crate::plugin::services::HostServices;
+use crate::plugin::capability::services::HostServices;
 use crate::plugin::types::{Error as WitError, Value};
 
 /// SQLite virtual-machine steps between two checks of the deadline.

@@ -26,7 +26,7 @@ const MAX_LINE: usize = 4096;
 /// Both output streams and the `host.log` lines of one instance, sharing one
 /// budget.
 #[derive(Clone)]
-pub(super) struct PluginOutput {
+pub(in crate::plugin) struct PluginOutput {
     state: Arc<Mutex<OutputState>>,
 }
 
@@ -42,13 +42,13 @@ struct OutputState {
 
 /// One of the two streams.
 #[derive(Clone)]
-pub(super) struct Stream {
+pub(in crate::plugin) struct Stream {
     output: PluginOutput,
     index: usize,
 }
 
 impl PluginOutput {
-    pub(super) fn new(tenant: &str, plugin: &str, budget: u64) -> PluginOutput {
+    pub(in crate::plugin) fn new(tenant: &str, plugin: &str, budget: u64) -> PluginOutput {
         let state = OutputState {
             tenant: tenant.to_string(),
             plugin: plugin.to_string(),
@@ -60,17 +60,17 @@ impl PluginOutput {
         PluginOutput { state: Arc::new(Mutex::new(state)) }
     }
 
-    pub(super) fn stdout(&self) -> Stream {
+    pub(in crate::plugin) fn stdout(&self) -> Stream {
         Stream { output: self.clone(), index: 0 }
     }
 
-    pub(super) fn stderr(&self) -> Stream {
+    pub(in crate::plugin) fn stderr(&self) -> Stream {
         Stream { output: self.clone(), index: 1 }
     }
 
     /// Ends a call: logs unfinished lines and what was dropped, and renews
     /// the budget for the next call.
-    pub(super) fn end_call(&self) {
+    pub(in crate::plugin) fn end_call(&self) {
         let mut state = self.state.lock().expect("plugin output lock poisoned");
         for index in 0..2 {
             let line = std::mem::take(&mut state.partial[index]);
@@ -95,7 +95,7 @@ impl PluginOutput {
     /// A `host.log` line, cut at [`MAX_LINE`] like a line of output and
     /// charged to the call's budget like one (with its newline). A line that
     /// does not fit whole is dropped whole.
-    pub(super) fn log_line(&self, level: tracing::Level, message: &str) {
+    pub(in crate::plugin) fn log_line(&self, level: tracing::Level, message: &str) {
         let mut end = message.len().min(MAX_LINE);
         while !message.is_char_boundary(end) {
             end -= 1;

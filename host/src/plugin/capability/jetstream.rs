@@ -24,12 +24,12 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::stream::RetentionPolicy;
 use futures_util::StreamExt;
 
-use super::bindings::jetstream::{Host, Message};
-use super::ctx::PluginCtx;
 use super::grants::Grants;
 use super::services::HostServices;
-use super::types::Error as WitError;
 use crate::config::StreamConfig;
+use crate::plugin::bindings::jetstream::{Host, Message};
+use crate::plugin::ctx::PluginCtx;
+use crate::plugin::types::Error as WitError;
 
 /// The longest a fetch (with repositioning, if needed) may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,8 +38,13 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// are read ahead of the one being committed, so well above `max_batch`.
 const MAX_ACK_PENDING: i64 = 1_000_000;
 
+/// Links the `jetstream` interface, served by [`PluginCtx`]'s grants.
+pub(in crate::plugin) fn add_to_linker(linker: &mut wasmtime::component::Linker<PluginCtx>) -> wasmtime::Result<()> {
+    crate::plugin::bindings::jetstream::add_to_linker::<_, wasmtime::component::HasSelf<PluginCtx>>(linker, |ctx| ctx)
+}
+
 /// What one plugin instance may read, and its consumers' state.
-pub(super) struct JetStreamGrants {
+pub(in crate::plugin) struct JetStreamGrants {
     streams: Grants<StreamConfig>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     services: Arc<HostServices>,
@@ -59,7 +64,7 @@ struct Session {
 }
 
 impl JetStreamGrants {
-    pub(super) fn new(
+    pub(in crate::plugin) fn new(
         tenant: &str,
         plugin: &str,
         streams: &[Arc<StreamConfig>],
@@ -77,7 +82,7 @@ impl JetStreamGrants {
     }
 
     /// What the event engine calls after each commit.
-    pub(super) fn acknowledger(&self) -> Acknowledger {
+    pub(in crate::plugin) fn acknowledger(&self) -> Acknowledger {
         Acknowledger {
             plugin: self.streams.plugin.clone(),
             sessions: self.sessions.clone(),
@@ -119,7 +124,7 @@ impl Acknowledger {
             if let Some((_, last)) = done.into_iter().next_back() {
                 let stream = session.config.name.clone();
                 let acked = self.services.io().block_on(async {
-                    tokio::time::timeout(super::deadline::bounded(FETCH_TIMEOUT), last.ack()).await
+                    tokio::time::timeout(crate::plugin::deadline::bounded(FETCH_TIMEOUT), last.ack()).await
                 });
                 if !matches!(acked, Ok(Ok(()))) {
                     tracing::warn!(plugin = %self.plugin, stream, "acknowledging up to sequence {sequence} failed");
@@ -292,7 +297,7 @@ impl Host for PluginCtx {
         let sessions = self.jetstream.sessions.clone();
         let mut sessions = sessions.lock().expect("jetstream sessions poisoned");
         let fetched = self.jetstream.services.io().block_on(async {
-            tokio::time::timeout(super::deadline::bounded(FETCH_TIMEOUT), async {
+            tokio::time::timeout(crate::plugin::deadline::bounded(FETCH_TIMEOUT), async {
                 if !sessions.contains_key(&stream) {
                     let session = Session::open(self.jetstream.services.clone(), config.clone()).await?;
                     sessions.insert(stream.clone(), session);

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use super::types::Error as WitError;
+use crate::plugin::types::Error as WitError;
 
 /// What one tenant granted one plugin of one kind of named resource.
-pub(super) struct Grants<T> {
+pub(in crate::plugin) struct Grants<T> {
     pub tenant: String,
     pub plugin: String,
     /// What a name names, for messages: `connection`, `stream`.
@@ -19,7 +19,7 @@ pub(super) struct Grants<T> {
 }
 
 impl<T> Grants<T> {
-    pub(super) fn new(
+    pub(in crate::plugin) fn new(
         tenant: &str,
         plugin: &str,
         (what, key): (&'static str, &'static str),
@@ -30,7 +30,7 @@ impl<T> Grants<T> {
     }
 
     /// The granted resource `name`, or the config error that refuses it.
-    pub(super) fn get(&self, name: &str) -> Result<Arc<T>, WitError> {
+    pub(in crate::plugin) fn get(&self, name: &str) -> Result<Arc<T>, WitError> {
         if let Some(found) = self.granted.iter().find(|g| (self.name_of)(g) == name) {
             return Ok(found.clone());
         }

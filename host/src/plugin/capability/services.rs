@@ -13,23 +13,23 @@ use std::time::Duration;
 use super::sql::pool::Pools;
 
 /// A server's URL and the token used on it.
-pub(super) type ClientKey = (String, Option<String>);
+pub(in crate::plugin) type ClientKey = (String, Option<String>);
 
 /// The shared resources of the capabilities. One per engine.
 pub struct HostServices {
     /// `None` only while being dropped.
     io: Option<tokio::runtime::Runtime>,
     /// One pool per tenant connection (see [`super::sql`]).
-    pub(super) pools: Mutex<Pools>,
+    pub(in crate::plugin) pools: Mutex<Pools>,
     /// One client per NATS server and token (see [`super::jetstream`]).
-    pub(super) nats: Mutex<HashMap<ClientKey, async_nats::Client>>,
+    pub(in crate::plugin) nats: Mutex<HashMap<ClientKey, async_nats::Client>>,
 }
 
 /// A wait that took longer than its timeout.
-pub(super) struct Elapsed;
+pub(in crate::plugin) struct Elapsed;
 
 impl HostServices {
-    pub(super) fn new() -> std::io::Result<Arc<HostServices>> {
+    pub(in crate::plugin) fn new() -> std::io::Result<Arc<HostServices>> {
         // Its own small runtime: plugin calls block on it from their threads,
         // outside any async runtime.
         let io = tokio::runtime::Builder::new_multi_thread()
@@ -41,14 +41,18 @@ impl HostServices {
     }
 
     /// The runtime every database and broker connection runs on.
-    pub(super) fn io(&self) -> &tokio::runtime::Handle {
+    pub(in crate::plugin) fn io(&self) -> &tokio::runtime::Handle {
         self.io.as_ref().expect("the I/O runtime lives as long as the services").handle()
     }
 
     /// Runs `future` on the I/O runtime and waits for it, at most `timeout`
     /// and never past the deadline of the plugin call waiting on it.
-    pub(super) fn block_on<T>(&self, timeout: Duration, future: impl Future<Output = T>) -> Result<T, Elapsed> {
-        let timeout = super::deadline::bounded(timeout);
+    pub(in crate::plugin) fn block_on<T>(
+        &self,
+        timeout: Duration,
+        future: impl Future<Output = T>,
+    ) -> Result<T, Elapsed> {
+        let timeout = crate::plugin::deadline::bounded(timeout);
         self.io().block_on(async { tokio::time::timeout(timeout, future).await.map_err(|_| Elapsed) })
     }
 }

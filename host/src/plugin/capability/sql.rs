@@ -22,7 +22,7 @@
 //! ([`super::services`]).
 
 mod mysql;
-pub(super) mod pool;
+pub(in crate::plugin) mod pool;
 mod postgres;
 mod sqlite;
 
@@ -33,25 +33,30 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 
-use super::bindings::sql::{Dialect, Host, HostConnection, HostRows};
-use super::ctx::PluginCtx;
 use super::grants::Grants;
 use super::services::{Elapsed, HostServices};
-use super::types::{Error as WitError, Value};
 use crate::config::{ConnectionConfig, SqlDialect};
+use crate::plugin::bindings::sql::{Dialect, Host, HostConnection, HostRows};
+use crate::plugin::ctx::PluginCtx;
+use crate::plugin::types::{Error as WitError, Value};
 
 /// Rows a producer sends at once, and chunks it may run ahead of the plugin.
 const CHUNK_ROWS: usize = 256;
 const CHUNKS_AHEAD: usize = 16;
 
+/// Links the `sql` interface, served by [`PluginCtx`]'s grants.
+pub(in crate::plugin) fn add_to_linker(linker: &mut wasmtime::component::Linker<PluginCtx>) -> wasmtime::Result<()> {
+    crate::plugin::bindings::sql::add_to_linker::<_, wasmtime::component::HasSelf<PluginCtx>>(linker, |ctx| ctx)
+}
+
 /// What one plugin instance may reach: the connections its tenant granted it.
-pub(super) struct SqlGrants {
+pub(in crate::plugin) struct SqlGrants {
     connections: Grants<ConnectionConfig>,
     services: Arc<HostServices>,
 }
 
 impl SqlGrants {
-    pub(super) fn new(
+    pub(in crate::plugin) fn new(
         tenant: &str,
         plugin: &str,
         connections: &[Arc<ConnectionConfig>],

@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, oneshot};
 use super::pool::{Pool, pool};
 use super::{ChunkSender, DATE_FORMAT, DATETIME_FORMAT, Query, RowsChannel};
 use crate::config::ConnectionConfig;
-use crate::plugin::services::{Elapsed, HostServices};
+use crate::plugin::capability::services::{Elapsed, HostServices};
 use crate::plugin::types::{Error as WitError, Value};
 
 /// The character set MySQL reports for binary strings and blobs.
