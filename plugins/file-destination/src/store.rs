@@ -391,8 +391,13 @@ impl Drop for ShardLock {
 /// written by several new lanes at once, so each writes its own temporary file.
 fn write_atomically(path: &str, content: &[u8], shared: bool) -> Result<(), Error> {
     let temporary = if shared {
+        // Unique to this writer: lanes writing the same file (a new data
+        // set's layout, say) start in the same instant, so the clock alone
+        // can give two of them one name, and one rename then finds no file.
+        use std::hash::{BuildHasher, Hasher};
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        format!("{path}.{nanos:x}.tmp")
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        format!("{path}.{nanos:x}-{random:x}.tmp")
     } else {
         format!("{path}.tmp")
     };
