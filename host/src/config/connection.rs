@@ -127,76 +127,11 @@ impl ConnectionEntry {
         let url_at = self.url.span().start;
         let url_key = format!("{table}.url");
         let text = self.url.get_ref().trim().to_string();
-        let (dialect, sqlite_path) = match text
-            .split_once("://")
-            .map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest))
-        {
-            Some((scheme, _)) if scheme == "postgres" || scheme == "postgresql" => (Some(SqlDialect::Postgres), None),
-            Some((scheme, _)) if scheme == "mysql" || scheme == "mariadb" => (Some(SqlDialect::Mysql), None),
-            Some((scheme, rest)) if scheme == "sqlite" => {
-                let file = rest.split('?').next().unwrap_or_default();
-                if file.is_empty() {
-                    errors.push(site.error(
-                        url_at,
-                        url_key.clone(),
-                        "names no database file: write sqlite://PATH".into(),
-                    ));
-                }
-                let base = site.file.parent().unwrap_or(Path::new("."));
-                (Some(SqlDialect::Sqlite), Some(std::path::absolute(base.join(file)).unwrap_or_else(|_| file.into())))
-            }
-            _ => {
-                errors.push(site.error(
-                    url_at,
-                    url_key.clone(),
-                    format!(
-                        "`{text}` is not a database URL this host knows: use postgres://, mysql://, mariadb:// or \
-                         sqlite://"
-                    ),
-                ));
-                (None, None)
-            }
-        };
+        let (dialect, sqlite_path) = url_dialect(&text, url_at, &url_key, site, &mut errors);
         if matches!(dialect, Some(SqlDialect::Postgres | SqlDialect::Mysql)) {
-            match url::Url::parse(&text) {
-                Err(e) => errors.push(site.error(url_at, url_key.clone(), format!("`{text}` is not a valid URL: {e}"))),
-                Ok(parsed) if parsed.password().is_some() => errors.push(
-                    site.error(
-                        url_at,
-                        url_key.clone(),
-                        "holds a password; URLs end up in logs and reports, so put it in `password` or `password_env`"
-                            .into(),
-                    ),
-                ),
-                Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
-                    errors.push(site.error(url_at, url_key.clone(), format!("`{text}` names no host")))
-                }
-                Ok(_) => {}
-            }
+            check_server_url(&text, url_at, &url_key, site, &mut errors);
         }
-        let password = match (&self.password, &self.password_env) {
-            (Some(_), Some(env)) => {
-                errors.push(site.error(
-                    env.span().start,
-                    format!("{table}.password_env"),
-                    "set either `password` or `password_env`, not both".into(),
-                ));
-                None
-            }
-            (Some(password), None) => Some(Secret(password.get_ref().clone())),
-            (None, Some(env)) => match std::env::var(env.get_ref()) {
-                Ok(value) => Some(Secret(value)),
-                Err(e) => {
-                    errors.push(site.error(
-                        env.span().start,
-                        format!("{table}.password_env"),
-                        format!("cannot read the environment variable `{}`: {e}", env.get_ref()),
-                    ));
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        let password = self.password(&table, site, &mut errors);
         let mut duration = |value: &Option<Spanned<String>>, key: &str, default: Duration| match value {
             None => default,
             Some(text) => match parse_duration(text.get_ref(), ABOVE_ZERO) {
@@ -233,5 +168,90 @@ impl ConnectionEntry {
             max_connections,
             location: Location::at(site.file, site.text, url_at),
         })
+    }
+}
+
+/// The dialect a connection URL names by its scheme, and for SQLite the
+/// database file (relative to the tenant file).
+fn url_dialect(
+    text: &str,
+    url_at: usize,
+    url_key: &str,
+    site: &Site<'_>,
+    errors: &mut ConfigErrors,
+) -> (Option<SqlDialect>, Option<PathBuf>) {
+    match text.split_once("://").map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest)) {
+        Some((scheme, _)) if scheme == "postgres" || scheme == "postgresql" => (Some(SqlDialect::Postgres), None),
+        Some((scheme, _)) if scheme == "mysql" || scheme == "mariadb" => (Some(SqlDialect::Mysql), None),
+        Some((scheme, rest)) if scheme == "sqlite" => {
+            let file = rest.split('?').next().unwrap_or_default();
+            if file.is_empty() {
+                errors.push(site.error(
+                    url_at,
+                    url_key.to_string(),
+                    "names no database file: write sqlite://PATH".into(),
+                ));
+            }
+            let base = site.file.parent().unwrap_or(Path::new("."));
+            (Some(SqlDialect::Sqlite), Some(std::path::absolute(base.join(file)).unwrap_or_else(|_| file.into())))
+        }
+        _ => {
+            errors.push(site.error(
+                url_at,
+                url_key.to_string(),
+                format!(
+                    "`{text}` is not a database URL this host knows: use postgres://, mysql://, mariadb:// or \
+                         sqlite://"
+                ),
+            ));
+            (None, None)
+        }
+    }
+}
+
+/// Checks a PostgreSQL or MySQL URL: it parses, names a host, and holds no
+/// password (URLs end up in logs and reports).
+fn check_server_url(text: &str, url_at: usize, url_key: &str, site: &Site<'_>, errors: &mut ConfigErrors) {
+    match url::Url::parse(text) {
+        Err(e) => errors.push(site.error(url_at, url_key.to_string(), format!("`{text}` is not a valid URL: {e}"))),
+        Ok(parsed) if parsed.password().is_some() => errors.push(site.error(
+            url_at,
+            url_key.to_string(),
+            "holds a password; URLs end up in logs and reports, so put it in `password` or `password_env`".into(),
+        )),
+        Ok(parsed) if parsed.host_str().is_none_or(str::is_empty) => {
+            errors.push(site.error(url_at, url_key.to_string(), format!("`{text}` names no host")))
+        }
+        Ok(_) => {}
+    }
+}
+
+impl ConnectionEntry {
+    /// The connection's password, from `password` or the environment variable
+    /// `password_env` names (never both).
+    fn password(&self, table: &str, site: &Site<'_>, errors: &mut ConfigErrors) -> Option<Secret> {
+        match (&self.password, &self.password_env) {
+            (Some(_), Some(env)) => {
+                errors.push(site.error(
+                    env.span().start,
+                    format!("{table}.password_env"),
+                    "set either `password` or `password_env`, not both".into(),
+                ));
+                None
+            }
+            (Some(password), None) => Some(Secret(password.get_ref().clone())),
+            (None, Some(env)) => match std::env::var(env.get_ref()) {
+                Ok(value) => Some(Secret(value)),
+                Err(e) => {
+                    errors.push(site.error(
+                        env.span().start,
+                        format!("{table}.password_env"),
+                        format!("cannot read the environment variable `{}`: {e}", env.get_ref()),
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
     }
 }

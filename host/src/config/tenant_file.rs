@@ -410,16 +410,10 @@ impl Checker<'_> {
         ConfigError::new(self.at(offset), key, message)
     }
 
-    fn plugin(&self, name: &str, name_at: usize, entry: PluginEntry) -> Result<PluginConfig, ConfigErrors> {
-        let table = format!("plugins.{name}");
-        let mut errors = ConfigErrors::default();
-        if !is_valid_name(name) {
-            errors.push(self.error(
-                name_at,
-                table.clone(),
-                format!("`{name}` is not a valid plugin name: use letters, digits, `_` and `-`"),
-            ));
-        }
+    /// Checks a plugin's file: within `max_plugin_size`, readable, its sha256
+    /// the one pinned, and signed as the host requires. Returns its path and
+    /// the pinned digest.
+    fn plugin_file(&self, table: &str, entry: &PluginEntry, errors: &mut ConfigErrors) -> (PathBuf, String) {
         let path = self.host.plugin_dir.join(entry.path.get_ref());
         let pinned = entry.sha256.get_ref().trim().to_ascii_lowercase();
         if pinned.len() != 64 || !pinned.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -469,9 +463,15 @@ impl Checker<'_> {
                 }
             }
         }
+        (path, pinned)
+    }
+
+    /// The directories granted to a plugin, each checked to exist and to
+    /// name an absolute guest path.
+    fn dir_grants(&self, table: &str, grants: Vec<DirEntry>, errors: &mut ConfigErrors) -> Vec<DirGrant> {
         let base_dir = self.path.parent().unwrap_or(Path::new("."));
         let mut dirs = Vec::new();
-        for (i, dir) in entry.dirs.into_iter().enumerate() {
+        for (i, dir) in grants.into_iter().enumerate() {
             let host_dir = std::path::absolute(base_dir.join(dir.host.get_ref())).unwrap_or_default();
             if !host_dir.is_dir() {
                 errors.push(self.error(
@@ -489,13 +489,34 @@ impl Checker<'_> {
             }
             dirs.push(DirGrant { host: host_dir, guest: dir.guest, write: dir.write });
         }
+        dirs
+    }
+
+    /// The hosts a plugin may reach over HTTP, each parsed.
+    fn allowed_hosts(&self, table: &str, hosts: &[Spanned<String>], errors: &mut ConfigErrors) -> Vec<AllowedHost> {
         let mut allowed_hosts = Vec::new();
-        for (i, host) in entry.allowed_hosts.iter().enumerate() {
+        for (i, host) in hosts.iter().enumerate() {
             match AllowedHost::parse(host.get_ref()) {
                 Ok(allowed) => allowed_hosts.push(allowed),
                 Err(e) => errors.push(self.error(host.span().start, format!("{table}.allowed_hosts[{i}]"), e)),
             }
         }
+        allowed_hosts
+    }
+
+    fn plugin(&self, name: &str, name_at: usize, entry: PluginEntry) -> Result<PluginConfig, ConfigErrors> {
+        let table = format!("plugins.{name}");
+        let mut errors = ConfigErrors::default();
+        if !is_valid_name(name) {
+            errors.push(self.error(
+                name_at,
+                table.clone(),
+                format!("`{name}` is not a valid plugin name: use letters, digits, `_` and `-`"),
+            ));
+        }
+        let (path, pinned) = self.plugin_file(&table, &entry, &mut errors);
+        let dirs = self.dir_grants(&table, entry.dirs, &mut errors);
+        let allowed_hosts = self.allowed_hosts(&table, &entry.allowed_hosts, &mut errors);
         let connections = self.grants(
             &table,
             "connections",
