@@ -106,9 +106,10 @@ pub struct RunStats {
     pub deleted: u64,
     pub upserted: u64,
     pub unchanged: u64,
-    /// Operations that failed transiently: a diff run's are planned again by
-    /// the next run; an event run's wait in the retry queue, or were
-    /// dead-lettered once out of attempts (counted in `dead_lettered` too).
+    /// Diff runs: operations that gave up after their attempts within the
+    /// run (the next run plans them again). Event runs: transient failures
+    /// seen, each carried to the retry queue or, out of attempts,
+    /// dead-lettered (counted in `dead_lettered` too).
     pub failed: u64,
     /// Operations the destination rejected for good (dead-lettered, for events).
     pub rejected: u64,
@@ -133,6 +134,24 @@ pub struct RunStats {
     pub held: u64,
     /// Milliseconds spent per phase (diff syncs: read, apply).
     pub timings_ms: BTreeMap<String, u64>,
+}
+
+impl RunStats {
+    /// Adds what one committed event batch did, which dead-lettered
+    /// `dead_lettered` operations, to the run's totals.
+    pub fn add_batch(&mut self, batch: &BatchStats, dead_lettered: u64) {
+        self.batches += 1;
+        self.read += batch.events;
+        self.upserted += batch.upserted;
+        self.deleted += batch.deleted;
+        self.rejected += batch.rejected;
+        self.collapsed += batch.collapsed;
+        self.retried += batch.retried;
+        self.queued += batch.queued;
+        self.dead_lettered += dead_lettered;
+        self.pending_retries = batch.pending_retries;
+        self.cursor_after = Some(batch.cursor_after.clone());
+    }
 }
 
 /// One run, as kept in the state store.

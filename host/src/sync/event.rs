@@ -52,74 +52,127 @@ use synchost_model::{Action, Change, EventBatch, Operation, Row, Table};
 
 pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
     let id = job.id();
-    let policy = &job.pipeline.event;
-    let mut source = job.source().map_err(|e| halt(e, None))?;
-    // Acknowledges a JetStream source's messages, only once committed.
-    let acknowledger = source.acknowledger();
-    let mut transforms = job.transforms().map_err(|e| halt(e, None))?;
-    let mut destinations =
-        (0..policy.lanes).map(|_| job.destination()).collect::<Result<Vec<_>, _>>().map_err(|e| halt(e, None))?;
-    let mut cursor = job.state.cursor(&id).map_err(Halt::State)?;
-    progress.stats.cursor_before = cursor.clone();
-    progress.stats.cursor_after = cursor.clone();
-    // Keys with a dead letter that no later operation has superseded yet.
-    let mut lettered: HashSet<String> = job
-        .state
-        .dead_letters(&id)
-        .map_err(Halt::State)?
-        .into_iter()
-        .filter(|l| l.superseded_by.is_none())
-        .map(|l| l.key)
-        .collect();
-    let mut previous_commit: Option<(u64, f64)> = None;
-    // Batches ahead of the one being applied: the next one transformed, the
-    // one after it read. Reading is side-effect free: what was read ahead is
-    // simply dropped if the batch in hand does not commit.
-    let mut next: Option<Result<Fetched, Halt>> = None;
-    let mut after_next: Option<Result<Read, Halt>> = None;
-    let max_batch = job.pipeline.max_batch;
+    let mut stages = Stages::start(job, &id, progress)?;
     let outcome = loop {
-        if job.options.max_batches.is_some_and(|max| progress.stats.batches >= max) {
-            break Ok(());
+        if let Err(end) = at_boundary(job, progress) {
+            break end;
         }
-        if job.should_stop() {
-            break Err(Halt::Stopped);
-        }
-        // At a batch boundary: everything committed so far stays, and the
-        // next run goes on from the cursor.
-        if let Err(over) = progress.budget.rows(progress.stats.read, "events").and_then(|()| progress.budget.time()) {
-            break Err(over);
-        }
-        // Whatever was read and transformed ahead was done by the old
-        // version: it is dropped, and the next run reads it again.
-        if job.is_superseded() {
-            break Err(Halt::HandedOver);
-        }
-        let fetched = match next.take() {
+        let fetched = match stages.next.take() {
             Some(fetched) => fetched,
-            None => read(&mut source, max_batch, cursor.as_deref()).and_then(|r| transform(&id, &mut transforms, r)),
+            None => read(&mut stages.source, job.pipeline.max_batch, stages.cursor.as_deref())
+                .and_then(|r| transform(&id, &mut stages.transforms, r)),
         };
-        let fetched = match fetched {
-            Ok(fetched) => fetched,
+        let step = fetched.and_then(|fetched| stages.step(job, &id, run, fetched, progress));
+        match step {
+            Ok(None) => break Ok(()),
+            Ok(Some(next_cursor)) => stages.cursor = Some(next_cursor),
             Err(e) => break Err(e),
-        };
-        // Three stages at once: this batch is applied and committed while the
-        // next one is transformed and the one after it is read.
+        }
+    };
+    if let Some((seq, ms)) = stages.previous_commit {
+        job.state.set_batch_commit_time(run, seq, ms).map_err(Halt::State)?;
+    }
+    outcome
+}
+
+/// Whether the run goes on to another batch: `Err` with how it ends if not.
+/// At a batch boundary everything committed so far stays, and the next run
+/// goes on from the cursor.
+fn at_boundary(job: &SyncJob<'_>, progress: &Progress) -> Result<(), Result<(), Halt>> {
+    if job.options.max_batches.is_some_and(|max| progress.stats.batches >= max) {
+        return Err(Ok(()));
+    }
+    if job.should_stop() {
+        return Err(Err(Halt::Stopped));
+    }
+    progress.budget.rows(progress.stats.read, "events").and_then(|()| progress.budget.time()).map_err(Err)?;
+    // Whatever was read and transformed ahead was done by the old version:
+    // it is dropped, and the next run reads it again.
+    if job.is_superseded() {
+        return Err(Err(Halt::HandedOver));
+    }
+    Ok(())
+}
+
+/// An event run's plugin instances and what it carries from batch to batch.
+struct Stages {
+    source: crate::plugin::SourceInstance,
+    /// Acknowledges a JetStream source's messages, only once committed.
+    acknowledger: crate::plugin::Acknowledger,
+    transforms: TransformChain,
+    /// One per lane.
+    destinations: Vec<crate::plugin::DestinationInstance>,
+    cursor: Option<String>,
+    /// Keys with a dead letter that no later operation has superseded yet.
+    lettered: HashSet<String>,
+    /// The previous batch's sequence and commit time, recorded with the next.
+    previous_commit: Option<(u64, f64)>,
+    /// Batches ahead of the one being applied: the next one transformed, the
+    /// one after it read. Reading is side-effect free: what was read ahead is
+    /// simply dropped if the batch in hand does not commit.
+    next: Option<Result<Fetched, Halt>>,
+    after_next: Option<Result<Read, Halt>>,
+}
+
+impl Stages {
+    fn start(job: &SyncJob<'_>, id: &PipelineId, progress: &mut Progress) -> Result<Stages, Halt> {
+        let source = job.source().map_err(|e| halt(e, None))?;
+        let acknowledger = source.acknowledger();
+        let transforms = job.transforms().map_err(|e| halt(e, None))?;
+        let destinations = (0..job.pipeline.event.lanes)
+            .map(|_| job.destination())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| halt(e, None))?;
+        let cursor = job.state.cursor(id).map_err(Halt::State)?;
+        progress.stats.cursor_before = cursor.clone();
+        progress.stats.cursor_after = cursor.clone();
+        let lettered = job
+            .state
+            .dead_letters(id)
+            .map_err(Halt::State)?
+            .into_iter()
+            .filter(|l| l.superseded_by.is_none())
+            .map(|l| l.key)
+            .collect();
+        Ok(Stages {
+            source,
+            acknowledger,
+            transforms,
+            destinations,
+            cursor,
+            lettered,
+            previous_commit: None,
+            next: None,
+            after_next: None,
+        })
+    }
+
+    /// Applies and commits `fetched` while the next batch is transformed and
+    /// the one after it read, on scoped threads. `None`: nothing was left to do.
+    fn step(
+        &mut self,
+        job: &SyncJob<'_>,
+        id: &PipelineId,
+        run: RunId,
+        fetched: Fetched,
+        progress: &mut Progress,
+    ) -> Result<Option<String>, Halt> {
+        let max_batch = job.pipeline.max_batch;
         let wanted = |ahead: u64| {
             fetched.events > 0 && job.options.max_batches.is_none_or(|max| progress.stats.batches + ahead < max)
         };
         let (want_next, want_after_next) = (wanted(1), wanted(2));
-        let mut batch = Batch::new(job, &id, cursor.as_deref(), progress.stats.batches + 1);
-        let (source, transforms) = (&mut source, &mut transforms);
-        let pending_read = after_next.take();
+        let mut batch = Batch::new(job, id, self.cursor.as_deref(), progress.stats.batches + 1);
+        let (source, transforms) = (&mut self.source, &mut self.transforms);
+        let pending_read = self.after_next.take();
         let next_cursor_hint = fetched.next_cursor.clone();
-        let step = std::thread::scope(|scope| {
+        std::thread::scope(|scope| {
             // The next batch: transform what was read ahead, or read it now
             // (then the source is busy and nothing is read further ahead).
             let (transformer, reader) = match pending_read {
                 Some(read_ahead) if want_next => {
                     let after_cursor = read_ahead.as_ref().ok().map(|r| r.batch.cursor.clone());
-                    let transformer = scope.spawn(|| read_ahead.and_then(|r| transform(&id, transforms, r)));
+                    let transformer = scope.spawn(|| read_ahead.and_then(|r| transform(id, transforms, r)));
                     let reader = after_cursor
                         .filter(|_| want_after_next)
                         .map(|c| scope.spawn(move || read(source, max_batch, Some(&c))));
@@ -128,34 +181,25 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
                 _ => {
                     let transformer = want_next.then(|| {
                         scope.spawn(|| {
-                            read(source, max_batch, Some(&next_cursor_hint)).and_then(|r| transform(&id, transforms, r))
+                            read(source, max_batch, Some(&next_cursor_hint)).and_then(|r| transform(id, transforms, r))
                         })
                     });
                     (transformer, None)
                 }
             };
-            let step = batch.run(fetched, &mut destinations, &mut lettered, progress).and_then(|done| {
+            let step = batch.run(fetched, &mut self.destinations, &mut self.lettered, progress).and_then(|done| {
                 let Some(next_cursor) = done else { return Ok(None) };
                 let started = Instant::now();
-                batch.commit(run, &next_cursor, previous_commit, progress)?;
-                acknowledger.committed(&next_cursor);
-                previous_commit = Some((batch.stats.seq, ms(started)));
+                batch.commit(run, &next_cursor, self.previous_commit, progress)?;
+                self.acknowledger.committed(&next_cursor);
+                self.previous_commit = Some((batch.stats.seq, ms(started)));
                 Ok(Some(next_cursor))
             });
-            next = transformer.map(|t| t.join().expect("the transforming thread panicked"));
-            after_next = reader.map(|r| r.join().expect("the reading thread panicked"));
+            self.next = transformer.map(|t| t.join().expect("the transforming thread panicked"));
+            self.after_next = reader.map(|r| r.join().expect("the reading thread panicked"));
             step
-        });
-        match step {
-            Ok(None) => break Ok(()),
-            Ok(Some(next_cursor)) => cursor = Some(next_cursor),
-            Err(e) => break Err(e),
-        }
-    };
-    if let Some((seq, ms)) = previous_commit {
-        job.state.set_batch_commit_time(run, seq, ms).map_err(Halt::State)?;
+        })
     }
-    outcome
 }
 
 /// A batch read and transformed, and collapsed per key: ready to apply.
@@ -436,17 +480,6 @@ impl<'j, 'a> Batch<'j, 'a> {
         previous_commit_ms: Option<(u64, f64)>,
         progress: &mut Progress,
     ) -> Result<(), Halt> {
-        let s = &mut progress.stats;
-        s.batches += 1;
-        s.read += self.stats.events;
-        s.upserted += self.stats.upserted;
-        s.deleted += self.stats.deleted;
-        s.rejected += self.stats.rejected;
-        s.collapsed += self.stats.collapsed;
-        s.retried += self.stats.retried;
-        s.queued += self.stats.queued;
-        s.dead_lettered += self.dead_letters.len() as u64;
-        s.cursor_after = Some(cursor.to_string());
         self.stats.cursor_after = cursor.to_string();
         let job = self.job;
         // What the queue holds after this commit.
@@ -455,7 +488,7 @@ impl<'j, 'a> Batch<'j, 'a> {
         }
         self.queue_keys.extend(self.queued.iter().map(|item| item.key.clone()));
         self.stats.pending_retries = self.queue_keys.len() as u64;
-        s.pending_retries = self.stats.pending_retries;
+        progress.stats.add_batch(&self.stats, self.dead_letters.len() as u64);
         let applied = &self.applied;
         let applied_keys = |key: &str| applied.contains(key);
         job.state
