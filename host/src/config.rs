@@ -2,8 +2,9 @@
 //!
 //! Every problem is reported with the file, line and key it comes from, and all
 //! problems are reported at once, so an operator fixes a config in one pass.
-//! Checks that need the plugins themselves (their kind, their WIT version) are
-//! made by [`crate::plugin`] against the locations kept here.
+//! Checks that need the plugins themselves (their WIT version, in
+//! [`crate::plugin`]; their kind against their role, in [`crate::runtime`])
+//! are made against the locations kept here.
 
 mod allowed_host;
 mod connection;

@@ -6,8 +6,9 @@
 //! - [`model`] (the `synchost-model` crate): values, rows, tables and
 //!   operations, the data that crosses the plugin boundary, shared with the
 //!   guest SDK;
+//! - [`signing`]: ed25519 signatures on plugin files;
 //! - [`config`]: `synchost.toml` and `tenants/*.toml`, checked with file:line
-//!   errors; [`signing`]: ed25519 signatures on plugin files;
+//!   errors;
 //! - [`plugin`]: compiling components once per digest, and calling them in a
 //!   sandbox under their limits, with only the capabilities their tenant granted;
 //! - [`state`]: runs, cursors, retry queues and dead letters (SQLite by default);

@@ -5,11 +5,12 @@
 //! host for is cut off at the call's deadline: a timer (`wasi:clocks`
 //! `subscribe-duration` and `subscribe-instant`, which sleeps and timeouts
 //! are made of) fires no later than the deadline, and an HTTP request's
-//! timeouts end there too (see `http`). When the wait ends the plugin is back
+//! timeouts end there too (see `capability::http`). When the wait ends the plugin is back
 //! in wasm code past its deadline, and the epoch interrupts it within a tick;
 //! should it return first, the call still ends as over its `call_timeout`
 //! (see `instance`): it came back late, and it never got the wait it asked for.
-//! The `sql` and `jetstream` host calls wait no longer than [`bounded`] either.
+//! The `sql` and `jetstream` host calls (`capability::sql`, `capability::jetstream`)
+//! wait no longer than [`bounded`] either.
 //!
 //! The deadline is kept per thread: the engine is synchronous, so a plugin
 //! call and every host call it makes run on the thread that made the call.

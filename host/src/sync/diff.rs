@@ -76,6 +76,8 @@ fn compute_plan(
     let started = Instant::now();
     let page = source.snapshot(None)?;
     progress.stats.read += page.rows.len() as u64;
+    progress.budget.rows(progress.stats.read, "source rows")?;
+    progress.page_read();
     if let Some(log) = source_log.as_deref_mut() {
         log.page(&page.rows)?;
     }

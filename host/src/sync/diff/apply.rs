@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::archive::OutcomeWriter;
+use super::archive::{ArchiveError, OutcomeWriter};
 use super::plan::Plan;
 use crate::plugin::DestinationInstance;
 use crate::state::RunId;
@@ -78,7 +78,7 @@ fn apply_phases(
 }
 
 /// One chunk, retried for what failed transiently; the managed keys of what
-/// applied are recorded once the chunk is done, or has halted.
+/// applied are recorded once the chunk is done, or has stopped.
 fn apply_chunk(
     job: &SyncJob<'_>,
     destinations: &mut [DestinationInstance],
@@ -86,68 +86,97 @@ fn apply_chunk(
     outcomes: &mut OutcomeWriter,
     progress: &mut Progress,
 ) -> Result<(), Halt> {
-    let mut created = Vec::new();
-    let mut deleted = Vec::new();
+    let mut settled = Settled::default();
     let mut pending = chunk;
     let result = loop {
         let applied = apply::apply(destinations, pending, job.pipeline.apply_batch);
-        let mut again = Vec::new();
-        let mut wait = std::time::Duration::ZERO;
-        let mut refused = None;
-        for (op, result) in applied.outcomes {
-            let (kind, key) = (op.operation.action.name(), op.key.as_str());
-            match RetryPolicy::IN_RUN.verdict(key, op.attempts, &result) {
-                Verdict::Applied => {
-                    match &op.operation.action {
-                        Action::Create(_) => {
-                            progress.stats.created += 1;
-                            created.push(op.key.clone());
-                        }
-                        Action::Update(_) => progress.stats.updated += 1,
-                        Action::Upsert(_) => progress.stats.upserted += 1,
-                        Action::Delete(_) => {
-                            progress.stats.deleted += 1;
-                            deleted.push(op.key.clone());
-                        }
-                    }
-                    outcomes.record(kind, key, "applied", None)?;
-                }
-                Verdict::Retry { attempts, wait: backoff, reason } => {
-                    tracing::debug!(key, attempts, "transient failure, retrying: {reason}");
-                    progress.stats.retried += 1;
-                    wait = wait.max(backoff);
-                    again.push(Pending { attempts, ..op });
-                }
-                Verdict::Config(reason) => {
-                    outcomes.record(kind, key, "config", Some(&reason))?;
-                    refused.get_or_insert(format!("the destination could not apply `{key}`: {reason}"));
-                }
-                Verdict::Rejected(reason) => {
-                    progress.stats.rejected += 1;
-                    outcomes.record(kind, key, "rejected", Some(&reason))?;
-                    progress.failure(key, format!("{reason} ({})", shown(&op.columns, &op.operation.action)));
-                }
-                Verdict::GaveUp { reason, .. } => {
-                    progress.stats.failed += 1;
-                    outcomes.record(kind, key, "failed", Some(&reason))?;
-                    progress.failure(key, format!("{reason} ({})", shown(&op.columns, &op.operation.action)));
-                }
-            }
+        let archived = applied.outcomes.into_iter().try_for_each(|(op, result)| {
+            let verdict = RetryPolicy::IN_RUN.verdict(&op.key, op.attempts, &result);
+            settled.settle(op, verdict, outcomes, progress)
+        });
+        if let Err(e) = archived {
+            break Err(e.into());
         }
         if let Some(error) = applied.halt {
             break Err(error.into());
         }
-        if let Some(reason) = refused {
+        if let Some(reason) = settled.refused.take() {
             break Err(Halt::Refused(reason));
         }
-        if again.is_empty() {
+        if settled.again.is_empty() {
             break Ok(());
         }
-        std::thread::sleep(wait);
-        pending = again;
+        std::thread::sleep(std::mem::take(&mut settled.wait));
+        pending = std::mem::take(&mut settled.again);
     };
-    job.state.update_managed_keys(&job.id(), &created, &deleted)?;
+    job.state.update_managed_keys(&job.id(), &settled.created, &settled.deleted)?;
     result
+}
+
+/// What became of a chunk's operations so far.
+#[derive(Default)]
+struct Settled {
+    created: Vec<String>,
+    deleted: Vec<String>,
+    /// Operations to try again, after `wait`.
+    again: Vec<PlannedOp>,
+    wait: std::time::Duration,
+    /// A config error the destination reported: the run stops after the chunk.
+    refused: Option<String>,
+}
+
+impl Settled {
+    /// Counts and archives one operation's verdict.
+    fn settle(
+        &mut self,
+        op: PlannedOp,
+        verdict: Verdict,
+        outcomes: &mut OutcomeWriter,
+        progress: &mut Progress,
+    ) -> Result<(), ArchiveError> {
+        let (kind, key) = (op.operation.action.name(), op.key.as_str());
+        match verdict {
+            Verdict::Applied => {
+                match &op.operation.action {
+                    Action::Create(_) => {
+                        progress.stats.created += 1;
+                        self.created.push(op.key.clone());
+                    }
+                    Action::Update(_) => progress.stats.updated += 1,
+                    Action::Upsert(_) => progress.stats.upserted += 1,
+                    Action::Delete(_) => {
+                        progress.stats.deleted += 1;
+                        self.deleted.push(op.key.clone());
+                    }
+                }
+                outcomes.record(kind, key, "applied", None)
+            }
+            Verdict::Retry { attempts, wait, reason } => {
+                tracing::debug!(key, attempts, "transient failure, retrying: {reason}");
+                progress.stats.retried += 1;
+                self.wait = self.wait.max(wait);
+                self.again.push(Pending { attempts, ..op });
+                Ok(())
+            }
+            Verdict::Config(reason) => {
+                outcomes.record(kind, key, "config", Some(&reason))?;
+                self.refused.get_or_insert(format!("the destination could not apply `{key}`: {reason}"));
+                Ok(())
+            }
+            Verdict::Rejected(reason) => {
+                progress.stats.rejected += 1;
+                outcomes.record(kind, key, "rejected", Some(&reason))?;
+                progress.failure(key, format!("{reason} ({})", shown(&op.columns, &op.operation.action)));
+                Ok(())
+            }
+            Verdict::GaveUp { reason, .. } => {
+                progress.stats.failed += 1;
+                outcomes.record(kind, key, "failed", Some(&reason))?;
+                progress.failure(key, format!("{reason} ({})", shown(&op.columns, &op.operation.action)));
+                Ok(())
+            }
+        }
+    }
 }
 
 /// An operation as a report shows it beside its failure.
