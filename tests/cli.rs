@@ -1,4 +1,5 @@
-//! The command line itself: help, plugin inspection and signing, and the demo.
+//! The command line itself: help, plugin inspection and signing, the demo, and
+//! how it behaves at its edges (closed pipes, Ctrl-C, JSON errors, exit codes).
 
 mod common;
 
@@ -72,7 +73,10 @@ fn sync_names_an_unknown_pipeline() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("tenant `acme` has no pipeline `nope` (it has: main)"), "{}", stderr(&output));
     let output = host.synchost(&["sync", "globex/main"]);
-    assert!(stderr(&output).contains("no tenant `globex` (tenants: acme)"), "{}", stderr(&output));
+    let error = stderr(&output);
+    assert!(error.contains("no tenant `globex`: no file `globex.toml` here (tenants: acme)"), "{error}");
+    // A message without a key has no empty place for one.
+    assert!(!error.contains(": :"), "{error}");
 }
 
 #[test]
@@ -142,4 +146,178 @@ fn plugin_sign_and_verify_catch_a_changed_file_and_an_untrusted_key() {
     let verify = host.synchost(&["plugin", "verify", plugin, "--key", &public]);
     assert!(!verify.status.success());
     assert!(stderr(&verify).contains("the file was changed after it was signed"), "{}", stderr(&verify));
+}
+
+/// A host whose diff pipeline `acme/main` maps `data/in/p.csv`.
+fn diff_host() -> HostDir {
+    let host = HostDir::new();
+    host.write("data/in/p.csv", "id,name\n1,a\n2,b\n");
+    host.write(
+        "tenants/acme.toml",
+        &common::file_pipeline_tenant(
+            r#"{ snapshot = "/in/p.csv", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "name", from = "name" }]"#,
+            "mode = \"diff\"",
+        ),
+    );
+    host
+}
+
+#[test]
+fn a_reader_that_closes_the_pipe_ends_the_command_quietly() {
+    let host = diff_host();
+    for _ in 0..3 {
+        assert!(host.sync("acme/main", &[]).0);
+    }
+    // `synchost runs list | head -0`: the reader is gone before the first line.
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(host.path("synchost.toml"))
+        .args(["runs", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let error = stderr(&output);
+    assert!(!error.contains("panicked"), "{error}");
+    assert!(output.status.success(), "{:?}: {error}", output.status);
+}
+
+#[test]
+fn with_json_an_error_is_json_too() {
+    let host = diff_host();
+    let output = host.synchost(&["sync", "acme/nope", "--json"]);
+    assert!(!output.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", stdout(&output));
+    });
+    assert!(error["error"].as_str().unwrap().contains("has no pipeline `nope`"), "{error}");
+}
+
+#[test]
+fn without_a_config_the_error_says_how_to_give_one() {
+    let empty = tempfile::tempdir().unwrap();
+    let output =
+        Command::new(BIN).arg("validate").current_dir(empty.path()).env_remove("SYNCHOST_CONFIG").output().unwrap();
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(error.contains("cannot read the host config") && error.contains("--config PATH"), "{error}");
+    assert!(!error.contains(": :"), "{error}");
+}
+
+#[test]
+fn dead_letters_of_a_diff_pipeline_are_refused_as_the_wrong_kind() {
+    let host = diff_host();
+    let output = host.synchost(&["dlq", "list", "acme/main"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("acme/main is a diff pipeline: dead letters belong to event pipelines"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn status_exits_non_zero_while_a_pipeline_needs_someone() {
+    let host = diff_host();
+    assert!(host.sync("acme/main", &[]).0);
+    let output = host.synchost(&["status"]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(stdout(&output).contains("last run 1 succeeded"), "statuses read as words: {}", stdout(&output));
+    // The source file is gone: the next run fails, and the tenant is degraded.
+    std::fs::remove_file(host.path("data/in/p.csv")).unwrap();
+    assert!(!host.sync("acme/main", &[]).0);
+    let output = host.synchost(&["status", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["tenants"][0]["health"], "degraded", "{status}");
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let commands: &[&[&str]] = &[
+        &["validate"],
+        &["sync"],
+        &["plan"],
+        &["approve"],
+        &["replay"],
+        &["run"],
+        &["reload"],
+        &["status"],
+        &["runs", "list"],
+        &["runs", "show"],
+        &["dlq", "list"],
+        &["dlq", "retry"],
+        &["dlq", "drop"],
+        &["plugin", "inspect"],
+        &["plugin", "keygen"],
+        &["plugin", "sign"],
+        &["plugin", "verify"],
+        &["plugin", "rollback"],
+        &["demo"],
+    ];
+    for command in commands {
+        let output = Command::new(BIN).args(*command).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{command:?}");
+        let help = stdout(&output);
+        assert!(help.contains("Example"), "{command:?} has no example:\n{help}");
+        assert!(help.contains(&format!("synchost {}", command.join(" "))), "{command:?}:\n{help}");
+        // Every argument and option says what it is.
+        for line in help.lines().filter(|l| l.starts_with("  ") && !l.starts_with("   ")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert!(words.len() > 1 || line.trim().is_empty(), "{command:?}: `{line}` is undescribed:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_sync_at_a_batch_boundary_and_records_it_stopped() {
+    let host = HostDir::new();
+    let events = 200;
+    let changelog: String = (0..events)
+        .map(|i| format!("{}\n", serde_json::json!({"op": "upsert", "row": {"id": format!("k{i}"), "n": i}})))
+        .collect();
+    host.write("data/in/changes.jsonl", &changelog);
+    let digest = host.install_fixture("flaky_destination.wasm");
+    host.write(
+        "tenants/acme.toml",
+        &common::pipeline_tenant_with_destination(
+            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
+            ("flaky_destination.wasm", &digest),
+            r#"{ dir = "/out", shards = 4, apply_delay_ms = 100 }"#,
+            "mode = \"event\"\nmax_batch = 5\nlanes = 1",
+        ),
+    );
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(host.path("synchost.toml"))
+        .args(["sync", "acme/main", "--json"])
+        .env("SYNCHOST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while host.records("data/out").len() < 10 {
+        assert!(std::time::Instant::now() < deadline, "the sync never applied its first batches");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(stderr(&output).contains("stopping at the next batch boundary"), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["status"], "stopped", "{report}");
+    let applied = report["stats"]["upserted"].as_u64().unwrap();
+    assert!(applied >= 10 && applied < events, "it stopped part-way: {report}");
+    // What it committed stays; the next run goes on from its cursor.
+    assert_eq!(host.records("data/out").len() as u64, applied);
+    let (ok, next) = host.sync("acme/main", &[]);
+    assert!(ok, "{next}");
+    assert_eq!(next["stats"]["read"].as_u64().unwrap(), events - applied, "{next}");
+    assert_eq!(host.records("data/out").len() as u64, events);
 }

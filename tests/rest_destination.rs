@@ -546,7 +546,10 @@ fn unavailable_answers_are_retried_and_invalid_records_are_rejected_with_the_api
     host.write("data/in/people.csv", &people_csv(&rows));
 
     let (ok, report) = host.sync("acme/main", &[]);
-    assert!(ok, "a rejected record does not fail the run: {report}");
+    // A rejected record does not fail the run, but the run says it left one out.
+    assert!(!ok, "{report}");
+    assert_eq!(report["status"], "succeeded_with_errors", "{report}");
+    assert!(report["error"].as_str().unwrap().contains("1 rejected"), "{report}");
     assert_eq!((count(&report, "created"), count(&report, "rejected")), (4, 1), "{report}");
     assert!(count(&report, "retried") >= 2, "the two 503s were retried within the run: {report}");
     let failures: Vec<(String, String)> = serde_json::from_value(report["failures"].clone()).unwrap();

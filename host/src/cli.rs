@@ -1,8 +1,10 @@
 //! The `synchost` command line: parsing and one function per command.
 
+use crate::cli::out::outln;
 mod admin;
 mod diff;
 mod dlq;
+pub(crate) mod out;
 mod output;
 mod plugin;
 mod progress;
@@ -33,15 +35,21 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check synchost.toml, every tenant file and every plugin, running nothing.
+    #[command(after_help = "Example:\n  synchost --config /etc/synchost/synchost.toml validate")]
     Validate,
     /// Look at, sign and verify plugin files.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
-    /// Run one sync of a pipeline now.
+    /// Run one sync of a pipeline now. Ctrl-C stops it at the next batch
+    /// boundary. Exits 0 when it succeeded, 3 when some operations did not
+    /// apply, 130 when stopped, 1 otherwise.
+    #[command(
+        after_help = "Examples:\n  synchost sync acme/roster\n  synchost sync acme/orders --max-batches 10 --json"
+    )]
     Sync {
         /// The pipeline, as TENANT/PIPELINE.
         pipeline: PipelineId,
-        /// Print the report as JSON.
+        /// Print the report as JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
         /// Event syncs: stop after this many batches, even if more events wait.
@@ -52,38 +60,54 @@ enum Command {
         force: bool,
     },
     /// Show what a diff sync would do now, writing nothing.
+    #[command(after_help = "Example:\n  synchost plan acme/roster")]
     Plan {
         /// The pipeline, as TENANT/PIPELINE.
         pipeline: PipelineId,
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Apply the exact plan of a blocked diff run.
+    #[command(after_help = "Example:\n  synchost approve 42")]
     Approve {
+        /// The run, by the id `synchost runs list` shows.
         run: RunId,
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Recompute a diff run's plan from its archive and compare.
+    #[command(
+        after_help = "Examples:\n  synchost replay 42\n  synchost replay 42 --plugin lms_fields=new_field_mapper.wasm"
+    )]
     Replay {
+        /// The run, by the id `synchost runs list` shows.
         run: RunId,
         /// Replay with another version of a transform: NAME=FILE.wasm (repeatable).
         #[arg(long = "plugin", value_name = "NAME=FILE.wasm")]
         plugins: Vec<String>,
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Run every scheduled pipeline until Ctrl-C or SIGTERM, reloading
     /// tenants whose files change.
+    #[command(after_help = "Example:\n  synchost --config /etc/synchost/synchost.toml run")]
     Run,
     /// Ask the running daemon to reload the tenant files now.
+    #[command(after_help = "Example:\n  synchost reload")]
     Reload {
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Tenants, pipelines, plugin versions, last runs and health: from the
-    /// running daemon, or from the files and state when none runs.
+    /// running daemon, or from the files and state when none runs. Exits 1
+    /// when any tenant is not `ok`.
+    #[command(after_help = "Example:\n  synchost status --json")]
     Status {
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -94,6 +118,7 @@ enum Command {
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
     /// Build a demo tenant and show a diff sync and an event sync end to end.
+    #[command(after_help = "Example:\n  synchost demo --dir ./demo")]
     Demo {
         /// Where to build it; a new temporary directory if not given.
         #[arg(long)]
@@ -104,17 +129,23 @@ enum Command {
 #[derive(Subcommand)]
 enum RunsCommand {
     /// The newest runs first.
+    #[command(after_help = "Examples:\n  synchost runs list\n  synchost runs list acme/roster --limit 5 --json")]
     List {
         /// Only this pipeline (TENANT/PIPELINE).
         pipeline: Option<PipelineId>,
+        /// How many runs to show, newest first.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One run in full.
+    #[command(after_help = "Example:\n  synchost runs show 42")]
     Show {
+        /// The run, by the id `synchost runs list` shows.
         run: RunId,
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -125,11 +156,35 @@ enum RunsCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    let json = cli.command.json();
     match run(cli) {
         Ok(code) => code,
+        // With --json, what the command prints is JSON, errors included.
+        Err(e) if json => {
+            outln!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output.
+    fn json(&self) -> bool {
+        match self {
+            Command::Sync { json, .. }
+            | Command::Plan { json, .. }
+            | Command::Approve { json, .. }
+            | Command::Replay { json, .. }
+            | Command::Reload { json }
+            | Command::Status { json } => *json,
+            Command::Runs(RunsCommand::List { json, .. } | RunsCommand::Show { json, .. }) => *json,
+            Command::Plugin(command) => command.json(),
+            Command::Dlq(command) => command.json(),
+            Command::Validate | Command::Run | Command::Demo { .. } => false,
         }
     }
 }
@@ -183,6 +238,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A sync's exit code: 0 when it did all it set out to; 1 when it failed or
+/// stopped short; 3 when it ran to its end but some operations did not apply
+/// (so scripts can tell "look at the dead letters" from "it broke"); 130
+/// when Ctrl-C stopped it.
+fn exit_code(status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::SucceededWithErrors => ExitCode::from(3),
+        RunStatus::Stopped if STOP.load(std::sync::atomic::Ordering::Relaxed) => ExitCode::from(130),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Set by the first Ctrl-C or SIGTERM during a command that runs a sync.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Watches for Ctrl-C and SIGTERM on a thread of its own while a command
+/// runs a sync: the first stops the run at its next batch boundary (it is
+/// recorded as stopped, and what it committed stays); a second exits at once.
+fn stop_on_signal() -> &'static AtomicBool {
+    let watch = || {
+        let Ok(signals) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        signals.block_on(async {
+            if crate::daemon::wait_for_signal().await.is_err() {
+                return;
+            }
+            STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("stopping at the next batch boundary; Ctrl-C again to exit at once");
+            if crate::daemon::wait_for_signal().await.is_ok() {
+                eprintln!("exiting now: what was not committed is read again by the next run");
+                std::process::exit(130);
+            }
+        });
+    };
+    if let Err(e) = std::thread::Builder::new().name("synchost-signals".into()).spawn(watch) {
+        tracing::warn!("Ctrl-C will end the command at once, not at a batch boundary: {e}");
+    }
+    &STOP
+}
+
 fn load(config: &Path, tenants: Tenants<'_>) -> anyhow::Result<Runtime> {
     Runtime::load(config, tenants).map_err(|e| match e {
         LoadError::Config(errors) => anyhow::anyhow!("the configuration has {} problem(s):\n{errors}", errors.0.len()),
@@ -201,7 +296,7 @@ fn validate(config: &Path) -> anyhow::Result<ExitCode> {
             let config = checked.config;
             let pipelines: usize = config.tenants.iter().map(|t| t.pipelines.len()).sum();
             let plugins: usize = config.tenants.iter().map(|t| t.plugins.len()).sum();
-            println!(
+            outln!(
                 "{}: valid ({} tenant(s), {plugins} plugin(s), {pipelines} pipeline(s))",
                 config.host.path.display(),
                 config.tenants.len()
@@ -219,10 +314,10 @@ fn validate(config: &Path) -> anyhow::Result<ExitCode> {
 
 fn sync(config: &Path, id: &PipelineId, json: bool, options: SyncOptions) -> anyhow::Result<ExitCode> {
     let runtime = load(config, Tenants::Only(&id.tenant))?;
-    let stop = AtomicBool::new(false);
-    let mut job = runtime.job(id, &stop, options)?;
+    let stop = stop_on_signal();
+    let mut job = runtime.job(id, stop, options)?;
     job.observer = progress::observer(json);
     let report = job.run()?;
     output::report(&report, json);
-    Ok(if report.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(exit_code(report.status))
 }

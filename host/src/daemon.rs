@@ -144,7 +144,10 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
             .await
             .unwrap_or_else(|e| Err(format!("the reload panicked: {e}")));
         match &outcome {
-            Ok(report) if !report.changes.is_empty() => tracing::info!(changes = ?report.changes, "reloaded"),
+            Ok(report) if !report.changes.is_empty() => {
+                let changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
+                tracing::info!("reloaded: {}", changes.join("; "))
+            }
             Ok(_) => tracing::debug!("reloaded: nothing changed"),
             Err(e) => tracing::error!("reload failed, nothing changed: {e}"),
         }
@@ -275,22 +278,29 @@ async fn schedule_loop(
     }
 }
 
+/// A clean run at INFO with its counts; anything else at WARN, with the
+/// counts of what did not apply, so that a run that dead-lettered half its
+/// batch never reads as a success in the log.
 fn log_report(report: &SyncReport) {
     let s = &report.stats;
+    let status = report.status.to_string();
     match &report.error {
         None => tracing::info!(
-            pipeline = %report.pipeline, run = report.run, status = ?report.status,
+            pipeline = %report.pipeline, run = report.run, status,
             read = s.read, created = s.created, updated = s.updated, deleted = s.deleted,
-            upserted = s.upserted, rejected = s.rejected, failed = s.failed, handed_over = report.handed_over,
+            upserted = s.upserted, handed_over = report.handed_over,
             "run finished"
         ),
-        Some(error) => {
-            tracing::warn!(pipeline = %report.pipeline, run = report.run, status = ?report.status, "run ended: {error}")
-        }
+        Some(error) => tracing::warn!(
+            pipeline = %report.pipeline, run = report.run, status,
+            rejected = s.rejected, dead_lettered = s.dead_lettered, failed = s.failed,
+            "run ended: {error}"
+        ),
     }
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Waits for Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

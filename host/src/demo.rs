@@ -4,6 +4,7 @@
 //! at the destination, a second diff sync that a guard blocks until an operator
 //! approves it, an idle one, then an event sync that resumes from its cursor.
 
+use crate::cli::out::{out, outln};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -143,7 +144,7 @@ schedule = "every 5s"
 }
 
 fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
-    println!("synchost demo in {}", dir.display());
+    outln!("synchost demo in {}", dir.display());
     let runtime = Runtime::load(config, Tenants::All).map_err(|e| anyhow::anyhow!("{e}"))?;
     let roster = PipelineId::new("district", "roster");
     let live = PipelineId::new("district", "live");
@@ -151,7 +152,7 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
 
     step("1. First diff sync: the SIS roster (5 students) fills the empty LMS");
     show(&sync(&runtime, &roster)?);
-    print!("{}", table(&lms)?);
+    out!("{}", table(&lms)?);
 
     step(
         "2. A week later: Maria's family name changes, Kwame withdraws, Li Wei enrolls;\n   meanwhile an LMS admin adds a field the sync does not own to Ada's record",
@@ -159,15 +160,15 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
     std::fs::write(dir.join("data/sis/students.csv"), STUDENTS_LATER)?;
     add_manual_field(&lms, "1001", "homeroom", "B12")?;
     let blocked = sync_allowing_block(&runtime, &roster)?;
-    println!("   run {}: BLOCKED, nothing written: {}", blocked.run, blocked.error.as_deref().unwrap_or_default());
-    println!("   (3 changes to 5 records is 60%, above the pipeline's max_change_ratio of 20%)");
+    outln!("   run {}: BLOCKED, nothing written: {}", blocked.run, blocked.error.as_deref().unwrap_or_default());
+    outln!("   (3 changes to 5 records is 60%, above the pipeline's max_change_ratio of 20%)");
 
     step(&format!("2b. An operator checks the plan and approves it: `synchost approve {}`", blocked.run));
     let stop = AtomicBool::new(false);
     let approved = runtime.job(&roster, &stop, SyncOptions::default())?.approve(blocked.run)?;
     show(&approved);
-    print!("{}", table(&lms)?);
-    println!("   (Ada's `homeroom` survived: only the fields the transform emits are owned)");
+    out!("{}", table(&lms)?);
+    outln!("   (Ada's `homeroom` survived: only the fields the transform emits are owned)");
 
     step("3. Nothing changed at the source: the next diff sync changes nothing");
     show(&sync(&runtime, &roster)?);
@@ -175,25 +176,25 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
     step("4. Event sync: three changes arrive on the SIS changelog (Noor's grade twice)");
     append(&dir.join("data/sis/changes.jsonl"), FIRST_EVENTS)?;
     show(&sync(&runtime, &live)?);
-    print!("{}", table(&dir.join("data/lms-live"))?);
+    out!("{}", table(&dir.join("data/lms-live"))?);
 
     step("5. Two more events (Tomas leaves, Aiko arrives): the sync resumes from its cursor");
     append(&dir.join("data/sis/changes.jsonl"), LATER_EVENTS)?;
     show(&sync(&runtime, &live)?);
-    print!("{}", table(&dir.join("data/lms-live"))?);
+    out!("{}", table(&dir.join("data/lms-live"))?);
 
     step("Explore");
-    println!("   synchost --config {} plan district/roster", config.display());
-    println!("   synchost --config {} replay 1", config.display());
-    println!("   synchost --config {} runs list", config.display());
-    println!("   synchost --config {} validate", config.display());
-    println!("   synchost --config {} run        # both pipelines on their schedules", config.display());
-    println!("   synchost --config {} status     # tenants, plugin versions, last runs", config.display());
+    outln!("   synchost --config {} plan district/roster", config.display());
+    outln!("   synchost --config {} replay 1", config.display());
+    outln!("   synchost --config {} runs list", config.display());
+    outln!("   synchost --config {} validate", config.display());
+    outln!("   synchost --config {} run        # both pipelines on their schedules", config.display());
+    outln!("   synchost --config {} status     # tenants, plugin versions, last runs", config.display());
     Ok(())
 }
 
 fn step(title: &str) {
-    println!("\n{title}");
+    outln!("\n{title}");
 }
 
 fn sync(runtime: &Runtime, id: &PipelineId) -> anyhow::Result<SyncReport> {
@@ -216,11 +217,18 @@ fn sync_allowing_block(runtime: &Runtime, id: &PipelineId) -> anyhow::Result<Syn
 fn show(report: &SyncReport) {
     let s = &report.stats;
     match report.mode {
-        crate::config::Mode::Diff => println!(
+        crate::config::Mode::Diff => outln!(
             "   run {}: read {} rows, {} desired, destination had {} -> created {}, updated {}, deleted {}, unchanged {}",
-            report.run, s.read, s.desired, s.destination, s.created, s.updated, s.deleted, s.unchanged
+            report.run,
+            s.read,
+            s.desired,
+            s.destination,
+            s.created,
+            s.updated,
+            s.deleted,
+            s.unchanged
         ),
-        crate::config::Mode::Event => println!(
+        crate::config::Mode::Event => outln!(
             "   run {}: {} events in {} batch(es), cursor {} -> {} -> upserted {}, deleted {}",
             report.run,
             s.read,

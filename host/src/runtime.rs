@@ -148,7 +148,7 @@ impl Runtime {
                 crate::config::Location::file(&config.host.tenants_dir),
                 "",
                 format!(
-                    "no tenant `{name}` (tenants: {})",
+                    "no tenant `{name}`: no file `{name}.toml` here (tenants: {})",
                     if known.is_empty() { "none".into() } else { known.join(", ") }
                 ),
             ))

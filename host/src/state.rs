@@ -48,10 +48,14 @@ pub type RunId = i64;
 
 /// How a run ended (or that it has not yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
     Succeeded,
+    /// It ran to its end, but some operations did not apply: rejected,
+    /// dead-lettered, or given up after their attempts (see the run's
+    /// failures and the dead letters).
+    SucceededWithErrors,
     Failed,
     /// Stopped early by a shutdown; what it committed stands.
     Stopped,
@@ -63,6 +67,9 @@ pub enum RunStatus {
     /// The process running it ended without finishing it (killed, say); found
     /// when the pipeline's next run starts. What it committed stands.
     Abandoned,
+    /// A blocked plan that a later run planned afresh: it can no longer be
+    /// approved.
+    Superseded,
 }
 
 impl RunStatus {
@@ -70,24 +77,35 @@ impl RunStatus {
         match self {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
+            RunStatus::SucceededWithErrors => "succeeded_with_errors",
             RunStatus::Failed => "failed",
             RunStatus::Stopped => "stopped",
             RunStatus::Blocked => "blocked",
             RunStatus::Paused => "paused",
             RunStatus::Abandoned => "abandoned",
+            RunStatus::Superseded => "superseded",
         }
     }
 
     fn parse(text: &str) -> RunStatus {
         match text {
             "succeeded" => RunStatus::Succeeded,
+            "succeeded_with_errors" => RunStatus::SucceededWithErrors,
             "failed" => RunStatus::Failed,
             "stopped" => RunStatus::Stopped,
             "blocked" => RunStatus::Blocked,
             "paused" => RunStatus::Paused,
             "abandoned" => RunStatus::Abandoned,
+            "superseded" => RunStatus::Superseded,
             _ => RunStatus::Running,
         }
+    }
+}
+
+/// As people read it: "succeeded with errors", "blocked".
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_str().replace('_', " "))
     }
 }
 

@@ -90,7 +90,7 @@ pub enum SyncError {
     NoRun(RunId),
     #[error("run {run} is not a diff run of {pipeline}")]
     NotThisPipeline { run: RunId, pipeline: PipelineId },
-    #[error("run {run} is not blocked (it {status:?}); only a blocked plan can be approved")]
+    #[error("run {run} is not blocked (it is {status}); only a blocked plan can be approved")]
     NotBlocked { run: RunId, status: RunStatus },
     #[error("{0} is an event pipeline; only diff pipelines plan")]
     NotDiff(PipelineId),
@@ -112,7 +112,7 @@ pub enum Halt {
     State(#[from] StateError),
     #[error("{0}")]
     Refused(String),
-    #[error("stopped by shutdown")]
+    #[error("stopped at a batch boundary by a shutdown or Ctrl-C; what was committed stays")]
     Stopped,
     /// Event syncs: a newer version of the plugins is active; the run ends
     /// after its last committed batch and the next one carries on.
@@ -333,7 +333,10 @@ impl SyncJob<'_> {
             _ => None,
         };
         let (status, error) = match outcome {
-            Ok(()) | Err(Halt::HandedOver) => (RunStatus::Succeeded, None),
+            Ok(()) | Err(Halt::HandedOver) => match self.did_not_apply(&progress.stats) {
+                None => (RunStatus::Succeeded, None),
+                Some(summary) => (RunStatus::SucceededWithErrors, Some(summary)),
+            },
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
             Err(Halt::OverBudget(breach)) if self.pipeline.mode == Mode::Event => {
                 (RunStatus::Stopped, Some(format!("{}; the next run goes on from its cursor", breach.detail)))
@@ -367,6 +370,25 @@ impl SyncJob<'_> {
             failures: std::mem::take(&mut progress.failures),
             handed_over,
         })
+    }
+
+    /// What of a run that went to its end did not apply, if anything: items
+    /// rejected, dead-lettered, or (diff runs) given up after their attempts.
+    fn did_not_apply(&self, stats: &RunStats) -> Option<String> {
+        let mut parts = Vec::new();
+        if stats.rejected > 0 {
+            parts.push(format!("{} rejected", stats.rejected));
+        }
+        match self.pipeline.mode {
+            Mode::Event if stats.dead_lettered > 0 => {
+                parts.push(format!("{} dead-lettered (see `synchost dlq list {}`)", stats.dead_lettered, self.id()))
+            }
+            Mode::Diff if stats.failed > 0 => {
+                parts.push(format!("{} gave up after their attempts (the next run plans them again)", stats.failed))
+            }
+            _ => {}
+        }
+        (!parts.is_empty()).then(|| format!("some operations did not apply: {}", parts.join(", ")))
     }
 
     /// Tells the observer of the halts it hears about on their own: a plan

@@ -1,6 +1,7 @@
 //! The commands that talk to a running daemon: `reload`, `status` and
 //! `plugin rollback` (see [`crate::daemon::admin`]).
 
+use crate::cli::out::outln;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -26,7 +27,7 @@ pub(super) fn reload(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         print_json(&report);
     } else if report.changes.is_empty() {
-        println!("reloaded: nothing changed");
+        outln!("reloaded: nothing changed");
     } else {
         report.changes.iter().for_each(print_change);
     }
@@ -49,12 +50,12 @@ fn print_change(change: &TenantChange) {
         plugins.iter().map(|(name, digest)| format!("{name}={}", &digest[..12])).collect::<Vec<_>>().join(" ")
     };
     match change {
-        TenantChange::Added { tenant, plugins } => println!("{tenant}: added ({})", digests(plugins)),
-        TenantChange::Swapped { tenant, plugins } => println!("{tenant}: now running {}", digests(plugins)),
-        TenantChange::Removed { tenant } => println!("{tenant}: removed"),
+        TenantChange::Added { tenant, plugins } => outln!("{tenant}: added ({})", digests(plugins)),
+        TenantChange::Swapped { tenant, plugins } => outln!("{tenant}: now running {}", digests(plugins)),
+        TenantChange::Removed { tenant } => outln!("{tenant}: removed"),
         TenantChange::Refused { tenant, problems } => {
-            println!("{tenant}: new version refused, the running one stays:");
-            problems.iter().for_each(|p| println!("  {p}"));
+            outln!("{tenant}: new version refused, the running one stays:");
+            problems.iter().for_each(|p| outln!("  {p}"));
         }
     }
 }
@@ -68,17 +69,21 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             runtime.status("no daemon running: read from the files and the state")
         }
     };
+    // Anything but every tenant `ok` is worth a non-zero exit: a monitor
+    // can run `synchost status` and alert on it.
+    let healthy = status.tenants.iter().all(|t| t.health == "ok");
+    let code = if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     if json {
         print_json(&status);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
-    println!("source: {}", status.source);
+    outln!("source: {}", status.source);
     for tenant in &status.tenants {
         let since = tenant.loaded_at.as_deref().map(|t| format!(", loaded {t}")).unwrap_or_default();
         let rolled_back = if tenant.rolled_back { ", rolled back" } else { "" };
-        println!("\n{} [{}{since}{rolled_back}]", tenant.name, tenant.health);
+        outln!("\n{} [{}{since}{rolled_back}]", tenant.name, tenant.health);
         for plugin in &tenant.plugins {
-            println!(
+            outln!(
                 "  plugin {:<16} {:<11} {} (wit {}, {} version(s) kept){}",
                 plugin.name,
                 plugin.kind,
@@ -91,7 +96,7 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         for pipeline in &tenant.pipelines {
             let last = match &pipeline.last_run {
                 Some(run) => format!(
-                    "last run {} {:?} at {}{}",
+                    "last run {} {} at {}{}",
                     run.id,
                     run.status,
                     run.finished_at.as_deref().unwrap_or(&run.started_at),
@@ -99,17 +104,25 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 ),
                 None => "no runs yet".into(),
             };
-            println!(
+            outln!(
                 "  pipeline {:<14} {:<5} {:<16} {last}",
                 pipeline.name,
                 pipeline.mode.to_string(),
                 pipeline.schedule
             );
+            if pipeline.mode == crate::config::Mode::Event {
+                outln!(
+                    "    dead letters {}, retry queue {}{}",
+                    pipeline.dead_letters,
+                    pipeline.retry_queue,
+                    if pipeline.dead_letters > 0 { " (see `synchost dlq list`)" } else { "" }
+                );
+            }
         }
         if let Some(refused) = &tenant.refused {
-            println!("  newest file refused at {}:", refused.at);
-            refused.problems.iter().for_each(|p| println!("    {p}"));
+            outln!("  newest file refused at {}:", refused.at);
+            refused.problems.iter().for_each(|p| outln!("    {p}"));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

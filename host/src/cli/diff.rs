@@ -3,20 +3,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
 use super::{load, open_state, output, progress};
 use crate::plugin::PluginKind;
 use crate::runtime::Tenants;
-use crate::state::{PipelineId, RunId, RunStatus, StateStore};
+use crate::state::{PipelineId, RunId, StateStore};
 use crate::sync::{SyncJob, SyncOptions};
 
 pub(super) fn plan(config: &Path, id: &PipelineId, json: bool) -> anyhow::Result<ExitCode> {
     let runtime = load(config, Tenants::Only(&id.tenant))?;
-    let stop = AtomicBool::new(false);
-    let mut job = runtime.job(id, &stop, SyncOptions::default())?;
+    let stop = super::stop_on_signal();
+    let mut job = runtime.job(id, stop, SyncOptions::default())?;
     job.observer = progress::observer(json);
     let preview = job.preview()?;
     output::preview(id, &preview, job.pipeline.diff.max_change_ratio, json);
@@ -32,19 +31,19 @@ fn pipeline_of(config: &Path, run: RunId) -> anyhow::Result<PipelineId> {
 pub(super) fn approve(config: &Path, run: RunId, json: bool) -> anyhow::Result<ExitCode> {
     let id = pipeline_of(config, run)?;
     let runtime = load(config, Tenants::Only(&id.tenant))?;
-    let stop = AtomicBool::new(false);
-    let mut job = runtime.job(&id, &stop, SyncOptions::default())?;
+    let stop = super::stop_on_signal();
+    let mut job = runtime.job(&id, stop, SyncOptions::default())?;
     job.observer = progress::observer(json);
     let report = job.approve(run).map_err(|e| anyhow::anyhow!("cannot approve run {run}: {e}"))?;
     output::report(&report, json);
-    Ok(if report.status == RunStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(super::exit_code(report.status))
 }
 
 pub(super) fn replay(config: &Path, run: RunId, overrides: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let id = pipeline_of(config, run)?;
     let runtime = load(config, Tenants::Only(&id.tenant))?;
-    let stop = AtomicBool::new(false);
-    let job = runtime.job(&id, &stop, SyncOptions::default())?;
+    let stop = super::stop_on_signal();
+    let job = runtime.job(&id, stop, SyncOptions::default())?;
     let mut plugins: BTreeMap<_, _> = (*job.plugins).clone();
     for spec in overrides {
         let (name, file) = spec.split_once('=').with_context(|| format!("--plugin `{spec}` is not NAME=FILE.wasm"))?;

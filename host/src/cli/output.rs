@@ -1,5 +1,6 @@
 //! How the CLI shows things: for people by default, as JSON with `--json`.
 
+use crate::cli::out::outln;
 use std::path::Path;
 
 use crate::plugin::CompiledPlugin;
@@ -8,7 +9,7 @@ use crate::sync::SyncReport;
 use synchost_model::PluginInfo;
 
 pub(super) fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("CLI output serialises"));
+    outln!("{}", serde_json::to_string_pretty(value).expect("CLI output serialises"));
 }
 
 pub(super) fn inspection(file: &Path, compiled: &CompiledPlugin, info: &PluginInfo, json: bool) {
@@ -28,13 +29,13 @@ pub(super) fn inspection(file: &Path, compiled: &CompiledPlugin, info: &PluginIn
         }));
         return;
     }
-    println!("file:        {}", file.display());
-    println!("sha256:      {}", compiled.digest);
-    println!("kind:        {}", compiled.kind);
-    println!("world:       {}@{}", compiled.kind.world(), compiled.wit_version);
-    println!("wit version: {} (info() says {})", compiled.wit_version, info.wit_version);
-    println!("name:        {} {}", info.name, info.version);
-    println!("description: {}", info.description);
+    outln!("file:        {}", file.display());
+    outln!("sha256:      {}", compiled.digest);
+    outln!("kind:        {}", compiled.kind);
+    outln!("world:       {}@{}", compiled.kind.world(), compiled.wit_version);
+    outln!("wit version: {} (info() says {})", compiled.wit_version, info.wit_version);
+    outln!("name:        {} {}", info.name, info.version);
+    outln!("description: {}", info.description);
 }
 
 pub(super) fn report(report: &SyncReport, json: bool) {
@@ -42,13 +43,13 @@ pub(super) fn report(report: &SyncReport, json: bool) {
         print_json(report);
         return;
     }
-    println!("{}: run {} {} ({} sync)", report.pipeline, report.run, status_word(report.status), report.mode);
+    outln!("{}: run {} {} ({} sync)", report.pipeline, report.run, status_word(report.status), report.mode);
     print_stats(&report.stats);
     if let Some(error) = &report.error {
-        println!("  error: {error}");
+        outln!("  error: {error}");
     }
     for (key, reason) in &report.failures {
-        println!("  not applied: {key}: {reason}");
+        outln!("  not applied: {key}: {reason}");
     }
 }
 
@@ -57,44 +58,58 @@ fn status_word(status: crate::state::RunStatus) -> &'static str {
     match status {
         Running => "is running",
         Succeeded => "succeeded",
+        SucceededWithErrors => "succeeded with errors",
         Failed => "failed",
         Stopped => "stopped",
         Blocked => "is blocked",
         Paused => "paused",
         Abandoned => "was abandoned",
+        Superseded => "was superseded",
     }
 }
 
 fn print_stats(stats: &RunStats) {
     match (&stats.cursor_before, &stats.cursor_after) {
         (before, Some(after)) => {
-            println!(
+            outln!(
                 "  read {} events in {} batch(es); cursor {} -> {after}",
                 stats.read,
                 stats.batches,
                 before.as_deref().unwrap_or("(start)")
             );
-            println!(
-                "  upserted {}, deleted {}, rejected {}, failed {}",
-                stats.upserted, stats.deleted, stats.rejected, stats.failed
+            outln!(
+                "  upserted {}, deleted {}, rejected {}, dead-lettered {}, failed transiently {} (retry queue: {})",
+                stats.upserted,
+                stats.deleted,
+                stats.rejected,
+                stats.dead_lettered,
+                stats.failed,
+                stats.pending_retries
             );
         }
         _ => {
-            println!(
+            outln!(
                 "  read {} source rows -> {} desired; the destination had {}",
-                stats.read, stats.desired, stats.destination
+                stats.read,
+                stats.desired,
+                stats.destination
             );
-            println!(
+            outln!(
                 "  created {}, updated {}, deleted {}, unchanged {}, rejected {}, failed {}",
-                stats.created, stats.updated, stats.deleted, stats.unchanged, stats.rejected, stats.failed
+                stats.created,
+                stats.updated,
+                stats.deleted,
+                stats.unchanged,
+                stats.rejected,
+                stats.failed
             );
             if stats.held > 0 || stats.retried > 0 {
-                println!("  held back (unique) {}, retried within the run {}", stats.held, stats.retried);
+                outln!("  held back (unique) {}, retried within the run {}", stats.held, stats.retried);
             }
             if !stats.timings_ms.is_empty() {
                 let phases: Vec<String> =
                     stats.timings_ms.iter().map(|(phase, ms)| format!("{phase} {ms} ms")).collect();
-                println!("  timings: {}", phases.join(", "));
+                outln!("  timings: {}", phases.join(", "));
             }
         }
     }
@@ -106,17 +121,17 @@ pub(super) fn runs(runs: &[RunRecord], json: bool) {
         return;
     }
     if runs.is_empty() {
-        println!("no runs recorded");
+        outln!("no runs recorded");
         return;
     }
-    println!("{:>6}  {:<32} {:<6} {:<10} {:<25} summary", "run", "pipeline", "mode", "status", "started");
+    outln!("{:>6}  {:<32} {:<6} {:<10} {:<25} summary", "run", "pipeline", "mode", "status", "started");
     for run in runs {
         let s = &run.stats;
         let summary = match run.mode {
             crate::config::Mode::Diff => format!("+{} ~{} -{} ={}", s.created, s.updated, s.deleted, s.unchanged),
             crate::config::Mode::Event => format!("{} events, {} batches", s.read, s.batches),
         };
-        println!(
+        outln!(
             "{:>6}  {:<32} {:<6} {:<10} {:<25} {summary}",
             run.id,
             run.pipeline.to_string(),
@@ -132,15 +147,15 @@ pub(super) fn run(run: &RunRecord, json: bool) {
         print_json(run);
         return;
     }
-    println!("run {} of {} ({} sync): {}", run.id, run.pipeline, run.mode, status_word(run.status));
-    println!("  started  {}", run.started_at);
-    println!("  finished {}", run.finished_at.as_deref().unwrap_or("-"));
+    outln!("run {} of {} ({} sync): {}", run.id, run.pipeline, run.mode, status_word(run.status));
+    outln!("  started  {}", run.started_at);
+    outln!("  finished {}", run.finished_at.as_deref().unwrap_or("-"));
     print_stats(&run.stats);
     if let Some(error) = &run.error {
-        println!("  error: {error}");
+        outln!("  error: {error}");
     }
     for (plugin, digest) in &run.plugins {
-        println!("  plugin {plugin}: sha256 {digest}");
+        outln!("  plugin {plugin}: sha256 {digest}");
     }
 }
 
@@ -177,15 +192,15 @@ pub(super) fn preview(id: &crate::state::PipelineId, preview: &crate::sync::diff
         }));
         return;
     }
-    println!("plan for {id} (nothing written)");
-    println!(
+    outln!("plan for {id} (nothing written)");
+    outln!(
         "  source {} rows -> {} desired; destination {} records; owned fields: {}",
         preview.read,
         plan.desired_rows,
         plan.destination_rows,
         plan.columns.join(", ")
     );
-    println!(
+    outln!(
         "  create {}, update {}, delete {}, unchanged {}, held back {}",
         plan.creates.len(),
         plan.updates.len(),
@@ -193,16 +208,16 @@ pub(super) fn preview(id: &crate::state::PipelineId, preview: &crate::sync::diff
         plan.unchanged,
         plan.held.len()
     );
-    println!("  change ratio {:.1}% (max_change_ratio {:.1}%)", plan.change_ratio() * 100.0, max_ratio * 100.0);
+    outln!("  change ratio {:.1}% (max_change_ratio {:.1}%)", plan.change_ratio() * 100.0, max_ratio * 100.0);
     match &preview.blocked {
-        Some(reason) => println!("  BLOCKED: {reason}"),
-        None => println!("  a sync would apply it"),
+        Some(reason) => outln!("  BLOCKED: {reason}"),
+        None => outln!("  a sync would apply it"),
     }
     for row in plan.creates.iter().take(PLAN_SAMPLE) {
-        println!("  + {} {}", row.key, row_to_json(&plan.columns, row));
+        outln!("  + {} {}", row.key, row_to_json(&plan.columns, row));
     }
     for update in plan.updates.iter().take(PLAN_SAMPLE) {
-        println!(
+        outln!(
             "  ~ {} {} (changed: {})",
             update.row.key,
             row_to_json(&plan.columns, &update.row),
@@ -210,12 +225,15 @@ pub(super) fn preview(id: &crate::state::PipelineId, preview: &crate::sync::diff
         );
     }
     for key in plan.deletes.iter().take(PLAN_SAMPLE) {
-        println!("  - {key}");
+        outln!("  - {key}");
     }
     for conflict in plan.held.iter().take(PLAN_SAMPLE) {
-        println!(
+        outln!(
             "  ! {} held back: `{}` = {} collides with `{}`",
-            conflict.key, conflict.field, conflict.value, conflict.other
+            conflict.key,
+            conflict.field,
+            conflict.value,
+            conflict.other
         );
     }
 }
@@ -231,18 +249,18 @@ pub(super) fn replay(report: &crate::sync::diff::ReplayReport, json: bool) {
             c.creates, c.updates, c.deletes, c.unchanged, c.held
         )
     };
-    println!("replay of run {}", report.run);
+    outln!("replay of run {}", report.run);
     for (name, digest) in &report.transforms {
-        println!("  transform {name}: sha256 {digest}");
+        outln!("  transform {name}: sha256 {digest}");
     }
-    println!("  recorded: {}", counts(&report.recorded));
-    println!("  replayed: {}", counts(&report.replayed));
+    outln!("  recorded: {}", counts(&report.recorded));
+    outln!("  replayed: {}", counts(&report.replayed));
     if report.differing_keys == 0 {
-        println!("  the replayed plan is the same as the recorded one");
+        outln!("  the replayed plan is the same as the recorded one");
     } else {
-        println!("  {} key(s) planned differently:", report.differing_keys);
+        outln!("  {} key(s) planned differently:", report.differing_keys);
         for difference in &report.differences {
-            println!("    {}: recorded {} | replayed {}", difference.key, difference.recorded, difference.replayed);
+            outln!("    {}: recorded {} | replayed {}", difference.key, difference.recorded, difference.replayed);
         }
     }
 }
@@ -260,11 +278,15 @@ pub(super) fn run_with_batches(record: &RunRecord, batches: &[crate::state::Batc
         return;
     }
     let s = &record.stats;
-    println!(
+    outln!(
         "  collapsed {}, retried {}, queued for retry {}, dead-lettered {}, retries pending {}",
-        s.collapsed, s.retried, s.queued, s.dead_lettered, s.pending_retries
+        s.collapsed,
+        s.retried,
+        s.queued,
+        s.dead_lettered,
+        s.pending_retries
     );
-    println!(
+    outln!(
         "  {:>5} {:>7} {:>6} {:>9} {:>8} {:>7} {:>6} {:>6} {:>6} {:>5} {:>8} {:>8} {:>8} {:>8}  cursor",
         "batch",
         "events",
@@ -283,7 +305,7 @@ pub(super) fn run_with_batches(record: &RunRecord, batches: &[crate::state::Batc
     );
     for b in batches {
         let commit = b.commit_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.1}"));
-        println!(
+        outln!(
             "  {:>5} {:>7} {:>6} {:>9} {:>8} {:>7} {:>6} {:>6} {:>6} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8}  {} -> {}",
             b.seq,
             b.events,

@@ -1,5 +1,6 @@
 //! `synchost plugin ...`: look at a plugin file, and sign and verify plugins.
 
+use crate::cli::out::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,26 +16,34 @@ use crate::signing::{self, TrustedKey};
 #[derive(Subcommand)]
 pub enum PluginCommand {
     /// Show a plugin's kind, world, WIT version and what its info() says.
+    #[command(after_help = "Example:\n  synchost plugin inspect plugins/field_mapper.wasm")]
     Inspect {
+        /// The component file (.wasm).
         file: PathBuf,
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Make a signing key: writes the secret key to FILE and prints the public
     /// key to put in synchost.toml's `trusted_keys`.
+    #[command(after_help = "Example:\n  synchost plugin keygen publisher.key")]
     Keygen {
         /// Where to write the secret key; it must not exist yet.
         file: PathBuf,
     },
     /// Sign a plugin file: writes FILE.wasm.sig beside it.
+    #[command(after_help = "Example:\n  synchost plugin sign plugins/my_source.wasm --key publisher.key")]
     Sign {
+        /// The component file (.wasm) to sign.
         file: PathBuf,
         /// The secret key file made by `synchost plugin keygen`.
         #[arg(long)]
         key: PathBuf,
     },
     /// Check a plugin's signature against the host's trusted keys (or --key).
+    #[command(after_help = "Example:\n  synchost plugin verify plugins/my_source.wasm")]
     Verify {
+        /// The component file (.wasm); its signature is FILE.sig.
         file: PathBuf,
         /// Trust this public key (`ed25519:...`) instead of synchost.toml's.
         #[arg(long)]
@@ -42,12 +51,26 @@ pub enum PluginCommand {
     },
     /// Return a tenant's plugin to its previous good version in the running
     /// daemon; it holds until the tenant file changes again.
+    #[command(after_help = "Example:\n  synchost plugin rollback acme lms_fields")]
     Rollback {
+        /// The tenant, by its file's name (tenants/TENANT.toml).
         tenant: String,
+        /// The plugin, by its name in the tenant file (`[plugins.NAME]`).
         plugin: String,
+        /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+impl PluginCommand {
+    /// Whether the command was asked for JSON output.
+    pub(super) fn json(&self) -> bool {
+        match self {
+            PluginCommand::Inspect { json, .. } | PluginCommand::Rollback { json, .. } => *json,
+            PluginCommand::Keygen { .. } | PluginCommand::Sign { .. } | PluginCommand::Verify { .. } => false,
+        }
+    }
 }
 
 pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -76,7 +99,7 @@ fn keygen(file: &Path) -> anyhow::Result<ExitCode> {
     let (secret, public) = signing::generate_key()?;
     write_new_private(file, &secret).with_context(|| format!("cannot write the secret key to `{}`", file.display()))?;
     eprintln!("secret key written to {}; keep it out of the host and out of version control", file.display());
-    println!("{public}");
+    outln!("{public}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -99,7 +122,7 @@ fn sign(file: &Path, key: &Path) -> anyhow::Result<ExitCode> {
     let signature_file = signing::signature_path(file);
     std::fs::write(&signature_file, signing::sign(&key, &digest))
         .with_context(|| format!("cannot write `{}`", signature_file.display()))?;
-    println!("{}: signed (sha256 {digest}) -> {}", file.display(), signature_file.display());
+    outln!("{}: signed (sha256 {digest}) -> {}", file.display(), signature_file.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -114,7 +137,7 @@ fn verify(config: &Path, file: &Path, key: Option<&str>) -> anyhow::Result<ExitC
     let digest = digest_of(file)?;
     match signing::check(file, &digest, &trusted, true) {
         Ok(Some(signer)) => {
-            println!("{}: good signature by {signer} (sha256 {digest})", file.display());
+            outln!("{}: good signature by {signer} (sha256 {digest})", file.display());
             Ok(ExitCode::SUCCESS)
         }
         Ok(None) => unreachable!("a required signature is never absent without an error"),

@@ -39,7 +39,7 @@ impl fmt::Display for Location {
 
 /// One problem in the configuration.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{location}: {key}: {message}")]
+#[error("{location}: {}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
 pub struct ConfigError {
     pub location: Location,
     /// The dotted key the problem is with, e.g. `pipelines.roster.schedule`.

@@ -332,8 +332,15 @@ impl LimitsFile {
 impl HostConfig {
     /// Reads `synchost.toml`; relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> Result<HostConfig, ConfigErrors> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(Location::file(path), "", format!("cannot read the host config: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (run synchost in its host directory, or pass --config PATH or set SYNCHOST_CONFIG; \
+                     `synchost demo --dir DIR` makes a host directory to start from)"
+            } else {
+                ""
+            };
+            ConfigError::new(Location::file(path), "", format!("cannot read the host config: {e}{hint}"))
+        })?;
         let file: HostFile = parse_toml(path, &text)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = std::path::absolute(&base).unwrap_or(base);

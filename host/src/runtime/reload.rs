@@ -359,6 +359,25 @@ pub enum RollbackError {
     WontStart(crate::plugin::PluginError),
 }
 
+/// As a log line reads it: "tenant `acme` swapped: map 3f2a9c1b…".
+impl std::fmt::Display for TenantChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digests = |plugins: &BTreeMap<String, String>| {
+            let short: Vec<String> =
+                plugins.iter().map(|(name, digest)| format!("{name} {}", digest.get(..12).unwrap_or(digest))).collect();
+            short.join(", ")
+        };
+        match self {
+            TenantChange::Added { tenant, plugins } => write!(f, "tenant `{tenant}` added ({})", digests(plugins)),
+            TenantChange::Swapped { tenant, plugins } => write!(f, "tenant `{tenant}` swapped ({})", digests(plugins)),
+            TenantChange::Removed { tenant } => write!(f, "tenant `{tenant}` removed"),
+            TenantChange::Refused { tenant, problems } => {
+                write!(f, "tenant `{tenant}` refused, its running version stays: {}", problems.join("; "))
+            }
+        }
+    }
+}
+
 impl TenantChange {
     pub fn tenant(&self) -> &str {
         match self {

@@ -19,7 +19,8 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenantStatus {
     pub name: String,
-    /// `ok`; `degraded` (a pipeline's last run failed or paused, or a newer
+    /// `ok`; `degraded` (a pipeline's last run failed, paused, was abandoned
+    /// or left operations unapplied, a pipeline holds dead letters, or a newer
     /// file was refused); `not loaded` (no version of the file has passed).
     pub health: String,
     pub loaded_at: Option<String>,
@@ -50,6 +51,11 @@ pub struct PipelineStatus {
     pub mode: Mode,
     pub schedule: String,
     pub last_run: Option<RunRecord>,
+    /// Event pipelines: dead letters no later event superseded, waiting for
+    /// `synchost dlq retry` or `dlq drop`.
+    pub dead_letters: usize,
+    /// Event pipelines: operations waiting in the retry queue.
+    pub retry_queue: usize,
 }
 
 impl Runtime {
@@ -81,20 +87,37 @@ impl Runtime {
                 .config
                 .pipelines
                 .values()
-                .map(|p| PipelineStatus {
-                    name: p.name.clone(),
-                    mode: p.mode,
-                    schedule: p.schedule.to_string(),
-                    last_run: self
-                        .state
-                        .runs(Some(&PipelineId::new(&name, &p.name)), 1)
-                        .ok()
-                        .and_then(|runs| runs.into_iter().next()),
+                .map(|p| {
+                    let id = PipelineId::new(&name, &p.name);
+                    let event = p.mode == Mode::Event;
+                    PipelineStatus {
+                        name: p.name.clone(),
+                        mode: p.mode,
+                        schedule: p.schedule.to_string(),
+                        last_run: self.state.runs(Some(&id), 1).ok().and_then(|runs| runs.into_iter().next()),
+                        dead_letters: self
+                            .state
+                            .dead_letters(&id)
+                            .map_or(0, |letters| letters.iter().filter(|l| l.superseded_by.is_none()).count())
+                            * usize::from(event),
+                        retry_queue: self.state.retry_queue(&id).map_or(0, |queue| queue.len()) * usize::from(event),
+                    }
                 })
                 .collect();
             let refused = swaps.refused.get(&name).cloned();
+            // A pipeline needs someone when its last run did not go to its
+            // end cleanly, or it holds dead letters.
             let failing = pipelines.iter().any(|p| {
-                p.last_run.as_ref().is_some_and(|r| matches!(r.status, RunStatus::Failed | RunStatus::Paused))
+                p.dead_letters > 0
+                    || p.last_run.as_ref().is_some_and(|r| {
+                        matches!(
+                            r.status,
+                            RunStatus::Failed
+                                | RunStatus::Paused
+                                | RunStatus::SucceededWithErrors
+                                | RunStatus::Abandoned
+                        )
+                    })
             });
             tenants.push(TenantStatus {
                 health: if refused.is_some() || failing { "degraded" } else { "ok" }.to_string(),

@@ -431,7 +431,7 @@ fn supersede_blocked(job: &SyncJob<'_>, run: RunId) {
     let Ok(runs) = job.state.runs(Some(&job.id()), 1000) else { return };
     for old in runs.iter().filter(|r| r.id != run && r.status == RunStatus::Blocked) {
         let why = format!("superseded: run {run} planned again before this plan was approved");
-        if let Err(e) = job.state.finish_run(old.id, RunStatus::Failed, &old.stats, Some(&why)) {
+        if let Err(e) = job.state.finish_run(old.id, RunStatus::Superseded, &old.stats, Some(&why)) {
             tracing::warn!(pipeline = %job.id(), "cannot mark run {} superseded: {e}", old.id);
         }
     }

@@ -436,7 +436,8 @@ impl<'j, 'a> Batch<'j, 'a> {
             }
             Verdict::Retry { attempts, wait, reason } => {
                 progress.stats.failed += 1;
-                progress.failure(&op.key, format!("{reason} (attempt {attempts}, retried in {wait:?})"));
+                let shown = humantime::format_duration(std::time::Duration::from_millis(wait.as_millis() as u64));
+                progress.failure(&op.key, format!("{reason} (attempt {attempts}, retried in {shown})"));
                 self.stats.queued += 1;
                 self.queued.push(NewRetry {
                     key: op.key.clone(),

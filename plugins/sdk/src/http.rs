@@ -208,7 +208,9 @@ impl From<HttpError> for crate::Error {
     fn from(e: HttpError) -> Self {
         if e.is_denied() {
             crate::Error::Config(format!(
-                "{e} (the host refused it: its host and port must be on the plugin's allowed_hosts)"
+                "{e} (the host refused it: its host and port must be on the plugin's allowed_hosts, and a name that \
+                 resolves to a private or loopback address, such as localhost, must be listed by that address, \
+                 e.g. `127.0.0.1:8080`; the host's log names the address)"
             ))
         } else if e.is_misconfigured() {
             crate::Error::Config(e.to_string())
