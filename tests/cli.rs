@@ -93,10 +93,12 @@ fn the_demo_shows_a_diff_sync_and_an_event_sync_end_to_end() {
     assert!(text.contains("mgarcialopez1004") && text.contains("homeroom=B12"), "{text}");
     assert!(text.contains("3 events in 1 batch(es)") && text.contains("2 events in 1 batch(es)"), "{text}");
 
-    // What it built is a working host directory.
-    let config = demo.join("synchost.toml");
-    let output = Command::new(BIN).arg("--config").arg(&config).arg("validate").output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    // What it built is a working host directory, and the commands it prints
+    // run as printed (the binary by its full path).
+    let validate = text.lines().find(|l| l.trim_end().ends_with(" validate")).expect("a validate command");
+    let words: Vec<&str> = validate.split_whitespace().collect();
+    let output = Command::new(words[0]).args(&words[1..]).output().unwrap();
+    assert!(output.status.success(), "`{validate}`: {}", stderr(&output));
     let live = common::read_records(&demo.join("data/lms-live"));
     assert_eq!(live.keys().collect::<Vec<_>>(), ["2001", "2003"]);
     assert_eq!(live["2001"]["grade"], "10");
@@ -238,6 +240,7 @@ fn status_exits_non_zero_while_a_pipeline_needs_someone() {
 #[test]
 fn every_command_has_help_with_an_example() {
     let commands: &[&[&str]] = &[
+        &["init"],
         &["validate"],
         &["sync"],
         &["plan"],
@@ -252,6 +255,7 @@ fn every_command_has_help_with_an_example() {
         &["dlq", "retry"],
         &["dlq", "drop"],
         &["plugin", "inspect"],
+        &["plugin", "export"],
         &["plugin", "keygen"],
         &["plugin", "sign"],
         &["plugin", "verify"],
@@ -320,4 +324,43 @@ fn ctrl_c_stops_a_sync_at_a_batch_boundary_and_records_it_stopped() {
     assert!(ok, "{next}");
     assert_eq!(next["stats"]["read"].as_u64().unwrap(), events - applied, "{next}");
     assert_eq!(host.records("data/out").len() as u64, events);
+}
+
+#[test]
+fn init_makes_a_host_directory_that_validates_and_syncs_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("mysync");
+    let output = Command::new(BIN).arg("init").arg(&host).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("sync example/people"), "it says what to run next: {}", stdout(&output));
+    let config = host.join("synchost.toml");
+    let run = |args: &[&str]| Command::new(BIN).arg("--config").arg(&config).args(args).output().unwrap();
+    let validate = run(&["validate"]);
+    assert!(validate.status.success(), "{}", stderr(&validate));
+    let sync = run(&["sync", "example/people", "--json"]);
+    assert!(sync.status.success(), "{}", stderr(&sync));
+    let records = common::read_records(&host.join("data/out"));
+    assert_eq!(records.len(), 2, "the withdrawn student is filtered out: {records:?}");
+    assert_eq!(records["1001"]["login"], "alovelace");
+    // It never overwrites a host directory.
+    let again = Command::new(BIN).arg("init").arg(&host).output().unwrap();
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
+}
+
+#[test]
+fn plugin_export_writes_the_bundled_plugins_and_the_lines_that_pin_them() {
+    let host = HostDir::new();
+    let export = host.path("exported");
+    let output = host.synchost(&["plugin", "export", export.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    for plugin in synchost::bundled::ALL {
+        let bytes = std::fs::read(export.join(plugin.file_name)).unwrap();
+        assert_eq!(bytes, plugin.bytes, "{}", plugin.file_name);
+        let pin = format!("path = \"{}\"\nsha256 = \"{}\"", plugin.file_name, common::sha256(&bytes));
+        assert!(printed.contains(&pin), "missing `{pin}` in:\n{printed}");
+    }
+    let listed = host.json(&["plugin", "export", export.to_str().unwrap()]);
+    assert_eq!(listed.as_array().unwrap().len(), synchost::bundled::ALL.len(), "{listed}");
 }

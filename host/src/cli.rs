@@ -4,6 +4,7 @@ use crate::cli::out::outln;
 mod admin;
 mod diff;
 mod dlq;
+mod init;
 pub(crate) mod out;
 mod output;
 mod plugin;
@@ -34,6 +35,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make a new host directory that validates and syncs as it is: a
+    /// synchost.toml, the bundled plugins, and an example tenant.
+    #[command(
+        after_help = "Example:\n  synchost init mysync && synchost --config mysync/synchost.toml sync example/people"
+    )]
+    Init {
+        /// The directory to make (it may exist, but not hold a synchost.toml).
+        dir: PathBuf,
+    },
     /// Check synchost.toml, every tenant file and every plugin, running nothing.
     #[command(after_help = "Example:\n  synchost --config /etc/synchost/synchost.toml validate")]
     Validate,
@@ -184,7 +194,7 @@ impl Command {
             Command::Runs(RunsCommand::List { json, .. } | RunsCommand::Show { json, .. }) => *json,
             Command::Plugin(command) => command.json(),
             Command::Dlq(command) => command.json(),
-            Command::Validate | Command::Run | Command::Demo { .. } => false,
+            Command::Validate | Command::Run | Command::Demo { .. } | Command::Init { .. } => false,
         }
     }
 }
@@ -200,6 +210,7 @@ fn init_logging() {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate => validate(&cli.config),
+        Command::Init { dir } => init::init(&dir),
         Command::Plugin(command) => plugin::run(&cli.config, command),
         Command::Sync { pipeline, json, max_batches, force } => {
             let options = SyncOptions { max_batches, force, ..SyncOptions::default() };

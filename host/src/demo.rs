@@ -184,12 +184,16 @@ fn narrate(dir: &Path, config: &Path) -> anyhow::Result<()> {
     out!("{}", table(&dir.join("data/lms-live"))?);
 
     step("Explore");
-    outln!("   synchost --config {} plan district/roster", config.display());
-    outln!("   synchost --config {} replay 1", config.display());
-    outln!("   synchost --config {} runs list", config.display());
-    outln!("   synchost --config {} validate", config.display());
-    outln!("   synchost --config {} run        # both pipelines on their schedules", config.display());
-    outln!("   synchost --config {} status     # tenants, plugin versions, last runs", config.display());
+    // The binary as it was run, so that the commands work as printed even
+    // when synchost is not on the PATH (after `cargo run`, say).
+    let bin = std::env::current_exe().map_or_else(|_| "synchost".to_string(), |p| p.display().to_string());
+    let config = config.display();
+    outln!("   {bin} --config {config} plan district/roster");
+    outln!("   {bin} --config {config} replay 1");
+    outln!("   {bin} --config {config} runs list");
+    outln!("   {bin} --config {config} validate");
+    outln!("   {bin} --config {config} run        # both pipelines on their schedules");
+    outln!("   {bin} --config {config} status     # tenants, plugin versions, last runs");
     Ok(())
 }
 

@@ -26,6 +26,16 @@ pub enum PluginCommand {
     },
     /// Make a signing key: writes the secret key to FILE and prints the public
     /// key to put in synchost.toml's `trusted_keys`.
+    /// Write the bundled plugins to DIR and print the tenant-file lines that
+    /// pin them (path and sha256).
+    #[command(after_help = "Example:\n  synchost plugin export plugins/")]
+    Export {
+        /// Where to write them (made if need be).
+        dir: PathBuf,
+        /// Print JSON (errors too) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     #[command(after_help = "Example:\n  synchost plugin keygen publisher.key")]
     Keygen {
         /// Where to write the secret key; it must not exist yet.
@@ -67,7 +77,9 @@ impl PluginCommand {
     /// Whether the command was asked for JSON output.
     pub(super) fn json(&self) -> bool {
         match self {
-            PluginCommand::Inspect { json, .. } | PluginCommand::Rollback { json, .. } => *json,
+            PluginCommand::Inspect { json, .. }
+            | PluginCommand::Rollback { json, .. }
+            | PluginCommand::Export { json, .. } => *json,
             PluginCommand::Keygen { .. } | PluginCommand::Sign { .. } | PluginCommand::Verify { .. } => false,
         }
     }
@@ -76,6 +88,7 @@ impl PluginCommand {
 pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Inspect { file, json } => inspect(&file, json),
+        PluginCommand::Export { dir, json } => super::init::export(&dir, json),
         PluginCommand::Keygen { file } => keygen(&file),
         PluginCommand::Sign { file, key } => sign(&file, &key),
         PluginCommand::Verify { file, key } => verify(config, &file, key.as_deref()),
