@@ -690,3 +690,33 @@ fn json_nested_too_deep_for_the_file_destination_is_rejected_and_its_shards_stay
     }
     assert_eq!(host.records("data/out").keys().collect::<Vec<_>>(), ["2"]);
 }
+
+#[test]
+fn typed_fields_reach_the_destination_converted_and_compare_after_conversion() {
+    let host = HostDir::new();
+    host.write("data/in/people.csv", "id,grade,score,active,born\n1,9,1.5,yes,2010-3-7\n2,10,,no,2009-12-31\n");
+    let fields = r#"[
+  { name = "id", from = "id" },
+  { name = "grade", from = "grade", type = "integer" },
+  { name = "score", from = "score", type = "float" },
+  { name = "active", from = "active", type = "boolean" },
+  { name = "born", from = "born", type = "date" },
+]"#;
+    host.write("tenants/acme.toml", &file_pipeline_tenant(SOURCE, fields, &pipeline_table("")));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    let records = host.records("data/out");
+    assert_eq!(records["1"], json!({"id": "1", "grade": 9, "score": 1.5, "active": true, "born": "2010-03-07"}));
+    assert_eq!(records["2"], json!({"id": "2", "grade": 10, "score": null, "active": false, "born": "2009-12-31"}));
+    // The destination keeps numbers as numbers: the next run finds nothing to change.
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok && count(&report, "unchanged") == 2 && count(&report, "updated") == 0, "{report}");
+
+    // A value that does not convert fails the run, naming row, field and value.
+    host.write("data/in/people.csv", "id,grade,score,active,born\n1,nine,1.5,yes,2010-03-07\n");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("row `1`: field `grade`: `nine` is not an integer"), "{error}");
+    assert_eq!(host.records("data/out").len(), 2, "nothing was written");
+}

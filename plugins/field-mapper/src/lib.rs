@@ -11,10 +11,17 @@
 //! filter = { field = "status", not_equals = "withdrawn" }
 //! ```
 //!
+//! A field may name a `type` (`integer`, `float`, `boolean`, `text`, `date`):
+//! its values are converted to it, so that a CSV's text `"9"` reaches an API
+//! that keeps numbers as the number 9, and a diff compares like with like.
+//! Empty text becomes null; a value that does not convert fails the batch,
+//! naming the row, the field and the value.
+//!
 //! It works column by column: the filter picks the rows kept, a copied field
 //! takes its input column whole (moved, not copied, when no row is dropped),
 //! and a computed field renders into a new column.
 
+mod convert;
 mod template;
 
 use serde::Deserialize;
@@ -51,6 +58,9 @@ struct FieldConfig {
     from: Option<String>,
     /// Or compute the value from a template.
     template: Option<String>,
+    /// Convert the values to this type.
+    #[serde(rename = "type")]
+    to: Option<convert::FieldType>,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +123,9 @@ impl exports::synchost::plugin::transform::Guest for FieldMapper {
         let keys =
             Table { columns: Vec::new(), key_data: input.key_data, key_ends: input.key_ends, values: Vec::new() };
         let keys = if all_kept { keys } else { keys.select(&kept) };
-        let rows = Table { columns: config.fields.into_iter().map(|f| f.name).collect(), values, ..keys };
+        let types: Vec<Option<convert::FieldType>> = config.fields.iter().map(|f| f.to).collect();
+        let mut rows = Table { columns: config.fields.into_iter().map(|f| f.name).collect(), values, ..keys };
+        convert::columns(&mut rows, &types)?;
         Ok(Transformed { rows, origins: kept })
     }
 }
