@@ -352,3 +352,18 @@ fn lanes_are_checked_for_diff_pipelines_as_for_event_ones() {
     let output = host.synchost(&["validate"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn names_outside_the_safe_alphabet_are_refused_where_they_stand() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("[pipelines.main]", "[pipelines.\"main roster\"]");
+    let error = validate_fails(&host, &tenant);
+    assert!(error.contains("`main roster` is not a valid pipeline name: use letters, digits"), "{error}");
+    assert!(error.contains(&format!("acme.toml:{}:", line_of(&tenant, "main roster"))), "{error}");
+
+    std::fs::remove_file(host.path("tenants/acme.toml")).unwrap();
+    host.write("tenants/acme corp.toml", &valid_tenant());
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("`acme corp` is not a valid tenant name"), "{}", stderr(&output));
+}

@@ -91,3 +91,10 @@ fn tenant_files(host: &HostConfig, errors: &mut ConfigErrors) -> Vec<PathBuf> {
 pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
+
+/// What is wrong with `name` as the name of a `kind` (tenant, plugin,
+/// pipeline, connection, stream), if anything.
+pub(crate) fn name_problem(kind: &str, name: &str) -> Option<String> {
+    (!is_valid_name(name))
+        .then(|| format!("`{name}` is not a valid {kind} name: use letters, digits, `_` and `-` (at most 64)"))
+}

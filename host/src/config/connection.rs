@@ -117,12 +117,8 @@ impl ConnectionEntry {
     pub(super) fn check(self, name: &str, name_at: usize, site: &Site<'_>) -> Result<ConnectionConfig, ConfigErrors> {
         let table = format!("connections.{name}");
         let mut errors = ConfigErrors::default();
-        if !super::is_valid_name(name) {
-            errors.push(site.error(
-                name_at,
-                table.clone(),
-                format!("`{name}` is not a valid connection name: use letters, digits, `_` and `-`"),
-            ));
+        if let Some(problem) = super::name_problem("connection", name) {
+            errors.push(site.error(name_at, table.clone(), problem));
         }
         let url_at = self.url.span().start;
         let url_key = format!("{table}.url");

@@ -68,12 +68,8 @@ impl StreamEntry {
         let error = |at: usize, key: &str, message: String| {
             ConfigError::new(Location::at(site.file, site.text, at), format!("{table}{key}"), message)
         };
-        if !super::is_valid_name(name) {
-            errors.push(error(
-                name_at,
-                "",
-                format!("`{name}` is not a valid stream name: use letters, digits, `_` and `-`"),
-            ));
+        if let Some(problem) = super::name_problem("stream", name) {
+            errors.push(error(name_at, "", problem));
         }
         let url = self.url.get_ref().trim().to_string();
         match url::Url::parse(&url) {

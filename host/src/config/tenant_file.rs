@@ -16,7 +16,7 @@ use super::connection::{ConnectionConfig, ConnectionEntry, Site};
 use super::duration::{ABOVE_ZERO, parse_duration};
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use super::host_file::{HostConfig, Limits, LimitsFile};
-use super::is_valid_name;
+use super::name_problem;
 use super::schedule::Schedule;
 use super::stream::{StreamConfig, StreamEntry};
 
@@ -307,13 +307,8 @@ impl TenantConfig {
     /// Reads and checks one tenant file.
     pub fn load(path: &Path, host: &HostConfig) -> Result<TenantConfig, ConfigErrors> {
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-        if !is_valid_name(&name) {
-            return Err(ConfigError::new(
-                Location::file(path),
-                "",
-                format!("`{name}` is not a valid tenant name: use letters, digits, `_` and `-`"),
-            )
-            .into());
+        if let Some(problem) = name_problem("tenant", &name) {
+            return Err(ConfigError::new(Location::file(path), "", problem).into());
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(Location::file(path), "", format!("cannot read the tenant file: {e}")))?;
@@ -507,12 +502,8 @@ impl Checker<'_> {
     fn plugin(&self, name: &str, name_at: usize, entry: PluginEntry) -> Result<PluginConfig, ConfigErrors> {
         let table = format!("plugins.{name}");
         let mut errors = ConfigErrors::default();
-        if !is_valid_name(name) {
-            errors.push(self.error(
-                name_at,
-                table.clone(),
-                format!("`{name}` is not a valid plugin name: use letters, digits, `_` and `-`"),
-            ));
+        if let Some(problem) = name_problem("plugin", name) {
+            errors.push(self.error(name_at, table.clone(), problem));
         }
         let (path, pinned) = self.plugin_file(&table, &entry, &mut errors);
         let dirs = self.dir_grants(&table, entry.dirs, &mut errors);
@@ -760,12 +751,8 @@ impl Checker<'_> {
     ) -> Result<PipelineConfig, ConfigErrors> {
         let table = format!("pipelines.{name}");
         let mut errors = ConfigErrors::default();
-        if !is_valid_name(name) {
-            errors.push(self.error(
-                name_at,
-                table.clone(),
-                format!("`{name}` is not a valid pipeline name: use letters, digits, `_` and `-`"),
-            ));
+        if let Some(problem) = name_problem("pipeline", name) {
+            errors.push(self.error(name_at, table.clone(), problem));
         }
         let mut references = Vec::new();
         let mut reference = |role: Role, key: String, plugin: &Spanned<String>, errors: &mut ConfigErrors| {
