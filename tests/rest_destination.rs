@@ -45,6 +45,9 @@ struct ApiState {
     unavailable: BTreeMap<String, u32>,
     /// Writes to these keys are refused with 422 and this message.
     invalid: BTreeMap<String, String>,
+    /// As json-server does: a PUT replaces an existing record and answers
+    /// 404 for a key it does not have.
+    put_replaces_existing_only: bool,
 }
 
 /// A running API; the server thread lives as long as the test process.
@@ -181,6 +184,13 @@ fn route(
             }
             None => (StatusCode::NOT_FOUND, json!({"error": "no such person"})),
         },
+        ("GET", Some(key)) => match state.records.get(key) {
+            Some(record) => (StatusCode::OK, Json::Object(record.clone())),
+            None => (StatusCode::NOT_FOUND, json!({"error": "no such person"})),
+        },
+        ("PUT", Some(key)) if state.put_replaces_existing_only && !state.records.contains_key(key) => {
+            (StatusCode::NOT_FOUND, json!({"error": "no such person"}))
+        }
         ("PUT", Some(key)) => {
             let mut record = object(body);
             record.insert("id".into(), json!(key));
@@ -632,4 +642,75 @@ fn config_mistakes_are_reported_by_key_before_any_request() {
         }
     }
     assert!(api.log().is_empty(), "no request went out: {:?}", api.log());
+}
+
+/// An API that keeps a field the sync does not write (`homeroom`) on record 1,
+/// whose PUT replaces and 404s on a missing key, as json-server's does.
+fn json_server_like(api: &Api) {
+    let mut state = api.lock();
+    state.put_replaces_existing_only = true;
+    let record = json!({"id": "1", "full_name": "Ann", "email": null, "homeroom": "B12"});
+    state.records.insert("1".into(), record.as_object().unwrap().clone());
+}
+
+#[test]
+fn upserts_create_missing_records_and_keep_fields_the_sync_does_not_write() {
+    let upsert = |id: &str, name: &str| json!({"op": "upsert", "row": {"id": id, "name": name, "email": null}});
+    let events = format!("{}\n{}\n", upsert("1", "Annie"), upsert("2", "Bob"));
+    for (extra, methods) in [
+        // PUT, and POST where the PUT found nothing; the GET before the PUT
+        // merges the row into the record.
+        (r#", upsert_method = "put-then-post", put_merges = true"#, vec!["GET", "PUT", "GET", "POST"]),
+        // PATCH merges by itself; POST where it found nothing.
+        (r#", upsert_method = "patch-then-post""#, vec!["PATCH", "PATCH", "POST"]),
+    ] {
+        let api = Api::start();
+        json_server_like(&api);
+        // One lane, so that the requests come in a known order.
+        let host = rest_host(&api, Grants::for_api(&api), EVENT_SOURCE, extra, "mode = \"event\"\nlanes = 1");
+        host.write("data/in/changes.jsonl", &events);
+        let (ok, report) = host.sync("acme/main", &[]);
+        assert!(ok, "{extra}: {report}");
+        assert_eq!(count(&report, "upserted"), 2, "{extra}: {report}");
+        let records = api.records();
+        assert_eq!(
+            Json::Object(records["1"].clone()),
+            json!({"id": "1", "full_name": "Annie", "email": null, "homeroom": "B12"}),
+            "{extra}: the hand-kept field survives"
+        );
+        assert_eq!(
+            Json::Object(records["2"].clone()),
+            json!({"id": "2", "full_name": "Bob", "email": null}),
+            "{extra}"
+        );
+        let sent: Vec<String> = api.log().iter().map(|r| r.method.clone()).collect();
+        assert_eq!(sent, methods, "{extra}");
+    }
+
+    // Without them, such an API answers 404 to the new key: it is rejected,
+    // and the run says so rather than succeed.
+    let api = Api::start();
+    json_server_like(&api);
+    let host = rest_host(&api, Grants::for_api(&api), EVENT_SOURCE, "", "mode = \"event\"");
+    host.write("data/in/changes.jsonl", &events);
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok, "{report}");
+    assert_eq!(report["status"], "succeeded_with_errors", "{report}");
+    assert_eq!(count(&report, "dead_lettered"), 1, "{report}");
+}
+
+#[test]
+fn a_diff_update_by_put_keeps_fields_the_sync_does_not_write_with_put_merges() {
+    let api = Api::start();
+    json_server_like(&api);
+    let host =
+        rest_host(&api, Grants::for_api(&api), DIFF_SOURCE, r#", update_method = "put", put_merges = true"#, DIFF);
+    host.write("data/in/people.csv", "id,name,email\n1,Annie,\n");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "updated"), 1, "{report}");
+    assert_eq!(
+        Json::Object(api.records()["1"].clone()),
+        json!({"id": "1", "full_name": "Annie", "email": null, "homeroom": "B12"})
+    );
 }

@@ -37,6 +37,10 @@ pub(crate) struct RestConfig {
     #[serde(default)]
     update_method: UpdateMethod,
     #[serde(default)]
+    upsert_method: UpsertMethod,
+    #[serde(default)]
+    put_merges: bool,
+    #[serde(default)]
     fields: BTreeMap<String, String>,
     auth_secret: Option<String>,
     #[serde(default = "default_auth_header")]
@@ -99,6 +103,19 @@ pub(crate) enum UpdateMethod {
     Put,
 }
 
+/// How an `upsert` (an event's full state) is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum UpsertMethod {
+    /// `PUT {collection}/{key}`, for APIs whose PUT creates a missing record.
+    #[default]
+    Put,
+    /// `PUT`, and `POST {collection}` when the PUT answers 404.
+    PutThenPost,
+    /// `PATCH` (the API merges the fields), and `POST` when it answers 404.
+    PatchThenPost,
+}
+
 /// Everything a request needs, built once per plugin call from the config.
 pub(crate) struct Api {
     /// `base_url` and `collection` joined, without a trailing slash.
@@ -113,6 +130,11 @@ pub(crate) struct Api {
     pub page_size_param: String,
     pub first_page: u64,
     pub update_method: UpdateMethod,
+    pub upsert_method: UpsertMethod,
+    /// Read the record and merge the row into it before every `PUT`, for
+    /// APIs whose PUT replaces the whole record: fields the sync does not
+    /// write survive.
+    pub put_merges: bool,
     /// Headers sent with every request: `Accept`, the auth header, `headers`.
     pub headers: Vec<(String, String)>,
     /// The secret the auth header came from, to name it when the API refuses it.
@@ -229,6 +251,8 @@ impl RestConfig {
             page_size_param,
             first_page: self.first_page,
             update_method: self.update_method,
+            upsert_method: self.upsert_method,
+            put_merges: self.put_merges,
             headers,
             auth_secret: self.auth_secret,
             to_api: self.fields,

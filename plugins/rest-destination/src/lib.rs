@@ -20,6 +20,8 @@
 //! | `page_param`, `first_page` | `"page"`, `1` | page paging: the page number parameter and where it starts |
 //! | `page_size_param` | `"limit"` (`"per_page"` for page paging) | query parameter carrying `page_size` |
 //! | `update_method` | `"patch"` | `"patch"` sends the changed fields; `"put"` the whole row |
+//! | `upsert_method` | `"put"` | an event's upsert: `"put"` (the API's PUT creates a missing record), `"put-then-post"` (POST when PUT answers 404), `"patch-then-post"` (PATCH merges, POST when it answers 404) |
+//! | `put_merges` | `false` | before each PUT, GET the record and merge the row into it, for APIs whose PUT replaces the whole record: fields the sync does not write survive |
 //! | `fields` | `{}` | synchost field → API field, e.g. `{ name = "full_name" }`; others pass through unchanged |
 //! | `auth_secret` | none | name of a secret (the plugin's `secrets`) sent in the auth header |
 //! | `auth_header`, `auth_scheme` | `"Authorization"`, `"Bearer"` | header `auth_header: auth_scheme <secret>` (an empty scheme sends the secret alone) |
