@@ -6,7 +6,10 @@
 //! when asked with `page`), creates with POST, changes with PATCH and PUT,
 //! removes with DELETE, answers 401 without `Authorization: Bearer s3cret`,
 //! and logs every request it receives so the tests can check what went over
-//! the wire. Faults are injected per record key.
+//! the wire. Faults are injected per record key. It can also behave as
+//! json-server does (a PUT replaces, and answers 404 for a new key); and one
+//! test runs against json-server itself (0.17.4, installed with npm into the
+//! target directory).
 
 mod common;
 
@@ -713,4 +716,103 @@ fn a_diff_update_by_put_keeps_fields_the_sync_does_not_write_with_put_merges() {
         Json::Object(api.records()["1"].clone()),
         json!({"id": "1", "full_name": "Annie", "email": null, "homeroom": "B12"})
     );
+}
+
+/// json-server, at the version pinned here, installed with npm once into the
+/// target directory; fails loudly when npm or its registry is not there.
+fn json_server_bin() -> std::path::PathBuf {
+    const VERSION: &str = "0.17.4";
+    static INSTALLED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let prefix = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("json-server-{VERSION}"));
+            let bin = prefix.join("node_modules/.bin/json-server");
+            if !bin.exists() {
+                let output = std::process::Command::new("npm")
+                    .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+                    .arg(&prefix)
+                    .arg(format!("json-server@{VERSION}"))
+                    .output()
+                    .unwrap_or_else(|e| panic!("this test needs npm to install json-server {VERSION}: {e}"));
+                assert!(
+                    output.status.success() && bin.exists(),
+                    "npm could not install json-server {VERSION}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            bin
+        })
+        .clone()
+}
+
+/// A json-server serving `db` under `/api`, killed when dropped.
+struct JsonServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl JsonServer {
+    fn start(db: &Json) -> JsonServer {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db.json"), db.to_string()).unwrap();
+        std::fs::write(dir.path().join("routes.json"), r#"{ "/api/*": "/$1" }"#).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(json_server_bin())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--routes", "routes.json", "db.json"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start json-server");
+        let server = JsonServer { child, port, _dir: dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while server.get("/api/people").is_none() {
+            assert!(std::time::Instant::now() < deadline, "json-server did not start on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// What a GET of `path` answers, as JSON; `None` when nothing answers.
+    fn get(&self, path: &str) -> Option<Json> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        let (_, body) = answer.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    }
+
+    /// An `Api` that names this server, for `rest_host`.
+    fn api(&self) -> Api {
+        Api { port: self.port, state: Arc::default() }
+    }
+}
+
+impl Drop for JsonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn against_json_server_upserts_create_new_records_and_keep_hand_edited_fields() {
+    let server = JsonServer::start(&json!({ "people": [{"id": "1", "full_name": "Ann", "homeroom": "B12"}] }));
+    let api = server.api();
+    let options = r#", pagination = "none", upsert_method = "put-then-post", put_merges = true"#;
+    let host = rest_host(&api, Grants::for_api(&api), EVENT_SOURCE, options, "mode = \"event\"");
+    let upsert = |id: &str, name: &str| json!({"op": "upsert", "row": {"id": id, "name": name, "email": null}});
+    host.write("data/in/changes.jsonl", &format!("{}\n{}\n", upsert("1", "Annie"), upsert("3001", "Bob")));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "upserted"), 2, "{report}");
+    assert_eq!(
+        server.get("/api/people/1"),
+        Some(json!({"id": "1", "full_name": "Annie", "email": null, "homeroom": "B12"})),
+        "the field the event does not carry survives"
+    );
+    assert_eq!(server.get("/api/people/3001"), Some(json!({"id": "3001", "full_name": "Bob", "email": null})));
 }
