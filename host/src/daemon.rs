@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 use crate::config::Schedule;
 use crate::runtime::{ReloadReport, Runtime};
 use crate::state::{PipelineId, RunStatus};
-use crate::sync::{SyncError, SyncOptions, SyncReport};
+use crate::sync::{SyncError, SyncEvent, SyncOptions, SyncReport};
 use admin::Request;
 
 /// Why the daemon could not run, or stopped other than by a signal.
@@ -49,7 +49,8 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon on its own tokio runtime until a shutdown signal.
-pub fn run(runtime: Runtime) -> Result<(), DaemonError> {
+pub fn run(mut runtime: Runtime) -> Result<(), DaemonError> {
+    runtime.observer = Arc::new(log_event);
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(DaemonError::Runtime)?;
     tokio.block_on(serve(Arc::new(runtime)))
 }
@@ -268,34 +269,40 @@ async fn schedule_loop(
                 }
                 run_now = true;
             }
-            Ok(Ok(report)) => {
-                run_now = report.handed_over;
-                log_report(&report);
-            }
+            // The run's outcome was logged as it finished (see `log_event`).
+            Ok(Ok(report)) => run_now = report.handed_over,
             Ok(Err(e)) => tracing::error!(pipeline = %id, "the run could not be recorded: {e}"),
             Err(e) => tracing::error!(pipeline = %id, "the run panicked: {e}"),
         }
     }
 }
 
-/// A clean run at INFO with its counts; anything else at WARN, with the
-/// counts of what did not apply, so that a run that dead-lettered half its
-/// batch never reads as a success in the log.
-fn log_report(report: &SyncReport) {
-    let s = &report.stats;
-    let status = report.status.to_string();
-    match &report.error {
-        None => tracing::info!(
-            pipeline = %report.pipeline, run = report.run, status,
-            read = s.read, created = s.created, updated = s.updated, deleted = s.deleted,
-            upserted = s.upserted, handed_over = report.handed_over,
-            "run finished"
+/// The daemon's log, as an observer of the engine's events: a clean run at
+/// INFO with its counts; anything else at WARN, with the counts of what did
+/// not apply, so that a run that dead-lettered half its batch never reads as a
+/// success; swaps and breached limits as they happen.
+fn log_event(event: &SyncEvent<'_>) {
+    match event {
+        SyncEvent::RunFinished { pipeline, run, status, stats: s, error: None, handed_over } => tracing::info!(
+            pipeline = %pipeline, run, status = %status,
+            read = s.read, created = s.created, updated = s.updated, deleted = s.deleted, upserted = s.upserted,
+            handed_over, "run finished"
         ),
-        Some(error) => tracing::warn!(
-            pipeline = %report.pipeline, run = report.run, status,
+        SyncEvent::RunFinished { pipeline, run, status, stats: s, error: Some(error), .. } => tracing::warn!(
+            pipeline = %pipeline, run, status = %status,
             rejected = s.rejected, dead_lettered = s.dead_lettered, failed = s.failed,
             "run ended: {error}"
         ),
+        SyncEvent::LimitBreached { pipeline, run, limit, detail } => {
+            tracing::warn!(pipeline = %pipeline, run = ?run, limit, "limit breached: {detail}")
+        }
+        SyncEvent::PluginSwapped { tenant, plugin, digest } => {
+            tracing::info!(tenant, plugin, digest, "plugin swapped: runs from now on use this version")
+        }
+        SyncEvent::RunStarted { .. }
+        | SyncEvent::PageRead { .. }
+        | SyncEvent::BatchApplied { .. }
+        | SyncEvent::PlanBlocked { .. } => {}
     }
 }
 

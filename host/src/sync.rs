@@ -359,7 +359,15 @@ impl SyncJob<'_> {
         } else {
             self.state.finish_run(run, status, &progress.stats, error.as_deref())?;
         }
-        (self.observer)(&SyncEvent::RunFinished { pipeline: &id, run, status, stats: &progress.stats });
+        let finished = SyncEvent::RunFinished {
+            pipeline: &id,
+            run,
+            status,
+            stats: &progress.stats,
+            error: error.as_deref(),
+            handed_over,
+        };
+        (self.observer)(&finished);
         Ok(SyncReport {
             run: reported_run,
             pipeline: id,

@@ -27,8 +27,17 @@ pub enum SyncEvent<'a> {
     /// A run went past a limit: a plugin's (`call_timeout`, `memory`…) or
     /// the pipeline's run budget (`max_run_rows`…).
     LimitBreached { pipeline: &'a PipelineId, run: Option<RunId>, limit: &'a str, detail: &'a str },
-    /// A run ended, however it ended.
-    RunFinished { pipeline: &'a PipelineId, run: RunId, status: RunStatus, stats: &'a RunStats },
+    /// A run ended, however it ended; `error` says why it was not clean, and
+    /// `handed_over` that it ended at a batch boundary for a newer version of
+    /// its plugins (the next run goes on at once).
+    RunFinished {
+        pipeline: &'a PipelineId,
+        run: RunId,
+        status: RunStatus,
+        stats: &'a RunStats,
+        error: Option<&'a str>,
+        handed_over: bool,
+    },
     /// A tenant's plugin became another version (a reload or a rollback):
     /// runs from now on use the component with this sha256.
     PluginSwapped { tenant: &'a str, plugin: &'a str, digest: &'a str },
