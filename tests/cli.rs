@@ -279,22 +279,24 @@ fn every_command_has_help_with_an_example() {
 #[test]
 fn ctrl_c_stops_a_sync_at_a_batch_boundary_and_records_it_stopped() {
     let host = HostDir::new();
-    let events = 200;
+    // 80 batches of 100 ms at the least: the signal lands mid-way even on a
+    // busy machine.
+    let events = 400;
     let changelog: String = (0..events)
         .map(|i| format!("{}\n", serde_json::json!({"op": "upsert", "row": {"id": format!("k{i}"), "n": i}})))
         .collect();
     host.write("data/in/changes.jsonl", &changelog);
     let digest = host.install_fixture("flaky_destination.wasm");
-    host.write(
-        "tenants/acme.toml",
-        &common::pipeline_tenant_with_destination(
+    let tenant = |delay_ms: u32, max_batch: u32| {
+        common::pipeline_tenant_with_destination(
             r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
             r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
             ("flaky_destination.wasm", &digest),
-            r#"{ dir = "/out", shards = 4, apply_delay_ms = 100 }"#,
-            "mode = \"event\"\nmax_batch = 5\nlanes = 1",
-        ),
-    );
+            &format!("{{ dir = \"/out\", shards = 4, apply_delay_ms = {delay_ms} }}"),
+            &format!("mode = \"event\"\nmax_batch = {max_batch}\nlanes = 1"),
+        )
+    };
+    host.write("tenants/acme.toml", &tenant(100, 5));
     let child = Command::new(BIN)
         .arg("--config")
         .arg(host.path("synchost.toml"))
@@ -320,6 +322,7 @@ fn ctrl_c_stops_a_sync_at_a_batch_boundary_and_records_it_stopped() {
     assert!(applied >= 10 && applied < events, "it stopped part-way: {report}");
     // What it committed stays; the next run goes on from its cursor.
     assert_eq!(host.records("data/out").len() as u64, applied);
+    host.write("tenants/acme.toml", &tenant(0, 1000));
     let (ok, next) = host.sync("acme/main", &[]);
     assert!(ok, "{next}");
     assert_eq!(next["stats"]["read"].as_u64().unwrap(), events - applied, "{next}");
