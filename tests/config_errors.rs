@@ -367,3 +367,39 @@ fn names_outside_the_safe_alphabet_are_refused_where_they_stand() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("`acme corp` is not a valid tenant name"), "{}", stderr(&output));
 }
+
+#[test]
+fn the_readme_config_examples_are_complete_and_valid() {
+    // The README's two examples, as they stand: only the digests, which the
+    // README shortens, are filled in with those of the bundled plugins.
+    let readme = include_str!("../README.md");
+    let example = |first_line: &str| -> String {
+        let start = readme.find(&format!("```toml\n{first_line}\n")).unwrap_or_else(|| panic!("no `{first_line}` example"));
+        let body = &readme[start + "```toml\n".len()..];
+        body[..body.find("```").expect("the example ends")].to_string()
+    };
+    let host = HostDir::new();
+    let cache = common::host_config("");
+    let cache_line = cache.lines().find(|l| l.starts_with("compiled_cache_dir")).unwrap();
+    host.write("synchost.toml", &format!("{cache_line}\n{}", example("# synchost.toml")));
+    let mut plugin_file = String::new();
+    let tenant: Vec<String> = example("# tenants/district.toml")
+        .lines()
+        .map(|line| {
+            if let Some(path) = line.strip_prefix("path = \"") {
+                plugin_file = path.trim_end_matches('"').to_string();
+            }
+            if line.starts_with("sha256 = \"") {
+                let bundled = synchost::bundled::ALL.iter().find(|p| p.file_name == plugin_file).unwrap();
+                return format!("sha256 = \"{}\"", common::sha256(bundled.bytes));
+            }
+            line.to_string()
+        })
+        .collect();
+    host.write("tenants/district.toml", &tenant.join("\n"));
+    host.write("data/sis/students.csv", "student_id,first_name,last_name,status\n");
+    host.write("data/sis/changes.jsonl", "");
+    std::fs::create_dir_all(host.path("data/lms")).unwrap();
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "the README's examples do not validate:\n{}", stderr(&output));
+}
