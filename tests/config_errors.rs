@@ -374,7 +374,8 @@ fn the_readme_config_examples_are_complete_and_valid() {
     // README shortens, are filled in with those of the bundled plugins.
     let readme = include_str!("../README.md");
     let example = |first_line: &str| -> String {
-        let start = readme.find(&format!("```toml\n{first_line}\n")).unwrap_or_else(|| panic!("no `{first_line}` example"));
+        let start =
+            readme.find(&format!("```toml\n{first_line}\n")).unwrap_or_else(|| panic!("no `{first_line}` example"));
         let body = &readme[start + "```toml\n".len()..];
         body[..body.find("```").expect("the example ends")].to_string()
     };

@@ -720,3 +720,17 @@ fn typed_fields_reach_the_destination_converted_and_compare_after_conversion() {
     assert!(error.contains("row `1`: field `grade`: `nine` is not an integer"), "{error}");
     assert_eq!(host.records("data/out").len(), 2, "nothing was written");
 }
+
+#[test]
+fn a_plugin_config_mistake_names_the_key_not_a_place_in_json() {
+    let host = HostDir::new();
+    host.write("data/in/people.csv", "id,name\n1,Ann\n");
+    let mapper = r#"[{ name = "id", from = "id" }, { name = "name", form = "name" }]"#;
+    host.write("tenants/acme.toml", &file_pipeline_tenant(SOURCE, mapper, &pipeline_table("")));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(!ok, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("plugin `map`") && error.contains("invalid plugin config: `fields[1].form`"), "{error}");
+    assert!(error.contains("unknown field `form`"), "{error}");
+    assert!(!error.contains("at line"), "no place in the JSON the operator never sees: {error}");
+}

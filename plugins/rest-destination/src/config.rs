@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use synchost_plugin_sdk::{Error, host};
+use synchost_plugin_sdk::{self as sdk, Error, host};
 
 /// What the tenant file's `config` table holds; see the crate docs for each key.
 #[derive(Debug, Deserialize)]
@@ -148,23 +148,7 @@ pub(crate) struct Api {
 impl Api {
     /// Reads and checks the plugin's config and resolves its secret.
     pub fn from_host() -> Result<Api, Error> {
-        let text = host::config();
-        let config: RestConfig = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.inner().to_string();
-                // The JSON is the host's rendering of the tenant's TOML: a
-                // position in it would point nowhere the operator can look.
-                let message = match message.rfind(" at line ") {
-                    Some(at) => &message[..at],
-                    None => &message,
-                };
-                if path == "." || path == "?" || message.contains(&format!("`{path}`")) {
-                    Error::Config(format!("invalid plugin config: {message}"))
-                } else {
-                    Error::Config(format!("invalid plugin config: `{path}`: {message}"))
-                }
-            })?;
+        let config: RestConfig = sdk::config()?;
         config.build()
     }
 }

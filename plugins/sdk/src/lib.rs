@@ -74,7 +74,21 @@ pub fn plugin_info(name: &str, version: &str, description: &str) -> PluginInfo {
 /// so the host stops the pipeline and shows the operator the reason.
 pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, Error> {
     let text = host::config();
-    serde_json::from_str(&text).map_err(|e| Error::Config(format!("invalid plugin config: {e}")))
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // The JSON is the host's rendering of the tenant's TOML: a position
+        // in it would point nowhere the operator can look; the key does.
+        let message = match message.rfind(" at line ") {
+            Some(at) => &message[..at],
+            None => &message,
+        };
+        if path == "." || path == "?" || message.contains(&format!("`{path}`")) {
+            Error::Config(format!("invalid plugin config: {message}"))
+        } else {
+            Error::Config(format!("invalid plugin config: `{path}`: {message}"))
+        }
+    })
 }
 
 /// Logging through the host, which tags each line with the tenant and plugin.
