@@ -87,7 +87,10 @@ fn tenant(host: &HostDir, transform: &str, tag: &str, config: Option<&str>) -> S
         &sha256(synchost::bundled::FILE_DESTINATION.bytes),
         &sha256(&common::fixture_plugin("flaky_destination.wasm")),
     )
-    .replace("config = { dir = \"/out\", shards = 4 }", "config = { dir = \"/out\", shards = 4, apply_delay_ms = 25 }")
+    // Slow enough that the daemon is busy applying most of the time the
+    // writer writes (100 batches of 80 ms over its 10 s): a swap then lands
+    // mid-run, however fast the machine, and the run hands over.
+    .replace("config = { dir = \"/out\", shards = 4 }", "config = { dir = \"/out\", shards = 4, apply_delay_ms = 80 }")
 }
 
 /// Replaces the tenant file the way an editor does: write aside, rename over.
