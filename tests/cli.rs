@@ -31,11 +31,41 @@ fn plugin_inspect_describes_every_bundled_plugin() {
         let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(info["kind"], kind, "{info}");
         assert_eq!(info["world"], format!("synchost:plugin/{kind}-plugin"));
-        assert_eq!(info["wit_version"], "0.2.0");
+        assert_eq!(info["wit_version"], "0.2.1");
         assert_eq!(info["info"]["name"], name);
-        assert_eq!(info["info"]["wit_version"], "0.2.0");
+        assert_eq!(info["info"]["wit_version"], "0.2.1");
         assert_eq!(info["sha256"], common::sha256(&std::fs::read(&path).unwrap()));
     }
+}
+
+#[test]
+fn every_bundled_plugin_declares_its_whole_config() {
+    // What `validate` checks tenant files against: an object schema that
+    // refuses unknown keys, and describes each key it takes.
+    for plugin in synchost::bundled::ALL {
+        let path = std::path::Path::new(synchost::bundled::PLUGIN_DIR).join(plugin.file_name);
+        let output = Command::new(BIN).args(["plugin", "inspect", "--json"]).arg(&path).output().unwrap();
+        assert!(output.status.success(), "{}: {}", plugin.file_name, stderr(&output));
+        let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let schema = &info["config_schema"];
+        assert_eq!(schema["type"], "object", "{}: {schema}", plugin.file_name);
+        assert_eq!(schema["additionalProperties"], false, "{}: {schema}", plugin.file_name);
+        let properties = schema["properties"].as_object().unwrap_or_else(|| panic!("{}: {schema}", plugin.file_name));
+        assert!(!properties.is_empty(), "{}: {schema}", plugin.file_name);
+        for (key, property) in properties {
+            assert!(
+                property["description"].as_str().is_some_and(|d| !d.is_empty()),
+                "{}: key `{key}` has no description: {property}",
+                plugin.file_name
+            );
+        }
+    }
+    // The text form lists the keys, with what is required and the defaults.
+    let path = std::path::Path::new(synchost::bundled::PLUGIN_DIR).join("file_destination.wasm");
+    let output = Command::new(BIN).args(["plugin", "inspect"]).arg(&path).output().unwrap();
+    let text = stdout(&output);
+    assert!(text.lines().any(|l| l.contains("dir") && l.contains("string (required)")), "{text}");
+    assert!(text.lines().any(|l| l.contains("shards") && l.contains("(default 16)")), "{text}");
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
     // The bundled mapper with its export renamed to a future WIT version (the
     // same length, so the binary stays well formed).
     let host = HostDir::new();
-    let from = b"synchost:plugin/transform@0.2.0";
+    let from = b"synchost:plugin/transform@0.2.1";
     let to = b"synchost:plugin/transform@0.9.0";
     let mut bytes = synchost::bundled::FIELD_MAPPER.bytes.to_vec();
     let mut replaced = 0;
@@ -182,7 +182,7 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
     let error = validate_fails(&host, &tenant);
     assert!(
         error.contains(
-            "plugin `map` was built against synchost:plugin@0.9.0, but this host supports synchost:plugin@0.2.0 (or 0.1.x up to 0.1.1)"
+            "plugin `map` was built against synchost:plugin@0.9.0, but this host supports synchost:plugin@0.2.1 (or 0.1.x up to 0.1.1)"
         ),
         "{error}"
     );
@@ -403,4 +403,82 @@ fn the_readme_config_examples_are_complete_and_valid() {
     std::fs::create_dir_all(host.path("data/lms")).unwrap();
     let output = host.synchost(&["validate"]);
     assert!(output.status.success(), "the README's examples do not validate:\n{}", stderr(&output));
+}
+
+// --- plugin config, checked against the schema each plugin declares ---
+
+#[test]
+fn a_misspelt_plugin_config_key_is_named_at_its_line_before_anything_runs() {
+    let host = HostDir::new();
+    let tenant = valid_tenant().replace("{ snapshot = ", "{ snapshott = ");
+    let error = validate_fails(&host, &tenant);
+    let line = line_of(&tenant, "snapshott");
+    let column = tenant.lines().nth(line - 1).unwrap().find("snapshott").unwrap() + 1;
+    assert!(
+        error.contains(&format!(
+            "acme.toml:{line}:{column}: plugins.src.config.snapshott: unknown key `snapshott`: the plugin does not take it"
+        )),
+        "{error}"
+    );
+    // A sync is refused with the same words, before any plugin is called.
+    let output = host.synchost(&["sync", "acme/main"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("plugins.src.config.snapshott: unknown key"), "{}", stderr(&output));
+    assert!(host.records("data/out").is_empty());
+}
+
+#[test]
+fn wrong_types_unknown_choices_and_missing_keys_in_plugin_config_are_all_reported_in_one_pass() {
+    let host = HostDir::new();
+    let tenant = file_pipeline_tenant(
+        // `key` is required.
+        r#"{ snapshot = "/in/people.csv" }"#,
+        // `type` takes integer, float, boolean, text or date.
+        r#"[{ name = "id", from = "id" },
+    { name = "grade", from = "grade", type = "number" }]"#,
+        "mode = \"diff\"",
+    )
+    // `shards` is a number.
+    .replace("shards = 4", "shards = \"four\"");
+    let error = validate_fails(&host, &tenant);
+    let expect = |needle: &str, key: &str, words: &str| {
+        let line = line_of(&tenant, needle);
+        assert!(
+            error.lines().any(|l| l.contains(&format!("acme.toml:{line}:")) && l.contains(key) && l.contains(words)),
+            "no `{key}: …{words}…` at line {line} in:\n{error}"
+        );
+    };
+    expect("snapshot = \"/in/people.csv\" }", "plugins.src.config:", "missing key `key`, which the plugin requires");
+    expect("type = \"number\"", "plugins.map.config.fields[1].type:", "\"number\"");
+    expect("shards = \"four\"", "plugins.dst.config.shards:", "\"four\"");
+    assert!(error.contains("3 problem(s) found"), "{error}");
+}
+
+#[test]
+fn a_plugin_whose_declared_schema_is_no_schema_is_refused_as_the_plugins_fault() {
+    let host = HostDir::new();
+    let digest = host.install_fixture("hostile_transform.wasm");
+    for (declared, words) in [
+        (r#"{ not json"#, "declares a config schema that is not JSON"),
+        (r#"{ "type": 12 }"#, "declares a config schema that is not a valid JSON Schema"),
+    ] {
+        let tenant = valid_tenant().replace(
+            &format!(
+                "path = \"field_mapper.wasm\"\nsha256 = \"{}\"\nconfig = {{ fields = {FIELDS} }}",
+                common::sha256(synchost::bundled::FIELD_MAPPER.bytes)
+            ),
+            &format!(
+                "path = \"hostile_transform.wasm\"\nsha256 = \"{digest}\"\nconfig = {{ attack = \"none\", declared_schema = '{declared}' }}"
+            ),
+        );
+        assert!(tenant.contains("hostile_transform.wasm"), "the mapper's entry was not replaced");
+        let error = validate_fails(&host, &tenant);
+        let line = line_of(&tenant, "hostile_transform.wasm");
+        assert!(
+            error.contains(&format!("acme.toml:{line}:"))
+                && error.contains("plugins.map.path")
+                && error.contains(words),
+            "{error}"
+        );
+    }
 }

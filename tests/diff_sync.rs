@@ -722,15 +722,21 @@ fn typed_fields_reach_the_destination_converted_and_compare_after_conversion() {
 }
 
 #[test]
-fn a_plugin_config_mistake_names_the_key_not_a_place_in_json() {
+fn a_plugin_config_mistake_is_named_at_its_key_in_the_tenant_file_before_the_sync_starts() {
     let host = HostDir::new();
     host.write("data/in/people.csv", "id,name\n1,Ann\n");
     let mapper = r#"[{ name = "id", from = "id" }, { name = "name", form = "name" }]"#;
-    host.write("tenants/acme.toml", &file_pipeline_tenant(SOURCE, mapper, &pipeline_table("")));
+    let tenant = file_pipeline_tenant(SOURCE, mapper, &pipeline_table(""));
+    host.write("tenants/acme.toml", &tenant);
     let (ok, report) = host.sync("acme/main", &[]);
     assert!(!ok, "{report}");
     let error = report["error"].as_str().unwrap();
-    assert!(error.contains("plugin `map`") && error.contains("invalid plugin config: `fields[1].form`"), "{error}");
-    assert!(error.contains("unknown field `form`"), "{error}");
+    let line = tenant.lines().position(|l| l.contains("form = \"name\"")).unwrap() + 1;
+    assert!(
+        error.contains(&format!("acme.toml:{line}:"))
+            && error.contains("plugins.map.config.fields[1].form: unknown key `form`"),
+        "{error}"
+    );
     assert!(!error.contains("at line"), "no place in the JSON the operator never sees: {error}");
+    assert!(host.records("data/out").is_empty(), "nothing ran");
 }

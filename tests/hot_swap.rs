@@ -11,8 +11,9 @@
 //! - every batch is processed by exactly one version: the tag on each key's
 //!   final record is that of the version recorded for the run whose batch
 //!   covered the key's last event;
-//! - a broken version (traps in `info()`, wrong world, wrong WIT version) is
-//!   refused, reported by `synchost status`, and the sync goes on.
+//! - a broken version (a config its plugin's schema refuses, traps in
+//!   `info()`, wrong world, wrong WIT version) is refused, reported by
+//!   `synchost status`, and the sync goes on.
 
 mod common;
 
@@ -206,6 +207,15 @@ fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versi
         // Now and then, a broken version first: it must be refused, and the
         // good version after it must go in as usual.
         let broken = match swaps {
+            2 => Some((
+                tenant(
+                    &host,
+                    "field_mapper.wasm",
+                    "x",
+                    Some("config = { fields = [{ name = \"id\", from = \"id\" }], colour = \"blue\" }"),
+                ),
+                "config",
+            )),
             3 => Some((
                 tenant(&host, "hostile_transform.wasm", "x", Some("config = { attack = \"info-trap\" }")),
                 "info",
@@ -241,7 +251,11 @@ fn an_event_sync_survives_a_transform_swap_every_second_and_refuses_broken_versi
     let log = stop_daemon(&host, daemon);
 
     // The refusals name what is wrong, and the sync went on past each.
-    let (info, world, version) = (&refused[0].1, &refused[1].1, &refused[2].1);
+    let (config, info, world, version) = (&refused[0].1, &refused[1].1, &refused[2].1, &refused[3].1);
+    assert!(
+        config.contains("plugins.map.config.colour: unknown key `colour`: the plugin does not take it"),
+        "{config}"
+    );
     assert!(info.contains("`info()` of the new version failed") && info.contains("trapped"), "{info}");
     assert!(world.contains("is a source plugin, but this place needs a transform plugin"), "{world}");
     assert!(version.contains("synchost:plugin@9.2") && version.contains("this host supports"), "{version}");

@@ -75,11 +75,11 @@ fn a_plugin_built_against_0_1_0_runs_an_event_sync() {
 
 #[test]
 fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
-    // The bundled file source with its export renamed to 0.2.1 (the same
+    // The bundled file source with its export renamed to 0.2.2 (the same
     // length, so the component stays well formed): it might call functions
-    // that 0.2.0 lacks.
+    // that 0.2.1 lacks.
     let host = HostDir::new();
-    let (from, to) = (b"synchost:plugin/source@0.2.0", b"synchost:plugin/source@0.2.1");
+    let (from, to) = (b"synchost:plugin/source@0.2.1", b"synchost:plugin/source@0.2.2");
     let mut bytes = synchost::bundled::FILE_SOURCE.bytes.to_vec();
     let mut replaced = 0;
     for i in 0..=bytes.len() - from.len() {
@@ -95,7 +95,7 @@ fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
     assert!(!output.status.success());
     assert!(
         stderr(&output)
-            .contains("built against synchost:plugin@0.2.1, but this host supports synchost:plugin@0.2.0 (or 0.1.x"),
+            .contains("built against synchost:plugin@0.2.2, but this host supports synchost:plugin@0.2.1 (or 0.1.x"),
         "{}",
         stderr(&output)
     );
@@ -175,4 +175,62 @@ fn plugins_built_against_0_1_1_transform_and_write_an_event_sync() {
     let records = old_destination_records(&host);
     assert_eq!(records.len(), 45);
     assert_eq!(records["49"], serde_json::json!({ "id": 49, "name": "NAME-49", "via": "0.1.1" }));
+}
+
+const V020_TRANSFORM: &str = "v020_transform.wasm";
+
+#[test]
+fn a_plugin_built_against_0_2_0_has_no_config_schema_and_still_syncs() {
+    // 0.2.1 added the `config` export; a transform built before it (the
+    // `v020-transform` fixture, from `wit/frozen/0.2.0`, no SDK) declares no
+    // schema, so its config is left to the plugin and any key passes
+    // `validate`.
+    use synchost::bundled::{FILE_DESTINATION, FILE_SOURCE};
+    let host = HostDir::new();
+    let digest = host.install_fixture(V020_TRANSFORM);
+    let info = host.json(&["plugin", "inspect", host.path("plugins").join(V020_TRANSFORM).to_str().unwrap()]);
+    assert_eq!(info["wit_version"], "0.2.0", "{info}");
+    assert_eq!(info["config_schema"], serde_json::Value::Null, "{info}");
+
+    std::fs::create_dir_all(host.path("data/in")).unwrap();
+    host.write("data/in/people.csv", "id,name\n1,Ada\n2,Grace\n3,Edsger\n");
+    host.write(
+        "tenants/acme.toml",
+        &format!(
+            r#"[plugins.src]
+path = "{src}"
+sha256 = "{src_digest}"
+dirs = [{{ host = "../data/in", guest = "/in" }}]
+config = {{ snapshot = "/in/people.csv", key = "id" }}
+
+[plugins.pass]
+path = "{V020_TRANSFORM}"
+sha256 = "{digest}"
+config = {{ anything = "goes" }}
+
+[plugins.dst]
+path = "{dst}"
+sha256 = "{dst_digest}"
+dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
+config = {{ dir = "/out", shards = 2 }}
+
+[pipelines.main]
+mode = "diff"
+source = "src"
+transforms = ["pass"]
+destination = "dst"
+max_change_ratio = 1.0
+"#,
+            src = FILE_SOURCE.file_name,
+            src_digest = common::sha256(FILE_SOURCE.bytes),
+            dst = FILE_DESTINATION.file_name,
+            dst_digest = common::sha256(FILE_DESTINATION.bytes),
+        ),
+    );
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["created"], 3, "{report}");
+    assert_eq!(host.records("data/out")["2"]["name"], "Grace");
 }

@@ -314,7 +314,8 @@ fn validate(config: &Path) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(LoadError::Config(errors)) => {
+        Err(LoadError::Config(mut errors)) => {
+            errors.sort_by_place();
             eprintln!("{errors}");
             eprintln!("{} problem(s) found", errors.0.len());
             Ok(ExitCode::FAILURE)

@@ -3,14 +3,16 @@
 //! Every problem is reported with the file, line and key it comes from, and all
 //! problems are reported at once, so an operator fixes a config in one pass.
 //! Checks that need the plugins themselves (their WIT version, in
-//! [`crate::plugin`]; their kind against their role, in [`crate::runtime`])
-//! are made against the locations kept here.
+//! [`crate::plugin`]; their kind against their role, in [`crate::runtime`];
+//! their config against the schema each declares, in [`plugin_schema`]) are
+//! made against the locations kept here.
 
 mod allowed_host;
 mod connection;
 mod duration;
 mod error;
 mod host_file;
+pub mod plugin_schema;
 mod schedule;
 mod stream;
 mod tenant_file;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{Config, ConfigError, ConfigErrors, HostConfig, Role, TenantConfig};
-use crate::plugin::{CompiledPlugin, EngineOptions, PluginEngine, PluginKind};
+use crate::plugin::{CompiledPlugin, EngineOptions, PluginEngine, PluginKind, PluginSetup};
 use crate::state::{PipelineId, SqliteStore, StateError, StateStore};
 use crate::sync::events::{self, Observer, SyncEvent};
 use crate::sync::{SyncError, SyncJob, SyncOptions};
@@ -275,6 +275,27 @@ fn tenant_file(config: &Config, name: &str) -> PathBuf {
 
 /// Compiles a tenant's plugins and checks that each pipeline uses each plugin
 /// in the part its kind plays.
+/// Checks a plugin's `config` table against the schema the plugin declares,
+/// if it declares one (WIT 0.2.1 on).
+fn check_plugin_config(
+    engine: &PluginEngine,
+    tenant: &TenantConfig,
+    plugin: &crate::config::PluginConfig,
+    compiled: &CompiledPlugin,
+) -> Result<(), ConfigErrors> {
+    let setup = PluginSetup::from_config(&tenant.name, plugin);
+    match crate::plugin::config_schema(engine, compiled, &setup) {
+        Ok(None) => Ok(()),
+        Ok(Some(schema)) => crate::config::plugin_schema::check(plugin, &schema),
+        Err(e) => Err(ConfigError::new(
+            plugin.location.clone(),
+            format!("plugins.{}.path", plugin.name),
+            format!("cannot read the plugin's config schema: {e}"),
+        )
+        .into()),
+    }
+}
+
 fn compile_tenant(
     engine: &PluginEngine,
     tenant: &TenantConfig,
@@ -307,6 +328,9 @@ fn compile_tenant(
                 ),
             )),
             Ok(c) => {
+                if let Err(e) = check_plugin_config(engine, tenant, plugin, &c) {
+                    errors.extend(e);
+                }
                 compiled.insert(plugin.name.clone(), c);
             }
             Err(e) => errors.push(ConfigError::new(plugin.location.clone(), key, e.to_string())),

@@ -12,7 +12,10 @@ pub(super) fn print_json<T: serde::Serialize>(value: &T) {
     outln!("{}", serde_json::to_string_pretty(value).expect("CLI output serialises"));
 }
 
-pub(super) fn inspection(file: &Path, compiled: &CompiledPlugin, info: &PluginInfo, json: bool) {
+pub(super) fn inspection(file: &Path, compiled: &CompiledPlugin, info: &PluginInfo, schema: Option<&str>, json: bool) {
+    // A schema that is not JSON is shown as the text it is (`validate`
+    // reports it as the plugin's fault).
+    let schema_json = schema.map(|text| serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.into())));
     if json {
         print_json(&serde_json::json!({
             "file": file,
@@ -26,6 +29,7 @@ pub(super) fn inspection(file: &Path, compiled: &CompiledPlugin, info: &PluginIn
                 "description": info.description,
                 "wit_version": info.wit_version,
             },
+            "config_schema": schema_json,
         }));
         return;
     }
@@ -36,6 +40,40 @@ pub(super) fn inspection(file: &Path, compiled: &CompiledPlugin, info: &PluginIn
     outln!("wit version: {} (info() says {})", compiled.wit_version, info.wit_version);
     outln!("name:        {} {}", info.name, info.version);
     outln!("description: {}", info.description);
+    match &schema_json {
+        None => outln!("config:      no schema declared (the host cannot check this plugin's config before it runs)"),
+        Some(schema) => config_keys(schema),
+    }
+}
+
+/// The top-level keys of a config schema, one line each: the key, its type,
+/// whether it is required or its default, and its description.
+fn config_keys(schema: &serde_json::Value) {
+    let Some(properties) = schema.get("properties").and_then(|p| p.as_object()) else {
+        outln!("config:      {schema}");
+        return;
+    };
+    if properties.is_empty() {
+        outln!("config:      takes no keys");
+        return;
+    }
+    outln!("config:");
+    let required: Vec<&str> =
+        schema.get("required").and_then(|r| r.as_array()).into_iter().flatten().filter_map(|r| r.as_str()).collect();
+    let width = properties.keys().map(String::len).max().unwrap_or(0);
+    for (key, property) in properties {
+        let needed = if required.contains(&key.as_str()) {
+            "required".to_string()
+        } else {
+            match property.get("default") {
+                Some(default) => format!("default {default}"),
+                None => "optional".to_string(),
+            }
+        };
+        let description = property.get("description").and_then(|d| d.as_str()).unwrap_or("");
+        let description = description.split_whitespace().collect::<Vec<_>>().join(" ");
+        outln!("  {key:width$}  {} ({needed}) {description}", crate::config::plugin_schema::shape(property, schema));
+    }
 }
 
 pub(super) fn report(report: &SyncReport, json: bool) {

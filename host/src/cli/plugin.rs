@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::output;
 use crate::config::HostConfig;
-use crate::plugin::{EngineOptions, PluginEngine, PluginSetup, plugin_info};
+use crate::plugin::{EngineOptions, PluginEngine, PluginSetup, config_schema, plugin_info};
 use crate::signing::{self, TrustedKey};
 
 #[derive(Subcommand)]
@@ -24,8 +24,6 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a signing key: writes the secret key to FILE and prints the public
-    /// key to put in synchost.toml's `trusted_keys`.
     /// Write the bundled plugins to DIR and print the tenant-file lines that
     /// pin them (path and sha256).
     #[command(after_help = "Example:\n  synchost plugin export plugins/")]
@@ -36,6 +34,8 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a signing key: writes the secret key to FILE and prints the public
+    /// key to put in synchost.toml's `trusted_keys`.
     #[command(after_help = "Example:\n  synchost plugin keygen publisher.key")]
     Keygen {
         /// Where to write the secret key; it must not exist yet.
@@ -103,8 +103,10 @@ fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     // written, and each build of it would leave a cache file behind.
     let engine = PluginEngine::new(EngineOptions::default())?;
     let compiled = engine.compile(&name, &bytes)?;
-    let info = plugin_info(&engine, &compiled, &PluginSetup::bare(&name))?;
-    output::inspection(file, &compiled, &info, json);
+    let setup = PluginSetup::bare(&name);
+    let info = plugin_info(&engine, &compiled, &setup)?;
+    let schema = config_schema(&engine, &compiled, &setup)?;
+    output::inspection(file, &compiled, &info, schema.as_deref(), json);
     Ok(ExitCode::SUCCESS)
 }
 

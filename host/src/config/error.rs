@@ -70,6 +70,16 @@ impl ConfigErrors {
         self.0.is_empty()
     }
 
+    /// Puts the problems in the order an operator reads the files: the
+    /// checks that need the plugins run after those that do not, and find
+    /// problems anywhere in a file.
+    pub fn sort_by_place(&mut self) {
+        self.0.sort_by(|a, b| {
+            let (a, b) = (&a.location, &b.location);
+            (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column))
+        });
+    }
+
     /// `Ok(value)` when nothing was found wrong.
     pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.0.is_empty() { Ok(value) } else { Err(self) }

@@ -17,6 +17,7 @@ use super::duration::{ABOVE_ZERO, parse_duration};
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use super::host_file::{HostConfig, Limits, LimitsFile};
 use super::name_problem;
+use super::plugin_schema::ConfigSpots;
 use super::schedule::Schedule;
 use super::stream::{StreamConfig, StreamEntry};
 
@@ -48,6 +49,9 @@ pub struct PluginConfig {
     pub sha256: String,
     /// The plugin's `config` table, handed to it as JSON.
     pub config: serde_json::Value,
+    /// Where each value of `config` is written, for the errors a check
+    /// against the plugin's schema finds (see [`super::plugin_schema`]).
+    pub config_spots: ConfigSpots,
     pub dirs: Vec<DirGrant>,
     pub secrets: BTreeMap<String, String>,
     /// Where the plugin may send HTTP requests.
@@ -349,6 +353,7 @@ impl TenantConfig {
             declared_connections: &declared_connections,
             streams: &streams,
             declared_streams: &declared_streams,
+            config_spots: ConfigSpots::index_tenant(path, &text),
         };
 
         // References are checked against every declared plugin, so a plugin
@@ -394,6 +399,8 @@ struct Checker<'a> {
     declared_connections: &'a std::collections::BTreeSet<String>,
     streams: &'a BTreeMap<String, Arc<StreamConfig>>,
     declared_streams: &'a std::collections::BTreeSet<String>,
+    /// Where each plugin's `config` values are written, by plugin name.
+    config_spots: BTreeMap<String, ConfigSpots>,
 }
 
 impl Checker<'_> {
@@ -540,11 +547,16 @@ impl Checker<'_> {
                 }
             };
         let config = serde_json::to_value(&entry.config).expect("a TOML table converts to JSON");
+        let config_spots = match self.config_spots.get(name) {
+            Some(spots) => spots.clone(),
+            None => ConfigSpots::unwritten(name, self.at(name_at)),
+        };
         errors.into_result(PluginConfig {
             name: name.to_string(),
             path,
             sha256: pinned,
             config,
+            config_spots,
             dirs,
             secrets: entry.secrets,
             allowed_hosts,

@@ -3,6 +3,11 @@
 //! too (see [`types`]); the other shared interfaces (`host`, `sql`,
 //! `jetstream`) are generated once, with the source world, and reused by the
 //! others.
+//!
+//! The host binds each world without its `config` export (see
+//! `wit/config.wit`): a plugin built against 0.2.0 lacks it and must still
+//! load, so the worlds here are the package's own minus that export, and the
+//! schema is looked up on its own, where a plugin has it ([`ConfigSchemaIndices`]).
 
 /// The `types` interface, as the bindings expect an interface given with
 /// `with`: its types (the model's, which derive wasmtime's component traits)
@@ -24,7 +29,7 @@ pub mod types {
         for<'a> D::Data<'a>: Host,
         T: 'static,
     {
-        linker.instance("synchost:plugin/types@0.2.0")?;
+        linker.instance("synchost:plugin/types@0.2.1")?;
         Ok(())
     }
 }
@@ -32,7 +37,16 @@ pub mod types {
 mod source_world {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "synchost:plugin/source-plugin",
+        inline: "
+            package synchost:host;
+            world source-plugin {
+                    import synchost:plugin/host@0.2.1;
+                    import synchost:plugin/sql@0.2.1;
+                    import synchost:plugin/jetstream@0.2.1;
+                    export synchost:plugin/source@0.2.1;
+            }
+        ",
+        world: "synchost:host/source-plugin",
         with: {
             "synchost:plugin/types": super::types,
             "synchost:plugin/sql.connection": crate::plugin::capability::sql::SqlConnection,
@@ -44,7 +58,15 @@ mod source_world {
 mod destination_world {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "synchost:plugin/destination-plugin",
+        inline: "
+            package synchost:host;
+            world destination-plugin {
+                    import synchost:plugin/host@0.2.1;
+                    import synchost:plugin/sql@0.2.1;
+                    export synchost:plugin/destination@0.2.1;
+            }
+        ",
+        world: "synchost:host/destination-plugin",
         with: {
             "synchost:plugin/types": super::types,
             "synchost:plugin/host": super::source_world::synchost::plugin::host,
@@ -56,7 +78,15 @@ mod destination_world {
 mod transform_world {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "synchost:plugin/transform-plugin",
+        inline: "
+            package synchost:host;
+            world transform-plugin {
+                    import synchost:plugin/host@0.2.1;
+                    import synchost:plugin/sql@0.2.1;
+                    export synchost:plugin/transform@0.2.1;
+            }
+        ",
+        world: "synchost:host/transform-plugin",
         with: {
             "synchost:plugin/types": super::types,
             "synchost:plugin/host": super::source_world::synchost::plugin::host,
@@ -70,3 +100,22 @@ pub use source_world::synchost::plugin::{host, jetstream, sql};
 pub use source_world::{SourcePlugin, SourcePluginPre};
 pub use transform_world::exports::synchost::plugin::transform::Transformed;
 pub use transform_world::{TransformPlugin, TransformPluginPre};
+
+mod config_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "
+            package synchost:host;
+            world configured {
+                export synchost:plugin/config@0.2.1;
+            }
+        ",
+        world: "synchost:host/configured",
+    });
+}
+
+/// The `config` export of a plugin that has one (WIT 0.2.1 and later).
+pub use config_world::exports::synchost::plugin::config::GuestIndices as ConfigSchemaIndices;
+
+/// The name a component exports the `config` interface under.
+pub const CONFIG_EXPORT: &str = "synchost:plugin/config@0.2.1";

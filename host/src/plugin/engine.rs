@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{DestinationPluginPre, SourcePluginPre, TransformPluginPre};
+use super::bindings::{CONFIG_EXPORT, ConfigSchemaIndices, DestinationPluginPre, SourcePluginPre, TransformPluginPre};
 use super::cache::{DiskCache, Miss};
 use super::capability::services::HostServices;
 use super::ctx::PluginCtx;
@@ -104,6 +104,10 @@ pub struct CompiledPlugin {
     /// The WIT package version the component was built against.
     pub wit_version: String,
     pub(super) pre: WorldPre,
+    /// Where the plugin's `config` export is (WIT 0.2.1 on), with what it
+    /// is instantiated for that call alone; `None`: the plugin declares no
+    /// config schema.
+    pub(super) config_schema: Option<(wasmtime::component::InstancePre<PluginCtx>, ConfigSchemaIndices)>,
 }
 
 pub(super) enum WorldPre {
@@ -287,6 +291,10 @@ impl PluginEngine {
         let link_error =
             |e: wasmtime::Error| PluginError::Link { plugin: plugin.to_string(), detail: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
+        let config_schema = match component.get_export_index(None, CONFIG_EXPORT) {
+            None => None,
+            Some(_) => Some((instance_pre.clone(), ConfigSchemaIndices::new(&instance_pre).map_err(link_error)?)),
+        };
         let pre = match (kind, is_legacy(&wit_version)) {
             (PluginKind::Source, false) => WorldPre::Source(SourcePluginPre::new(instance_pre).map_err(link_error)?),
             (PluginKind::Destination, false) => {
@@ -305,7 +313,7 @@ impl PluginEngine {
                 WorldPre::LegacyTransform(legacy::TransformPluginPre::new(instance_pre).map_err(link_error)?)
             }
         };
-        Ok(CompiledPlugin { digest, kind, wit_version, pre })
+        Ok(CompiledPlugin { digest, kind, wit_version, pre, config_schema })
     }
 
     /// The machine code for `bytes`: from the cache on disk if it holds a

@@ -563,6 +563,24 @@ fn row_bytes(row: &Row) -> u64 {
     (row.key.len() + values) as u64
 }
 
+/// Instantiates a plugin on its own and asks for the JSON Schema of its
+/// `config` table: `None` if it declares none (it was built against WIT
+/// 0.2.0 or earlier, or answers `none`).
+pub fn config_schema(
+    engine: &PluginEngine,
+    compiled: &CompiledPlugin,
+    setup: &PluginSetup,
+) -> Result<Option<String>, PluginError> {
+    let Some((pre, indices)) = &compiled.config_schema else { return Ok(None) };
+    let mut sandbox = Sandbox::new(engine, setup)?;
+    let instance = sandbox.call("instantiate", |store| pre.instantiate(store))?;
+    let schema = sandbox.call("schema", |store| indices.load(&mut *store, &instance)?.call_schema(store))?;
+    if let Some(schema) = &schema {
+        sandbox.check_output("schema", 0, 0, schema.len() as u64)?;
+    }
+    Ok(schema)
+}
+
 /// Instantiates any compiled plugin and asks for its `info()`.
 pub fn plugin_info(
     engine: &PluginEngine,

@@ -5,9 +5,11 @@ use std::fmt;
 /// The WIT package plugins are built against.
 pub const WIT_PACKAGE: &str = "synchost:plugin";
 /// The version of that package this host implements. 0.2.0 carries snapshot
-/// pages and transforms as tables laid out by column; plugins built against
-/// 0.1.x still load, through [`super::legacy`] (see [`is_compatible`]).
-pub const WIT_VERSION: &str = "0.2.0";
+/// pages and transforms as tables laid out by column; 0.2.1 adds the
+/// `config` export (a plugin's config schema), which 0.2.0 plugins lack and
+/// still load without; plugins built against 0.1.x still load, through
+/// [`super::legacy`] (see [`is_compatible`]).
+pub const WIT_VERSION: &str = "0.2.1";
 
 /// The three plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -113,12 +115,13 @@ mod tests {
     fn compatibility_follows_semver_for_zero_versions() {
         // This host's own version, and the 0.1 track it still serves.
         assert!(is_compatible("0.2.0"));
+        assert!(is_compatible("0.2.1"));
         assert!(is_compatible("0.1.0"));
         assert!(is_compatible("0.1.1"));
         assert!(is_legacy("0.1.0") && is_legacy("0.1.1") && !is_legacy("0.2.0"));
         // Newer on a track: may need functions this host lacks.
         assert!(!is_compatible("0.1.7"));
-        assert!(!is_compatible("0.2.1"));
+        assert!(!is_compatible("0.2.2"));
         // Another track.
         assert!(!is_compatible("0.3.0"));
         assert!(!is_compatible("0.0.1"));

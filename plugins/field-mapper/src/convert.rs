@@ -5,7 +5,7 @@ use serde::Deserialize;
 use synchost_plugin_sdk::{ColumnBuilder, Error, Table, ValueRef};
 
 /// The types a field may be converted to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum FieldType {
     Integer,

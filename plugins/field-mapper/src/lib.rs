@@ -34,14 +34,14 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/transform-plugin",
     with: {
-        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
     },
 });
 
 /// The plugin's `config` table in the tenant file.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
     /// The output fields, in order. Nothing else is passed on.
@@ -50,9 +50,10 @@ struct Config {
     filter: Option<Filter>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FieldConfig {
+    /// The output field's name, unique among `fields`.
     name: String,
     /// Copy this input field.
     from: Option<String>,
@@ -63,11 +64,15 @@ struct FieldConfig {
     to: Option<convert::FieldType>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Filter {
+    /// The input field tested, by its value as text (empty when null or when
+    /// the input has no such field).
     field: String,
+    /// Keep only the rows where the field is this text.
     equals: Option<String>,
+    /// Keep only the rows where the field is not this text.
     not_equals: Option<String>,
 }
 
@@ -182,6 +187,12 @@ impl Filter {
             .filter(|&row| passes(&column.map(|c| c.get(row).to_text()).unwrap_or_default()))
             .map(|row| row as u32)
             .collect()
+    }
+}
+
+impl exports::synchost::plugin::config::Guest for FieldMapper {
+    fn schema() -> Option<String> {
+        sdk::config_schema::<Config>()
     }
 }
 

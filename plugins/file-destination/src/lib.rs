@@ -18,9 +18,9 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/destination-plugin",
     with: {
-        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
     },
 });
 
@@ -43,6 +43,12 @@ impl exports::synchost::plugin::destination::Guest for FileDestination {
     fn apply(batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
         let config: store::Config = sdk::config()?;
         store::DataSet::open_or_create(&config)?.apply(batch)
+    }
+}
+
+impl exports::synchost::plugin::config::Guest for FileDestination {
+    fn schema() -> Option<String> {
+        sdk::config_schema::<store::Config>()
     }
 }
 

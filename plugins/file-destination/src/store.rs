@@ -24,7 +24,7 @@ use synchost_plugin_sdk::{self as sdk, Action, Error, JsonFields, OperationBatch
 
 /// The plugin's `config` table in the tenant file (the settings of the data
 /// set; a plugin that embeds this store may take more keys of its own).
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     /// The directory that holds the data set, e.g. "/out".

@@ -17,20 +17,21 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/source-plugin",
     with: {
-        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
+        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
+        "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
     },
 });
 
 /// The plugin's `config` table in the tenant file.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     /// The data set read by snapshots, e.g. "/data/students.csv".
     pub snapshot: Option<String>,
-    /// "csv" or "jsonl"; by default taken from the snapshot file's extension.
+    /// "csv" or "jsonl"; by default taken from the snapshot file's extension
+    /// (.csv, .jsonl or .ndjson).
     pub format: Option<Format>,
     /// The field, or fields, whose values make a row's key (joined with ':').
     pub key: KeyFields,
@@ -46,17 +47,22 @@ fn default_page_size() -> usize {
     5000
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[derive(Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Format {
+    /// CSV with a header row naming the columns; every cell is text, an empty
+    /// cell is null.
     Csv,
+    /// JSON lines: one JSON object per line; values keep their JSON types.
     Jsonl,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum KeyFields {
+    /// One field; the key is its value as text.
     One(String),
+    /// A list of fields; the key is their values as text, joined with ':'.
     Several(Vec<String>),
 }
 
@@ -138,6 +144,12 @@ impl exports::synchost::plugin::source::Guest for FileSource {
         };
         let offset = parse_offset(cursor, "cursor")?;
         changelog::read_events(path, &config.key, offset, max as usize)
+    }
+}
+
+impl exports::synchost::plugin::config::Guest for FileSource {
+    fn schema() -> Option<String> {
+        sdk::config_schema::<Config>()
     }
 }
 

@@ -25,36 +25,51 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/source-plugin",
     with: {
-        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
+        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
+        "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
     },
 });
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// The stream's name in the tenant file's `[streams]`; the plugin must be
+    /// granted it with `streams = ["NAME"]`.
     stream: String,
+    /// The message field that holds the key, or a list of them (with several,
+    /// the key is the JSON array of their values).
     key: KeyFields,
+    /// The fields to sync, in order. Default: every field of the batch's
+    /// messages, in the order first seen (without `delete_field`).
     columns: Option<Vec<String>>,
+    /// A boolean field: a message where it is true deletes the record.
     delete_field: Option<String>,
+    /// What to do with a message that is not a JSON object with the key.
     #[serde(default)]
     on_invalid: OnInvalid,
 }
 
-#[derive(Deserialize)]
+/// The field, or fields, whose values make a message's key.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum KeyFields {
+    /// One field; the key is its value as text.
     One(String),
+    /// A list of fields; with more than one, the key is the JSON array of
+    /// their values.
     Several(Vec<String>),
 }
 
-#[derive(Deserialize, Default, PartialEq)]
+/// What to do with a message that cannot be read.
+#[derive(Deserialize, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum OnInvalid {
+    /// Pause the pipeline, naming the message's sequence and subject.
     #[default]
     Fail,
+    /// Log the message and go on with the next one.
     Skip,
 }
 
@@ -172,6 +187,12 @@ impl exports::synchost::plugin::source::Guest for JetStreamSource {
             })
             .collect();
         Ok(EventBatch { columns, events, cursor })
+    }
+}
+
+impl exports::synchost::plugin::config::Guest for JetStreamSource {
+    fn schema() -> Option<String> {
+        sdk::config_schema::<Config>()
     }
 }
 

@@ -11,42 +11,74 @@ use serde::Deserialize;
 use synchost_plugin_sdk::{self as sdk, Error, host};
 
 /// What the tenant file's `config` table holds; see the crate docs for each key.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RestConfig {
+    /// The API's base URL, http:// or https:// without a query, e.g.
+    /// "https://api.example.com/v1". Its host must be in `allowed_hosts`.
     base_url: String,
+    /// The collection's path under `base_url`, e.g. "/people"; records are
+    /// `{collection}/{key}`.
     #[serde(default)]
     collection: String,
+    /// The API field that holds a record's key.
     #[serde(default = "default_key_field")]
     key_field: String,
+    /// How the snapshot lists the collection: "cursor", "page" (until a page
+    /// comes back empty) or "none" (one request lists everything).
     #[serde(default)]
     pagination: Pagination,
+    /// Records asked for per page, sent as `page_size_param`.
     #[serde(default = "default_page_size")]
+    #[schemars(range(min = 1))]
     page_size: u32,
+    /// The response field that holds a page's records; a response that is a
+    /// bare JSON array is the records themselves, with no next cursor.
     #[serde(default = "default_items_field")]
     items_field: String,
+    /// Cursor paging: the response field that holds the next cursor (missing,
+    /// null or empty on the last page).
     #[serde(default = "default_next_field")]
     next_field: String,
+    /// Cursor paging: the query parameter that carries the cursor.
     #[serde(default = "default_cursor_param")]
     cursor_param: String,
+    /// Page paging: the query parameter that carries the page number.
     #[serde(default = "default_page_param")]
     page_param: String,
+    /// The query parameter that carries `page_size`. Default: "per_page" for
+    /// page paging, else "limit".
     page_size_param: Option<String>,
+    /// Page paging: the number of the first page.
     #[serde(default = "default_first_page")]
     first_page: u64,
+    /// How an update is sent: "patch" sends the changed fields, "put" the
+    /// whole row.
     #[serde(default)]
     update_method: UpdateMethod,
+    /// How an event's upsert is sent: "put", "put-then-post" (POST where the
+    /// PUT answers 404) or "patch-then-post" (POST where the PATCH answers 404).
     #[serde(default)]
     upsert_method: UpsertMethod,
+    /// Before each PUT, GET the record and merge the row into it, so fields
+    /// the sync does not write survive an API whose PUT replaces the record.
     #[serde(default)]
     put_merges: bool,
+    /// Synchost field → API field, e.g. `{ name = "full_name" }`, used both
+    /// ways; other fields pass through unchanged.
     #[serde(default)]
     fields: BTreeMap<String, String>,
+    /// The name of a secret (in the plugin's `secrets`) sent in the auth
+    /// header. Without it no auth header is sent.
     auth_secret: Option<String>,
+    /// The header that carries the secret: `auth_header: auth_scheme <secret>`.
     #[serde(default = "default_auth_header")]
     auth_header: String,
+    /// The scheme written before the secret; an empty scheme sends the secret
+    /// alone.
     #[serde(default = "default_auth_scheme")]
     auth_scheme: String,
+    /// More headers sent with every request, name → value.
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -80,7 +112,7 @@ fn default_auth_scheme() -> String {
 }
 
 /// How the collection's list is paged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Pagination {
     /// `?cursor=<token>`; the response names the next token (or null).
@@ -93,7 +125,7 @@ pub(crate) enum Pagination {
 }
 
 /// The method an `update` operation is sent with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum UpdateMethod {
     /// Only the changed fields, merged into the record by the API.
@@ -104,7 +136,7 @@ pub(crate) enum UpdateMethod {
 }
 
 /// How an `upsert` (an event's full state) is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum UpsertMethod {
     /// `PUT {collection}/{key}`, for APIs whose PUT creates a missing record.

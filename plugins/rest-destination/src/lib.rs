@@ -45,9 +45,9 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/destination-plugin",
     with: {
-        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
     },
 });
 
@@ -68,6 +68,12 @@ impl exports::synchost::plugin::destination::Guest for RestDestination {
 
     fn apply(batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
         apply::apply(&Api::from_host()?, batch)
+    }
+}
+
+impl exports::synchost::plugin::config::Guest for RestDestination {
+    fn schema() -> Option<String> {
+        sdk::config_schema::<config::RestConfig>()
     }
 }
 

@@ -15,10 +15,10 @@
 //!     path: "../../wit",
 //!     world: "synchost:plugin/source-plugin",
 //!     with: {
-//!         "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-//!         "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-//!         "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
-//!         "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
+//!         "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+//!         "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+//!         "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
+//!         "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
 //!     },
 //! });
 //! ```
@@ -29,16 +29,16 @@ mod bindings {
         inline: "
             package synchost:sdk;
             world imports {
-                import synchost:plugin/types@0.2.0;
-                import synchost:plugin/host@0.2.0;
-                import synchost:plugin/sql@0.2.0;
-                import synchost:plugin/jetstream@0.2.0;
+                import synchost:plugin/types@0.2.1;
+                import synchost:plugin/host@0.2.1;
+                import synchost:plugin/sql@0.2.1;
+                import synchost:plugin/jetstream@0.2.1;
             }
         ",
         world: "synchost:sdk/imports",
         // The data types are the host's own (see `synchost-model`): a table
         // is laid out, checked and read by the same code on both sides.
-        with: { "synchost:plugin/types@0.2.0": synchost_model::types },
+        with: { "synchost:plugin/types@0.2.1": synchost_model::types },
         generate_unused_types: true,
         generate_all,
     });
@@ -56,7 +56,7 @@ pub use types::{
 };
 
 /// The version of the `synchost:plugin` WIT package this SDK was built from.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
 
 /// The `info()` answer for a plugin built with this SDK.
 pub fn plugin_info(name: &str, version: &str, description: &str) -> PluginInfo {
@@ -89,6 +89,17 @@ pub fn config<T: serde::de::DeserializeOwned>() -> Result<T, Error> {
             Error::Config(format!("invalid plugin config: `{path}`: {message}"))
         }
     })
+}
+
+/// The answer to the `config` export's `schema()` (WIT 0.2.1): the JSON
+/// Schema of `T`, the type the plugin reads its config into with
+/// [`config`]. Derive `schemars::JsonSchema` beside `serde::Deserialize` on
+/// it, so that what the host checks a tenant file against is what the
+/// plugin reads: serde's attributes shape both (`deny_unknown_fields` becomes
+/// `"additionalProperties": false`, `default` a default, an `Option` a key
+/// that may be left out), and doc comments become descriptions.
+pub fn config_schema<T: schemars::JsonSchema>() -> Option<String> {
+    Some(schemars::schema_for!(T).as_value().to_string())
 }
 
 /// Logging through the host, which tags each line with the tenant and plugin.

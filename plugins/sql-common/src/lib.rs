@@ -14,10 +14,12 @@ use synchost_plugin_sdk::sql::{Connection, Dialect};
 use synchost_plugin_sdk::{self as sdk, Error, Value};
 
 /// One column name, or several.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Names {
+    /// One column.
     One(String),
+    /// A list of columns (at least one), in key order.
     Several(Vec<String>),
 }
 

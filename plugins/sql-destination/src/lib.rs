@@ -40,25 +40,36 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/destination-plugin",
     with: {
-        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
+        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
     },
 });
 
 /// Parameters one statement may carry on every supported database.
 const MAX_PARAMS: usize = 32_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// The connection's name in the tenant file; the plugin must be granted it
+    /// with `connections = ["NAME"]`.
     connection: String,
+    /// The table, e.g. "customers" or, with its schema, "crm.customers".
     table: String,
+    /// The key column, or a list of them: a primary key or unique index,
+    /// which the upsert conflicts on.
     key: Names,
+    /// The columns the snapshot reads, key columns first if left out. Default:
+    /// every column of the table.
     columns: Option<Vec<String>>,
+    /// Rows per snapshot page.
     #[serde(default = "default_page_size")]
+    #[schemars(range(min = 1))]
     page_size: u32,
+    /// Rows per upsert or delete statement.
     #[serde(default = "default_statement_rows")]
+    #[schemars(range(min = 1))]
     statement_rows: usize,
 }
 
@@ -338,6 +349,12 @@ impl exports::synchost::plugin::destination::Guest for SqlDestination {
 
     fn apply(batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
         with_destination(|destination| destination.apply(&batch))
+    }
+}
+
+impl exports::synchost::plugin::config::Guest for SqlDestination {
+    fn schema() -> Option<String> {
+        sdk::config_schema::<Config>()
     }
 }
 

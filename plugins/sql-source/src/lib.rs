@@ -36,23 +36,36 @@ wit_bindgen::generate!({
     path: "../../wit",
     world: "synchost:plugin/source-plugin",
     with: {
-        "synchost:plugin/types@0.2.0": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.0": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.0": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.2.0": synchost_plugin_sdk::jetstream,
+        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
+        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
+        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
+        "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
     },
 });
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// The connection's name in the tenant file; the plugin must be granted it
+    /// with `connections = ["NAME"]`.
     connection: String,
+    /// The table, e.g. "customers" or, with its schema, "crm.customers".
     table: String,
+    /// The key column, or a list of them (a primary or unique key); with
+    /// several, a row's key is the JSON array of their values.
     key: Names,
+    /// The columns to read, key columns added if left out. Default: every
+    /// column of the table.
     columns: Option<Vec<String>>,
+    /// For event syncs (and required by them): a column whose value grows
+    /// with every change; events are the rows past the stored cursor.
     cursor: Option<String>,
+    /// A boolean column: rows where it is true are left out of snapshots and
+    /// read as delete events.
     deleted: Option<String>,
+    /// Rows per snapshot page and per database round trip.
     #[serde(default = "default_page_size")]
+    #[schemars(range(min = 1))]
     page_size: u32,
 }
 
@@ -198,6 +211,12 @@ impl exports::synchost::plugin::source::Guest for SqlSource {
         // "[]" is the cursor of an empty table read from the start.
         let cursor = cursor.filter(|c| c != "[]");
         with_source(|source| source.events(cursor.as_deref(), max))
+    }
+}
+
+impl exports::synchost::plugin::config::Guest for SqlSource {
+    fn schema() -> Option<String> {
+        sdk::config_schema::<Config>()
     }
 }
 
