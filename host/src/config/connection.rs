@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::duration::{ABOVE_ZERO, parse_duration};
-use super::error::{ConfigError, ConfigErrors, Location};
+use super::error::{ConfigError, ConfigErrors, Lines, Location};
 
 /// The kinds of database a connection can reach, from its URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -94,13 +94,20 @@ pub(super) struct ConnectionEntry {
 
 /// Where a tenant file is being read, for errors.
 pub(super) struct Site<'a> {
-    pub file: &'a Path,
-    pub text: &'a str,
+    pub lines: &'a Lines<'a>,
 }
 
 impl Site<'_> {
+    pub(super) fn at(&self, offset: usize) -> Location {
+        self.lines.at(offset)
+    }
+
+    pub(super) fn file(&self) -> &Path {
+        self.lines.file()
+    }
+
     fn error(&self, offset: usize, key: String, message: String) -> ConfigError {
-        ConfigError::new(Location::at(self.file, self.text, offset), key, message)
+        ConfigError::new(self.at(offset), key, message)
     }
 }
 
@@ -162,7 +169,7 @@ impl ConnectionEntry {
             statement_timeout,
             connect_timeout,
             max_connections,
-            location: Location::at(site.file, site.text, url_at),
+            location: site.at(url_at),
         })
     }
 }
@@ -188,7 +195,7 @@ fn url_dialect(
                     "names no database file: write sqlite://PATH".into(),
                 ));
             }
-            let base = site.file.parent().unwrap_or(Path::new("."));
+            let base = site.file().parent().unwrap_or(Path::new("."));
             (Some(SqlDialect::Sqlite), Some(std::path::absolute(base.join(file)).unwrap_or_else(|_| file.into())))
         }
         _ => {

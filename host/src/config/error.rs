@@ -27,6 +27,36 @@ impl Location {
     }
 }
 
+/// Where each line of a file's text starts, so that the place of any byte
+/// offset is found by a binary search: a tenant file keeps the place of every
+/// plugin, reference and config value it declares, and counting lines from
+/// the top for each would make loading a large file quadratic.
+pub(crate) struct Lines<'a> {
+    file: &'a Path,
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl<'a> Lines<'a> {
+    pub(crate) fn new(file: &'a Path, text: &str) -> Lines<'a> {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Lines { file, starts, len: text.len() }
+    }
+
+    /// The place of byte `offset`, as [`Location::at`] finds it.
+    pub(crate) fn at(&self, offset: usize) -> Location {
+        let offset = offset.min(self.len);
+        // The last line that starts at or before the offset.
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let column = offset - self.starts[line - 1] + 1;
+        Location { file: self.file.to_path_buf(), line, column }
+    }
+
+    pub(crate) fn file(&self) -> &'a Path {
+        self.file
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 {
@@ -106,16 +136,87 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Parses a TOML file into `T`, turning a syntax or shape error into a
-/// [`ConfigError`] at the place toml points to.
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let location = Location::at(file, text, span.start);
+/// Parses a TOML file into `T`, reporting every shape error it has (a wrong
+/// type, an unknown key, a missing one), each at the place toml points to.
+///
+/// serde stops at a file's first error, so the file is deserialized again
+/// without the entry that error is in, for as long as errors are found: an
+/// operator fixes a file in one pass. A key that is missing only because it
+/// was taken out for its own error is not reported twice.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigErrors> {
+    /// Errors reported from one file at most; a file with more is mostly
+    /// not the kind of file expected.
+    const MAX_ERRORS: usize = 50;
+    let error = |e: &toml::de::Error| {
+        let offset = e.span().unwrap_or(0..0).start;
         // toml points at the offending key or value; show the whole line's key.
-        let key = key_at(text, span.start);
-        ConfigError::new(location, key, e.message().trim().to_string())
-    })
+        ConfigError::new(Location::at(file, text, offset), key_at(text, offset), e.message().trim().to_string())
+    };
+    let mut root = toml::de::DeTable::parse(text).map_err(|e| ConfigErrors::from(error(&e)))?;
+    let mut errors = ConfigErrors::default();
+    // (the table's value starts here, the key taken out of it)
+    let mut taken_out: Vec<(usize, String)> = Vec::new();
+    loop {
+        let e = match T::deserialize(toml::de::Deserializer::from(root.clone())) {
+            Ok(value) => return errors.into_result(value),
+            Err(e) => e,
+        };
+        let Some(span) = e.span() else {
+            errors.push(error(&e));
+            return Err(errors);
+        };
+        let echo = missing_field(e.message())
+            .is_some_and(|field| taken_out.iter().any(|(at, key)| *at == span.start && key == field));
+        if !echo {
+            errors.push(error(&e));
+        }
+        let root_span = root.span();
+        let taken = take_out(root.get_mut(), root_span.start, span.start);
+        match taken {
+            Some(taken) if errors.0.len() < MAX_ERRORS => taken_out.push(taken),
+            _ => return Err(errors),
+        }
+    }
+}
+
+/// The field a serde "missing field `x`" message names.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// Takes out of `table` (whose value starts at `table_at`) the innermost
+/// entry that holds byte `offset`, returning where its table starts and its
+/// key; `None` if no entry holds it. Nested tables are searched first and
+/// all of them: a table a `[header]` opens has a span that need not cover
+/// the keys below the header.
+fn take_out(table: &mut toml::de::DeTable<'_>, table_at: usize, offset: usize) -> Option<(usize, String)> {
+    use toml::de::DeValue;
+    for (_, value) in table.iter_mut() {
+        let value_at = value.span().start;
+        let taken = match value.get_mut() {
+            DeValue::Table(inner) => take_out(inner, value_at, offset),
+            DeValue::Array(items) => items.iter_mut().find_map(|item| {
+                let item_at = item.span().start;
+                match item.get_mut() {
+                    DeValue::Table(inner) => take_out(inner, item_at, offset),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        };
+        if taken.is_some() {
+            return taken;
+        }
+    }
+    let holder = table
+        .iter()
+        .find(|(key, value)| {
+            let (key, value) = (key.span(), value.span());
+            key.contains(&offset) || (value.start..value.end.max(value.start + 1)).contains(&offset)
+        })
+        .map(|(key, _)| key.clone())?;
+    table.remove(&holder);
+    Some((table_at, holder.get_ref().to_string()))
 }
 
 /// The key on the line that holds byte `offset`, prefixed with the table the
@@ -151,6 +252,15 @@ mod tests {
         let at = Location::at(Path::new("t.toml"), text, text.find("2").unwrap());
         assert_eq!((at.line, at.column), (2, 6));
         assert_eq!(at.to_string(), "t.toml:2:6");
+    }
+
+    #[test]
+    fn the_line_index_places_every_offset_as_counting_from_the_top_does() {
+        let text = "a = 1\n\nbb = 2\nlast";
+        let lines = Lines::new(Path::new("t.toml"), text);
+        for offset in 0..=text.len() + 3 {
+            assert_eq!(lines.at(offset), Location::at(Path::new("t.toml"), text, offset), "offset {offset}");
+        }
     }
 
     #[test]

@@ -8,12 +8,11 @@
 //! the tenant file wrote it ([`ConfigSpots`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::error::{ConfigError, ConfigErrors, Location};
+use super::error::{ConfigError, ConfigErrors, Lines, Location};
 use super::tenant_file::PluginConfig;
 
 /// Where each value of one plugin's `config` table stands in its tenant
@@ -31,17 +30,17 @@ struct Spot {
 }
 
 impl ConfigSpots {
-    /// Indexes the `config` table of every plugin of the tenant file `file`,
-    /// whose text is `text`, by plugin name. A plugin that writes no `config`
+    /// Indexes the `config` table of every plugin of a tenant file, whose
+    /// text is `text` (and `lines` its line index), by plugin name. A plugin that writes no `config`
     /// table is missing: see [`ConfigSpots::unwritten`].
-    pub(crate) fn index_tenant(file: &Path, text: &str) -> BTreeMap<String, ConfigSpots> {
+    pub(crate) fn index_tenant(lines: &Lines<'_>, text: &str) -> BTreeMap<String, ConfigSpots> {
         let mut index = BTreeMap::new();
         // The file parsed once already, or this would not be called.
         let Ok(root) = DeTable::parse(text) else { return index };
         let Some(plugins) = entry(root.get_ref(), "plugins").and_then(|(_, plugins)| as_table(plugins)) else {
             return index;
         };
-        let at = |offset: usize| Location::at(file, text, offset);
+        let at = |offset: usize| lines.at(offset);
         for (plugin, table) in plugins {
             let Some((key_at, config)) = as_table(table).and_then(|table| entry(table, "config")) else { continue };
             let key = format!("plugins.{}.config", toml_key(plugin.get_ref()));

@@ -65,9 +65,8 @@ impl StreamEntry {
     ) -> Result<StreamConfig, ConfigErrors> {
         let table = format!("streams.{name}");
         let mut errors = ConfigErrors::default();
-        let error = |at: usize, key: &str, message: String| {
-            ConfigError::new(Location::at(site.file, site.text, at), format!("{table}{key}"), message)
-        };
+        let error =
+            |at: usize, key: &str, message: String| ConfigError::new(site.at(at), format!("{table}{key}"), message);
         if let Some(problem) = super::name_problem("stream", name) {
             errors.push(error(name_at, "", problem));
         }
@@ -123,7 +122,7 @@ impl StreamEntry {
             durable,
             ack_wait,
             token: self.token.map(Secret::new),
-            location: Location::at(site.file, site.text, name_at),
+            location: site.at(name_at),
         })
     }
 }

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::allowed_host::AllowedHost;
 use super::connection::{ConnectionConfig, ConnectionEntry, Site};
 use super::duration::{ABOVE_ZERO, parse_duration};
-use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
+use super::error::{ConfigError, ConfigErrors, Lines, Location, parse_toml};
 use super::host_file::{HostConfig, Limits, LimitsFile};
 use super::name_problem;
 use super::plugin_schema::ConfigSpots;
@@ -322,7 +322,8 @@ impl TenantConfig {
         // Connections first: plugins are granted them by name. A connection
         // whose own table has an error still counts as declared, so a plugin
         // granted it is not reported as well.
-        let site = Site { file: path, text: &text };
+        let lines = Lines::new(path, &text);
+        let site = Site { lines: &lines };
         let declared_connections: std::collections::BTreeSet<String> =
             file.connections.keys().map(|name| name.get_ref().clone()).collect();
         let mut connections = BTreeMap::new();
@@ -353,7 +354,8 @@ impl TenantConfig {
             declared_connections: &declared_connections,
             streams: &streams,
             declared_streams: &declared_streams,
-            config_spots: ConfigSpots::index_tenant(path, &text),
+            config_spots: ConfigSpots::index_tenant(&lines, &text),
+            lines: &lines,
         };
 
         // References are checked against every declared plugin, so a plugin
@@ -394,6 +396,7 @@ impl TenantConfig {
 struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
+    lines: &'a Lines<'a>,
     host: &'a HostConfig,
     connections: &'a BTreeMap<String, Arc<ConnectionConfig>>,
     declared_connections: &'a std::collections::BTreeSet<String>,
@@ -405,7 +408,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn at(&self, offset: usize) -> Location {
-        Location::at(self.path, self.text, offset)
+        self.lines.at(offset)
     }
 
     fn error(&self, offset: usize, key: String, message: String) -> ConfigError {
