@@ -482,3 +482,39 @@ fn a_plugin_whose_declared_schema_is_no_schema_is_refused_as_the_plugins_fault()
         );
     }
 }
+
+#[test]
+fn every_type_error_of_a_file_is_reported_in_one_pass_not_only_the_first() {
+    let host = HostDir::new();
+    let tenant = valid_tenant()
+        .replace("mode = \"diff\"", "mode = 5\nlanes = \"four\"\nmax_batch = -3")
+        .replace("[plugins.map]\n", "[plugins.map]\ncolour = \"blue\"\n");
+    let error = validate_fails(&host, &tenant);
+    for (needle, key) in [
+        ("mode = 5", "pipelines.main.mode"),
+        ("lanes = \"four\"", "pipelines.main.lanes"),
+        ("max_batch = -3", "pipelines.main.max_batch"),
+        ("colour", "plugins.map.colour"),
+    ] {
+        let line = line_of(&tenant, needle);
+        assert!(
+            error.lines().any(|l| l.contains(&format!("acme.toml:{line}:")) && l.contains(key)),
+            "no `{key}` at line {line} in:\n{error}"
+        );
+    }
+    // `mode` is required: taken out for its own error, it is not reported
+    // missing as well.
+    assert!(!error.contains("missing field `mode`"), "{error}");
+    assert!(error.contains("4 problem(s) found"), "{error}");
+
+    // The host file too.
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &valid_tenant());
+    host.write("synchost.toml", &common::host_config("[limits]\ncall_timeout = 5\nmemory = true\nthreads = 4\n"));
+    let output = host.synchost(&["validate"]);
+    let error = stderr(&output);
+    assert!(!output.status.success());
+    for key in ["limits.call_timeout", "limits.memory", "limits.threads"] {
+        assert!(error.contains(key), "no `{key}` in:\n{error}");
+    }
+}
