@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -107,6 +107,10 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
+    /// The runs this process started and has not finished: a run of this
+    /// process that is `running` in the store but not here is one whose end
+    /// could not be recorded (the disk was full, say), and is abandoned.
+    live_runs: Mutex<std::collections::HashSet<RunId>>,
 }
 
 fn failed(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StateError {
@@ -194,7 +198,7 @@ impl SqliteStore {
             }
             migrated?;
         }
-        Ok(SqliteStore { connection: Mutex::new(connection) })
+        Ok(SqliteStore { connection: Mutex::new(connection), live_runs: Mutex::default() })
     }
 
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -213,9 +217,14 @@ fn set_commit_time(connection: &Connection, run: RunId, seq: u64, commit_ms: f64
 }
 
 /// Marks the pipeline's runs that are still `running` but whose process is
-/// gone as `abandoned`. (Where a process cannot be looked up, nothing is
-/// marked: a live run must never be.)
-fn mark_abandoned(connection: &Connection, pipeline: &PipelineId) -> StateResult<()> {
+/// gone, or that this process finished without being able to record it, as
+/// `abandoned`. (Where a process cannot be looked up, nothing is marked: a
+/// live run must never be.)
+fn mark_abandoned(
+    connection: &Connection,
+    pipeline: &PipelineId,
+    live_runs: &std::collections::HashSet<RunId>,
+) -> StateResult<()> {
     let context = format!("cannot check the unfinished runs of {pipeline}");
     let mut query = connection
         .prepare_cached("SELECT id, pid FROM runs WHERE tenant = ?1 AND pipeline = ?2 AND status = 'running'")
@@ -227,13 +236,20 @@ fn mark_abandoned(connection: &Connection, pipeline: &PipelineId) -> StateResult
         .map_err(failed(context.clone()))?;
     for (run, pid) in unfinished {
         let Some(pid) = pid else { continue };
-        if pid == std::process::id() || !process_is_gone(pid) {
+        let why = if pid == std::process::id() {
+            if live_runs.contains(&run) {
+                continue;
+            }
+            "it ended, but its end could not be recorded (the state store failed then)".to_string()
+        } else if process_is_gone(pid) {
+            format!("the process running it (pid {pid}) ended before it finished")
+        } else {
             continue;
-        }
+        };
         connection
             .execute(
                 "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = ?3 WHERE id = ?1",
-                params![run, now(), format!("the process running it (pid {pid}) ended before it finished")],
+                params![run, now(), why],
             )
             .map_err(failed(context.clone()))?;
     }
@@ -271,7 +287,8 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 impl StateStore for SqliteStore {
     fn start_run(&self, pipeline: &PipelineId, mode: Mode, plugins: &BTreeMap<String, String>) -> StateResult<RunId> {
         let connection = self.connection();
-        mark_abandoned(&connection, pipeline)?;
+        let mut live_runs = self.live_runs.lock().unwrap_or_else(PoisonError::into_inner);
+        mark_abandoned(&connection, pipeline, &live_runs)?;
         connection
             .execute(
                 "INSERT INTO runs (tenant, pipeline, mode, status, started_at, stats, plugins, pid)
@@ -287,10 +304,14 @@ impl StateStore for SqliteStore {
                 ],
             )
             .map_err(failed(format!("cannot record a run of {pipeline}")))?;
-        Ok(connection.last_insert_rowid())
+        let run = connection.last_insert_rowid();
+        live_runs.insert(run);
+        Ok(run)
     }
 
     fn finish_run(&self, run: RunId, status: RunStatus, stats: &RunStats, error: Option<&str>) -> StateResult<()> {
+        // Over whether or not the end is recorded: the run is over.
+        self.live_runs.lock().unwrap_or_else(PoisonError::into_inner).remove(&run);
         self.connection()
             .execute(
                 "UPDATE runs SET status = ?2, finished_at = ?3, stats = ?4, error = ?5 WHERE id = ?1",
@@ -368,9 +389,16 @@ impl StateStore for SqliteStore {
     // --- diff sync state ---
 
     fn restart_run(&self, run: RunId) -> StateResult<()> {
+        // It runs in this process now (an approval may come from another
+        // process than the one that planned it).
+        let mut live_runs = self.live_runs.lock().unwrap_or_else(PoisonError::into_inner);
         self.connection()
-            .execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE id = ?1", params![run])
+            .execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, pid = ?2 WHERE id = ?1",
+                params![run, std::process::id()],
+            )
             .map_err(failed(format!("cannot restart run {run}")))?;
+        live_runs.insert(run);
         Ok(())
     }
 
@@ -701,6 +729,27 @@ mod tests {
             let version: i64 = store.connection().query_row("PRAGMA user_version", [], |row| row.get(0)).unwrap();
             assert_eq!(version as usize, MIGRATIONS.len());
         }
+    }
+
+    #[test]
+    fn a_run_whose_end_could_not_be_recorded_is_abandoned_by_the_next_run_not_left_running() {
+        let store = SqliteStore::in_memory().unwrap();
+        let pipeline = PipelineId::new("acme", "orders");
+        let first = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        // The run ends, but recording it fails (the disk was full): make the
+        // write fail by taking the table away for that one statement.
+        store.connection().execute_batch("ALTER TABLE runs RENAME TO runs_away").unwrap();
+        assert!(store.finish_run(first, RunStatus::Succeeded, &RunStats::default(), None).is_err());
+        store.connection().execute_batch("ALTER TABLE runs_away RENAME TO runs").unwrap();
+        assert_eq!(store.run(first).unwrap().unwrap().status, RunStatus::Running);
+        // The pipeline's next run, in the same process, finds it over.
+        let second = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        let first = store.run(first).unwrap().unwrap();
+        assert_eq!(first.status, RunStatus::Abandoned);
+        assert!(first.error.unwrap().contains("its end could not be recorded"));
+        // While a run of this process is live, it is never marked.
+        let _third = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        assert_eq!(store.run(second).unwrap().unwrap().status, RunStatus::Running);
     }
 
     #[test]
