@@ -252,9 +252,44 @@ const MAX_EMPTY_BATCHES: u32 = 100;
 #[derive(Default)]
 struct Paging {
     /// Page tokens (or cursors) passed in or handed back since the snapshot began.
-    seen: std::collections::HashSet<String>,
+    seen: Seen,
     /// Empty pages, or empty batches that moved the cursor, in a row.
     empty_in_a_row: u32,
+}
+
+/// The tokens a plugin handed back most recently, by hash: memory that stays
+/// the same however long a run goes on or however long its tokens are. A
+/// cycle longer than the window goes unseen here, and ends at the run's
+/// budgets instead (`max_run_rows`, `max_run_duration`).
+#[derive(Default)]
+struct Seen {
+    order: std::collections::VecDeque<u128>,
+    hashes: std::collections::HashSet<u128>,
+}
+
+impl Seen {
+    /// Tokens remembered: enough for any honest cycle a plugin's bug makes.
+    const WINDOW: usize = 4096;
+
+    /// Remembers `token`; false if it was already among those remembered.
+    fn insert(&mut self, token: &str) -> bool {
+        // 128 bits: two different tokens never pass for one.
+        let hash = xxhash_rust::xxh3::xxh3_128(token.as_bytes());
+        if !self.hashes.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > Self::WINDOW
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.hashes.remove(&oldest);
+        }
+        true
+    }
+
+    fn contains(&self, token: &str) -> bool {
+        self.hashes.contains(&xxhash_rust::xxh3::xxh3_128(token.as_bytes()))
+    }
 }
 
 impl Paging {
@@ -264,7 +299,7 @@ impl Paging {
         match token {
             None => *self = Paging::default(),
             Some(token) => {
-                self.seen.insert(token.to_string());
+                self.seen.insert(token);
             }
         }
         self.empty_in_a_row = if rows == 0 { self.empty_in_a_row + 1 } else { 0 };
@@ -289,8 +324,8 @@ impl Paging {
                 n => Err(format!("returned {n} events but left its cursor at `{next}`: they would be read forever")),
             };
         }
-        self.seen.insert(from.to_string());
-        if !self.seen.insert(next.to_string()) {
+        self.seen.insert(from);
+        if !self.seen.insert(next) {
             return Err(format!("went back to cursor `{next}`, which it had already passed"));
         }
         self.empty_in_a_row = if events == 0 { self.empty_in_a_row + 1 } else { 0 };
@@ -596,7 +631,22 @@ pub fn plugin_info(
 
 #[cfg(test)]
 mod paging_tests {
-    use super::{MAX_EMPTY_BATCHES, MAX_EMPTY_PAGES, Paging};
+    use super::{MAX_EMPTY_BATCHES, MAX_EMPTY_PAGES, Paging, Seen};
+
+    #[test]
+    fn paging_remembers_a_window_of_tokens_not_every_token_of_the_run() {
+        let mut paging = Paging::default();
+        let token = |i: usize| format!("{i}-{}", "x".repeat(1000));
+        assert!(paging.page(None, 1, Some(&token(0))).is_ok());
+        for i in 1..3 * Seen::WINDOW {
+            assert!(paging.page(Some(&token(i - 1)), 1, Some(&token(i))).is_ok());
+        }
+        // Hashes only, and no more than the window.
+        assert!(paging.seen.hashes.len() <= Seen::WINDOW && paging.seen.order.len() <= Seen::WINDOW);
+        // A recent token coming back is still caught.
+        let last = 3 * Seen::WINDOW - 1;
+        assert!(paging.page(Some(&token(last)), 1, Some(&token(last - 10))).is_err());
+    }
 
     #[test]
     fn a_page_token_handed_back_again_is_refused() {
