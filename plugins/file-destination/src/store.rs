@@ -407,5 +407,9 @@ fn write_atomically(path: &str, content: &[u8], shared: bool) -> Result<(), Erro
         file.sync_all()?;
         fs::rename(&temporary, path)
     };
-    write().map_err(|e| sdk::io_error(&format!("cannot write `{path}`"), e))
+    write().map_err(|e| {
+        // A write cut short (a full disk, say) leaves no half file behind.
+        let _ = fs::remove_file(&temporary);
+        sdk::io_error(&format!("cannot write `{path}`"), e)
+    })
 }
