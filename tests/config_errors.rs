@@ -518,3 +518,30 @@ fn every_type_error_of_a_file_is_reported_in_one_pass_not_only_the_first() {
         assert!(error.contains(key), "no `{key}` in:\n{error}");
     }
 }
+
+#[test]
+fn a_plugin_slower_to_compile_than_max_compile_time_is_refused_by_name() {
+    // No compiled-code cache, so that every plugin is compiled, and a limit
+    // no compile can meet.
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &valid_tenant());
+    host.write("synchost.toml", "state_dir = \"state\"\ncompiled_cache = false\nmax_compile_time = \"1ms\"\n");
+    let error = validate_fails(&host, &valid_tenant());
+    for plugin in ["src", "map", "dst"] {
+        assert!(
+            error.contains(&format!(
+                "plugins.{plugin}.path: plugin `{plugin}` took longer than the host's max_compile_time of 1ms"
+            )),
+            "{error}"
+        );
+    }
+    // A limit that is no duration is named in synchost.toml.
+    host.write("synchost.toml", "state_dir = \"state\"\nmax_compile_time = \"soon\"\n");
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("synchost.toml:2:") && stderr(&output).contains("max_compile_time"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -34,6 +34,10 @@ pub struct HostConfig {
     /// The largest plugin file the host reads and compiles, in bytes. A
     /// host-wide setting, not a plugin limit: a tenant file must not raise it.
     pub max_plugin_size: u64,
+    /// How long compiling one plugin may take (`max_compile_time`): a plugin
+    /// whose machine code takes longer is refused. Host-wide, like
+    /// `max_plugin_size`.
+    pub max_compile_time: Duration,
 }
 
 impl HostConfig {
@@ -47,6 +51,11 @@ impl HostConfig {
 /// bundled plugin's build with every dependency in, and far below what would
 /// take a compile to minutes.
 pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 * 1024 * 1024;
+
+/// `max_compile_time` unless synchost.toml sets it: the bundled plugins
+/// compile in about a second, a Python or JavaScript component (an
+/// interpreter inside) in up to a minute on a busy two-core machine.
+pub const DEFAULT_MAX_COMPILE_TIME: Duration = Duration::from_secs(120);
 
 /// What one plugin instance and each call into it may use. Every field has a
 /// safe default; `synchost.toml` `[limits]` sets the host's defaults and a
@@ -195,6 +204,8 @@ struct HostFile {
     compiled_cache_dir: Option<toml::Spanned<String>>,
     /// e.g. "64 MiB".
     max_plugin_size: Option<toml::Spanned<String>>,
+    /// e.g. "2m".
+    max_compile_time: Option<toml::Spanned<String>>,
 }
 
 /// Limits as written in a config file: every field optional, overriding the
@@ -369,6 +380,12 @@ impl HostConfig {
                 .size(size, "max_plugin_size", 1024)
                 .map_err(ConfigErrors::from)?,
         };
+        let max_compile_time = match &file.max_compile_time {
+            None => DEFAULT_MAX_COMPILE_TIME,
+            Some(time) => LimitsSite { file: path, text: &text, table: "" }
+                .duration(time, "max_compile_time")
+                .map_err(ConfigErrors::from)?,
+        };
         Ok(HostConfig {
             path: path.to_path_buf(),
             state_dir,
@@ -381,6 +398,7 @@ impl HostConfig {
             require_signatures: file.require_signatures,
             compiled_cache_dir,
             max_plugin_size,
+            max_compile_time,
         })
     }
 }

@@ -41,6 +41,7 @@ pub struct PluginEngine {
     ticker_stop: Arc<AtomicBool>,
     fuel_metering: bool,
     max_plugin_size: u64,
+    max_compile_time: Duration,
     /// What the capabilities share across instances; closed with the engine.
     services: Arc<HostServices>,
 }
@@ -59,11 +60,18 @@ pub struct EngineOptions {
     pub compiled_cache_dir: Option<PathBuf>,
     /// The largest component compiled, in bytes (`max_plugin_size`).
     pub max_plugin_size: u64,
+    /// How long compiling one component may take (`max_compile_time`).
+    pub max_compile_time: Duration,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { fuel_metering: false, compiled_cache_dir: None, max_plugin_size: DEFAULT_MAX_PLUGIN_SIZE }
+        EngineOptions {
+            fuel_metering: false,
+            compiled_cache_dir: None,
+            max_plugin_size: DEFAULT_MAX_PLUGIN_SIZE,
+            max_compile_time: crate::config::DEFAULT_MAX_COMPILE_TIME,
+        }
     }
 }
 
@@ -74,6 +82,7 @@ impl EngineOptions {
             fuel_metering: host.fuel_metering(),
             compiled_cache_dir: host.compiled_cache_dir.clone(),
             max_plugin_size: host.max_plugin_size,
+            max_compile_time: host.max_compile_time,
         }
     }
 }
@@ -140,7 +149,7 @@ impl From<std::io::Error> for EngineError {
 impl PluginEngine {
     /// The engine, with an epoch ticker thread that runs until it is dropped.
     pub fn new(options: EngineOptions) -> Result<PluginEngine, EngineError> {
-        let EngineOptions { fuel_metering, compiled_cache_dir, max_plugin_size } = options;
+        let EngineOptions { fuel_metering, compiled_cache_dir, max_plugin_size, max_compile_time } = options;
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -178,6 +187,7 @@ impl PluginEngine {
             ticker_stop,
             fuel_metering,
             max_plugin_size,
+            max_compile_time,
             services: HostServices::new()?,
         })
     }
@@ -254,7 +264,7 @@ impl PluginEngine {
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
             _ => return Err(not_a_component("the file does not start with the WebAssembly header".into())),
         }
-        let component = self.component(plugin, &digest, bytes).map_err(|e| not_a_component(format!("{e:#}")))?;
+        let component = self.component(plugin, &digest, bytes)?;
 
         let mut found = Vec::new();
         let mut exports = Vec::new();
@@ -319,36 +329,65 @@ impl PluginEngine {
     /// The machine code for `bytes`: from the cache on disk if it holds a
     /// usable copy, else compiled (and then stored there). The plugin checks
     /// above run either way; the cache only saves compiling.
-    fn component(&self, plugin: &str, digest: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let Some(cache) = &self.cache else {
-            self.count(|s| &mut s.compiled);
-            return Component::new(&self.engine, bytes);
-        };
-        let path = cache.path(digest);
-        match cache.load(&self.engine, digest) {
-            Ok(component) => {
-                self.count(|s| &mut s.disk_hits);
-                tracing::debug!(plugin, path = %path.display(), "compiled-code cache hit");
-                return Ok(component);
-            }
-            Err(Miss::Absent) => {
-                tracing::debug!(plugin, path = %path.display(), "compiled-code cache miss: compiling");
-            }
-            Err(Miss::Rejected(reason)) => {
-                self.count(|s| &mut s.rejected);
-                tracing::warn!(plugin, path = %path.display(), "compiled-code cache file not used ({reason}): compiling again");
+    fn component(&self, plugin: &str, digest: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let not_a_component =
+            |e: wasmtime::Error| PluginError::NotAComponent { plugin: plugin.to_string(), detail: format!("{e:#}") };
+        let cache = self.cache.as_ref();
+        if let Some(cache) = cache {
+            let path = cache.path(digest);
+            match cache.load(&self.engine, digest) {
+                Ok(component) => {
+                    self.count(|s| &mut s.disk_hits);
+                    tracing::debug!(plugin, path = %path.display(), "compiled-code cache hit");
+                    return Ok(component);
+                }
+                Err(Miss::Absent) => {
+                    tracing::debug!(plugin, path = %path.display(), "compiled-code cache miss: compiling");
+                }
+                Err(Miss::Rejected(reason)) => {
+                    self.count(|s| &mut s.rejected);
+                    tracing::warn!(plugin, path = %path.display(), "compiled-code cache file not used ({reason}): compiling again");
+                }
             }
         }
         self.count(|s| &mut s.compiled);
-        let artifact = self.engine.precompile_component(bytes)?;
+        let artifact = self.precompile(plugin, bytes)?.map_err(not_a_component)?;
         // The cache only saves time: a host that cannot write it (a read-only
         // or full disk) still runs, and compiles again next time.
-        if let Err(e) = cache.store(digest, &artifact) {
-            tracing::warn!(plugin, path = %path.display(), "cannot write the compiled-code cache: {e}");
+        if let Some(cache) = cache
+            && let Err(e) = cache.store(digest, &artifact)
+        {
+            tracing::warn!(plugin, path = %cache.path(digest).display(), "cannot write the compiled-code cache: {e}");
         }
         // SAFETY: `artifact` is what this engine's `precompile_component`
         // returned a moment ago, never written to since.
-        unsafe { Component::deserialize(&self.engine, &artifact) }
+        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(not_a_component)
+    }
+
+    /// Compiles `bytes` to machine code on a thread of its own, waiting no
+    /// longer than `max_compile_time`. wasmtime cannot stop a compile, so
+    /// one that takes too long runs on, detached, and its result is
+    /// dropped: the caller (a reload, a daemon start) gets its answer in
+    /// time, and only this plugin is refused.
+    fn precompile(&self, plugin: &str, bytes: &[u8]) -> Result<wasmtime::Result<Vec<u8>>, PluginError> {
+        let (engine, bytes) = (self.engine.clone(), bytes.to_vec());
+        let (done, result) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("compile {plugin}"))
+            .spawn(move || done.send(engine.precompile_component(&bytes)));
+        if let Err(e) = spawned {
+            return Ok(Err(wasmtime::Error::msg(format!("cannot start a thread to compile it: {e}"))));
+        }
+        match result.recv_timeout(self.max_compile_time) {
+            Ok(artifact) => Ok(artifact),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(PluginError::CompileTooSlow {
+                plugin: plugin.to_string(),
+                max: humantime::format_duration(self.max_compile_time),
+            }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Ok(Err(wasmtime::Error::msg("the compiler stopped without an answer")))
+            }
+        }
     }
 }
 

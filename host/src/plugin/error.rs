@@ -16,6 +16,14 @@ pub enum PluginError {
     #[error("plugin `{plugin}` is {size}, more than the host's max_plugin_size of {max}: it is not compiled")]
     TooLarge { plugin: String, size: bytesize::ByteSize, max: bytesize::ByteSize },
 
+    /// Compiling took longer than the host's `max_compile_time`: the
+    /// component is refused (its compile runs on, and its result is dropped).
+    #[error(
+        "plugin `{plugin}` took longer than the host's max_compile_time of {max} to compile: it is refused \
+         (raise max_compile_time in synchost.toml if the plugin is trusted and only big)"
+    )]
+    CompileTooSlow { plugin: String, max: humantime::FormattedDuration },
+
     #[error("plugin `{plugin}` does not implement a synchost plugin world: it exports {exports}")]
     NotAPlugin { plugin: String, exports: String },
 
