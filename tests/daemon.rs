@@ -131,3 +131,53 @@ fn a_config_error_pauses_an_event_pipeline_and_the_daemon_stops_scheduling_it() 
     assert!(log.contains("pipeline paused") && log.contains("the LMS rejects our credentials"), "{log}");
     assert!(!host.path("data/out/layout.json").exists(), "nothing was written");
 }
+
+#[test]
+fn sigterm_is_answered_while_a_reload_is_still_checking_a_plugin() {
+    // A tenant arrives whose transform spins in `info()` until its
+    // `call_timeout` of five minutes: the reload checking it cannot finish
+    // for that long, and a SIGTERM meanwhile must stop the daemon at once.
+    let host = HostDir::new();
+    let digest = host.install_fixture("hostile_transform.wasm");
+    let log_path = host.path("daemon.log");
+    let mut daemon = KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(host.path("synchost.toml"))
+            .arg("run")
+            .env("SYNCHOST_LOG", "info")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for("the daemon to start", Duration::from_secs(60), || log().contains("waiting for a signal"));
+    host.write(
+        "tenants/acme.toml",
+        &format!(
+            "[plugins.spin]\npath = \"hostile_transform.wasm\"\nsha256 = \"{digest}\"\n\
+             config = {{ attack = \"info-spin\" }}\nlimits = {{ call_timeout = \"5m\" }}\n"
+        ),
+    );
+    wait_for("the reload to start", Duration::from_secs(60), || log().contains("reloading: checking the tenant files"));
+
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let signalled = Instant::now();
+    let exit = loop {
+        if let Some(exit) = daemon.try_wait().unwrap() {
+            break exit;
+        }
+        // Far below the five minutes the reload would take.
+        assert!(
+            signalled.elapsed() < Duration::from_secs(120),
+            "SIGTERM went unanswered during the reload:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("stopped {} ms after SIGTERM, mid-reload", signalled.elapsed().as_millis());
+    let log = log();
+    assert!(exit.success(), "exit {exit:?}\n{log}");
+    assert!(log.contains("a reload was under way: it is left unfinished") && log.contains("stopped"), "{log}");
+    assert!(!log.contains("(re)loaded"), "the tenant was not installed half-checked:\n{log}");
+}

@@ -52,7 +52,11 @@ pub enum DaemonError {
 pub fn run(mut runtime: Runtime) -> Result<(), DaemonError> {
     runtime.observer = Arc::new(log_event);
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(DaemonError::Runtime)?;
-    tokio.block_on(serve(Arc::new(runtime)))
+    let served = tokio.block_on(serve(Arc::new(runtime)));
+    // Every run has stopped by now; what may still be on a blocking thread
+    // is a reload's compile, which must not hold up the exit.
+    tokio.shutdown_background();
+    served
 }
 
 /// A reload asked for, with where to send its outcome (if anyone waits).
@@ -140,10 +144,20 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
             }
             Some(ask) = reload_rx.recv() => ask,
         };
+        // The reload compiles on a blocking thread; signals are answered
+        // meanwhile. One cut short by a shutdown swaps nothing in: the
+        // running versions stay, and the next start checks the files again.
+        tracing::info!("reloading: checking the tenant files");
         let reloading = runtime.clone();
-        let outcome = tokio::task::spawn_blocking(move || reloading.reload().map_err(|e| e.to_string()))
-            .await
-            .unwrap_or_else(|e| Err(format!("the reload panicked: {e}")));
+        let reload = tokio::task::spawn_blocking(move || reloading.reload().map_err(|e| e.to_string()));
+        let outcome = tokio::select! {
+            result = &mut terminate => {
+                result.map_err(DaemonError::Signals)?;
+                tracing::info!("a reload was under way: it is left unfinished");
+                break;
+            }
+            outcome = reload => outcome.unwrap_or_else(|e| Err(format!("the reload panicked: {e}"))),
+        };
         match &outcome {
             Ok(report) if !report.changes.is_empty() => {
                 let changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
