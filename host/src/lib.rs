@@ -6,6 +6,7 @@
 //! - [`model`] (the `synchost-model` crate): values, rows, tables and
 //!   operations, the data that crosses the plugin boundary, shared with the
 //!   guest SDK;
+//! - [`fault`]: the last word of a process that faults on a mapped file;
 //! - [`signing`]: ed25519 signatures on plugin files;
 //! - [`config`]: `synchost.toml` and `tenants/*.toml`, checked with file:line
 //!   errors;
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod fault;
 pub mod plugin;
 pub mod runtime;
 pub mod signing;

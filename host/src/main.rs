@@ -16,5 +16,6 @@ fn main() -> std::process::ExitCode {
         // the environment meanwhile.
         unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
+    synchost::fault::install();
     synchost::cli::main()
 }

@@ -147,6 +147,7 @@ impl SqliteStore {
             source: Box::new(e),
         })?;
         let path = state_dir.join("state.db");
+        crate::fault::note_state_file(&path);
         let connection = Connection::open(&path).map_err(failed(format!("cannot open `{}`", path.display())))?;
         Self::prepare(connection, &path.display().to_string())
     }
