@@ -133,10 +133,11 @@ fn a_config_error_pauses_an_event_pipeline_and_the_daemon_stops_scheduling_it() 
 }
 
 #[test]
-fn sigterm_is_answered_while_a_reload_is_still_checking_a_plugin() {
+fn a_tenant_slow_to_check_holds_up_neither_other_tenants_nor_sigterm() {
     // A tenant arrives whose transform spins in `info()` until its
     // `call_timeout` of five minutes: the reload checking it cannot finish
-    // for that long, and a SIGTERM meanwhile must stop the daemon at once.
+    // for that long. Another tenant arriving meanwhile must be loaded and
+    // run, and a SIGTERM must stop the daemon at once.
     let host = HostDir::new();
     let digest = host.install_fixture("hostile_transform.wasm");
     let log_path = host.path("daemon.log");
@@ -153,13 +154,31 @@ fn sigterm_is_answered_while_a_reload_is_still_checking_a_plugin() {
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     wait_for("the daemon to start", Duration::from_secs(60), || log().contains("waiting for a signal"));
     host.write(
-        "tenants/acme.toml",
+        "tenants/slow.toml",
         &format!(
             "[plugins.spin]\npath = \"hostile_transform.wasm\"\nsha256 = \"{digest}\"\n\
              config = {{ attack = \"info-spin\" }}\nlimits = {{ call_timeout = \"5m\" }}\n"
         ),
     );
     wait_for("the reload to start", Duration::from_secs(60), || log().contains("reloading: checking the tenant files"));
+
+    // The other tenant: loaded, and its pipeline run, while `slow` is
+    // still being checked.
+    host.write("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": 1}})));
+    host.write(
+        "tenants/acme.toml",
+        &file_pipeline_tenant(
+            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
+            "mode = \"event\"\nschedule = \"every 100ms\"",
+        ),
+    );
+    wait_for("the other tenant to run", Duration::from_secs(120), || {
+        host.path("data/out/layout.json").exists() && host.records("data/out").get("k").is_some_and(|r| r["n"] == 1)
+    });
+    let slow_done =
+        |log: &str| log.lines().any(|l| l.contains("slow") && (l.contains("(re)loaded") || l.contains("refused")));
+    assert!(!slow_done(&log()), "the slow tenant was not done being checked:\n{}", log());
 
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     let signalled = Instant::now();
@@ -179,5 +198,54 @@ fn sigterm_is_answered_while_a_reload_is_still_checking_a_plugin() {
     let log = log();
     assert!(exit.success(), "exit {exit:?}\n{log}");
     assert!(log.contains("a reload was under way: it is left unfinished") && log.contains("stopped"), "{log}");
-    assert!(!log.contains("(re)loaded"), "the tenant was not installed half-checked:\n{log}");
+    assert!(!slow_done(&log), "the slow tenant was not installed half-checked:\n{log}");
+}
+
+#[test]
+fn a_state_file_cut_short_under_the_daemon_ends_it_with_words_not_a_silent_sigbus() {
+    // SQLite maps `state.db-shm` into memory; a file made unwritable or cut
+    // short under the daemon faults the next access to it (SIGBUS), which
+    // nothing survives. The daemon must say what happened and exit with its
+    // own status, not vanish.
+    let host = HostDir::new();
+    host.write("data/in/people.csv", "id\n1\n2\n");
+    // A diff sync records a run every 100 ms: the daemon writes its state
+    // all the time.
+    host.write(
+        "tenants/acme.toml",
+        &file_pipeline_tenant(
+            r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }]"#,
+            "mode = \"diff\"\nschedule = \"every 100ms\"\nmax_change_ratio = 1.0",
+        ),
+    );
+    let log_path = host.path("daemon.log");
+    let mut daemon = KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(host.path("synchost.toml"))
+            .arg("run")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let shm = host.path("state/state.db-shm");
+    wait_for("the state store's shared memory", Duration::from_secs(60), || {
+        std::fs::metadata(&shm).is_ok_and(|m| m.len() > 0)
+    });
+    std::fs::OpenOptions::new().write(true).open(&shm).unwrap().set_len(0).unwrap();
+    let cut = Instant::now();
+    let exit = loop {
+        if let Some(exit) = daemon.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(120), "the daemon went on with its state file cut short");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(exit.code(), Some(synchost::fault::EXIT_MAPPED_FILE), "{exit:?}\n{log}");
+    assert!(
+        log.contains("SIGBUS") && log.contains("state.db-shm") && log.contains("Nothing committed is lost"),
+        "{log}"
+    );
 }

@@ -134,41 +134,49 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let terminate = wait_for_signal();
     tokio::pin!(terminate);
-    loop {
-        let ask: ReloadAsk = tokio::select! {
-            result = &mut terminate => { result.map_err(DaemonError::Signals)?; break; }
-            _ = hangup.recv() => None,
-            Some(()) = changed_rx.recv() => {
-                watch::settle(&mut changed_rx).await;
-                None
-            }
-            Some(ask) = reload_rx.recv() => ask,
-        };
-        // The reload compiles on a blocking thread; signals are answered
-        // meanwhile. One cut short by a shutdown swaps nothing in: the
-        // running versions stay, and the next start checks the files again.
+    // Reloads run on blocking threads (they compile), and overlap: a file
+    // that changes while a slow tenant is checked is reloaded meanwhile, and
+    // signals are answered at once. A reload cut short by a shutdown swaps
+    // nothing more in; the next start checks the files again.
+    let mut reloads: tokio::task::JoinSet<(ReloadAsk, Result<ReloadReport, String>)> = tokio::task::JoinSet::new();
+    let start_reload = |reloads: &mut tokio::task::JoinSet<_>, ask: ReloadAsk| {
         tracing::info!("reloading: checking the tenant files");
         let reloading = runtime.clone();
-        let reload = tokio::task::spawn_blocking(move || reloading.reload().map_err(|e| e.to_string()));
-        let outcome = tokio::select! {
+        reloads.spawn_blocking(move || (ask, reloading.reload().map_err(|e| e.to_string())));
+    };
+    loop {
+        tokio::select! {
             result = &mut terminate => {
                 result.map_err(DaemonError::Signals)?;
-                tracing::info!("a reload was under way: it is left unfinished");
+                if !reloads.is_empty() {
+                    tracing::info!("a reload was under way: it is left unfinished");
+                }
                 break;
             }
-            outcome = reload => outcome.unwrap_or_else(|e| Err(format!("the reload panicked: {e}"))),
-        };
-        match &outcome {
-            Ok(report) if !report.changes.is_empty() => {
-                let changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
-                tracing::info!("reloaded: {}", changes.join("; "))
+            _ = hangup.recv() => start_reload(&mut reloads, None),
+            Some(()) = changed_rx.recv() => {
+                watch::settle(&mut changed_rx).await;
+                start_reload(&mut reloads, None);
             }
-            Ok(_) => tracing::debug!("reloaded: nothing changed"),
-            Err(e) => tracing::error!("reload failed, nothing changed: {e}"),
-        }
-        scheduler.start_new();
-        if let Some(reply) = ask {
-            let _ = reply.send(outcome);
+            Some(ask) = reload_rx.recv() => start_reload(&mut reloads, ask),
+            Some(done) = reloads.join_next() => {
+                let (ask, outcome) = match done {
+                    Ok(done) => done,
+                    Err(e) => (None, Err(format!("the reload panicked: {e}"))),
+                };
+                match &outcome {
+                    Ok(report) if !report.changes.is_empty() => {
+                        let changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
+                        tracing::info!("reloaded: {}", changes.join("; "))
+                    }
+                    Ok(_) => tracing::debug!("reloaded: nothing changed"),
+                    Err(e) => tracing::error!("reload failed, nothing changed: {e}"),
+                }
+                scheduler.start_new();
+                if let Some(reply) = ask {
+                    let _ = reply.send(outcome);
+                }
+            }
         }
     }
 

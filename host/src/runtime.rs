@@ -97,6 +97,8 @@ pub struct Runtime {
     tenants: RwLock<BTreeMap<String, Arc<LoadedTenant>>>,
     /// What hot swaps need to remember: earlier versions, refusals.
     swaps: Mutex<reload::SwapLog>,
+    /// The tenants a reload is checking now (see [`reload`]).
+    checking: reload::Checking,
     /// Hears what the runtime and every job it makes do (see
     /// [`crate::sync::events`]); nothing, unless set.
     pub observer: Observer,
@@ -131,6 +133,7 @@ impl Runtime {
             state,
             tenants: RwLock::new(loaded),
             swaps,
+            checking: reload::Checking::default(),
             observer: events::ignore(),
         })
     }

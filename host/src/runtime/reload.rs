@@ -13,8 +13,8 @@
 //! status`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use serde::Serialize;
 
@@ -92,6 +92,53 @@ impl SwapLog {
     }
 }
 
+/// Tenants checked at once by one reload, at least: a few slow ones (a
+/// compile bomb, an `info()` that takes its whole `call_timeout`) must not
+/// hold up the rest, even on a machine of one or two cores.
+const MIN_CHECKERS: usize = 4;
+
+/// The tenants reloads are checking now. Reloads overlap (a file may change
+/// while a slow tenant is checked); each tenant is checked by one of them
+/// at a time, and a reload that finds one being checked asks that check to
+/// read the file again when it is done, instead of checking it beside it.
+#[derive(Default)]
+pub(super) struct Checking(std::sync::Mutex<BTreeMap<String, Arc<AtomicBool>>>);
+
+/// One tenant being checked; it stops being so when this is dropped.
+pub(super) struct TenantCheck<'a> {
+    checking: &'a Checking,
+    tenant: String,
+    again: Arc<AtomicBool>,
+}
+
+impl Checking {
+    /// Starts checking `tenant`, or `None` if a check of it is under way
+    /// already (which is then asked to read the file again).
+    fn begin(&self, tenant: &str) -> Option<TenantCheck<'_>> {
+        let mut checking = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(again) = checking.get(tenant) {
+            again.store(true, Ordering::SeqCst);
+            return None;
+        }
+        let again = Arc::new(AtomicBool::new(false));
+        checking.insert(tenant.to_string(), again.clone());
+        Some(TenantCheck { checking: self, tenant: tenant.to_string(), again })
+    }
+}
+
+impl TenantCheck<'_> {
+    /// Whether another reload asked for the file to be read again (once).
+    fn again(&self) -> bool {
+        self.again.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Drop for TenantCheck<'_> {
+    fn drop(&mut self) {
+        self.checking.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.tenant);
+    }
+}
+
 /// What a reload did, tenant by tenant.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct ReloadReport {
@@ -141,34 +188,97 @@ impl Runtime {
             }
         }
 
-        for tenant in config.tenants {
-            let name = tenant.name.clone();
-            let digest = tenant.file_digest.as_str();
-            let running = current.iter().find(|t| t.config.name == name);
-            let rolled_back = self.swap_log().rolled_back_from.get(&name).cloned();
-            if running.is_some_and(|t| t.file_digest() == digest) || rolled_back.as_deref() == Some(digest) {
-                continue;
-            }
-            match self.validate_latest(tenant, &config.host, running.map(Arc::as_ref)) {
-                Ok(loaded) => {
-                    let plugins = loaded.digests();
-                    {
-                        let mut swaps = self.swap_log();
-                        swaps.record(&loaded);
-                        swaps.refused.remove(&name);
-                        swaps.rolled_back_from.remove(&name);
-                    }
-                    self.swap(&name, Some(Arc::new(loaded)));
-                    tracing::info!(tenant = %name, ?plugins, "tenant (re)loaded: new runs use these plugin versions");
-                    report.changes.push(match running {
-                        Some(_) => TenantChange::Swapped { tenant: name, plugins },
-                        None => TenantChange::Added { tenant: name, plugins },
-                    });
-                }
-                Err(problems) => report.changes.push(self.refuse(&name, problems)),
-            }
-        }
+        let changed: Vec<TenantConfig> = config
+            .tenants
+            .into_iter()
+            .filter(|tenant| {
+                let digest = tenant.file_digest.as_str();
+                let running = current.iter().find(|t| t.config.name == tenant.name);
+                let rolled_back = self.swap_log().rolled_back_from.get(&tenant.name).cloned();
+                !(running.is_some_and(|t| t.file_digest() == digest) || rolled_back.as_deref() == Some(digest))
+            })
+            .collect();
+        report.changes.extend(self.check_each(changed, &config.host));
         Ok(report)
+    }
+
+    /// Checks and swaps in each changed tenant, several at once: a tenant
+    /// whose plugins are slow to compile (or to answer `info()`) holds up
+    /// only itself. The changes come back in the tenants' order.
+    fn check_each(&self, changed: Vec<TenantConfig>, host: &crate::config::HostConfig) -> Vec<TenantChange> {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from).max(MIN_CHECKERS).min(changed.len());
+        let queue = std::sync::Mutex::new(changed.into_iter().enumerate().collect::<std::collections::VecDeque<_>>());
+        let done = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some((at, tenant)) = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front() {
+                        if let Some(change) = self.check_one(tenant, host) {
+                            done.lock().unwrap_or_else(PoisonError::into_inner).push((at, change));
+                        }
+                    }
+                });
+            }
+        });
+        let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+        done.sort_by_key(|(at, _)| *at);
+        done.into_iter().map(|(_, change)| change).collect()
+    }
+
+    /// Checks one changed tenant and swaps it in if it passes. `None` when
+    /// there is nothing to report here: another reload is checking the
+    /// tenant already (it reads the file again once it is done, so this
+    /// edit is not lost), or the version running is this one by now.
+    fn check_one(&self, mut tenant: TenantConfig, host: &crate::config::HostConfig) -> Option<TenantChange> {
+        let name = tenant.name.clone();
+        let path = tenant.path.clone();
+        let check = self.checking.begin(&name)?;
+        loop {
+            // Another reload may have swapped this version in meanwhile.
+            let running = self.tenants().into_iter().find(|t| t.config.name == name);
+            let change = if running.as_ref().is_some_and(|t| t.file_digest() == tenant.file_digest) {
+                None
+            } else {
+                Some(self.check_and_swap(tenant, host, running.as_deref()))
+            };
+            if !check.again() {
+                return change;
+            }
+            // A reload that began meanwhile left this tenant to this check.
+            tracing::info!(tenant = %name, "the tenant file changed again while it was checked: checking it again");
+            tenant = match TenantConfig::load(&path, host) {
+                Ok(tenant) => tenant,
+                Err(errors) => return Some(self.refuse(&name, errors.0.iter().map(ToString::to_string).collect())),
+            };
+        }
+    }
+
+    /// Checks a new version of a tenant in full and swaps it in if it passes.
+    fn check_and_swap(
+        &self,
+        tenant: TenantConfig,
+        host: &crate::config::HostConfig,
+        running: Option<&LoadedTenant>,
+    ) -> TenantChange {
+        let name = tenant.name.clone();
+        match self.validate_latest(tenant, host, running) {
+            Ok(loaded) => {
+                let plugins = loaded.digests();
+                {
+                    let mut swaps = self.swap_log();
+                    swaps.record(&loaded);
+                    swaps.refused.remove(&name);
+                    swaps.rolled_back_from.remove(&name);
+                }
+                self.swap(&name, Some(Arc::new(loaded)));
+                tracing::info!(tenant = %name, ?plugins, "tenant (re)loaded: new runs use these plugin versions");
+                match running {
+                    Some(_) => TenantChange::Swapped { tenant: name, plugins },
+                    None => TenantChange::Added { tenant: name, plugins },
+                }
+            }
+            Err(problems) => self.refuse(&name, problems),
+        }
     }
 
     fn refuse(&self, tenant: &str, problems: Vec<String>) -> TenantChange {
