@@ -29,6 +29,36 @@ fn start_daemon(host: &HostDir) -> KillOnDrop {
     )
 }
 
+/// `synchost run` on the host directory, logging at `info` to `daemon.log`
+/// there, so that a test can follow what it does while it runs.
+fn start_logging_daemon(host: &HostDir) -> (KillOnDrop, impl Fn() -> String) {
+    let log_path = host.path("daemon.log");
+    let daemon = KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(host.path("synchost.toml"))
+            .arg("run")
+            .env("SYNCHOST_LOG", "info")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    (daemon, move || std::fs::read_to_string(&log_path).unwrap_or_default())
+}
+
+/// The daemon's exit, waited for at most `limit` (what it is waiting for
+/// is said in the panic).
+fn wait_for_exit(daemon: &mut KillOnDrop, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(exit) = daemon.try_wait().unwrap() {
+            return exit;
+        }
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
     let host = HostDir::new();
@@ -53,14 +83,7 @@ fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
 
     let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let start = Instant::now();
-    let exit = loop {
-        if let Some(exit) = daemon.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the daemon did not stop after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = wait_for_exit(&mut daemon, Duration::from_secs(60), "the daemon did not stop after SIGTERM");
     let log = std::io::read_to_string(daemon.stderr.take().unwrap()).unwrap();
     assert!(exit.success(), "exit {exit:?}\n{log}");
     assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
@@ -140,18 +163,7 @@ fn a_tenant_slow_to_check_holds_up_neither_other_tenants_nor_sigterm() {
     // run, and a SIGTERM must stop the daemon at once.
     let host = HostDir::new();
     let digest = host.install_fixture("hostile_transform.wasm");
-    let log_path = host.path("daemon.log");
-    let mut daemon = KillOnDrop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(host.path("synchost.toml"))
-            .arg("run")
-            .env("SYNCHOST_LOG", "info")
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (mut daemon, log) = start_logging_daemon(&host);
     wait_for("the daemon to start", Duration::from_secs(60), || log().contains("waiting for a signal"));
     host.write(
         "tenants/slow.toml",
@@ -182,18 +194,8 @@ fn a_tenant_slow_to_check_holds_up_neither_other_tenants_nor_sigterm() {
 
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     let signalled = Instant::now();
-    let exit = loop {
-        if let Some(exit) = daemon.try_wait().unwrap() {
-            break exit;
-        }
-        // Far below the five minutes the reload would take.
-        assert!(
-            signalled.elapsed() < Duration::from_secs(120),
-            "SIGTERM went unanswered during the reload:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    // Far below the five minutes the reload would take.
+    let exit = wait_for_exit(&mut daemon, Duration::from_secs(120), "SIGTERM went unanswered during the reload");
     eprintln!("stopped {} ms after SIGTERM, mid-reload", signalled.elapsed().as_millis());
     let log = log();
     assert!(exit.success(), "exit {exit:?}\n{log}");
@@ -219,30 +221,14 @@ fn a_state_file_cut_short_under_the_daemon_ends_it_with_words_not_a_silent_sigbu
             "mode = \"diff\"\nschedule = \"every 100ms\"\nmax_change_ratio = 1.0",
         ),
     );
-    let log_path = host.path("daemon.log");
-    let mut daemon = KillOnDrop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(host.path("synchost.toml"))
-            .arg("run")
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut daemon, log) = start_logging_daemon(&host);
     let shm = host.path("state/state.db-shm");
     wait_for("the state store's shared memory", Duration::from_secs(60), || {
         std::fs::metadata(&shm).is_ok_and(|m| m.len() > 0)
     });
     std::fs::OpenOptions::new().write(true).open(&shm).unwrap().set_len(0).unwrap();
-    let cut = Instant::now();
-    let exit = loop {
-        if let Some(exit) = daemon.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(cut.elapsed() < Duration::from_secs(120), "the daemon went on with its state file cut short");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let exit = wait_for_exit(&mut daemon, Duration::from_secs(120), "the daemon went on with its state file cut short");
+    let log = log();
     assert_eq!(exit.code(), Some(synchost::fault::EXIT_MAPPED_FILE), "{exit:?}\n{log}");
     assert!(
         log.contains("SIGBUS") && log.contains("state.db-shm") && log.contains("Nothing committed is lost"),

@@ -185,48 +185,24 @@ fn a_plugin_built_against_0_2_0_has_no_config_schema_and_still_syncs() {
     // `v020-transform` fixture, from `wit/frozen/0.2.0`, no SDK) declares no
     // schema, so its config is left to the plugin and any key passes
     // `validate`.
-    use synchost::bundled::{FILE_DESTINATION, FILE_SOURCE};
     let host = HostDir::new();
     let digest = host.install_fixture(V020_TRANSFORM);
     let info = host.json(&["plugin", "inspect", host.path("plugins").join(V020_TRANSFORM).to_str().unwrap()]);
     assert_eq!(info["wit_version"], "0.2.0", "{info}");
     assert_eq!(info["config_schema"], serde_json::Value::Null, "{info}");
 
-    std::fs::create_dir_all(host.path("data/in")).unwrap();
     host.write("data/in/people.csv", "id,name\n1,Ada\n2,Grace\n3,Edsger\n");
-    host.write(
-        "tenants/acme.toml",
-        &format!(
-            r#"[plugins.src]
-path = "{src}"
-sha256 = "{src_digest}"
-dirs = [{{ host = "../data/in", guest = "/in" }}]
-config = {{ snapshot = "/in/people.csv", key = "id" }}
-
-[plugins.pass]
-path = "{V020_TRANSFORM}"
-sha256 = "{digest}"
-config = {{ anything = "goes" }}
-
-[plugins.dst]
-path = "{dst}"
-sha256 = "{dst_digest}"
-dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
-config = {{ dir = "/out", shards = 2 }}
-
-[pipelines.main]
-mode = "diff"
-source = "src"
-transforms = ["pass"]
-destination = "dst"
-max_change_ratio = 1.0
-"#,
-            src = FILE_SOURCE.file_name,
-            src_digest = common::sha256(FILE_SOURCE.bytes),
-            dst = FILE_DESTINATION.file_name,
-            dst_digest = common::sha256(FILE_DESTINATION.bytes),
-        ),
-    );
+    let fields = r#"[{ name = "id", from = "id" }]"#;
+    let tenant = common::file_pipeline_tenant(
+        r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+        fields,
+        "mode = \"diff\"\nmax_change_ratio = 1.0",
+    )
+    .replace("path = \"field_mapper.wasm\"", &format!("path = \"{V020_TRANSFORM}\""))
+    .replace(&common::sha256(synchost::bundled::FIELD_MAPPER.bytes), &digest)
+    .replace(&format!("config = {{ fields = {fields} }}"), "config = { anything = \"goes\" }");
+    assert!(tenant.contains("anything = \"goes\""), "the tenant template changed:\n{tenant}");
+    host.write("tenants/acme.toml", &tenant);
     let output = host.synchost(&["validate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let (ok, report) = host.sync("acme/main", &[]);
