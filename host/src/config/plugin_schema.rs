@@ -31,8 +31,9 @@ struct Spot {
 
 impl ConfigSpots {
     /// Indexes the `config` table of every plugin of a tenant file, whose
-    /// text is `text` (and `lines` its line index), by plugin name. A plugin that writes no `config`
-    /// table is missing: see [`ConfigSpots::unwritten`].
+    /// text is `text` (and `lines` its line index), by plugin name. A plugin
+    /// that writes no `config` table is missing: see
+    /// [`ConfigSpots::unwritten`].
     pub(crate) fn index_tenant(lines: &Lines<'_>, text: &str) -> BTreeMap<String, ConfigSpots> {
         let mut index = BTreeMap::new();
         // The file parsed once already, or this would not be called.
