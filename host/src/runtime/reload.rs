@@ -241,7 +241,8 @@ impl Runtime {
             } else {
                 Some(self.check_and_swap(tenant, host, running.as_deref()))
             };
-            if !check.again() {
+            // A file gone meanwhile is the removal the other reload reports.
+            if !check.again() || !path.exists() {
                 return change;
             }
             // A reload that began meanwhile left this tenant to this check.
