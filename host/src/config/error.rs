@@ -3,6 +3,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use toml::Spanned;
+use toml::de::DeTable;
+
 /// A place in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -138,40 +141,56 @@ impl std::error::Error for ConfigErrors {}
 
 /// Parses a TOML file into `T`, reporting every shape error it has (a wrong
 /// type, an unknown key, a missing one), each at the place toml points to.
-///
-/// serde stops at a file's first error, so the file is deserialized again
-/// without the entry that error is in, for as long as errors are found: an
-/// operator fixes a file in one pass. A key that is missing only because it
-/// was taken out for its own error is not reported twice.
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigErrors> {
+    deserialize_all(file, text, &parse_document(file, text)?)
+}
+
+/// Parses a TOML file's syntax, keeping the place of every key and value.
+pub(crate) fn parse_document<'i>(file: &Path, text: &'i str) -> Result<Spanned<DeTable<'i>>, ConfigErrors> {
+    DeTable::parse(text).map_err(|e| ConfigErrors::from(toml_error(file, text, &e)))
+}
+
+/// A toml error at the place it points to, with the key of its line.
+fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().unwrap_or(0..0).start;
+    // toml points at the offending key or value; show the whole line's key.
+    ConfigError::new(Location::at(file, text, offset), key_at(text, offset), e.message().trim().to_string())
+}
+
+/// Deserializes `T` from `document` (parsed from `text`), reporting every
+/// shape error. serde stops at the first, so the document is deserialized
+/// again without the entry that error is in, for as long as errors are
+/// found: an operator fixes a file in one pass. A key that is missing only
+/// because it was taken out for its own error is not reported twice.
+pub(crate) fn deserialize_all<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+    document: &Spanned<DeTable<'_>>,
+) -> Result<T, ConfigErrors> {
     /// Errors reported from one file at most; a file with more is mostly
     /// not the kind of file expected.
     const MAX_ERRORS: usize = 50;
-    let error = |e: &toml::de::Error| {
-        let offset = e.span().unwrap_or(0..0).start;
-        // toml points at the offending key or value; show the whole line's key.
-        ConfigError::new(Location::at(file, text, offset), key_at(text, offset), e.message().trim().to_string())
-    };
-    let mut root = toml::de::DeTable::parse(text).map_err(|e| ConfigErrors::from(error(&e)))?;
+    // Copied only once an entry must be taken out of it.
+    let mut root = std::borrow::Cow::Borrowed(document);
     let mut errors = ConfigErrors::default();
     // (the table's value starts here, the key taken out of it)
     let mut taken_out: Vec<(usize, String)> = Vec::new();
     loop {
-        let e = match T::deserialize(toml::de::Deserializer::from(root.clone())) {
+        let e = match T::deserialize(toml::de::Deserializer::from(root.as_ref().clone())) {
             Ok(value) => return errors.into_result(value),
             Err(e) => e,
         };
         let Some(span) = e.span() else {
-            errors.push(error(&e));
+            errors.push(toml_error(file, text, &e));
             return Err(errors);
         };
         let echo = missing_field(e.message())
             .is_some_and(|field| taken_out.iter().any(|(at, key)| *at == span.start && key == field));
         if !echo {
-            errors.push(error(&e));
+            errors.push(toml_error(file, text, &e));
         }
         let root_span = root.span();
-        let taken = take_out(root.get_mut(), root_span.start, span.start);
+        let taken = take_out(root.to_mut().get_mut(), root_span.start, span.start);
         match taken {
             Some(taken) if errors.0.len() < MAX_ERRORS => taken_out.push(taken),
             _ => return Err(errors),
@@ -189,7 +208,7 @@ fn missing_field(message: &str) -> Option<&str> {
 /// key; `None` if no entry holds it. Nested tables are searched first and
 /// all of them: a table a `[header]` opens has a span that need not cover
 /// the keys below the header.
-fn take_out(table: &mut toml::de::DeTable<'_>, table_at: usize, offset: usize) -> Option<(usize, String)> {
+fn take_out(table: &mut DeTable<'_>, table_at: usize, offset: usize) -> Option<(usize, String)> {
     use toml::de::DeValue;
     for (_, value) in table.iter_mut() {
         let value_at = value.span().start;

@@ -30,15 +30,13 @@ struct Spot {
 }
 
 impl ConfigSpots {
-    /// Indexes the `config` table of every plugin of a tenant file, whose
-    /// text is `text` (and `lines` its line index), by plugin name. A plugin
+    /// Indexes the `config` table of every plugin of a tenant file (parsed
+    /// as `document`, with `lines` its line index), by plugin name. A plugin
     /// that writes no `config` table is missing: see
     /// [`ConfigSpots::unwritten`].
-    pub(crate) fn index_tenant(lines: &Lines<'_>, text: &str) -> BTreeMap<String, ConfigSpots> {
+    pub(crate) fn index_tenant(lines: &Lines<'_>, document: &Spanned<DeTable<'_>>) -> BTreeMap<String, ConfigSpots> {
         let mut index = BTreeMap::new();
-        // The file parsed once already, or this would not be called.
-        let Ok(root) = DeTable::parse(text) else { return index };
-        let Some(plugins) = entry(root.get_ref(), "plugins").and_then(|(_, plugins)| as_table(plugins)) else {
+        let Some(plugins) = entry(document.get_ref(), "plugins").and_then(|(_, plugins)| as_table(plugins)) else {
             return index;
         };
         let at = |offset: usize| lines.at(offset);

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::allowed_host::AllowedHost;
 use super::connection::{ConnectionConfig, ConnectionEntry, Site};
 use super::duration::{ABOVE_ZERO, parse_duration};
-use super::error::{ConfigError, ConfigErrors, Lines, Location, parse_toml};
+use super::error::{ConfigError, ConfigErrors, Lines, Location, deserialize_all, parse_document};
 use super::host_file::{HostConfig, Limits, LimitsFile};
 use super::name_problem;
 use super::plugin_schema::ConfigSpots;
@@ -316,7 +316,10 @@ impl TenantConfig {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(Location::file(path), "", format!("cannot read the tenant file: {e}")))?;
-        let file: TenantFile = parse_toml(path, &text)?;
+        // Parsed once: into the file's shape here, and for the places of
+        // the plugins' config values (see `ConfigSpots`).
+        let document = parse_document(path, &text)?;
+        let file: TenantFile = deserialize_all(path, &text, &document)?;
         let mut errors = ConfigErrors::default();
 
         // Connections first: plugins are granted them by name. A connection
@@ -354,7 +357,7 @@ impl TenantConfig {
             declared_connections: &declared_connections,
             streams: &streams,
             declared_streams: &declared_streams,
-            config_spots: ConfigSpots::index_tenant(&lines, &text),
+            config_spots: ConfigSpots::index_tenant(&lines, &document),
             lines: &lines,
         };
 
