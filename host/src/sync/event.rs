@@ -69,6 +69,9 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
             Err(e) => break Err(e),
         }
     };
+    // However the run ended, what it read is past: a cursor moved over input
+    // without events is kept, even when the run failed after it.
+    let outcome = outcome.and(stages.commit_moved_cursor(job, &id, run, progress));
     if let Some((seq, ms)) = stages.previous_commit {
         job.state.set_batch_commit_time(run, seq, ms).map_err(Halt::State)?;
     }
@@ -102,7 +105,14 @@ struct Stages {
     transforms: TransformChain,
     /// One per lane.
     destinations: Vec<crate::plugin::DestinationInstance>,
+    /// Where the next batch is read from.
     cursor: Option<String>,
+    /// The cursor as the state store has it. It lags `cursor` while the
+    /// source only moves past input without events (blank lines, say): such
+    /// moves are committed with the next batch that has events, or as the run
+    /// ends, so that a source that only moves its cursor costs one state
+    /// write per run rather than one per call.
+    committed: Option<String>,
     /// Keys with a dead letter that no later operation has superseded yet.
     lettered: HashSet<String>,
     /// The previous batch's sequence and commit time, recorded with the next.
@@ -139,6 +149,7 @@ impl Stages {
             acknowledger,
             transforms,
             destinations,
+            committed: cursor.clone(),
             cursor,
             lettered,
             previous_commit: None,
@@ -189,16 +200,39 @@ impl Stages {
             };
             let step = batch.run(fetched, &mut self.destinations, &mut self.lettered, progress).and_then(|done| {
                 let Some(next_cursor) = done else { return Ok(None) };
+                if batch.moved_only {
+                    return Ok(Some(next_cursor));
+                }
                 let started = Instant::now();
                 batch.commit(run, &next_cursor, self.previous_commit, progress)?;
                 self.acknowledger.committed(&next_cursor);
                 self.previous_commit = Some((batch.stats.seq, ms(started)));
+                self.committed = Some(next_cursor.clone());
                 Ok(Some(next_cursor))
             });
             self.next = transformer.map(|t| t.join().expect("the transforming thread panicked"));
             self.after_next = reader.map(|r| r.join().expect("the reading thread panicked"));
             step
         })
+    }
+
+    /// Commits the cursor if it moved past input without events since the
+    /// last commit (see [`Stages::committed`]).
+    fn commit_moved_cursor(
+        &mut self,
+        job: &SyncJob<'_>,
+        id: &PipelineId,
+        run: RunId,
+        progress: &mut Progress,
+    ) -> Result<(), Halt> {
+        let Some(cursor) = self.cursor.clone().filter(|_| self.cursor != self.committed) else { return Ok(()) };
+        let started = Instant::now();
+        let mut batch = Batch::new(job, id, self.committed.as_deref(), progress.stats.batches + 1);
+        batch.commit(run, &cursor, self.previous_commit, progress)?;
+        self.acknowledger.committed(&cursor);
+        self.previous_commit = Some((batch.stats.seq, ms(started)));
+        self.committed = Some(cursor);
+        Ok(())
     }
 }
 
@@ -280,6 +314,8 @@ struct Batch<'j, 'a> {
     queue_seen_up_to: i64,
     /// The keys in the retry queue when the batch read it.
     queue_keys: HashSet<String>,
+    /// The batch had no events and nothing to retry: it only moved the cursor.
+    moved_only: bool,
 }
 
 impl<'j, 'a> Batch<'j, 'a> {
@@ -301,6 +337,7 @@ impl<'j, 'a> Batch<'j, 'a> {
             applied: HashSet::new(),
             queue_seen_up_to: 0,
             queue_keys: HashSet::new(),
+            moved_only: false,
         }
     }
 
@@ -322,10 +359,12 @@ impl<'j, 'a> Batch<'j, 'a> {
         let now = chrono::Utc::now().timestamp_millis();
         let any_due = queue.iter().any(|item| item.next_attempt_at <= now);
         if fetched.events == 0 && !any_due {
-            // Caught up. A cursor that moved past lines with no events (blank
-            // lines, say) is still worth keeping.
+            // Caught up, or moved past input with no events (blank lines,
+            // say): a cursor that moved is worth keeping, and `Stages`
+            // commits it (see `Stages::committed`).
             self.stats.pending_retries = queue.len() as u64;
             progress.stats.pending_retries = queue.len() as u64;
+            self.moved_only = true;
             return Ok((self.cursor != Some(fetched.next_cursor.as_str())).then_some(fetched.next_cursor));
         }
         self.stats.events = fetched.events;
