@@ -1099,3 +1099,47 @@ fn assert_nothing_planned_beyond(host: &HostDir, run: &Value, records: usize) {
     let approve = host.synchost(&["approve", &run["id"].to_string()]);
     assert!(!approve.status.success(), "a plan from a cut-short read could be approved");
 }
+
+#[test]
+fn a_full_disk_under_the_file_destination_is_named_and_leaves_no_temporary_file() {
+    let host = HostDir::new();
+    let rows: String = std::iter::once("id,name\n".to_string())
+        .chain((0..4000).map(|i| format!("{i},{}\n", "x".repeat(40))))
+        .collect();
+    host.write("data/in/people.csv", &rows);
+    host.write(
+        "tenants/acme.toml",
+        &file_pipeline_tenant(
+            r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+            r#"[{ name = "name", from = "name" }]"#,
+            "mode = \"diff\"",
+        ),
+    );
+    // data/out becomes a 64 KiB file system, mounted in a user and mount
+    // namespace of the sync's own (no privilege needed, nothing left behind).
+    let script = r#"out=$1; shift
+        mount -t tmpfs -o size=64k synchost-full "$out" || exit 97
+        "$@"; status=$?
+        echo "left in data/out: $(ls -A "$out" | tr '\n' ' ')" >&2
+        exit $status"#;
+    let output = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"])
+        .arg(host.path("data/out"))
+        .arg(BIN)
+        .arg("--config")
+        .arg(host.path("synchost.toml"))
+        .args(["sync", "acme/main", "--json"])
+        .env("SYNCHOST_LOG", "warn")
+        .output()
+        .expect("run unshare (util-linux)");
+    let (stdout, stderr) = (common::stdout(&output), common::stderr(&output));
+    assert_ne!(output.status.code(), Some(97), "cannot mount a small file system for the test: {stderr}");
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("no JSON report ({e}): {stdout}\n{stderr}"));
+    assert_ne!(report["status"], "succeeded", "{report}");
+    let error = report.to_string();
+    assert!(error.contains("cannot write `/out/"), "{report}");
+    assert!(error.contains("a full disk"), "{report}");
+    let left = stderr.lines().find(|l| l.starts_with("left in data/out:")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(!left.contains(".tmp"), "a temporary file was left behind: {left}");
+}

@@ -123,6 +123,11 @@ pub fn value_to_text(value: &Value) -> String {
     ValueRef::from(value).to_string()
 }
 
+/// `EIO` as wasi-libc numbers it. A write to a file goes through a WASI
+/// output stream, and wasi-libc reports every write the stream refused as
+/// this, whatever the host's file system said: a full disk is the usual cause.
+const WASI_EIO: i32 = 29;
+
 /// Turns a failed file or I/O operation into the WIT error the host acts on:
 /// a missing file or a denied path needs an operator; anything else may pass.
 pub fn io_error(context: &str, e: std::io::Error) -> Error {
@@ -132,6 +137,9 @@ pub fn io_error(context: &str, e: std::io::Error) -> Error {
             Error::Config(format!("{context}: {e}"))
         }
         K::InvalidData => Error::Rejected(format!("{context}: {e}")),
+        _ if e.raw_os_error() == Some(WASI_EIO) => Error::Transient(format!(
+            "{context}: {e}: the host refused the write; through WASI a full disk or an exhausted quota shows only so"
+        )),
         _ => Error::Transient(format!("{context}: {e}")),
     }
 }
