@@ -32,24 +32,8 @@ fn pipeline_table(extra: &str) -> String {
 
 /// Edits one destination record by hand, as a person would.
 fn edit_destination(host: &HostDir, key: &str, edit: impl Fn(&mut serde_json::Value)) {
-    for entry in std::fs::read_dir(host.path("data/out")).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.to_string_lossy().ends_with(".jsonl") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
-        let edited: Vec<String> = text
-            .lines()
-            .map(|line| {
-                let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
-                if record["key"] == key {
-                    edit(&mut record["fields"]);
-                }
-                record.to_string()
-            })
-            .collect();
-        std::fs::write(&path, edited.join("\n") + "\n").unwrap();
-    }
+    let found = synchost::bundled::file_records::edit(&host.path("data/out"), key, edit).unwrap();
+    assert!(found, "no record `{key}` to edit");
 }
 
 fn count(report: &serde_json::Value, field: &str) -> u64 {
@@ -739,4 +723,81 @@ fn a_plugin_config_mistake_is_named_at_its_key_in_the_tenant_file_before_the_syn
     );
     assert!(!error.contains("at line"), "no place in the JSON the operator never sees: {error}");
     assert!(host.records("data/out").is_empty(), "nothing ran");
+}
+
+/// A CSV of `rows` people, with `renamed` of them under a new name.
+fn many_people(rows: usize, renamed: usize) -> String {
+    let mut csv = String::from("id,name\n");
+    for i in 0..rows {
+        let name = if i < renamed { format!("Renamed Person {i}") } else { format!("Person Number {i}") };
+        csv.push_str(&format!("{i},{name}\n"));
+    }
+    csv
+}
+
+fn file_size(host: &HostDir, relative: &str) -> u64 {
+    std::fs::metadata(host.path(relative)).map_or(0, |m| m.len())
+}
+
+#[test]
+fn the_file_destination_appends_changes_folds_them_in_and_reads_back_whole() {
+    let host = HostDir::new();
+    host.write("data/in/people.csv", &many_people(30_000, 0));
+    let destination =
+        (synchost::bundled::FILE_DESTINATION.file_name, common::sha256(synchost::bundled::FILE_DESTINATION.bytes));
+    host.write(
+        "tenants/acme.toml",
+        &common::pipeline_tenant_with_destination(
+            r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+            FIELDS,
+            (destination.0, &destination.1),
+            r#"{ dir = "/out", shards = 1 }"#,
+            "mode = \"diff\"\nmax_change_ratio = 10.0",
+        ),
+    );
+    // A first load of 30,000 rows in batches of 500, into one shard: appended
+    // to its log, which is folded into the shard each time it outgrows it.
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "created"), 30_000, "{report}");
+    let (shard, log) = (file_size(&host, "data/out/shard-000.jsonl"), file_size(&host, "data/out/shard-000.log"));
+    assert!(shard > 1 << 20, "the log was never folded in: shard {shard} bytes, log {log}");
+    assert!(log <= shard, "a log larger than its shard stayed: shard {shard} bytes, log {log}");
+    let records = host.records("data/out");
+    assert_eq!(records.len(), 30_000);
+    assert_eq!(
+        records["29999"],
+        json!({"id": "29999", "name": "Person Number 29999", "login": "personnumber2999929999"})
+    );
+
+    // A change: only its records are appended, and the shard stays as it was.
+    host.write("data/in/people.csv", &many_people(30_000, 10));
+    let shard_before = std::fs::read(host.path("data/out/shard-000.jsonl")).unwrap();
+    let log_before = file_size(&host, "data/out/shard-000.log");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!((count(&report, "updated"), count(&report, "unchanged")), (10, 29_990), "{report}");
+    if std::fs::read(host.path("data/out/shard-000.jsonl")).unwrap() == shard_before {
+        let appended = file_size(&host, "data/out/shard-000.log") - log_before;
+        assert!(appended < 10 * 200, "10 updates appended {appended} bytes to the log");
+    }
+    assert_eq!(host.records("data/out")["3"]["name"], "Renamed Person 3");
+
+    // A crash in the middle of an append leaves a line cut short: it is no
+    // line, and the next append cuts it off.
+    host.append("data/out/shard-000.log", "{\"key\":\"3\",\"fields\":{\"name\":\"half writ");
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    common::assert_nothing_changed(&report, 30_000);
+    host.write("data/in/people.csv", &many_people(30_000, 11));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(count(&report, "updated"), 1, "{report}");
+    let records = host.records("data/out");
+    assert_eq!(
+        (records["3"]["name"].as_str(), records["10"]["name"].as_str()),
+        (Some("Renamed Person 3"), Some("Renamed Person 10"))
+    );
+    let log = std::fs::read_to_string(host.path("data/out/shard-000.log")).unwrap_or_default();
+    assert!(!log.contains("half writ"), "the cut-short line is still in the log");
 }

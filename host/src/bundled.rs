@@ -1,5 +1,8 @@
 //! The plugins that ship inside the `synchost` binary, built from `plugins/` by
 //! the build script. `synchost demo` writes them out; tests load them.
+//! [`file_records`] reads what the file destination keeps.
+
+pub mod file_records;
 
 /// A plugin shipped with synchost.
 pub struct BundledPlugin {

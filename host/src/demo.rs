@@ -247,18 +247,8 @@ fn show(report: &SyncReport) {
 
 /// The destination's records, read from its files, as a small table.
 fn table(dir: &Path) -> anyhow::Result<String> {
-    let mut records = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")) {
-            for line in std::fs::read_to_string(&path)?.lines().filter(|l| !l.trim().is_empty()) {
-                records.push(serde_json::from_str::<serde_json::Value>(line)?);
-            }
-        }
-    }
-    records.sort_by_key(|r| r["key"].as_str().unwrap_or_default().to_string());
     let mut out = String::new();
-    for record in records {
+    for (key, record) in crate::bundled::file_records::read(dir)? {
         let f = &record["fields"];
         let text = |name: &str| f[name].as_str().unwrap_or("").to_string();
         let mut extra = String::new();
@@ -268,7 +258,7 @@ fn table(dir: &Path) -> anyhow::Result<String> {
         writeln!(
             out,
             "   {:<5} {:<20} grade {:<3} {:<18} {}{extra}",
-            record["key"].as_str().unwrap_or_default(),
+            key,
             format!("{} {}", text("given_name"), text("family_name")),
             text("grade"),
             text("username"),
@@ -280,27 +270,10 @@ fn table(dir: &Path) -> anyhow::Result<String> {
 
 /// Edits a destination record by hand, as an LMS admin would.
 fn add_manual_field(dir: &Path, key: &str, field: &str, value: &str) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("shard-")) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path)?;
-        if !text.contains(&format!("\"key\":\"{key}\"")) {
-            continue;
-        }
-        let mut lines = Vec::new();
-        for line in text.lines() {
-            let mut record: serde_json::Value = serde_json::from_str(line)?;
-            if record["key"] == key {
-                record["fields"][field] = value.into();
-            }
-            lines.push(record.to_string());
-        }
-        std::fs::write(&path, lines.join("\n") + "\n")?;
-        return Ok(());
+    if !crate::bundled::file_records::edit(dir, key, |fields| fields[field] = value.into())? {
+        anyhow::bail!("no record `{key}` in `{}`", dir.display());
     }
-    anyhow::bail!("no record `{key}` in `{}`", dir.display())
+    Ok(())
 }
 
 fn append(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -85,20 +85,13 @@ impl HostDir {
     }
 }
 
+/// The file destination's records in `dir`: key → fields.
 pub fn read_records(dir: &Path) -> BTreeMap<String, serde_json::Value> {
-    let mut records = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("shard-") && name.ends_with(".jsonl") {
-            for line in std::fs::read_to_string(&path).unwrap().lines().filter(|l| !l.trim().is_empty()) {
-                let record: serde_json::Value = serde_json::from_str(line).unwrap();
-                let key = record["key"].as_str().unwrap().to_string();
-                assert!(records.insert(key.clone(), record["fields"].clone()).is_none(), "key {key} stored twice");
-            }
-        }
-    }
-    records
+    synchost::bundled::file_records::read(dir)
+        .unwrap_or_else(|e| panic!("the file destination in {} is unreadable: {e}", dir.display()))
+        .into_iter()
+        .map(|(key, record)| (key, record["fields"].clone()))
+        .collect()
 }
 
 /// The compiled-code cache every test's host directory shares. The tests load

@@ -1,15 +1,20 @@
 //! A destination that keeps a keyed data set in a directory the tenant grants
 //! write access to.
 //!
-//! Records are spread over shard files (`shard-NN.jsonl`, one JSON object per
-//! line, sorted by key) by a stable hash of their key, so that applying a batch
-//! rewrites only the shards it touches, and each rewrite is atomic (a temporary
-//! file renamed over the old one). People may edit the files by hand: fields a
-//! sync does not own are kept as they are.
+//! Records are spread over shards by a stable hash of their key. A shard is a
+//! file of records (`shard-NNN.jsonl`, one JSON object per line, sorted by
+//! key) and a log of the changes since it was last written (`shard-NNN.log`,
+//! the same lines, appended): a batch costs one synced append per shard it
+//! touches, and a log that outgrows its shard is folded into it, atomically
+//! (a temporary file renamed over the old one). People may edit the files by
+//! hand: a key's record is its last line, in the shard and then its log, and
+//! fields a sync does not own are kept as they are.
 //!
 //! Config: `dir`, `shards` (for a new data set; default 16), `page_size`,
-//! `lock_stale_ms` (see [`store`]: several writers may share a data set).
+//! `lock_stale_ms` (see [`files`]: several writers may share a data set).
 
+mod files;
+mod shard;
 mod store;
 
 use synchost_plugin_sdk::{self as sdk, Error, OperationBatch, Page, PluginInfo};

@@ -1,26 +1,19 @@
-//! The on-disk layout: a `layout.json` that fixes the shard count, and the shard
-//! files themselves.
-//!
-//! Several writers may apply batches to one data set at once (the host runs an
-//! event sync in parallel lanes, each with its own instance of this plugin).
-//! A shard is rewritten whole (read, modify, write a temporary file, rename),
-//! so two writers on one shard would lose each other's updates: each rewrite
-//! holds the shard's lock file (`shard-NNN.lock`, made with `create_new`,
-//! which fails if it exists). WASI has no advisory locks and no process ids,
-//! so a lock left behind by a killed process is recognised by its age (its
-//! modification time): one older than `lock_stale_ms` is broken. A rewrite
-//! holds a lock for milliseconds, far below that.
-//! The host spreads keys over lanes with the same hash as the shards here, so
-//! with a shard count that is a multiple of the lane count the locks are never
-//! contended; they are what keeps any other combination correct.
+//! A data set in a directory: `layout.json` fixes its shard count, and each
+//! key lives in the shard its hash picks (see [`crate::shard`]). Snapshots
+//! read the shards in order; `apply` appends each batch's changes to the logs
+//! of the shards it touches, each under its lock (see [`crate::files`]), so
+//! that applying costs what the operations do, not what the data set holds.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fs;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use synchost_plugin_sdk::{self as sdk, Action, Error, JsonFields, OperationBatch, Page, Row, TableBuilder};
+
+use crate::files::{ShardLock, write_atomically};
+use crate::shard::{Readers, Record, Shard};
 
 /// The plugin's `config` table in the tenant file (the settings of the data
 /// set; a plugin that embeds this store may take more keys of its own).
@@ -61,19 +54,8 @@ struct Layout {
     shards: u32,
 }
 
-/// One line of a shard file.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    key: String,
-    fields: serde_json::Map<String, serde_json::Value>,
-    /// The idempotency key of the last operation applied to this record: the
-    /// same operation delivered again is recognised and not applied twice.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_op: Option<String>,
-}
-
-/// A record as a snapshot reads it: the fields in the order the line has
-/// them, names and text borrowed from the line rather than allocated, for
+/// A record line as a snapshot reads it: the fields in the order the line
+/// has them, names and text borrowed from the line rather than allocated, for
 /// every record of a large data set (see [`JsonFields`]).
 #[derive(Deserialize)]
 struct RecordView<'a> {
@@ -83,24 +65,57 @@ struct RecordView<'a> {
     fields: JsonFields<'a>,
 }
 
+thread_local! {
+    /// The shards this instance has read, by records file, with their
+    /// indexes: kept between calls (a run's calls go to one instance), and
+    /// checked against the files at every use.
+    static SHARDS: RefCell<HashMap<String, Shard>> = RefCell::new(HashMap::new());
+}
+
 pub(crate) struct DataSet {
     dir: String,
     shards: u32,
     lock_stale_ms: u64,
 }
 
+/// Where a snapshot goes on from: a byte of a shard's records file or log.
+#[derive(Default)]
+struct Position {
+    shard: u32,
+    in_log: bool,
+    offset: u64,
+}
+
+impl Position {
+    /// `shard/offset` in the records file, `shard/log/offset` in the log.
+    fn parse(token: &str) -> Option<Position> {
+        let (shard, rest) = token.split_once('/')?;
+        let (in_log, offset) = match rest.strip_prefix("log/") {
+            Some(offset) => (true, offset),
+            None => (false, rest),
+        };
+        Some(Position { shard: shard.parse().ok()?, in_log, offset: offset.parse().ok()? })
+    }
+
+    fn token(&self) -> String {
+        let log = if self.in_log { "log/" } else { "" };
+        format!("{}/{log}{}", self.shard, self.offset)
+    }
+}
+
 impl DataSet {
     /// Opens an existing data set; a directory without one reads as empty.
     pub(crate) fn open(config: &Config) -> Result<DataSet, Error> {
         let layout_path = format!("{}/{LAYOUT_FILE}", config.dir);
-        let shards = match fs::read_to_string(&layout_path) {
+        let shards = match std::fs::read_to_string(&layout_path) {
             Ok(text) => {
                 let layout: Layout = serde_json::from_str(&text)
                     .map_err(|e| Error::Config(format!("`{layout_path}` is damaged: {e}")))?;
                 layout.shards
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::metadata(&config.dir).map_err(|e| sdk::io_error(&format!("cannot open `{}`", config.dir), e))?;
+                std::fs::metadata(&config.dir)
+                    .map_err(|e| sdk::io_error(&format!("cannot open `{}`", config.dir), e))?;
                 0
             }
             Err(e) => return Err(sdk::io_error(&format!("cannot read `{layout_path}`"), e)),
@@ -121,67 +136,65 @@ impl DataSet {
         Ok(data_set)
     }
 
-    fn shard_path(&self, shard: u32) -> String {
-        format!("{}/shard-{shard:03}.jsonl", self.dir)
-    }
-
     fn shard_of(&self, key: &str) -> u32 {
         // The host's lane hash: a key's shard follows from its lane.
         (sdk::lanes::key_hash(key) % self.shards as u64) as u32
     }
 
-    /// One page of records; the token is "shard/byte offset".
+    /// Runs `f` on shard `shard`, as its files are now.
+    fn with_shard<T>(&self, shard: u32, f: impl FnOnce(&mut Shard) -> Result<T, Error>) -> Result<T, Error> {
+        let records = format!("{}/shard-{shard:03}.jsonl", self.dir);
+        SHARDS.with_borrow_mut(|shards| {
+            let shard = match shards.entry(records) {
+                Entry::Occupied(entry) => {
+                    let shard = entry.into_mut();
+                    shard.refresh()?;
+                    shard
+                }
+                Entry::Vacant(entry) => {
+                    let log = format!("{}/shard-{shard:03}.log", self.dir);
+                    let loaded = Shard::load(entry.key().clone(), log)?;
+                    entry.insert(loaded)
+                }
+            };
+            f(shard)
+        })
+    }
+
+    /// One page of records: each shard's records file, then its log, each
+    /// key's newest line only.
     pub(crate) fn page(&self, token: Option<String>, page_size: usize) -> Result<Page, Error> {
-        let (mut shard, mut offset) = match token.as_deref() {
-            None => (0, 0),
-            Some(t) => t
-                .split_once('/')
-                .and_then(|(s, o)| Some((s.parse().ok()?, o.parse().ok()?)))
-                .ok_or_else(|| Error::Config(format!("page token `{t}` is not `shard/offset`")))?,
+        let mut at = match token.as_deref() {
+            None => Position::default(),
+            Some(t) => {
+                Position::parse(t).ok_or_else(|| Error::Config(format!("page token `{t}` is not `shard/offset`")))?
+            }
         };
         // The columns are the union of the records' fields, in the order first
         // seen; a field a record lacks is null.
         let mut page = TableBuilder::new(Vec::new());
-        while shard < self.shards && page.len() < page_size {
-            let path = self.shard_path(shard);
-            match fs::File::open(&path) {
-                Ok(mut file) => {
-                    file.seek(SeekFrom::Start(offset)).map_err(|e| sdk::io_error(&path, e))?;
-                    let mut reader = BufReader::new(file);
-                    let mut line = String::new();
-                    loop {
-                        if page.len() == page_size {
-                            break;
-                        }
-                        line.clear();
-                        let read = reader.read_line(&mut line).map_err(|e| sdk::io_error(&path, e))?;
-                        if read == 0 {
-                            break;
-                        }
-                        let line_start = offset;
-                        offset += read as u64;
-                        if line.trim().is_empty() {
-                            continue;
-                        }
-                        let record: RecordView = serde_json::from_str(&line)
-                            .map_err(|e| Error::Config(format!("`{path}` at byte {line_start}: not a record: {e}")))?;
-                        page.push_fields(&record.key, &record.fields.0);
-                    }
-                    if page.len() == page_size {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(sdk::io_error(&format!("cannot open `{path}`"), e)),
-            }
-            shard += 1;
-            offset = 0;
+        while at.shard < self.shards && page.len() < page_size {
+            let room = page_size - page.len();
+            let next = self.with_shard(at.shard, |shard| {
+                shard.read_current(at.in_log, at.offset, room, |line| {
+                    let record: RecordView = serde_json::from_slice(line)
+                        .map_err(|e| Error::Config(format!("shard {:03}: not a record: {e}", at.shard)))?;
+                    page.push_fields(&record.key, &record.fields.0);
+                    Ok(())
+                })
+            })?;
+            at = match next {
+                Some(offset) => Position { offset, ..at },
+                None if !at.in_log => Position { in_log: true, offset: 0, ..at },
+                None => Position { shard: at.shard + 1, ..Position::default() },
+            };
         }
-        let next = (shard < self.shards).then(|| format!("{shard}/{offset}"));
+        let next = (at.shard < self.shards).then(|| at.token());
         Ok(Page { rows: page.finish(), next })
     }
 
-    /// Applies the operations shard by shard, each shard rewritten once.
+    /// Applies the operations shard by shard: one synced append to each
+    /// shard's log.
     pub(crate) fn apply(&self, batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
         let OperationBatch { columns, operations } = batch;
         let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -190,35 +203,37 @@ impl DataSet {
         }
         let mut results: Vec<Result<(), Error>> = (0..operations.len()).map(|_| Ok(())).collect();
         for (shard, indexes) in by_shard {
-            let path = self.shard_path(shard);
-            let _lock = match ShardLock::take(&format!("{}/shard-{shard:03}.lock", self.dir), self.lock_stale_ms) {
-                Ok(lock) => lock,
-                Err(e) => {
+            let lock = ShardLock::take(&format!("{}/shard-{shard:03}.lock", self.dir), self.lock_stale_ms);
+            let applied = lock.and_then(|_lock| {
+                self.with_shard(shard, |shard| {
+                    // Each key's state as this batch leaves it, in the order
+                    // first changed.
+                    let mut changed: Vec<Record> = Vec::new();
+                    let mut changed_at: HashMap<String, usize> = HashMap::new();
+                    let mut readers = Readers::default();
                     for &i in &indexes {
-                        results[i] = Err(e.clone());
+                        let op = &operations[i];
+                        let key = op.action.key();
+                        let current = match changed_at.get(key) {
+                            Some(&at) => Some(changed[at].clone()).filter(|r| !r.deleted),
+                            None => shard.get(&mut readers, key)?,
+                        };
+                        match apply_one(current, &columns, &op.idempotency_key, &op.action) {
+                            Ok(Some(record)) => match changed_at.entry(record.key.clone()) {
+                                Entry::Occupied(at) => changed[*at.get()] = record,
+                                Entry::Vacant(at) => {
+                                    at.insert(changed.len());
+                                    changed.push(record);
+                                }
+                            },
+                            Ok(None) => {}
+                            Err(e) => results[i] = Err(e),
+                        }
                     }
-                    continue;
-                }
-            };
-            let mut records = match read_shard(&path) {
-                Ok(records) => records,
-                Err(e) => {
-                    for &i in &indexes {
-                        results[i] = Err(e.clone());
-                    }
-                    continue;
-                }
-            };
-            for &i in &indexes {
-                let op = &operations[i];
-                results[i] = apply_one(&mut records, &columns, &op.idempotency_key, &op.action);
-            }
-            let mut text = Vec::new();
-            for record in records.values() {
-                serde_json::to_writer(&mut text, record).expect("records serialise");
-                text.push(b'\n');
-            }
-            if let Err(e) = write_atomically(&path, &text, false) {
+                    shard.append(&changed)
+                })
+            });
+            if let Err(e) = applied {
                 for &i in &indexes {
                     if results[i].is_ok() {
                         results[i] = Err(e.clone());
@@ -252,14 +267,16 @@ fn depth(value: &serde_json::Value) -> usize {
     deepest
 }
 
+/// What `action` makes of the record `current`: its new state (`deleted`
+/// for a removal), or `None` when it changes nothing (a redelivered
+/// operation, or a delete of a key that is not there).
 fn apply_one(
-    records: &mut BTreeMap<String, Record>,
+    current: Option<Record>,
     columns: &[String],
     idempotency_key: &str,
     action: &Action,
-) -> Result<(), Error> {
-    let set_fields = |record: &mut Record, row: &Row, only: Option<&[String]>| -> Result<(), Error> {
-        let mut fields = Vec::new();
+) -> Result<Option<Record>, Error> {
+    let set_fields = |mut record: Record, row: &Row, only: Option<&[String]>| -> Result<Record, Error> {
         for (name, value) in columns.iter().zip(&row.values) {
             if only.is_none_or(|names| names.contains(name)) {
                 let value = sdk::value_to_json(value);
@@ -270,146 +287,30 @@ fn apply_one(
                          {MAX_FIELD_DEPTH} deep, so that its records stay readable"
                     )));
                 }
-                fields.push((name.clone(), value));
+                record.fields.insert(name.clone(), value);
             }
         }
-        record.fields.extend(fields);
         record.last_op = Some(idempotency_key.to_string());
-        Ok(())
+        Ok(record)
     };
-    if let Some(existing) = records.get(action.key())
-        && existing.last_op.as_deref() == Some(idempotency_key)
-    {
-        return Ok(());
+    if current.as_ref().is_some_and(|record| record.last_op.as_deref() == Some(idempotency_key)) {
+        return Ok(None);
     }
+    let new =
+        |key: &str| Record { key: key.to_string(), fields: serde_json::Map::new(), last_op: None, deleted: false };
     match action {
         // A create that finds the record (a replay after a crash, or a record
         // made by hand meanwhile) sets the fields all the same: the outcome is
-        // what the sync asked for.
+        // what the sync asked for. Fields the row does not carry are kept.
         Action::Create(row) | Action::Upsert(row) => {
-            match records.get_mut(&row.key) {
-                Some(record) => set_fields(record, row, None),
-                None => {
-                    // Into the shard only once the whole row is accepted.
-                    let mut record = Record { key: row.key.clone(), fields: serde_json::Map::new(), last_op: None };
-                    set_fields(&mut record, row, None)?;
-                    records.insert(row.key.clone(), record);
-                    Ok(())
-                }
-            }
+            set_fields(current.unwrap_or_else(|| new(&row.key)), row, None).map(Some)
         }
-        Action::Update(update) => match records.get_mut(&update.row.key) {
-            Some(record) => set_fields(record, &update.row, Some(&update.changed)),
+        Action::Update(update) => match current {
+            Some(record) => set_fields(record, &update.row, Some(&update.changed)).map(Some),
             None => Err(Error::Rejected(format!("no record with key `{}` to update", update.row.key))),
         },
         Action::Delete(key) => {
-            records.remove(key);
-            Ok(())
+            Ok(current.map(|_| Record { deleted: true, last_op: Some(idempotency_key.to_string()), ..new(key) }))
         }
     }
-}
-
-fn read_shard(path: &str) -> Result<BTreeMap<String, Record>, Error> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(sdk::io_error(&format!("cannot read `{path}`"), e)),
-    };
-    let mut records = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: Record = serde_json::from_str(line)
-            .map_err(|e| Error::Config(format!("`{path}` line {}: not a record: {e}", n + 1)))?;
-        records.insert(record.key.clone(), record);
-    }
-    Ok(records)
-}
-
-/// Milliseconds since the Unix epoch (WASI's wall clock).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A shard's lock, held while it is rewritten; released when dropped.
-struct ShardLock {
-    path: String,
-}
-
-impl ShardLock {
-    /// How long a writer waits for a lock held by another live writer before
-    /// giving up with a transient error (the host retries the operations).
-    const MAX_WAIT_MS: u64 = 30_000;
-
-    fn take(path: &str, stale_ms: u64) -> Result<ShardLock, Error> {
-        let started = now_ms();
-        loop {
-            match fs::OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut file) => {
-                    // The time it was taken tells others when it is stale.
-                    let _ = file.write_all(now_ms().to_string().as_bytes());
-                    return Ok(ShardLock { path: path.to_string() });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // The lock's age comes from its modification time, not its
-                    // content: a writer killed between creating the lock and
-                    // writing into it leaves an empty one.
-                    let age_ms = fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-                        .map(|d| d.as_millis() as u64);
-                    if age_ms.is_some_and(|age| age > stale_ms) {
-                        sdk::log::warn(&format!("breaking the stale lock `{path}` (older than {stale_ms} ms)"));
-                        let _ = fs::remove_file(path);
-                        continue;
-                    }
-                    if now_ms().saturating_sub(started) > Self::MAX_WAIT_MS {
-                        return Err(Error::Transient(format!(
-                            "`{path}` has been held by another writer for over {} ms",
-                            Self::MAX_WAIT_MS
-                        )));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                Err(e) => return Err(sdk::io_error(&format!("cannot create the lock `{path}`"), e)),
-            }
-        }
-    }
-}
-
-impl Drop for ShardLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// Writes a file so that readers see the old or the new content, never half.
-/// A shard's temporary file is its own (`….tmp`, written under the shard's
-/// lock, and left at most once by a killed writer); `layout.json` may be
-/// written by several new lanes at once, so each writes its own temporary file.
-fn write_atomically(path: &str, content: &[u8], shared: bool) -> Result<(), Error> {
-    let temporary = if shared {
-        // Unique to this writer: lanes writing the same file (a new data
-        // set's layout, say) start in the same instant, so the clock alone
-        // can give two of them one name, and one rename then finds no file.
-        use std::hash::{BuildHasher, Hasher};
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        format!("{path}.{nanos:x}-{random:x}.tmp")
-    } else {
-        format!("{path}.tmp")
-    };
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        fs::rename(&temporary, path)
-    };
-    write().map_err(|e| {
-        // A write cut short (a full disk, say) leaves no half file behind.
-        let _ = fs::remove_file(&temporary);
-        sdk::io_error(&format!("cannot write `{path}`"), e)
-    })
 }
