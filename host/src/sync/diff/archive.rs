@@ -105,7 +105,7 @@ impl RowWriter {
 type ArchivedPage = (Vec<String>, Vec<Row>);
 
 /// Reads a row stream back, page by page.
-pub(crate) fn read_pages(path: &Path) -> Result<Vec<Table>, ArchiveError> {
+pub fn read_pages(path: &Path) -> Result<Vec<Table>, ArchiveError> {
     let mut pages: Vec<ArchivedPage> = Vec::new();
     for line in compressed_lines(path)? {
         let line = line?;
@@ -129,7 +129,14 @@ pub(crate) fn read_pages(path: &Path) -> Result<Vec<Table>, ArchiveError> {
             other => return Err(error(path, format!("unexpected line `{other}`"))),
         }
     }
-    Ok(pages.into_iter().map(|(columns, rows)| Table::from_rows(columns, &rows)).collect())
+    // Laid out as a plugin's table would be, and held to the same check.
+    pages
+        .into_iter()
+        .map(|(columns, rows)| {
+            let table = Table::from_rows(columns, &rows);
+            table.check().map(|()| table).map_err(|e| error(path, format!("a page that is no table: {e}")))
+        })
+        .collect()
 }
 
 fn decode_row(items: &[serde_json::Value]) -> Result<Row, String> {
@@ -168,7 +175,7 @@ pub(crate) fn write_plan(dir: &Path, plan: &Plan) -> Result<(), ArchiveError> {
 }
 
 /// Reads a plan back; counts that are not operations come from `meta`.
-pub(crate) fn read_plan(dir: &Path, meta: &Meta) -> Result<Plan, ArchiveError> {
+pub fn read_plan(dir: &Path, meta: &Meta) -> Result<Plan, ArchiveError> {
     let path = dir.join("plan.jsonl.zst");
     let mut plan = Plan {
         unchanged: meta.unchanged,
@@ -182,20 +189,35 @@ pub(crate) fn read_plan(dir: &Path, meta: &Meta) -> Result<Plan, ArchiveError> {
         let mut value: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&line).map_err(|e| error(&path, e))?;
         let bad = |e: String| error(&path, format!("{e} in `{line}`"));
+        // A row must fit the plan's columns (the line that gives them comes
+        // first): an edited or damaged archive must not reach a destination.
+        let columns = &plan.columns;
         let row_of = |v: Option<serde_json::Value>| -> Result<Row, ArchiveError> {
-            match v {
-                Some(serde_json::Value::Array(items)) => decode_row(&items).map_err(bad),
-                _ => Err(bad("no row".into())),
+            let row = match v {
+                Some(serde_json::Value::Array(items)) => decode_row(&items).map_err(bad)?,
+                _ => return Err(bad("no row".into())),
+            };
+            if row.values.len() != columns.len() {
+                let found = format!("row `{}` has {} values for {} columns", row.key, row.values.len(), columns.len());
+                return Err(bad(found));
             }
+            Ok(row)
         };
         if let Some(columns) = value.remove("columns") {
             plan.columns = serde_json::from_value(columns).map_err(|e| bad(e.to_string()))?;
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = plan.columns.iter().find(|column| !seen.insert(*column)) {
+                return Err(bad(format!("column `{twice}` appears twice")));
+            }
         } else if let Some(key) = value.remove("delete") {
             plan.deletes.push(key.as_str().ok_or_else(|| bad("a delete without a key".into()))?.to_string());
         } else if value.contains_key("update") {
             let row = row_of(value.remove("update"))?;
-            let changed =
+            let changed: Vec<String> =
                 serde_json::from_value(value.remove("changed").unwrap_or_default()).map_err(|e| bad(e.to_string()))?;
+            if let Some(field) = changed.iter().find(|field| !plan.columns.contains(field)) {
+                return Err(bad(format!("changed field `{field}` is not one of the plan's columns")));
+            }
             plan.updates.push(RowUpdate { row, changed });
         } else if value.contains_key("create") {
             plan.creates.push(row_of(value.remove("create"))?);
@@ -293,5 +315,30 @@ mod tests {
         assert_eq!(back.deletes, plan.deletes);
         assert_eq!(back.held, plan.held);
         assert_eq!((back.unchanged, back.fingerprint), (7, 0xfeed));
+    }
+
+    /// Found by the `run_archive` fuzz target: a damaged plan read back with
+    /// rows that did not fit its columns, and would have gone to a destination.
+    #[test]
+    fn a_damaged_archive_is_refused_naming_its_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta { fingerprint: "0".into(), ..Meta::default() };
+        let write = |name: &str, lines: &str| {
+            std::fs::write(dir.path().join(name), zstd::encode_all(lines.as_bytes(), 1).unwrap()).unwrap();
+        };
+        let refusal = |lines: &str| {
+            write("plan.jsonl.zst", lines);
+            read_plan(dir.path(), &meta).unwrap_err().to_string()
+        };
+        let short = refusal("{\"columns\":[\"a\",\"b\"]}\n{\"create\":[\"k\",1]}\n");
+        assert!(short.contains("plan.jsonl.zst") && short.contains("row `k` has 1 values for 2 columns"), "{short}");
+        let unknown = refusal("{\"columns\":[\"a\"]}\n{\"update\":[\"k\",1],\"changed\":[\"z\"]}\n");
+        assert!(unknown.contains("changed field `z` is not one of the plan's columns"), "{unknown}");
+        let twice = refusal("{\"columns\":[\"a\",\"a\"]}\n");
+        assert!(twice.contains("column `a` appears twice"), "{twice}");
+
+        write("source.jsonl.zst", "{\"columns\":[\"a\",\"a\"]}\n[\"k\",1,2]\n");
+        let page = read_pages(&dir.path().join("source.jsonl.zst")).unwrap_err().to_string();
+        assert!(page.contains("source.jsonl.zst") && page.contains("column `a` appears twice"), "{page}");
     }
 }
