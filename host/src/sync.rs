@@ -6,7 +6,7 @@ mod apply;
 pub mod diff;
 mod event;
 pub mod events;
-mod values;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use synchost_model::{Column, Kind, Value, ValueRef, value_to_json};
 /// bytes and nested JSON by the JSON they show as (destinations that keep JSON
 /// give bytes back as an array, and key order or spacing in JSON text is
 /// not a change).
-pub(crate) fn value_hash(value: ValueRef<'_>) -> u64 {
+pub fn value_hash(value: ValueRef<'_>) -> u64 {
     // The variant goes in as the seed: one-shot hashing, no streaming state.
     match value {
         ValueRef::Null => xxh3_64_with_seed(&[], 0),
@@ -32,7 +32,7 @@ const TEXT_SEED: u64 = 4;
 
 /// The [`value_hash`] of row `row`'s value in `column`: straight from the
 /// bytes for text, the common case.
-pub(crate) fn cell_hash(column: &Column, row: usize) -> u64 {
+pub fn cell_hash(column: &Column, row: usize) -> u64 {
     match column.kinds[row] {
         Kind::Text => xxh3_64_with_seed(column.bytes(row), TEXT_SEED),
         _ => value_hash(column.get(row)),
@@ -42,7 +42,7 @@ pub(crate) fn cell_hash(column: &Column, row: usize) -> u64 {
 /// The archive's lossless encoding of a value: plain JSON where that is
 /// unambiguous (null, booleans, integers, text), a one-key object otherwise
 /// (`{"f": 1.5}`, `{"f": "NaN"}`, `{"b": "00ff"}`, `{"j": "[1,2]"}`).
-pub(crate) fn encode_value(value: ValueRef<'_>) -> serde_json::Value {
+pub fn encode_value(value: ValueRef<'_>) -> serde_json::Value {
     use serde_json::{Value as J, json};
     match value {
         ValueRef::Null => J::Null,
@@ -59,7 +59,7 @@ pub(crate) fn encode_value(value: ValueRef<'_>) -> serde_json::Value {
 }
 
 /// The inverse of [`encode_value`].
-pub(crate) fn decode_value(json: &serde_json::Value) -> Result<Value, String> {
+pub fn decode_value(json: &serde_json::Value) -> Result<Value, String> {
     use serde_json::Value as J;
     Ok(match json {
         J::Null => Value::Null,
