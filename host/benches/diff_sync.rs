@@ -131,6 +131,8 @@ fn step(runtime: &Runtime, expected: (u64, u64, u64)) -> Step {
     let sync = started.elapsed().as_secs_f64();
     assert_eq!(report.status.to_string(), "succeeded", "{:?}", report.error);
     let s = &report.stats;
+    // Where the sync's time went, as the run record keeps it.
+    eprintln!("  sync phases (ms): {:?}", s.timings_ms);
     assert_eq!((s.created, s.updated, s.unchanged), expected, "the sync's creates, updates and unchanged");
     Step { plan, sync }
 }

@@ -53,6 +53,16 @@ struct LineKey<'a> {
     deleted: bool,
 }
 
+/// A whole line of a shard's file, as a scan gives it.
+struct Line<'a> {
+    key: &'a str,
+    /// The line removes its key.
+    deleted: bool,
+    spot: Spot,
+    /// Without the newline.
+    text: &'a [u8],
+}
+
 /// Where a key's newest line is. The top bit of `at` says the log (else the
 /// records file); the rest is the byte the line starts at.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -153,10 +163,10 @@ impl Shard {
         // The records file is only ever written whole: a last line without a
         // newline (a hand edit) counts. The log is appended to: it does not.
         let indexed = self
-            .scan(false, &mut readers, |shard, readers, key, deleted, spot| shard.note(readers, key, deleted, spot))
+            .scan(false, &mut readers, |shard, readers, line| shard.note(readers, line.key, line.deleted, line.spot))
             .and_then(|records_len| {
-                let log_len = self.scan(true, &mut readers, |shard, readers, key, deleted, spot| {
-                    shard.note(readers, key, deleted, spot)
+                let log_len = self.scan(true, &mut readers, |shard, readers, line| {
+                    shard.note(readers, line.key, line.deleted, line.spot)
                 })?;
                 Ok((records_len, log_len))
             });
@@ -181,14 +191,13 @@ impl Shard {
         Ok(())
     }
 
-    /// Calls `each` with every whole line of one file (the log if `in_log`):
-    /// its key, whether it deletes, and its spot. Returns the bytes read up
-    /// to the last line counted.
+    /// Calls `each` with every whole line of one file (the log if `in_log`).
+    /// Returns the bytes read up to the last line counted.
     fn scan(
         &mut self,
         in_log: bool,
         readers: &mut Readers,
-        mut each: impl FnMut(&mut Shard, &mut Readers, &str, bool, Spot) -> Result<(), Error>,
+        mut each: impl FnMut(&mut Shard, &mut Readers, Line<'_>) -> Result<(), Error>,
     ) -> Result<u64, Error> {
         let path = if in_log { self.log_path.clone() } else { self.records_path.clone() };
         let file = match fs::File::open(&path) {
@@ -209,7 +218,7 @@ impl Shard {
                 let parsed: LineKey = serde_json::from_slice(text)
                     .map_err(|e| Error::Config(format!("`{path}` at byte {offset}: not a record: {e}")))?;
                 let spot = Spot::new(in_log, offset, text.len(), check_hash(&parsed.key));
-                each(self, readers, &parsed.key, parsed.deleted, spot)?;
+                each(self, readers, Line { key: &parsed.key, deleted: parsed.deleted, spot, text })?;
             }
             offset += read as u64;
         }
@@ -331,22 +340,25 @@ impl Shard {
     }
 
     /// Writes the records file anew with the log folded in, then removes the log.
+    /// Both files are read once, in order, and each key's newest line is
+    /// kept as it is: folding costs a sequential read of the shard, not a
+    /// read and a parse per record.
     fn fold(&mut self) -> Result<(), Error> {
-        let mut records = BTreeMap::new();
+        let mut lines: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut readers = Readers::default();
         for in_log in [false, true] {
-            self.scan(in_log, &mut readers, |shard, readers, key, deleted, spot| {
-                if deleted {
-                    records.remove(key);
+            self.scan(in_log, &mut readers, |_, _, line| {
+                if line.deleted {
+                    lines.remove(line.key);
                 } else {
-                    records.insert(key.to_string(), shard.read_at(readers, spot)?);
+                    lines.insert(line.key.to_string(), line.text.to_vec());
                 }
                 Ok(())
             })?;
         }
-        let mut text = Vec::new();
-        for record in records.values() {
-            serde_json::to_writer(&mut text, record).expect("records serialise");
+        let mut text = Vec::with_capacity(lines.values().map(|line| line.len() + 1).sum());
+        for line in lines.values() {
+            text.extend_from_slice(line);
             text.push(b'\n');
         }
         write_atomically(&self.records_path, &text, false)?;
