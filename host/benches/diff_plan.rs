@@ -24,6 +24,9 @@ use synchost::model::{TableBuilder, ValueRef};
 use synchost::sync::diff::{DestinationIndex, HashedRows, Plan, Planner};
 use synchost::{Runtime, SyncOptions, Tenants};
 
+mod common;
+use common::{digest, median, prepare_host_dir};
+
 // The allocator the `synchost` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -140,14 +143,8 @@ fn generate(dir: &Path, rows: u64) -> std::io::Result<()> {
 }
 
 fn write_config(dir: &Path) -> std::io::Result<PathBuf> {
-    use sha2::{Digest, Sha256};
     use synchost::bundled::{FIELD_MAPPER, FILE_DESTINATION, FILE_SOURCE};
-    std::fs::create_dir_all(dir.join("plugins"))?;
-    std::fs::create_dir_all(dir.join("tenants"))?;
-    for plugin in synchost::bundled::ALL {
-        std::fs::write(dir.join("plugins").join(plugin.file_name), plugin.bytes)?;
-    }
-    let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+    prepare_host_dir(dir, &["tenants"])?;
     std::fs::write(
         dir.join("synchost.toml"),
         "state_dir = \"state\"\n[limits]\nmemory = \"1 GiB\"\ncall_timeout = \"60s\"\n",
@@ -387,11 +384,6 @@ struct Samples {
     cpu: Vec<f64>,
     /// The last run's whole report (the plan's counts).
     last: serde_json::Value,
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 fn main() {

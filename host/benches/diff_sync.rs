@@ -18,6 +18,9 @@ use std::time::Instant;
 
 use synchost::{PipelineId, Runtime, SyncOptions, Tenants};
 
+mod common;
+use common::{digest, median, prepare_host_dir};
+
 // The allocator the `synchost` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -48,15 +51,8 @@ fn write_source(path: &Path, rows: u64, changed: bool) -> std::io::Result<()> {
 
 /// A host directory whose tenant `bench` diffs the CSV into `data/out`.
 fn write_host(dir: &Path, apply_batch: u32) -> std::io::Result<PathBuf> {
-    use sha2::{Digest, Sha256};
     use synchost::bundled::{FIELD_MAPPER, FILE_DESTINATION, FILE_SOURCE};
-    for sub in ["plugins", "tenants", "data/in", "data/out"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    for plugin in synchost::bundled::ALL {
-        std::fs::write(dir.join("plugins").join(plugin.file_name), plugin.bytes)?;
-    }
-    let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+    prepare_host_dir(dir, &["tenants", "data/in", "data/out"])?;
     std::fs::write(
         dir.join("synchost.toml"),
         "state_dir = \"state\"\n[limits]\nmemory = \"1 GiB\"\ncall_timeout = \"60s\"\n",
@@ -135,11 +131,6 @@ fn step(runtime: &Runtime, expected: (u64, u64, u64)) -> Step {
     eprintln!("  sync phases (ms): {:?}", s.timings_ms);
     assert_eq!((s.created, s.updated, s.unchanged), expected, "the sync's creates, updates and unchanged");
     Step { plan, sync }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {

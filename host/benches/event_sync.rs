@@ -27,6 +27,9 @@ use synchost::model::Table;
 use synchost::plugin::{PluginSetup, SourceInstance, TransformInstance};
 use synchost::{PipelineId, Runtime, SyncOptions, Tenants};
 
+mod common;
+use common::{digest, median, prepare_host_dir};
+
 // The allocator the `synchost` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -76,20 +79,11 @@ fn changelog(events: usize, keys: usize) -> String {
 fn host_dir(changelog: &Path, lanes: usize) -> tempfile::TempDir {
     use synchost::bundled::{FIELD_MAPPER, FILE_DESTINATION, FILE_SOURCE};
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["plugins", "tenants", "in", "out"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
-    for plugin in synchost::bundled::ALL {
-        std::fs::write(dir.path().join("plugins").join(plugin.file_name), plugin.bytes).unwrap();
-    }
+    prepare_host_dir(dir.path(), &["tenants", "in", "out"]).unwrap();
     std::fs::hard_link(changelog, dir.path().join("in/changes.jsonl"))
         .or_else(|_| std::fs::copy(changelog, dir.path().join("in/changes.jsonl")).map(|_| ()))
         .unwrap();
     std::fs::write(dir.path().join("synchost.toml"), "state_dir = \"state\"\n").unwrap();
-    let digest = |bytes: &[u8]| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(bytes))
-    };
     let tenant = format!(
         r#"[plugins.src]
 path = "{}"
@@ -203,11 +197,6 @@ fn baselines(changelog: &Path, events: usize) -> (f64, f64) {
         timings[i] = started.elapsed().as_secs_f64();
     }
     (timings[0], timings[1])
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 fn main() {

@@ -24,14 +24,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{digest, median, prepare_host_dir};
+
 const BIN: &str = env!("CARGO_BIN_EXE_synchost");
 /// The daemon waits this long for the files to settle (`daemon::watch::SETTLE`).
 const DEBOUNCE: Duration = Duration::from_millis(250);
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
 
 /// The mapper with a custom section naming `version`: valid, never seen before.
 fn mapper_version(version: usize) -> Vec<u8> {
@@ -48,7 +46,7 @@ fn mapper_version(version: usize) -> Vec<u8> {
 /// A tenant whose transform is `mapper` (a file in plugins/).
 fn tenant_file(root: &Path, mapper: &str) -> String {
     use synchost::bundled::{FILE_DESTINATION, FILE_SOURCE};
-    let mapper_digest = sha256_hex(&std::fs::read(root.join("plugins").join(mapper)).unwrap());
+    let mapper_digest = digest(&std::fs::read(root.join("plugins").join(mapper)).unwrap());
     format!(
         "[plugins.src]\npath = \"{}\"\nsha256 = \"{}\"\ndirs = [{{ host = \"../in\", guest = \"/in\" }}]\n\
          config = {{ changelog = \"/in/changes.jsonl\", key = \"id\" }}\n\n\
@@ -59,9 +57,9 @@ fn tenant_file(root: &Path, mapper: &str) -> String {
          [pipelines.main]\nmode = \"event\"\nsource = \"src\"\ntransforms = [\"map\"]\ndestination = \"dst\"\n\
          schedule = \"every 1s\"\n",
         FILE_SOURCE.file_name,
-        sha256_hex(FILE_SOURCE.bytes),
+        digest(FILE_SOURCE.bytes),
         FILE_DESTINATION.file_name,
-        sha256_hex(FILE_DESTINATION.bytes),
+        digest(FILE_DESTINATION.bytes),
     )
 }
 
@@ -71,21 +69,11 @@ fn install(dir: &Path, name: &str, text: &str) {
     std::fs::rename(dir.join(format!("{name}.new")), dir.join(name)).unwrap();
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 fn main() {
     let repeat = std::env::args().skip_while(|a| a != "--repeat").nth(1).and_then(|n| n.parse().ok()).unwrap_or(5usize);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for sub in ["plugins", "tenants", "prep-tenants", "in", "out"] {
-        std::fs::create_dir_all(root.join(sub)).unwrap();
-    }
-    for plugin in synchost::bundled::ALL {
-        std::fs::write(root.join("plugins").join(plugin.file_name), plugin.bytes).unwrap();
-    }
+    prepare_host_dir(root, &["tenants", "prep-tenants", "in", "out"]).unwrap();
     std::fs::write(root.join("in/changes.jsonl"), "").unwrap();
     std::fs::write(root.join("synchost.toml"), "state_dir = \"state\"\n").unwrap();
     // The deploy step's view: same state (and cache), its own tenants folder.
@@ -145,7 +133,7 @@ fn main() {
         std::thread::sleep(DEBOUNCE * 3);
         let started = Instant::now();
         install(&root.join("tenants"), "bench.toml", &tenant_file(root, &name));
-        let seconds = wait_for(&format!("\"map\": \"{}\"", sha256_hex(&bytes)), started);
+        let seconds = wait_for(&format!("\"map\": \"{}\"", digest(&bytes)), started);
         if with_cache {
             warm.push(seconds)
         } else {

@@ -21,6 +21,9 @@ use std::time::Instant;
 
 use synchost::{PipelineId, Runtime, SyncOptions, Tenants};
 
+mod common;
+use common::{digest, median};
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -47,15 +50,10 @@ fn parse_args() -> Args {
     parsed
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
 /// Writes a plugin into the host's plugin directory; returns its tenant-file entry start.
 fn plugin_entry(dir: &Path, name: &str, file_name: &str, bytes: &[u8]) -> String {
     std::fs::write(dir.join("plugins").join(file_name), bytes).unwrap();
-    format!("[plugins.{name}]\npath = \"{file_name}\"\nsha256 = \"{}\"\n", sha256_hex(bytes))
+    format!("[plugins.{name}]\npath = \"{file_name}\"\nsha256 = \"{}\"\n", digest(bytes))
 }
 
 /// One host directory: the good tenants `t0..tN`, each with its own changelog
@@ -145,11 +143,6 @@ fn round(args: &Args, noisy: bool) -> (f64, u64) {
         seconds
     });
     ((args.tenants * args.events) as f64 / seconds, interrupted.load(Ordering::Relaxed))
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 fn main() {

@@ -30,6 +30,9 @@ use synchost::bundled::{FIELD_MAPPER, FILE_DESTINATION, FILE_SOURCE};
 use synchost::plugin::{CompileStats, PluginSetup, plugin_info};
 use synchost::{Runtime, Tenants};
 
+mod common;
+use common::{digest, median};
+
 // The allocator the `synchost` binary uses, so that RSS is the binary's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,11 +63,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// `n` as an unsigned LEB128, as section sizes are written in wasm binaries.
@@ -106,7 +104,7 @@ fn tenant(mapper_file: &str, mapper_digest: &str) -> String {
     plugin_table(
         "src",
         FILE_SOURCE.file_name,
-        &sha256(FILE_SOURCE.bytes),
+        &digest(FILE_SOURCE.bytes),
         "dirs = [{ host = \"../data/in\", guest = \"/in\" }]\nconfig = { snapshot = \"/in/people.csv\", key = \"id\" }",
     ) + &plugin_table(
         "map",
@@ -116,7 +114,7 @@ fn tenant(mapper_file: &str, mapper_digest: &str) -> String {
     ) + &plugin_table(
         "dst",
         FILE_DESTINATION.file_name,
-        &sha256(FILE_DESTINATION.bytes),
+        &digest(FILE_DESTINATION.bytes),
         "dirs = [{ host = \"../data/out\", guest = \"/out\", write = true }]\nconfig = { dir = \"/out\" }",
     ) + "[pipelines.main]\nmode = \"diff\"\nsource = \"src\"\ntransforms = [\"map\"]\ndestination = \"dst\"\n"
 }
@@ -132,13 +130,13 @@ fn host_dir(tenants: usize, distinct_mappers: bool) -> tempfile::TempDir {
         std::fs::write(dir.path().join("plugins").join(plugin.file_name), plugin.bytes).unwrap();
     }
     std::fs::write(dir.path().join("data/in/people.csv"), "id,name\n1,Ann\n").unwrap();
-    let shared_mapper = sha256(FIELD_MAPPER.bytes);
+    let shared_mapper = digest(FIELD_MAPPER.bytes);
     for i in 0..tenants {
         let text = if distinct_mappers {
             let bytes = with_custom_section(FIELD_MAPPER.bytes, format!("mapper {i}").as_bytes());
             let file = format!("field_mapper_{i:04}.wasm");
             std::fs::write(dir.path().join("plugins").join(&file), &bytes).unwrap();
-            tenant(&file, &sha256(&bytes))
+            tenant(&file, &digest(&bytes))
         } else {
             tenant(FIELD_MAPPER.file_name, &shared_mapper)
         };
@@ -159,11 +157,6 @@ fn timed_load(dir: &Path) -> (f64, CompileStats) {
     let runtime = Runtime::load(&dir.join("synchost.toml"), Tenants::All).expect("the bench config loads");
     let seconds = started.elapsed().as_secs_f64();
     (seconds, runtime.engine.compile_stats())
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 fn restart(args: &Args) {

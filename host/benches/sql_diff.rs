@@ -17,6 +17,9 @@
 use std::process::Command;
 use std::time::Instant;
 
+mod common;
+use common::{digest, median, prepare_host_dir};
+
 const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 struct Args {
@@ -54,11 +57,6 @@ fn psql(sql: &str) {
     );
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn sync(config: &std::path::Path) -> (f64, serde_json::Value) {
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_synchost"))
@@ -92,18 +90,9 @@ fn main() {
     ));
 
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["plugins", "tenants"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
-    for plugin in synchost::bundled::ALL {
-        std::fs::write(dir.path().join("plugins").join(plugin.file_name), plugin.bytes).unwrap();
-    }
+    prepare_host_dir(dir.path(), &["tenants"]).unwrap();
     let config = dir.path().join("synchost.toml");
     std::fs::write(&config, "state_dir = \"state\"\n").unwrap();
-    let digest = |bytes: &[u8]| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(bytes))
-    };
     std::fs::write(
         dir.path().join("tenants/acme.toml"),
         format!(
