@@ -72,7 +72,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     // However the run ended, what it read is past: a cursor moved over input
     // without events is kept, even when the run failed after it.
     let outcome = outcome.and(stages.commit_moved_cursor(job, &id, run, progress));
-    if let Some((seq, ms)) = stages.previous_commit {
+    if let Some((seq, ms)) = stages.commits.previous {
         job.state.set_batch_commit_time(run, seq, ms).map_err(Halt::State)?;
     }
     outcome
@@ -100,23 +100,14 @@ fn at_boundary(job: &SyncJob<'_>, progress: &Progress) -> Result<(), Result<(), 
 /// An event run's plugin instances and what it carries from batch to batch.
 struct Stages {
     source: crate::plugin::SourceInstance,
-    /// Acknowledges a JetStream source's messages, only once committed.
-    acknowledger: crate::plugin::Acknowledger,
     transforms: TransformChain,
     /// One per lane.
     destinations: Vec<crate::plugin::DestinationInstance>,
     /// Where the next batch is read from.
     cursor: Option<String>,
-    /// The cursor as the state store has it. It lags `cursor` while the
-    /// source only moves past input without events (blank lines, say): such
-    /// moves are committed with the next batch that has events, or as the run
-    /// ends, so that a source that only moves its cursor costs one state
-    /// write per run rather than one per call.
-    committed: Option<String>,
+    commits: Commits,
     /// Keys with a dead letter that no later operation has superseded yet.
     lettered: HashSet<String>,
-    /// The previous batch's sequence and commit time, recorded with the next.
-    previous_commit: Option<(u64, f64)>,
     /// Batches ahead of the one being applied: the next one transformed, the
     /// one after it read. Reading is side-effect free: what was read ahead is
     /// simply dropped if the batch in hand does not commit.
@@ -146,13 +137,11 @@ impl Stages {
             .collect();
         Ok(Stages {
             source,
-            acknowledger,
+            commits: Commits { cursor: cursor.clone(), previous: None, acknowledger },
             transforms,
             destinations,
-            committed: cursor.clone(),
             cursor,
             lettered,
-            previous_commit: None,
             next: None,
             after_next: None,
         })
@@ -203,11 +192,7 @@ impl Stages {
                 if batch.moved_only {
                     return Ok(Some(next_cursor));
                 }
-                let started = Instant::now();
-                batch.commit(run, &next_cursor, self.previous_commit, progress)?;
-                self.acknowledger.committed(&next_cursor);
-                self.previous_commit = Some((batch.stats.seq, ms(started)));
-                self.committed = Some(next_cursor.clone());
+                self.commits.commit(&mut batch, run, &next_cursor, progress)?;
                 Ok(Some(next_cursor))
             });
             self.next = transformer.map(|t| t.join().expect("the transforming thread panicked"));
@@ -217,7 +202,7 @@ impl Stages {
     }
 
     /// Commits the cursor if it moved past input without events since the
-    /// last commit (see [`Stages::committed`]).
+    /// last commit (see [`Commits::cursor`]).
     fn commit_moved_cursor(
         &mut self,
         job: &SyncJob<'_>,
@@ -225,13 +210,42 @@ impl Stages {
         run: RunId,
         progress: &mut Progress,
     ) -> Result<(), Halt> {
-        let Some(cursor) = self.cursor.clone().filter(|_| self.cursor != self.committed) else { return Ok(()) };
+        let Some(cursor) = self.cursor.clone().filter(|_| self.cursor != self.commits.cursor) else { return Ok(()) };
+        let from = self.commits.cursor.clone();
+        let mut batch = Batch::new(job, id, from.as_deref(), progress.stats.batches + 1);
+        self.commits.commit(&mut batch, run, &cursor, progress)
+    }
+}
+
+/// What the run has committed: every batch's commit goes through here.
+struct Commits {
+    /// The cursor as the state store has it. It lags [`Stages::cursor`] while
+    /// the source only moves past input without events (blank lines, say):
+    /// such moves are committed with the next batch that has events, or as
+    /// the run ends, so that a source that only moves its cursor costs one
+    /// state write per run rather than one per call.
+    cursor: Option<String>,
+    /// The previous batch's sequence and commit time, recorded with the next.
+    previous: Option<(u64, f64)>,
+    /// Acknowledges a JetStream source's messages, only once committed.
+    acknowledger: crate::plugin::Acknowledger,
+}
+
+impl Commits {
+    /// Commits `batch` with the cursor it leaves, then lets the source forget
+    /// what it acknowledged.
+    fn commit(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        run: RunId,
+        cursor: &str,
+        progress: &mut Progress,
+    ) -> Result<(), Halt> {
         let started = Instant::now();
-        let mut batch = Batch::new(job, id, self.committed.as_deref(), progress.stats.batches + 1);
-        batch.commit(run, &cursor, self.previous_commit, progress)?;
-        self.acknowledger.committed(&cursor);
-        self.previous_commit = Some((batch.stats.seq, ms(started)));
-        self.committed = Some(cursor);
+        batch.commit(run, cursor, self.previous, progress)?;
+        self.acknowledger.committed(cursor);
+        self.previous = Some((batch.stats.seq, ms(started)));
+        self.cursor = Some(cursor.to_string());
         Ok(())
     }
 }
@@ -361,7 +375,7 @@ impl<'j, 'a> Batch<'j, 'a> {
         if fetched.events == 0 && !any_due {
             // Caught up, or moved past input with no events (blank lines,
             // say): a cursor that moved is worth keeping, and `Stages`
-            // commits it (see `Stages::committed`).
+            // commits it (see `Commits::cursor`).
             self.stats.pending_retries = queue.len() as u64;
             progress.stats.pending_retries = queue.len() as u64;
             self.moved_only = true;
