@@ -232,8 +232,8 @@ struct Commits {
 }
 
 impl Commits {
-    /// Commits `batch` with the cursor it leaves, then lets the source forget
-    /// what it acknowledged.
+    /// Commits `batch` with the cursor it leaves, then acknowledges to a
+    /// JetStream source every message up to that cursor.
     fn commit(
         &mut self,
         batch: &mut Batch<'_, '_>,
