@@ -545,3 +545,19 @@ fn a_plugin_slower_to_compile_than_max_compile_time_is_refused_by_name() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_watch_debounce_of_zero_or_no_duration_is_refused_at_its_line() {
+    let host = HostDir::new();
+    host.write("tenants/acme.toml", &valid_tenant());
+    for (value, reason) in [("0s", "must be longer than zero"), ("soon", "is not a duration")] {
+        host.write("synchost.toml", &format!("state_dir = \"state\"\nwatch_debounce = \"{value}\"\n"));
+        let output = host.synchost(&["validate"]);
+        assert!(!output.status.success());
+        let error = stderr(&output);
+        assert!(
+            error.contains("synchost.toml:2:") && error.contains("watch_debounce") && error.contains(reason),
+            "{error}"
+        );
+    }
+}

@@ -135,6 +135,18 @@ fn start_daemon(host: &HostDir) -> KillOnDrop {
     KillOnDrop(daemon)
 }
 
+/// Waits for the daemon's admin socket to answer: until then `status` would
+/// answer from the files instead.
+fn wait_until_answering(host: &HostDir) {
+    let answering = Instant::now();
+    while !host.path("state/admin.sock").exists()
+        || !status(host)["source"].as_str().is_some_and(|s| s.starts_with("daemon"))
+    {
+        assert!(answering.elapsed() < PATIENCE, "the daemon never answered on its socket:\n{}", daemon_log(host));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn daemon_log(host: &HostDir) -> String {
     std::fs::read_to_string(host.path("daemon.log")).unwrap_or_default()
 }
@@ -321,15 +333,7 @@ fn reload_status_and_rollback_work_through_the_admin_socket() {
     host.write("data/in/changes.jsonl", "");
     install_tenant(&host, &tenant(&host, "field_mapper.wasm", "v1", None));
     let daemon = start_daemon(&host);
-    // The socket appears once the daemon serves; until then `status` would
-    // answer from the files instead.
-    let answering = Instant::now();
-    while !host.path("state/admin.sock").exists()
-        || !status(&host)["source"].as_str().is_some_and(|s| s.starts_with("daemon"))
-    {
-        assert!(answering.elapsed() < PATIENCE, "the daemon never answered on its socket:\n{}", daemon_log(&host));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_answering(&host);
     let before = status(&host);
     assert_eq!(before["tenants"][0]["health"], "ok", "{before:#}");
     assert_eq!(map_digest(&before), Some(sha256(mapper)));
@@ -373,6 +377,33 @@ fn reload_status_and_rollback_work_through_the_admin_socket() {
     let offline = status(&host);
     assert!(offline["source"].as_str().unwrap().starts_with("no daemon running"), "{offline:#}");
     assert_eq!(offline["tenants"][0]["health"], "not loaded", "{offline:#}");
+}
+
+#[test]
+fn a_reload_asked_for_is_done_at_once_while_the_watcher_waits_for_quiet() {
+    let _turn = take_turn();
+    let host = HostDir::new();
+    host.write("synchost.toml", &common::host_config("watch_debounce = \"1h\"\n"));
+    let mapper = synchost::bundled::FIELD_MAPPER.bytes;
+    let v2 = with_custom_section(mapper, "synchost-test-debounce");
+    std::fs::write(host.path("plugins/mapper_v2.wasm"), &v2).unwrap();
+    host.install_fixture("flaky_destination.wasm");
+    host.write("data/in/changes.jsonl", "");
+    install_tenant(&host, &tenant(&host, "field_mapper.wasm", "v1", None));
+    let daemon = start_daemon(&host);
+    wait_until_answering(&host);
+    assert_eq!(map_digest(&status(&host)), Some(sha256(mapper)));
+
+    // The watcher sees the new version but waits an hour for the files to be
+    // quiet; the daemon must go on answering meanwhile, and `synchost reload`
+    // swaps the new version in at once and says so.
+    install_tenant(&host, &tenant(&host, "mapper_v2.wasm", "v2", None));
+    let reload = host.synchost(&["reload"]);
+    let said = common::stdout(&reload);
+    assert!(reload.status.success(), "{said}{}", common::stderr(&reload));
+    assert!(said.contains("acme: now running") && said.contains(&format!("map={}", &sha256(&v2)[..12])), "{said}");
+    assert_eq!(map_digest(&status(&host)), Some(sha256(&v2)));
+    stop_daemon(&host, daemon);
 }
 
 #[test]

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 pub use allowed_host::AllowedHost;
 pub use connection::{ConnectionConfig, Secret, SqlDialect};
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use host_file::{DEFAULT_MAX_COMPILE_TIME, DEFAULT_MAX_PLUGIN_SIZE, HostConfig, Limits, RunBudget};
+pub use host_file::{
+    DEFAULT_MAX_COMPILE_TIME, DEFAULT_MAX_PLUGIN_SIZE, DEFAULT_WATCH_DEBOUNCE, HostConfig, Limits, RunBudget,
+};
 pub use schedule::Schedule;
 pub use stream::StreamConfig;
 pub use tenant_file::{

@@ -144,6 +144,14 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
         let reloading = runtime.clone();
         reloads.spawn_blocking(move || (ask, reloading.reload().map_err(|e| e.to_string())));
     };
+    // A watched change starts a reload once the files have been quiet for
+    // `watch_debounce` (an editor's write-rename-chmod, or a plugin copied in
+    // several writes, makes one reload). The wait is a deadline, not a pause
+    // of this loop: signals and `synchost reload` are answered meanwhile.
+    let debounce = runtime.host.watch_debounce;
+    let quiet = tokio::time::sleep(debounce);
+    tokio::pin!(quiet);
+    let mut change_pending = false;
     loop {
         tokio::select! {
             result = &mut terminate => {
@@ -155,7 +163,11 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
             }
             _ = hangup.recv() => start_reload(&mut reloads, None),
             Some(()) = changed_rx.recv() => {
-                watch::settle(&mut changed_rx).await;
+                change_pending = true;
+                quiet.as_mut().reset(tokio::time::Instant::now() + debounce);
+            }
+            () = &mut quiet, if change_pending => {
+                change_pending = false;
                 start_reload(&mut reloads, None);
             }
             Some(ask) = reload_rx.recv() => start_reload(&mut reloads, ask),

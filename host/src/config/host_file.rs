@@ -38,6 +38,9 @@ pub struct HostConfig {
     /// whose machine code takes longer is refused. Host-wide, like
     /// `max_plugin_size`.
     pub max_compile_time: Duration,
+    /// How long `synchost run` waits for the tenant and plugin files to be
+    /// quiet after a change before it reloads them (`watch_debounce`).
+    pub watch_debounce: Duration,
 }
 
 impl HostConfig {
@@ -56,6 +59,11 @@ pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 * 1024 * 1024;
 /// compile in about a second, a Python or JavaScript component (an
 /// interpreter inside) in up to a minute on a busy two-core machine.
 pub const DEFAULT_MAX_COMPILE_TIME: Duration = Duration::from_secs(120);
+
+/// `watch_debounce` unless synchost.toml sets it: long enough for a deploy
+/// that writes a file and renames it, or copies a plugin in several writes,
+/// to make one reload; short beside a person's wait.
+pub const DEFAULT_WATCH_DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// What one plugin instance and each call into it may use. Every field has a
 /// safe default; `synchost.toml` `[limits]` sets the host's defaults and a
@@ -206,6 +214,8 @@ struct HostFile {
     max_plugin_size: Option<toml::Spanned<String>>,
     /// e.g. "2m".
     max_compile_time: Option<toml::Spanned<String>>,
+    /// e.g. "250ms".
+    watch_debounce: Option<toml::Spanned<String>>,
 }
 
 /// Limits as written in a config file: every field optional, overriding the
@@ -386,6 +396,12 @@ impl HostConfig {
                 .duration(time, "max_compile_time")
                 .map_err(ConfigErrors::from)?,
         };
+        let watch_debounce = match &file.watch_debounce {
+            None => DEFAULT_WATCH_DEBOUNCE,
+            Some(time) => LimitsSite { file: path, text: &text, table: "" }
+                .duration(time, "watch_debounce")
+                .map_err(ConfigErrors::from)?,
+        };
         Ok(HostConfig {
             path: path.to_path_buf(),
             state_dir,
@@ -399,6 +415,7 @@ impl HostConfig {
             compiled_cache_dir,
             max_plugin_size,
             max_compile_time,
+            watch_debounce,
         })
     }
 }

@@ -4,15 +4,10 @@
 //! plugin file, and reacting to that would reload for ever.
 
 use std::path::Path;
-use std::time::Duration;
 
 use notify::event::{MetadataKind, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-
-/// How long the files must be quiet before a reload: an editor's
-/// write-rename-chmod, or a plugin copied in several writes, makes one reload.
-pub(super) const SETTLE: Duration = Duration::from_millis(250);
 
 /// Watches `dirs` (not their subfolders); sends `()` on `changed` for each
 /// change. The watch lasts as long as the returned watcher.
@@ -39,20 +34,5 @@ fn is_change(kind: &EventKind) -> bool {
         EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
         EventKind::Modify(_) => true,
         EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
-    }
-}
-
-/// Waits until `changed` has been quiet for [`SETTLE`] since its last
-/// change, swallowing what arrives meanwhile.
-pub(super) async fn settle(changed: &mut mpsc::Receiver<()>) {
-    let mut last = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(SETTLE / 10).await;
-        while changed.try_recv().is_ok() {
-            last = tokio::time::Instant::now();
-        }
-        if last.elapsed() >= SETTLE {
-            return;
-        }
     }
 }
