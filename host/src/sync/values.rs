@@ -43,18 +43,37 @@ pub fn cell_hash(column: &Column, row: usize) -> u64 {
 /// unambiguous (null, booleans, integers, text), a one-key object otherwise
 /// (`{"f": 1.5}`, `{"f": "NaN"}`, `{"b": "00ff"}`, `{"j": "[1,2]"}`).
 pub fn encode_value(value: ValueRef<'_>) -> serde_json::Value {
-    use serde_json::{Value as J, json};
-    match value {
-        ValueRef::Null => J::Null,
-        ValueRef::Boolean(b) => J::Bool(b),
-        ValueRef::Integer(i) => J::from(i),
-        ValueRef::Float(f) => match serde_json::Number::from_f64(f) {
-            Some(n) => json!({ "f": n }),
-            None => json!({ "f": f.to_string() }),
-        },
-        ValueRef::Text(s) => J::String(s.to_string()),
-        ValueRef::Bytes(b) => json!({ "b": hex::encode(b) }),
-        ValueRef::Json(text) => json!({ "j": text }),
+    serde_json::to_value(Encoded(value)).expect("an encoded value is JSON")
+}
+
+/// A value that serialises as [`encode_value`] encodes it, written straight
+/// into the output: the run archive writes every value a run reads, and a
+/// `serde_json::Value` per value would allocate for each.
+pub struct Encoded<'a>(pub ValueRef<'a>);
+
+impl serde::Serialize for Encoded<'_> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        fn tagged<S: serde::Serializer>(
+            out: S,
+            tag: &str,
+            value: &(impl serde::Serialize + ?Sized),
+        ) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = out.serialize_map(Some(1))?;
+            map.serialize_entry(tag, value)?;
+            map.end()
+        }
+        match self.0 {
+            ValueRef::Null => out.serialize_unit(),
+            ValueRef::Boolean(b) => out.serialize_bool(b),
+            ValueRef::Integer(i) => out.serialize_i64(i),
+            // JSON has no NaN or infinities: those are written as text.
+            ValueRef::Float(f) if f.is_finite() => tagged(out, "f", &f),
+            ValueRef::Float(f) => tagged(out, "f", &f.to_string()),
+            ValueRef::Text(s) => out.serialize_str(s),
+            ValueRef::Bytes(b) => tagged(out, "b", &hex::encode(b)),
+            ValueRef::Json(text) => tagged(out, "j", text),
+        }
     }
 }
 
@@ -129,6 +148,25 @@ mod tests {
             let decoded = decode_value(&encode_value((&value).into())).unwrap();
             assert_eq!(value_hash((&decoded).into()), value_hash((&value).into()), "{value:?} became {decoded:?}");
             assert_eq!(std::mem::discriminant(&decoded), std::mem::discriminant(&value));
+        }
+    }
+
+    #[test]
+    fn the_archive_encoding_is_the_one_earlier_archives_were_written_in() {
+        let cases = [
+            (Value::Null, "null"),
+            (Value::Boolean(false), "false"),
+            (Value::Integer(-7), "-7"),
+            (Value::Float(1.5), r#"{"f":1.5}"#),
+            (Value::Float(2.0), r#"{"f":2.0}"#),
+            (Value::Float(f64::NAN), r#"{"f":"NaN"}"#),
+            (Value::Float(f64::INFINITY), r#"{"f":"inf"}"#),
+            (Value::Text("a\"b".into()), r#""a\"b""#),
+            (Value::Bytes(vec![0, 255]), r#"{"b":"00ff"}"#),
+            (Value::Json("[1, 2]".into()), r#"{"j":"[1, 2]"}"#),
+        ];
+        for (value, written) in cases {
+            assert_eq!(serde_json::to_string(&Encoded((&value).into())).unwrap(), written, "{value:?}");
         }
     }
 }
