@@ -36,15 +36,12 @@ impl ShardLock {
         let started = now_ms();
         loop {
             match fs::OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut file) => {
-                    // The time it was taken tells others when it is stale.
-                    let _ = file.write_all(now_ms().to_string().as_bytes());
-                    return Ok(ShardLock { path: path.to_string() });
-                }
+                // Its creation time tells others when it is stale: nothing is
+                // written into it, as each write would be one more call out
+                // of the sandbox per shard per batch.
+                Ok(_) => return Ok(ShardLock { path: path.to_string() }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // The lock's age comes from its modification time, not its
-                    // content: a writer killed between creating the lock and
-                    // writing into it leaves an empty one.
+                    // The lock's age is its modification time.
                     let age_ms = fs::metadata(path)
                         .and_then(|m| m.modified())
                         .ok()

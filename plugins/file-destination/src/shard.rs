@@ -309,7 +309,10 @@ impl Shard {
             text.push(b'\n');
         }
         let path = &self.log_path;
-        let write = || -> std::io::Result<()> {
+        // Returns the log's stamp as this write leaves it, from the open file:
+        // every file operation is a call out of the sandbox, paid per shard
+        // per batch.
+        let write = || -> std::io::Result<Stamp> {
             let mut log = fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
             // A tail left by a writer that died mid-append is no line: cut it.
             if log.metadata()?.len() != self.log_len {
@@ -317,22 +320,29 @@ impl Shard {
             }
             log.seek(SeekFrom::Start(self.log_len))?;
             log.write_all(&text)?;
-            log.sync_data()
+            log.sync_data()?;
+            let meta = log.metadata()?;
+            Ok(Stamp { len: meta.len(), modified: meta.modified().ok() })
         };
-        if let Err(e) = write() {
-            // Whatever part of it was written goes: the operations failed.
-            // Should that fail too, the index is built again next time, from
-            // what the log holds by then.
-            let _ = fs::OpenOptions::new().write(true).open(path).and_then(|log| log.set_len(self.log_len));
-            self.stamps = (None, None);
-            return Err(sdk::io_error(&format!("cannot write `{path}`"), e));
-        }
+        let log_stamp = match write() {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                // Whatever part of it was written goes: the operations failed.
+                // Should that fail too, the index is built again next time,
+                // from what the log holds by then.
+                let _ = fs::OpenOptions::new().write(true).open(path).and_then(|log| log.set_len(self.log_len));
+                self.stamps = (None, None);
+                return Err(sdk::io_error(&format!("cannot write `{path}`"), e));
+            }
+        };
         self.log_len += text.len() as u64;
         let mut readers = Readers::default();
         for (record, spot) in records.iter().zip(spots) {
             self.note(&mut readers, &record.key, record.deleted, spot)?;
         }
-        self.stamps = (stamp(&self.records_path)?, stamp(&self.log_path)?);
+        // The records file is only rewritten by a fold, under the lock held
+        // now: its stamp is the one `refresh` just checked.
+        self.stamps.1 = Some(log_stamp);
         if self.log_len > self.records_len.max(FOLD_AT_LEAST) {
             self.fold()?;
         }
