@@ -101,8 +101,13 @@ pub struct PipelineConfig {
     pub schedule: Schedule,
     /// Events asked of the source per batch (event syncs).
     pub max_batch: u32,
-    /// Operations handed to the destination per call.
+    /// Operations handed to the destination per call (for a diff pipeline
+    /// that does not set it, where its batches start).
     pub apply_batch: usize,
+    /// Whether the pipeline sets `apply_batch`. A diff pipeline that does not
+    /// lets its batches grow while the destination answers quickly
+    /// ([`crate::sync::diff`]'s apply); an event pipeline keeps the default.
+    pub apply_batch_set: bool,
     /// Diff syncs: what the sync may change and delete.
     pub diff: DiffPolicy,
     /// Event syncs: lanes, retries.
@@ -840,6 +845,7 @@ impl Checker<'_> {
             schedule,
             max_batch,
             apply_batch,
+            apply_batch_set: entry.apply_batch.is_some(),
             diff,
             event,
             budget,

@@ -1,13 +1,14 @@
 //! Applying a plan, through the apply layer both sync modes share
 //! ([`crate::sync::apply`]): deletes, then updates, then creates (so that a
 //! value a record gives up is free before another record takes it), each in
-//! chunks of `apply_batch` operations per lane. What fails transiently is
-//! tried again within the run ([`RetryPolicy::IN_RUN`]); what still does not
-//! apply is planned again by the next run. Every outcome is archived.
+//! chunks of a batch of operations per lane ([`BatchSize`]). What fails
+//! transiently is tried again within the run ([`RetryPolicy::IN_RUN`]); what
+//! still does not apply is planned again by the next run. Every outcome is
+//! archived.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::archive::{ArchiveError, OutcomeWriter};
 use super::plan::Plan;
@@ -58,7 +59,7 @@ fn apply_phases(
         plan.creates.iter().map(|row| operation(Action::Create(row.clone()))).collect(),
     ];
     let total = plan.changes();
-    let chunk_size = job.pipeline.apply_batch * destinations.len();
+    let mut batch = BatchSize::new(job.pipeline.apply_batch, !job.pipeline.apply_batch_set);
     let mut done = 0u64;
     for phase in phases {
         let mut phase = phase.into_iter().peekable();
@@ -68,28 +69,66 @@ fn apply_phases(
             }
             // What did not apply is planned again by the next run.
             progress.budget.time()?;
-            let chunk: Vec<PlannedOp> = phase.by_ref().take(chunk_size).collect();
+            let chunk: Vec<PlannedOp> = phase.by_ref().take(batch.size * destinations.len()).collect();
             done += chunk.len() as u64;
-            apply_chunk(job, destinations, chunk, outcomes, progress)?;
+            let started = Instant::now();
+            apply_chunk(job, destinations, chunk, batch.size, outcomes, progress)?;
+            batch.took(started.elapsed());
             progress.batch_applied(done, Some(total));
         }
     }
     Ok(())
 }
 
-/// One chunk, retried for what failed transiently; the managed keys of what
-/// applied are recorded once the chunk is done, or has stopped.
+/// Operations per destination call. A pipeline that sets `apply_batch` gets
+/// that many. One that does not starts at the default and doubles the batch
+/// after each chunk the destination applied in under [`BatchSize::QUICK`],
+/// up to [`BatchSize::MOST`], and halves it (not below the start) after one
+/// slower than [`BatchSize::SLOW`]: a destination that pays for each call (a
+/// lock, an fsync, a round trip) takes large loads in few calls, and one that
+/// pays per operation (a REST API) keeps calls short beside its `call_timeout`.
+struct BatchSize {
+    size: usize,
+    least: usize,
+    adapts: bool,
+}
+
+impl BatchSize {
+    const QUICK: Duration = Duration::from_millis(250);
+    const SLOW: Duration = Duration::from_secs(2);
+    const MOST: usize = 10_000;
+
+    fn new(start: usize, adapts: bool) -> BatchSize {
+        BatchSize { size: start, least: start, adapts }
+    }
+
+    fn took(&mut self, elapsed: Duration) {
+        if !self.adapts {
+            return;
+        }
+        if elapsed < Self::QUICK {
+            self.size = (self.size * 2).min(Self::MOST.max(self.least));
+        } else if elapsed > Self::SLOW {
+            self.size = (self.size / 2).max(self.least);
+        }
+    }
+}
+
+/// One chunk, `batch` operations per call, retried for what failed
+/// transiently; the managed keys of what applied are recorded once the chunk
+/// is done, or has stopped.
 fn apply_chunk(
     job: &SyncJob<'_>,
     destinations: &mut [DestinationInstance],
     chunk: Vec<PlannedOp>,
+    batch: usize,
     outcomes: &mut OutcomeWriter,
     progress: &mut Progress,
 ) -> Result<(), Halt> {
     let mut settled = Settled::default();
     let mut pending = chunk;
     let result = loop {
-        let applied = apply::apply(destinations, pending, job.pipeline.apply_batch);
+        let applied = apply::apply(destinations, pending, batch);
         let archived = applied.outcomes.into_iter().try_for_each(|(op, result)| {
             let verdict = RetryPolicy::IN_RUN.verdict(&op.key, op.attempts, &result);
             settled.settle(op, verdict, outcomes, progress)
@@ -184,5 +223,32 @@ fn shown(columns: &[String], action: &Action) -> String {
     match action.row() {
         Some(row) => row_to_json(columns, row).to_string(),
         None => action.name().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_grow_while_calls_are_quick_and_shrink_when_slow_but_a_set_size_holds() {
+        let quick = Duration::from_millis(10);
+        let slow = Duration::from_secs(3);
+        let mut batch = BatchSize::new(500, true);
+        batch.took(quick);
+        assert_eq!(batch.size, 1000);
+        (0..10).for_each(|_| batch.took(quick));
+        assert_eq!(batch.size, BatchSize::MOST, "growth stops at the most");
+        batch.took(Duration::from_secs(1));
+        assert_eq!(batch.size, BatchSize::MOST, "a call neither quick nor slow changes nothing");
+        (0..10).for_each(|_| batch.took(slow));
+        assert_eq!(batch.size, 500, "shrinking stops at the start");
+
+        let mut set = BatchSize::new(20, false);
+        (0..5).for_each(|_| set.took(quick));
+        assert_eq!(set.size, 20);
+        let mut large = BatchSize::new(50_000, true);
+        large.took(quick);
+        assert_eq!(large.size, 50_000, "a start above the most is kept");
     }
 }
