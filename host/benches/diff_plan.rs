@@ -6,7 +6,14 @@
 //! its peak RSS) and repeated, medians reported:
 //! - `native`: the same files read (both at once, as the host does), the same
 //!   transform and the same planner, all in native Rust (no wasm anywhere);
-//! - `diff-only`: the host's in-memory diff alone, over rows already in memory.
+//! - `diff-only`: the host's in-memory diff alone, over rows already in memory;
+//! - `duckdb`: the anchor a data engineer would use, DuckDB (from PyPI, pinned,
+//!   installed into a virtual environment under the target directory on first
+//!   use) on two threads reading the same CSV and shards, computing the same
+//!   username and counting creates, updates and deletes with one FULL OUTER
+//!   JOIN (`duckdb_plan.py`). Its time, like the others', leaves out the
+//!   process start (the interpreter and the import; for synchost, loading the
+//!   runtime).
 //!
 //! Run: `cargo bench -p synchost --bench diff_plan` (`-- --rows N --repeat N` to change the size).
 //! Profile one variant: `-- --data DIR --repeat 1`, then `BENCH_BINARY --variant wasm --dir DIR`.
@@ -376,6 +383,31 @@ fn variant(name: &str, dir: &Path) {
     );
 }
 
+/// The DuckDB the `duckdb` variant runs, from PyPI.
+const DUCKDB_VERSION: &str = "2.0.1";
+
+/// A Python with [`DUCKDB_VERSION`] installed: a virtual environment under
+/// the target directory, made on first use.
+fn duckdb_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("duckdb-{DUCKDB_VERSION}"));
+    let python = venv.join("bin/python");
+    let check = format!("import duckdb, sys; sys.exit(duckdb.__version__ != '{DUCKDB_VERSION}')");
+    if Command::new(&python).args(["-c", &check]).status().is_ok_and(|s| s.success()) {
+        return python;
+    }
+    eprintln!("installing DuckDB {DUCKDB_VERSION} from PyPI into {}", venv.display());
+    let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status();
+    assert!(
+        made.is_ok_and(|s| s.success()),
+        "`python3 -m venv {}` failed: the duckdb variant needs Python 3",
+        venv.display()
+    );
+    let installed =
+        Command::new(venv.join("bin/pip")).args(["install", "--quiet", &format!("duckdb=={DUCKDB_VERSION}")]).status();
+    assert!(installed.is_ok_and(|s| s.success()), "installing duckdb=={DUCKDB_VERSION} from PyPI failed");
+    python
+}
+
 /// What the runs of one variant measured.
 #[derive(Default)]
 struct Samples {
@@ -411,10 +443,15 @@ fn main() {
     );
 
     let exe = std::env::current_exe().unwrap();
+    let python = duckdb_python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_plan.py");
     let mut results: BTreeMap<&str, Samples> = BTreeMap::new();
     for _ in 0..repeat {
-        for name in ["wasm", "native", "diff-only"] {
-            let output = Command::new(&exe).args(["--variant", name, "--dir"]).arg(dir).output().unwrap();
+        for name in ["wasm", "native", "diff-only", "duckdb"] {
+            let output = match name {
+                "duckdb" => Command::new(&python).arg(script).arg(dir).output().unwrap(),
+                _ => Command::new(&exe).args(["--variant", name, "--dir"]).arg(dir).output().unwrap(),
+            };
             assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
             let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
             let entry = results.entry(name).or_default();
@@ -433,15 +470,18 @@ fn main() {
     println!("diff plan, {rows} x {rows} rows of 10 fields, 1% changed; medians of {repeat} runs");
     println!("plan: {} creates, {} updates, {} deletes", plans[0].0, plans[0].1, plans[0].2);
     println!("{:<10} {:>9} {:>14} {:>14} {:>14}", "variant", "seconds", "rows/s", "peak RSS MiB", "process CPU s");
-    let mut medians = BTreeMap::new();
+    let (mut medians, mut peaks) = (BTreeMap::new(), BTreeMap::new());
     for (name, samples) in &results {
         let (s, r, c) = (median(samples.seconds.clone()), median(samples.rss.clone()), median(samples.cpu.clone()));
         medians.insert(*name, s);
+        peaks.insert(*name, r);
         println!("{name:<10} {s:>9.2} {:>14.0} {r:>14.0} {c:>14.2}", rows as f64 / s);
     }
     println!(
-        "ratio wasm / native: {:.2}x; wasm / diff-only: {:.2}x",
+        "ratio wasm / native: {:.2}x; wasm / diff-only: {:.2}x; wasm / duckdb: {:.2}x (peak RSS {:.2}x)",
         medians["wasm"] / medians["native"],
-        medians["wasm"] / medians["diff-only"]
+        medians["wasm"] / medians["diff-only"],
+        medians["wasm"] / medians["duckdb"],
+        peaks["wasm"] / peaks["duckdb"]
     );
 }
