@@ -9,7 +9,9 @@
 //! so the ratio says what applying (and archiving) adds to planning. Medians
 //! of `--repeat` rounds (default 3), each from an empty destination.
 //!
-//! Run: `cargo bench -p synchost --bench diff_sync` (`-- --rows N --repeat N`).
+//! Run: `cargo bench -p synchost --bench diff_sync` (`-- --rows N --repeat N
+//! --apply-batch N`; without `--apply-batch`, the pipeline leaves it unset and
+//! its batches grow while the destination answers quickly).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,8 +51,9 @@ fn write_source(path: &Path, rows: u64, changed: bool) -> std::io::Result<()> {
     csv.flush()
 }
 
-/// A host directory whose tenant `bench` diffs the CSV into `data/out`.
-fn write_host(dir: &Path, apply_batch: u32) -> std::io::Result<PathBuf> {
+/// A host directory whose tenant `bench` diffs the CSV into `data/out`, with
+/// `apply_batch` set when given (else the pipeline's default).
+fn write_host(dir: &Path, apply_batch: Option<u32>) -> std::io::Result<PathBuf> {
     use synchost::bundled::{FIELD_MAPPER, FILE_DESTINATION, FILE_SOURCE};
     prepare_host_dir(dir, &["tenants", "data/in", "data/out"])?;
     std::fs::write(
@@ -93,7 +96,7 @@ mode = "diff"
 source = "src"
 transforms = ["map"]
 destination = "dst"
-apply_batch = {apply_batch}
+{apply_batch}
 "#,
             FILE_SOURCE.file_name,
             digest(FILE_SOURCE.bytes),
@@ -101,6 +104,7 @@ apply_batch = {apply_batch}
             digest(FIELD_MAPPER.bytes),
             FILE_DESTINATION.file_name,
             digest(FILE_DESTINATION.bytes),
+            apply_batch = apply_batch.map(|n| format!("apply_batch = {n}")).unwrap_or_default(),
         ),
     )?;
     Ok(dir.join("synchost.toml"))
@@ -138,7 +142,7 @@ fn main() {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let rows: u64 = flag("--rows").map_or(1_000_000, |r| r.parse().expect("--rows N"));
     let repeat: usize = flag("--repeat").map_or(3, |r| r.parse().expect("--repeat N"));
-    let apply_batch: u32 = flag("--apply-batch").map_or(500, |r| r.parse().expect("--apply-batch N"));
+    let apply_batch: Option<u32> = flag("--apply-batch").map(|r| r.parse().expect("--apply-batch N"));
     let changed = rows / 100;
 
     let mut steps: [Vec<Step>; 3] = Default::default();
