@@ -8,9 +8,13 @@
 //! - `copy`: `psql -c "\copy SRC TO STDOUT" | psql -c "\copy COPY FROM STDIN"`;
 //! - `load`: a diff sync into the emptied destination (every row created);
 //! - `idle`: a second diff sync, which reads and compares both tables and
-//!   writes nothing.
+//!   writes nothing;
+//! - `change`: after 1% of the source rows changed (one `UPDATE`), `synchost
+//!   plan` and then the diff sync that applies those updates: the ratio of
+//!   the sync to the plan is what applying adds to reading.
 //!
-//! Medians are reported, as rows/s and as ratios against `copy`.
+//! Medians are reported, as rows/s and as ratios against `copy` (and the
+//! change sync against its plan).
 //!
 //! Run: `cargo bench -p synchost --bench sql_diff` (`-- --rows N --repeat N`).
 
@@ -57,20 +61,25 @@ fn psql(sql: &str) {
     );
 }
 
-fn sync(config: &std::path::Path) -> (f64, serde_json::Value) {
+/// Runs `synchost COMMAND acme/load --json` (`sync` or `plan`): its seconds and report.
+fn synchost(config: &std::path::Path, command: &str) -> (f64, serde_json::Value) {
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_synchost"))
         .arg("--config")
         .arg(config)
-        .args(["sync", "acme/load", "--json"])
+        .args([command, "acme/load", "--json"])
         .env("SYNCHOST_LOG", "warn")
         .output()
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&output.stderr)));
-    assert!(output.status.success(), "the sync failed: {report}");
+    assert!(output.status.success(), "the {command} failed: {report}");
     (seconds, report)
+}
+
+fn sync(config: &std::path::Path) -> (f64, serde_json::Value) {
+    synchost(config, "sync")
 }
 
 fn main() {
@@ -126,6 +135,7 @@ apply_batch = 5000
 
     println!("PostgreSQL → PostgreSQL diff sync, {} rows of 6 columns, median of {}", args.rows, args.repeat);
     let (mut copies, mut loads, mut idles) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plans, mut changes, mut change_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.repeat {
         psql(&format!("TRUNCATE {copy}; TRUNCATE {destination}"));
         let started = Instant::now();
@@ -146,6 +156,15 @@ apply_batch = 5000
         let (seconds, report) = sync(&config);
         assert_eq!(report["stats"]["unchanged"], args.rows, "{report}");
         idles.push(seconds);
+
+        psql(&format!("UPDATE {source} SET score = score + 1 WHERE id % 100 = 0"));
+        let (plan, report) = synchost(&config, "plan");
+        assert_eq!(report["counts"]["update"], args.rows / 100, "{report}");
+        let (seconds, report) = sync(&config);
+        assert_eq!(report["stats"]["updated"], args.rows / 100, "{report}");
+        plans.push(plan);
+        changes.push(seconds);
+        change_ratios.push(seconds / plan);
     }
     let (copy_s, load_s, idle_s) = (median(copies), median(loads), median(idles));
     let rate = |seconds: f64| args.rows as f64 / seconds;
@@ -154,6 +173,12 @@ apply_batch = 5000
     println!("| psql \\copy, out piped into in (baseline) | {copy_s:.2} | {:.0} | 1.00x |", rate(copy_s));
     println!("| synchost diff sync, initial load | {load_s:.2} | {:.0} | {:.2}x |", rate(load_s), load_s / copy_s);
     println!("| synchost diff sync, nothing changed | {idle_s:.2} | {:.0} | {:.2}x |", rate(idle_s), idle_s / copy_s);
+    let (plan_s, change_s) = (median(plans), median(changes));
+    println!(
+        "1% changed ({} updates): plan {plan_s:.2} s, sync {change_s:.2} s, sync / plan {:.2}x",
+        args.rows / 100,
+        median(change_ratios)
+    );
 
     psql(&format!("DROP TABLE {source}; DROP TABLE {destination}; DROP TABLE {copy}"));
 }
