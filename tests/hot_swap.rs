@@ -147,6 +147,20 @@ fn wait_until_answering(host: &HostDir) {
     }
 }
 
+/// A daemon serving the tenant on the bundled mapper (`v1`), answering on
+/// its socket, with a second version (named by a custom section `name`)
+/// written beside it as `plugins/mapper_v2.wasm`, whose bytes are returned.
+fn serve_v1_with_v2_beside(host: &HostDir, name: &str) -> (KillOnDrop, Vec<u8>) {
+    let v2 = with_custom_section(synchost::bundled::FIELD_MAPPER.bytes, name);
+    std::fs::write(host.path("plugins/mapper_v2.wasm"), &v2).unwrap();
+    host.install_fixture("flaky_destination.wasm");
+    host.write("data/in/changes.jsonl", "");
+    install_tenant(host, &tenant(host, "field_mapper.wasm", "v1", None));
+    let daemon = start_daemon(host);
+    wait_until_answering(host);
+    (daemon, v2)
+}
+
 fn daemon_log(host: &HostDir) -> String {
     std::fs::read_to_string(host.path("daemon.log")).unwrap_or_default()
 }
@@ -327,13 +341,7 @@ fn reload_status_and_rollback_work_through_the_admin_socket() {
     let _turn = take_turn();
     let host = HostDir::new();
     let mapper = synchost::bundled::FIELD_MAPPER.bytes;
-    let v2 = with_custom_section(mapper, "synchost-test-v2");
-    std::fs::write(host.path("plugins/mapper_v2.wasm"), &v2).unwrap();
-    host.install_fixture("flaky_destination.wasm");
-    host.write("data/in/changes.jsonl", "");
-    install_tenant(&host, &tenant(&host, "field_mapper.wasm", "v1", None));
-    let daemon = start_daemon(&host);
-    wait_until_answering(&host);
+    let (daemon, v2) = serve_v1_with_v2_beside(&host, "synchost-test-v2");
     let before = status(&host);
     assert_eq!(before["tenants"][0]["health"], "ok", "{before:#}");
     assert_eq!(map_digest(&before), Some(sha256(mapper)));
@@ -385,13 +393,7 @@ fn a_reload_asked_for_is_done_at_once_while_the_watcher_waits_for_quiet() {
     let host = HostDir::new();
     host.write("synchost.toml", &common::host_config("watch_debounce = \"1h\"\n"));
     let mapper = synchost::bundled::FIELD_MAPPER.bytes;
-    let v2 = with_custom_section(mapper, "synchost-test-debounce");
-    std::fs::write(host.path("plugins/mapper_v2.wasm"), &v2).unwrap();
-    host.install_fixture("flaky_destination.wasm");
-    host.write("data/in/changes.jsonl", "");
-    install_tenant(&host, &tenant(&host, "field_mapper.wasm", "v1", None));
-    let daemon = start_daemon(&host);
-    wait_until_answering(&host);
+    let (daemon, v2) = serve_v1_with_v2_beside(&host, "synchost-test-debounce");
     assert_eq!(map_digest(&status(&host)), Some(sha256(mapper)));
 
     // The watcher sees the new version but waits an hour for the files to be
