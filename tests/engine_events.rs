@@ -22,6 +22,7 @@ fn recorder() -> (synchost::sync::Observer, Arc<Mutex<Vec<String>>>) {
             SyncEvent::PageRead { stats, .. } => format!("read {}", stats.read),
             SyncEvent::BatchApplied { done, total, .. } => format!("applied {done}/{total:?}"),
             SyncEvent::PlanBlocked { reason, .. } => format!("blocked: {reason}"),
+            SyncEvent::BatchCommitted { .. } => "committed".to_string(),
             SyncEvent::LimitBreached { limit, .. } => format!("limit {limit}"),
             SyncEvent::RunFinished { status, stats, .. } => format!("finished {status:?} created {}", stats.created),
             SyncEvent::PluginSwapped { plugin, .. } => format!("swapped {plugin}"),

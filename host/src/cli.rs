@@ -121,6 +121,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pause a pipeline: the daemon starts no run of it (scheduled or asked
+    /// for) until it is resumed, across restarts. A run in progress finishes.
+    #[command(after_help = "Example:\n  synchost pause acme/roster --reason \"source migration\"")]
+    Pause {
+        /// The pipeline, as TENANT/PIPELINE.
+        pipeline: PipelineId,
+        /// Why, for `status` and the console.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON (errors too) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused pipeline on its schedule.
+    #[command(after_help = "Example:\n  synchost resume acme/roster")]
+    Resume {
+        /// The pipeline, as TENANT/PIPELINE.
+        pipeline: PipelineId,
+        /// Print JSON (errors too) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the runs the host has recorded.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -190,6 +212,8 @@ impl Command {
             | Command::Approve { json, .. }
             | Command::Replay { json, .. }
             | Command::Reload { json }
+            | Command::Pause { json, .. }
+            | Command::Resume { json, .. }
             | Command::Status { json } => *json,
             Command::Runs(RunsCommand::List { json, .. } | RunsCommand::Show { json, .. }) => *json,
             Command::Plugin(command) => command.json(),
@@ -202,9 +226,17 @@ impl Command {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SYNCHOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or a pipe gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    // SYNCHOST_LOG_FORMAT=json: one JSON object per line, for a log
+    // collector, with each event's fields (tenant, pipeline, run, plugin…)
+    // as keys. Otherwise text, in colour only on a terminal.
+    let json = std::env::var("SYNCHOST_LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder.with_ansi(ansi).try_init()
+    };
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -228,6 +260,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Reload { json } => admin::reload(&cli.config, json),
         Command::Status { json } => admin::status(&cli.config, json),
+        Command::Pause { pipeline, reason, json } => admin::set_pause(&cli.config, &pipeline, Some(reason), json),
+        Command::Resume { pipeline, json } => admin::set_pause(&cli.config, &pipeline, None, json),
         Command::Runs(RunsCommand::List { pipeline, limit, json }) => {
             let state = open_state(&cli.config)?;
             let runs = state.runs(pipeline.as_ref(), limit)?;

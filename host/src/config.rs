@@ -23,7 +23,8 @@ pub use allowed_host::AllowedHost;
 pub use connection::{ConnectionConfig, Secret, SqlDialect};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use host_file::{
-    DEFAULT_MAX_COMPILE_TIME, DEFAULT_MAX_PLUGIN_SIZE, DEFAULT_WATCH_DEBOUNCE, HostConfig, Limits, RunBudget,
+    AdminConfig, DEFAULT_ADMIN_BIND, DEFAULT_MAX_COMPILE_TIME, DEFAULT_MAX_PLUGIN_SIZE, DEFAULT_WATCH_DEBOUNCE,
+    HostConfig, Limits, RunBudget,
 };
 pub use schedule::Schedule;
 pub use stream::StreamConfig;

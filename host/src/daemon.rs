@@ -15,16 +15,22 @@
 //! file (a reload), or touches it after fixing what it points at, the
 //! pipeline resumes from its cursor.
 //!
+//! Operators steer it through its admin endpoint ([`crate::admin`]: HTTP on
+//! `[admin] bind` and on a Unix socket in the state directory), which asks
+//! [`Control`] to run a pipeline now, pause or resume it (a pause is stored and
+//! outlives the daemon), approve a blocked plan, reload or roll back.
+//!
 //! Hot swap: the daemon reloads when a tenant or plugin file changes, on
-//! SIGHUP, and when `synchost reload` asks through the admin socket
-//! ([`admin`]). A reload checks each changed tenant in full before swapping it
+//! SIGHUP, and when `synchost reload` asks through the admin endpoint. A reload checks each changed tenant in full before swapping it
 //! in (see [`crate::runtime::Runtime::reload`]); runs in flight finish on the
 //! version they started with, and event syncs hand over at their next batch
 //! boundary. Pipelines that appear start on their schedule; pipelines that
 //! disappear stop after their current run.
 
-pub mod admin;
+mod control;
 mod watch;
+
+pub use control::{Control, ControlError, LiveRuns};
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +42,7 @@ use tokio::task::JoinSet;
 use crate::config::Schedule;
 use crate::runtime::{ReloadReport, Runtime};
 use crate::state::{PipelineId, RunStatus};
-use crate::sync::{SyncError, SyncEvent, SyncOptions, SyncReport};
-use admin::Request;
+use crate::sync::{SyncError, SyncEvent, SyncOptions, SyncReport, events};
 
 /// Why the daemon could not run, or stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +55,11 @@ pub enum DaemonError {
 
 /// Runs the daemon on its own tokio runtime until a shutdown signal.
 pub fn run(mut runtime: Runtime) -> Result<(), DaemonError> {
-    runtime.observer = Arc::new(log_event);
+    let metrics = crate::metrics::install();
+    let live = Arc::new(LiveRuns::default());
+    runtime.observer = events::all(vec![Arc::new(log_event), crate::metrics::observer(), live.observer()]);
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(DaemonError::Runtime)?;
-    let served = tokio.block_on(serve(Arc::new(runtime)));
+    let served = tokio.block_on(serve(Arc::new(runtime), live, metrics));
     // Every run has stopped by now; what may still be on a blocking thread
     // is a reload's compile, which must not hold up the exit.
     tokio.shutdown_background();
@@ -60,76 +67,73 @@ pub fn run(mut runtime: Runtime) -> Result<(), DaemonError> {
 }
 
 /// A reload asked for, with where to send its outcome (if anyone waits).
-type ReloadAsk = Option<oneshot::Sender<Result<ReloadReport, String>>>;
+pub(crate) type ReloadAsk = Option<oneshot::Sender<Result<ReloadReport, String>>>;
 
-/// The pipelines with a schedule loop, so that a reload starts only new ones.
+/// The pipelines with a loop, so that a reload starts only new ones.
 struct Scheduler {
-    runtime: Arc<Runtime>,
+    control: Arc<Control>,
     running: Arc<Mutex<HashSet<PipelineId>>>,
     loops: JoinSet<()>,
-    stop: Arc<AtomicBool>,
     shutdown: signal_watch::Receiver<bool>,
 }
 
 impl Scheduler {
-    /// Starts a loop for every scheduled pipeline that has none.
+    /// Starts a loop for every pipeline that has none: scheduled pipelines
+    /// run on their schedule, manual ones when an operator asks.
     fn start_new(&mut self) {
-        for tenant in self.runtime.tenants() {
+        for tenant in self.control.runtime.tenants() {
             for pipeline in tenant.config.pipelines.values() {
-                if matches!(pipeline.schedule, Schedule::Manual) {
-                    continue;
-                }
                 let id = PipelineId::new(&tenant.config.name, &pipeline.name);
                 if !self.running.lock().expect("pipeline set poisoned").insert(id.clone()) {
                     continue;
                 }
                 let running = self.running.clone();
-                let (runtime, stop, shutdown) = (self.runtime.clone(), self.stop.clone(), self.shutdown.clone());
+                let (control, shutdown) = (self.control.clone(), self.shutdown.clone());
                 self.loops.spawn(async move {
-                    schedule_loop(runtime, id.clone(), stop, shutdown).await;
+                    schedule_loop(control, id.clone(), shutdown).await;
                     running.lock().expect("pipeline set poisoned").remove(&id);
                 });
             }
         }
     }
+
+    /// How many pipelines run on a schedule.
+    fn scheduled(&self) -> usize {
+        let tenants = self.control.runtime.tenants();
+        tenants
+            .iter()
+            .flat_map(|t| t.config.pipelines.values())
+            .filter(|p| !matches!(p.schedule, Schedule::Manual))
+            .count()
+    }
 }
 
-async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
+async fn serve(
+    runtime: Arc<Runtime>,
+    live: Arc<LiveRuns>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Result<(), DaemonError> {
     let stop = Arc::new(AtomicBool::new(false));
     let (shutdown, shutdown_seen) = signal_watch::channel(false);
-    let mut scheduler = Scheduler {
-        runtime: runtime.clone(),
-        running: Arc::default(),
-        loops: JoinSet::new(),
-        stop: stop.clone(),
-        shutdown: shutdown_seen,
-    };
+    // Reload triggers: file changes, SIGHUP, and the admin endpoint.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadAsk>(1);
+    let control = Arc::new(Control::new(runtime.clone(), reload_tx, live, stop.clone(), metrics));
+    let mut scheduler =
+        Scheduler { control: control.clone(), running: Arc::default(), loops: JoinSet::new(), shutdown: shutdown_seen };
     scheduler.start_new();
-    if scheduler.loops.is_empty() {
-        tracing::warn!("no pipeline has a schedule; waiting for a signal (run one with `synchost sync`)");
-    } else {
-        tracing::info!(pipelines = scheduler.loops.len(), "synchost is running");
+    match scheduler.scheduled() {
+        0 => tracing::warn!(
+            "no pipeline has a schedule; waiting for requests and signals (run one with `synchost sync` or the API)"
+        ),
+        pipelines => tracing::info!(pipelines, "synchost is running"),
     }
 
-    // Reload triggers: file changes, SIGHUP, and `synchost reload`.
-    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadAsk>(1);
     let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
     let _watcher = watch::watch(&[runtime.host.tenants_dir.as_path(), runtime.host.plugin_dir.as_path()], changed_tx)
         .inspect_err(|e| {
             tracing::warn!("not watching the config files ({e}); reload with SIGHUP or `synchost reload`")
         });
-    let admin = {
-        let (runtime, reload_tx) = (runtime.clone(), reload_tx.clone());
-        let state_dir = runtime.host.state_dir.clone();
-        tokio::spawn(async move {
-            let served = admin::serve(state_dir, move |request| handle(runtime.clone(), reload_tx.clone(), request));
-            if let Err(e) = served.await {
-                tracing::error!(
-                    "no admin endpoint: {e}; `synchost reload`, `status` and `plugin rollback` cannot reach this daemon"
-                );
-            }
-        })
-    };
+    let admin = crate::admin::serve(control.clone());
     let mut hangup =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let terminate = wait_for_signal();
@@ -184,7 +188,13 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
                     Ok(_) => tracing::debug!("reloaded: nothing changed"),
                     Err(e) => tracing::error!("reload failed, nothing changed: {e}"),
                 }
+                if let Ok(report) = &outcome {
+                    report.changes.iter().filter(|c| matches!(c, crate::runtime::TenantChange::Refused { .. }))
+                        .for_each(|c| crate::metrics::swap_refused(c.tenant()));
+                }
                 scheduler.start_new();
+                // Schedules may have changed.
+                control.wake_all();
                 if let Some(reply) = ask {
                     let _ = reply.send(outcome);
                 }
@@ -193,8 +203,7 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
     }
 
     tracing::info!("shutting down: letting the batches in flight finish (signal again to exit at once)");
-    admin.abort();
-    let _ = std::fs::remove_file(admin::socket_path(&runtime.host.state_dir));
+    control.set_stopping();
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown.send(true);
     tokio::spawn(async {
@@ -204,83 +213,72 @@ async fn serve(runtime: Arc<Runtime>) -> Result<(), DaemonError> {
         }
     });
     while scheduler.loops.join_next().await.is_some() {}
+    // The endpoint answers (`/readyz` says so) until the runs have stopped.
+    admin.stop().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Answers one admin request.
-async fn handle(
-    runtime: Arc<Runtime>,
-    reload: mpsc::Sender<ReloadAsk>,
-    request: Request,
-) -> Result<serde_json::Value, String> {
-    fn json(value: impl serde::Serialize) -> Result<serde_json::Value, String> {
-        serde_json::to_value(value).map_err(|e| e.to_string())
-    }
-    match request {
-        Request::Status => {
-            let status =
-                tokio::task::spawn_blocking(move || runtime.status(&format!("daemon (pid {})", std::process::id())))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            json(status)
-        }
-        Request::Reload => {
-            let (reply, outcome) = oneshot::channel();
-            reload.send(Some(reply)).await.map_err(|_| "the daemon is shutting down".to_string())?;
-            let report = outcome.await.map_err(|_| "the daemon is shutting down".to_string())??;
-            json(report)
-        }
-        Request::Rollback { tenant, plugin } => {
-            let change = tokio::task::spawn_blocking(move || runtime.rollback(&tenant, &plugin))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            json(change)
-        }
-    }
-}
-
-/// Runs one pipeline whenever its schedule says, one run at a time, for as
-/// long as its tenant has it.
-async fn schedule_loop(
-    runtime: Arc<Runtime>,
-    id: PipelineId,
-    stop: Arc<AtomicBool>,
-    mut shutdown: signal_watch::Receiver<bool>,
-) {
+/// Runs one pipeline whenever its schedule says or an operator asks, one run
+/// at a time, for as long as its tenant has it; never while it is paused.
+async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: signal_watch::Receiver<bool>) {
+    let runtime = control.runtime.clone();
+    let slot = control.slot(&id);
     // An interval schedule runs at start-up and then that long after each run;
     // a cron schedule waits for its next time. A run that handed over to a new
     // plugin version is followed at once by one on the new version.
     let mut run_now = true;
     loop {
         // The schedule as the tenant has it now: a reload may change it.
-        let Some(schedule) = runtime
-            .tenant(&id.tenant)
-            .and_then(|t| t.config.pipelines.get(&id.pipeline).map(|p| p.schedule.clone()))
-            .filter(|s| !matches!(s, Schedule::Manual))
+        let Some(schedule) =
+            runtime.tenant(&id.tenant).and_then(|t| t.config.pipelines.get(&id.pipeline).map(|p| p.schedule.clone()))
         else {
-            tracing::info!(pipeline = %id, "no longer scheduled: its tenant file dropped it");
+            tracing::info!(pipeline = %id, "no longer served: its tenant file dropped it");
             return;
         };
-        let wait = match (&schedule, run_now) {
-            (Schedule::Every(_), true) => std::time::Duration::ZERO,
-            _ => schedule.wait_from(chrono::Utc::now()).unwrap_or_default(),
+        let paused = || match runtime.state.pauses() {
+            Ok(pauses) => pauses.contains_key(&id),
+            Err(e) => {
+                tracing::error!(pipeline = %id, "cannot tell whether the pipeline is paused, so it waits: {e}");
+                true
+            }
         };
+        let wait = match &schedule {
+            _ if paused() => None,
+            Schedule::Manual => None,
+            Schedule::Every(_) if run_now => Some(std::time::Duration::ZERO),
+            _ => Some(schedule.wait_from(chrono::Utc::now()).unwrap_or_default()),
+        };
+        let next = wait
+            .and_then(|wait| chrono::TimeDelta::from_std(wait).ok())
+            .map(|wait| (chrono::Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        *slot.next_run_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = until(wait) => {}
+            // Asked to run now; or resumed, paused or reloaded: look again.
+            _ = slot.wake.notified() => {
+                if !slot.requested.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
+            }
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
             return;
         }
+        if paused() {
+            continue;
+        }
+        *slot.next_run_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let Some(tenant) = runtime.tenant(&id.tenant) else { continue };
-        let (runtime, job_id, job_stop) = (runtime.clone(), id.clone(), stop.clone());
+        let running = slot.run_lock.lock().await;
+        let (runtime, job_id, job_stop) = (runtime.clone(), id.clone(), control.stop.clone());
         let outcome = tokio::task::spawn_blocking(move || -> Result<SyncReport, SyncError> {
             let options = SyncOptions { forget_idle_runs: true, ..SyncOptions::default() };
             Ok(runtime.job(&job_id, &job_stop, options)?.run()?)
         })
         .await;
+        drop(running);
         run_now = false;
         match outcome {
             Ok(Ok(report)) if report.status == RunStatus::Paused => {
@@ -334,9 +332,18 @@ fn log_event(event: &SyncEvent<'_>) {
             tracing::info!(tenant, plugin, digest, "plugin swapped: runs from now on use this version")
         }
         SyncEvent::RunStarted { .. }
+        | SyncEvent::BatchCommitted { .. }
         | SyncEvent::PageRead { .. }
         | SyncEvent::BatchApplied { .. }
         | SyncEvent::PlanBlocked { .. } => {}
+    }
+}
+
+/// Waits `wait`, or for ever when `None`.
+async fn until(wait: Option<std::time::Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
     }
 }
 

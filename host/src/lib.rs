@@ -16,17 +16,21 @@
 //! - [`sync`]: one diff or event sync of one pipeline, through one apply layer,
 //!   telling observers what it does ([`sync::events`]);
 //! - [`runtime`]: config, compiled plugins and state assembled; reload, rollback;
-//! - [`daemon`]: every pipeline on its schedule, with a clean shutdown;
+//! - [`metrics`]: what the daemon counts, for Prometheus;
+//! - [`daemon`]: every pipeline on its schedule, with a clean shutdown, and
+//!   [`admin`]: its HTTP API, metrics endpoint and web console;
 //! - [`cli`] and [`demo`]: the `synchost` command (anyhow lives only here).
 //!
 //! `docs/architecture.md` follows one row through each kind of sync.
 
+pub mod admin;
 pub mod bundled;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod fault;
+pub mod metrics;
 pub mod plugin;
 pub mod runtime;
 pub mod signing;

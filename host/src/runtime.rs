@@ -45,7 +45,7 @@ pub enum Tenants<'a> {
 }
 
 pub use reload::{ReloadReport, RollbackError, TenantChange};
-pub use status::{PipelineStatus, PluginStatus, Status, TenantStatus};
+pub use status::{LiveRun, PipelineStatus, PluginStatus, PluginVersionStatus, Status, TenantStatus};
 
 /// Tenant → plugin name → compiled plugin.
 type TenantPlugins = BTreeMap<String, BTreeMap<String, Arc<CompiledPlugin>>>;

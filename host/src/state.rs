@@ -13,7 +13,7 @@ use crate::config::Mode;
 pub use sqlite::SqliteStore;
 
 /// A pipeline, named as the CLI names it: `tenant/pipeline`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineId {
     pub tenant: String,
     pub pipeline: String,
@@ -47,7 +47,7 @@ impl std::str::FromStr for PipelineId {
 pub type RunId = i64;
 
 /// How a run ended (or that it has not yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
@@ -73,7 +73,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
@@ -110,7 +110,7 @@ impl std::fmt::Display for RunStatus {
 }
 
 /// What a run did, in numbers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RunStats {
     /// Rows read from the source snapshot, or events read.
@@ -173,7 +173,7 @@ impl RunStats {
 }
 
 /// One run, as kept in the state store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: RunId,
     pub pipeline: PipelineId,
@@ -185,6 +185,25 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// Plugin name → sha256 of the version the run used.
     pub plugins: BTreeMap<String, String>,
+}
+
+/// Which runs to list; every condition set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub tenant: Option<String>,
+    pub pipeline: Option<String>,
+    pub status: Option<RunStatus>,
+    /// Only runs older than this one (paging back through the history).
+    pub before: Option<RunId>,
+    pub limit: usize,
+}
+
+/// An operator's pause of a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Pause {
+    /// When it was paused (RFC 3339).
+    pub at: String,
+    pub reason: Option<String>,
 }
 
 /// A diff load let past the change guard (an initial load into an empty
@@ -203,7 +222,7 @@ pub struct PermittedLoad {
 }
 
 /// An operation that can never apply, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: i64,
     pub run: RunId,
@@ -246,7 +265,17 @@ pub trait StateStore: Send + Sync {
     /// The newest runs first, of one pipeline or of all.
     fn runs(&self, pipeline: Option<&PipelineId>, limit: usize) -> StateResult<Vec<RunRecord>>;
 
+    /// The newest runs first that match `filter`.
+    fn find_runs(&self, filter: &RunFilter) -> StateResult<Vec<RunRecord>>;
+
     fn run(&self, id: RunId) -> StateResult<Option<RunRecord>>;
+
+    /// The pipelines an operator paused, with when and why.
+    fn pauses(&self) -> StateResult<BTreeMap<PipelineId, Pause>>;
+
+    /// Pauses (`Some`) or resumes (`None`) a pipeline, for good: the pause
+    /// outlives the daemon.
+    fn set_pause(&self, pipeline: &PipelineId, pause: Option<&Pause>) -> StateResult<()>;
 
     fn dead_letters(&self, pipeline: &PipelineId) -> StateResult<Vec<DeadLetter>>;
 
@@ -359,7 +388,7 @@ pub struct EventCommit<'a> {
 }
 
 /// What one event batch did, kept per batch for `synchost runs show`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct BatchStats {
     /// 1 for the run's first batch.

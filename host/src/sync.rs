@@ -25,7 +25,7 @@ pub use events::{Observer, SyncEvent};
 use synchost_model::Table;
 
 /// What one sync did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     pub run: RunId,
     pub pipeline: PipelineId,
@@ -250,6 +250,11 @@ impl Progress {
         (self.observer)(&event);
     }
 
+    /// Tells the observer that an event batch of `run` was committed.
+    fn batch_committed(&self, run: RunId, seconds: f64) {
+        (self.observer)(&SyncEvent::BatchCommitted { pipeline: &self.pipeline, run, seconds });
+    }
+
     /// Records how long a phase took, in milliseconds.
     fn timing(&mut self, phase: &str, started: Instant) {
         self.stats.timings_ms.insert(phase.to_string(), started.elapsed().as_millis() as u64);
@@ -267,7 +272,8 @@ impl SyncJob<'_> {
     pub fn run(&self) -> Result<SyncReport, StateError> {
         let id = self.id();
         let run = self.state.start_run(&id, self.pipeline.mode, &self.digests())?;
-        (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: self.pipeline.mode });
+        let from = RunStats::default();
+        (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: self.pipeline.mode, from: &from });
         self.record(run, |progress| match self.pipeline.mode {
             Mode::Diff => diff::run(self, run, progress),
             Mode::Event => event::run(self, run, progress),
@@ -290,6 +296,8 @@ impl SyncJob<'_> {
         let mut progress = Progress::new(self, Some(run));
         let approvable = diff::approvable(self, run, &mut progress)?;
         self.state.restart_run(run)?;
+        let id = self.id();
+        (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: Mode::Diff, from: &record.stats });
         // The run keeps what its planning counted (rows read, desired...).
         let report = self.record(run, |progress| {
             progress.stats = record.stats.clone();

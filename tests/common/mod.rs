@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod databases;
+pub mod python;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,29 +1,52 @@
-//! The commands that talk to a running daemon: `reload`, `status` and
-//! `plugin rollback` (see [`crate::daemon::admin`]).
+//! The commands that talk to a running daemon through its admin API (over
+//! the Unix socket, see [`crate::admin`]): `reload`, `status`, `pause`,
+//! `resume` and `plugin rollback`.
 
 use crate::cli::out::outln;
 use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::print_json;
+use crate::admin::client;
 use crate::config::HostConfig;
-use crate::daemon::admin::{self, Request};
-use crate::runtime::{ReloadReport, Runtime, Status, TenantChange, Tenants};
+use crate::runtime::{PipelineStatus, ReloadReport, Runtime, Status, TenantChange, Tenants};
+use crate::state::{Pause, PipelineId};
 
 fn host(config: &Path) -> anyhow::Result<HostConfig> {
     HostConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Sends `request` to the daemon, which must be running.
-fn ask_daemon(config: &Path, request: &Request) -> anyhow::Result<serde_json::Value> {
-    let host = host(config)?;
-    admin::request(&host.state_dir, request)?.ok_or_else(|| {
+/// An API path from its segments, each percent-encoded.
+fn api_path(segments: &[&str]) -> String {
+    let mut url = url::Url::parse("http://synchost/api/v1").expect("the base URL parses");
+    url.path_segments_mut().expect("an http URL has segments").extend(segments);
+    url.path().to_string()
+}
+
+/// Asks the daemon, if one runs: `Ok(None)` when none does.
+fn try_daemon(
+    host: &HostConfig,
+    method: hyper::Method,
+    segments: &[&str],
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    Ok(client::request(&host.state_dir, method, &api_path(segments), body)?)
+}
+
+/// Asks the daemon, which must be running.
+fn ask_daemon(
+    config: &Path,
+    method: hyper::Method,
+    segments: &[&str],
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    try_daemon(&host(config)?, method, segments, body)?.ok_or_else(|| {
         anyhow::anyhow!("no synchost daemon is running for {} (start one with `synchost run`)", config.display())
     })
 }
 
 pub(super) fn reload(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let report: ReloadReport = serde_json::from_value(ask_daemon(config, &Request::Reload)?)?;
+    let report: ReloadReport = serde_json::from_value(ask_daemon(config, hyper::Method::POST, &["reload"], None)?)?;
     if json {
         print_json(&report);
     } else if report.changes.is_empty() {
@@ -36,7 +59,8 @@ pub(super) fn reload(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn rollback(config: &Path, tenant: String, plugin: String, json: bool) -> anyhow::Result<ExitCode> {
-    let change: TenantChange = serde_json::from_value(ask_daemon(config, &Request::Rollback { tenant, plugin })?)?;
+    let path = ["tenants", &tenant, "plugins", &plugin, "rollback"];
+    let change: TenantChange = serde_json::from_value(ask_daemon(config, hyper::Method::POST, &path, None)?)?;
     if json {
         print_json(&change);
     } else {
@@ -62,7 +86,7 @@ fn print_change(change: &TenantChange) {
 
 pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let host = host(config)?;
-    let status: Status = match admin::request(&host.state_dir, &Request::Status)? {
+    let status: Status = match try_daemon(&host, hyper::Method::GET, &["status"], None)? {
         Some(answer) => serde_json::from_value(answer)?,
         None => {
             let runtime = Runtime::load(config, Tenants::Serving).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -110,6 +134,18 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 pipeline.mode.to_string(),
                 pipeline.schedule
             );
+            if let Some(pause) = &pipeline.paused {
+                let reason = pause.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                outln!("    PAUSED since {}{reason} (`synchost resume {}/{}`)", pause.at, tenant.name, pipeline.name);
+            }
+            if let Some(live) = &pipeline.running {
+                outln!("    running: run {} since {}, {} read", live.run, live.started_at, live.stats.read);
+            } else if let Some(next) = &pipeline.next_run_at {
+                outln!("    next run at {next}");
+            }
+            if let Some(run) = pipeline.blocked_run {
+                outln!("    run {run} is blocked: `synchost plan`, then `synchost approve {run}`");
+            }
             if pipeline.mode == crate::config::Mode::Event {
                 outln!(
                     "    dead letters {}, retry queue {}{}",
@@ -125,4 +161,41 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+/// `synchost pause` (`Some` reason, or none) and `synchost resume` (`None`):
+/// through the daemon when one runs, so that it acts at once; else straight
+/// into the state, where the next daemon finds it.
+pub(super) fn set_pause(
+    config: &Path,
+    id: &PipelineId,
+    pause: Option<Option<String>>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let host = host(config)?;
+    let (verb, body) = match &pause {
+        Some(reason) => ("pause", Some(serde_json::json!({ "reason": reason }))),
+        None => ("resume", None),
+    };
+    let answer =
+        try_daemon(&host, hyper::Method::POST, &["tenants", &id.tenant, "pipelines", &id.pipeline, verb], body)?;
+    let paused = match answer {
+        Some(answer) => serde_json::from_value::<PipelineStatus>(answer)?.paused,
+        None => {
+            // No daemon: check the pipeline exists, then record it.
+            let runtime = Runtime::load(config, Tenants::Only(&id.tenant)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            runtime.job(id, &std::sync::atomic::AtomicBool::new(false), Default::default())?;
+            let pause = pause.map(|reason| Pause { at: crate::state::now(), reason });
+            runtime.state.set_pause(id, pause.as_ref())?;
+            pause
+        }
+    };
+    if json {
+        print_json(&serde_json::json!({ "pipeline": id, "paused": paused }));
+    } else if let Some(pause) = paused {
+        outln!("{id}: paused since {} (no run starts until `synchost resume {id}`)", pause.at);
+    } else {
+        outln!("{id}: resumed");
+    }
+    Ok(ExitCode::SUCCESS)
 }

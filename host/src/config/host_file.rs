@@ -41,7 +41,23 @@ pub struct HostConfig {
     /// How long `synchost run` waits for the tenant and plugin files to be
     /// quiet after a change before it reloads them (`watch_debounce`).
     pub watch_debounce: Duration,
+    /// `[admin]`: where `synchost run` serves its HTTP API, metrics and console.
+    pub admin: AdminConfig,
 }
+
+/// `[admin]` of `synchost.toml`: the daemon's HTTP endpoint (API, metrics,
+/// console). The Unix socket in the state directory is served as well, always.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The address to listen on; `None` when `bind = "off"`.
+    pub bind: Option<std::net::SocketAddr>,
+    /// The file holding the bearer token every request but `/healthz` and
+    /// `/readyz` must carry; made (mode 0600) with a random token if absent.
+    pub token_file: PathBuf,
+}
+
+/// `[admin] bind` unless synchost.toml sets it: loopback only.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:7433";
 
 impl HostConfig {
     /// Whether the engine meters fuel: when the host's `[limits]` sets it.
@@ -216,6 +232,17 @@ struct HostFile {
     max_compile_time: Option<toml::Spanned<String>>,
     /// e.g. "250ms".
     watch_debounce: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    admin: AdminFile,
+}
+
+/// `[admin]` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    /// "HOST:PORT", or "off".
+    bind: Option<toml::Spanned<String>>,
+    token_file: Option<String>,
 }
 
 /// Limits as written in a config file: every field optional, overriding the
@@ -402,6 +429,27 @@ impl HostConfig {
                 .duration(time, "watch_debounce")
                 .map_err(ConfigErrors::from)?,
         };
+        let admin = AdminConfig {
+            bind: match &file.admin.bind {
+                None => Some(DEFAULT_ADMIN_BIND.parse().expect("the default bind parses")),
+                Some(bind) if bind.get_ref() == "off" => None,
+                Some(bind) => Some(bind.get_ref().parse().map_err(|e| {
+                    ConfigErrors::from(ConfigError::new(
+                        Location::at(path, &text, bind.span().start),
+                        "admin.bind",
+                        format!(
+                            "`{}` is not an IP:PORT address ({e}); write e.g. \"127.0.0.1:7433\" or \"off\"",
+                            bind.get_ref()
+                        ),
+                    ))
+                })?),
+            },
+            token_file: file
+                .admin
+                .token_file
+                .as_deref()
+                .map_or_else(|| state_dir.join("admin.token"), |file| base.join(file)),
+        };
         Ok(HostConfig {
             path: path.to_path_buf(),
             state_dir,
@@ -416,6 +464,7 @@ impl HostConfig {
             max_plugin_size,
             max_compile_time,
             watch_debounce,
+            admin,
         })
     }
 }

@@ -338,6 +338,7 @@ impl PluginEngine {
             match cache.load(&self.engine, digest) {
                 Ok(component) => {
                     self.count(|s| &mut s.disk_hits);
+                    crate::metrics::cache_lookup(true);
                     tracing::debug!(plugin, path = %path.display(), "compiled-code cache hit");
                     return Ok(component);
                 }
@@ -351,6 +352,9 @@ impl PluginEngine {
             }
         }
         self.count(|s| &mut s.compiled);
+        if cache.is_some() {
+            crate::metrics::cache_lookup(false);
+        }
         let artifact = self.precompile(plugin, bytes)?.map_err(not_a_component)?;
         // The cache only saves time: a host that cannot write it (a read-only
         // or full disk) still runs, and compiles again next time.

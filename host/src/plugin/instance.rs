@@ -113,20 +113,27 @@ impl Sandbox {
             let fuel = self.limits.fuel.unwrap_or(u64::MAX);
             self.store.set_fuel(fuel).expect("the engine meters fuel");
         }
-        let deadline = std::time::Instant::now() + self.limits.call_timeout;
+        let started = std::time::Instant::now();
+        let deadline = started + self.limits.call_timeout;
         let result = super::deadline::during_call(deadline, || f(&mut self.store));
         self.store.data().output.end_call();
+        let data = self.store.data();
+        crate::metrics::plugin_call(&data.tenant, &data.plugin, call, started.elapsed().as_secs_f64());
         // A call that comes back only after its deadline went past its
         // limit, however it got there: a wait in a host call that the
         // deadline cut short (the plugin never got the hour it slept for)
         // returns in time to the host, but not to the plugin's contract.
         if result.is_ok() && std::time::Instant::now() >= deadline {
             self.broken = true;
-            return Err(self.timed_out(call));
+            let error = self.timed_out(call);
+            crate::metrics::plugin_error(&error);
+            return Err(error);
         }
         result.map_err(|e| {
             self.broken = true;
-            self.classify(call, e)
+            let error = self.classify(call, e);
+            crate::metrics::plugin_error(&error);
+            error
         })
     }
 
@@ -194,7 +201,10 @@ impl Sandbox {
             Some((limit, detail)) => {
                 // Its state may assume the host took the output: start afresh.
                 self.broken = true;
-                Err(PluginError::LimitExceeded { tenant: self.tenant(), plugin: self.plugin(), call, limit, detail })
+                let error =
+                    PluginError::LimitExceeded { tenant: self.tenant(), plugin: self.plugin(), call, limit, detail };
+                crate::metrics::plugin_error(&error);
+                Err(error)
             }
         }
     }

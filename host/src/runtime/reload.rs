@@ -36,7 +36,7 @@ pub(super) struct PluginVersion {
 }
 
 /// Why a tenant's newest file is not the one running.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Refusal {
     pub at: String,
     pub problems: Vec<String>,
@@ -140,13 +140,13 @@ impl Drop for TenantCheck<'_> {
 }
 
 /// What a reload did, tenant by tenant.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ReloadReport {
     pub changes: Vec<TenantChange>,
 }
 
 /// What happened to one tenant in a reload.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum TenantChange {
     /// A new tenant file, now served.

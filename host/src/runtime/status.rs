@@ -7,16 +7,28 @@ use serde::{Deserialize, Serialize};
 use super::Runtime;
 use super::reload::Refusal;
 use crate::config::Mode;
-use crate::state::{PipelineId, RunRecord, RunStatus};
+use crate::state::{Pause, PipelineId, RunFilter, RunId, RunRecord, RunStats, RunStatus};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A run in progress, as the daemon sees it from the engine's events.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LiveRun {
+    pub run: RunId,
+    pub started_at: String,
+    /// Its figures so far.
+    pub stats: RunStats,
+    /// Operations applied so far, of `total` planned (diff runs).
+    pub done: Option<u64>,
+    pub total: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     /// Who answers: the running daemon, or the files and state read directly.
     pub source: String,
     pub tenants: Vec<TenantStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantStatus {
     pub name: String,
     /// `ok`; `degraded` (a pipeline's last run failed, paused, was abandoned
@@ -32,7 +44,7 @@ pub struct TenantStatus {
     pub rolled_back: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     pub name: String,
     pub kind: String,
@@ -43,14 +55,41 @@ pub struct PluginStatus {
     pub active_since: Option<String>,
     /// Versions kept for rollback, this one included.
     pub versions_kept: usize,
+    /// Those versions, oldest first: what `plugin rollback` returns to.
+    pub versions: Vec<PluginVersionStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One version of a plugin kept for rollback.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginVersionStatus {
+    pub digest: String,
+    pub active_since: String,
+    /// Whether it is the version in use.
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineStatus {
+    pub tenant: String,
     pub name: String,
     pub mode: Mode,
     pub schedule: String,
+    /// When the daemon runs it next (RFC 3339); `None` for a manual or
+    /// paused pipeline, one running now, or when no daemon answers.
+    pub next_run_at: Option<String>,
+    /// Set while an operator has it paused: it runs neither on its schedule
+    /// nor on request until resumed.
+    pub paused: Option<Pause>,
+    /// The run in progress in the daemon, if any, with its figures so far.
+    pub running: Option<LiveRun>,
     pub last_run: Option<RunRecord>,
+    /// The newest diff run blocked by a guard and still approvable.
+    pub blocked_run: Option<RunId>,
+    /// Event pipelines: the position the next run reads after.
+    pub cursor: Option<String>,
+    /// Event pipelines: how far the source is ahead of the cursor, where the
+    /// source can tell; none of the WIT 0.2 sources can, so `None` for now.
+    pub lag: Option<u64>,
     /// Event pipelines: dead letters no later event superseded, waiting for
     /// `synchost dlq retry` or `dlq drop`.
     pub dead_letters: usize,
@@ -61,6 +100,7 @@ pub struct PipelineStatus {
 impl Runtime {
     /// The host's status now; `source` says who answers.
     pub fn status(&self, source: &str) -> Status {
+        let pauses = self.state.pauses().unwrap_or_default();
         let swaps = self.swap_log();
         let mut tenants = Vec::new();
         for tenant in self.tenants() {
@@ -80,6 +120,16 @@ impl Runtime {
                             .and_then(|v| v.iter().rev().find(|v| v.compiled.digest == compiled.digest))
                             .map(|v| v.active_since.clone()),
                         versions_kept: versions.map_or(0, Vec::len),
+                        versions: versions
+                            .into_iter()
+                            .flatten()
+                            .map(|v| PluginVersionStatus {
+                                digest: v.compiled.digest.clone(),
+                                active_since: v.active_since.clone(),
+                                active: v.compiled.digest == compiled.digest
+                                    && v.config.config == tenant.config.plugins[plugin].config,
+                            })
+                            .collect(),
                     }
                 })
                 .collect();
@@ -91,10 +141,17 @@ impl Runtime {
                     let id = PipelineId::new(&name, &p.name);
                     let event = p.mode == Mode::Event;
                     PipelineStatus {
+                        tenant: name.clone(),
                         name: p.name.clone(),
                         mode: p.mode,
                         schedule: p.schedule.to_string(),
+                        next_run_at: None,
+                        paused: pauses.get(&id).cloned(),
+                        running: None,
                         last_run: self.state.runs(Some(&id), 1).ok().and_then(|runs| runs.into_iter().next()),
+                        blocked_run: (!event).then(|| self.blocked_run(&id)).flatten(),
+                        cursor: if event { self.state.cursor(&id).ok().flatten() } else { None },
+                        lag: None,
                         dead_letters: self
                             .state
                             .dead_letters(&id)
@@ -106,7 +163,8 @@ impl Runtime {
                 .collect();
             let refused = swaps.refused.get(&name).cloned();
             // A pipeline needs someone when its last run did not go to its
-            // end cleanly, or it holds dead letters.
+            // end cleanly, or it holds dead letters. (A blocked plan is the
+            // guard working, and shows as `blocked_run`.)
             let failing = pipelines.iter().any(|p| {
                 p.dead_letters > 0
                     || p.last_run.as_ref().is_some_and(|r| {
@@ -145,5 +203,18 @@ impl Runtime {
         }
         tenants.sort_by(|a, b| a.name.cmp(&b.name));
         Status { source: source.to_string(), tenants }
+    }
+
+    /// The newest blocked run of a diff pipeline, if no later run planned
+    /// afresh (a blocked run that a later one superseded is marked so).
+    fn blocked_run(&self, id: &PipelineId) -> Option<RunId> {
+        let filter = RunFilter {
+            tenant: Some(id.tenant.clone()),
+            pipeline: Some(id.pipeline.clone()),
+            status: Some(RunStatus::Blocked),
+            limit: 1,
+            ..RunFilter::default()
+        };
+        self.state.find_runs(&filter).ok()?.into_iter().next().map(|run| run.id)
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    BatchStats, DeadLetter, EventCommit, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunId, RunRecord,
-    RunStats, RunStatus, StateError, StateResult, StateStore, now,
+    BatchStats, DeadLetter, EventCommit, Pause, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId,
+    RunRecord, RunStats, RunStatus, StateError, StateResult, StateStore, now,
 };
 use crate::config::Mode;
 
@@ -100,6 +100,17 @@ const MIGRATIONS: &[&str] = &[
         why      TEXT NOT NULL,
         writes   INTEGER NOT NULL,
         deletes  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, pipeline)
+    ) WITHOUT ROWID;
+"#,
+    // Pipelines an operator paused: the daemon runs them neither on schedule
+    // nor on request until they are resumed, across restarts.
+    r#"
+    CREATE TABLE paused_pipelines (
+        tenant    TEXT NOT NULL,
+        pipeline  TEXT NOT NULL,
+        paused_at TEXT NOT NULL,
+        reason    TEXT,
         PRIMARY KEY (tenant, pipeline)
     ) WITHOUT ROWID;
 "#,
@@ -352,6 +363,59 @@ impl StateStore for SqliteStore {
         let rows =
             query.query_map(params![tenant, name, limit as i64], run_from_row).map_err(failed("cannot list runs"))?;
         rows.collect::<Result<_, _>>().map_err(failed("cannot list runs"))
+    }
+
+    fn find_runs(&self, filter: &RunFilter) -> StateResult<Vec<RunRecord>> {
+        let connection = self.connection();
+        let mut query = connection
+            .prepare_cached(
+                "SELECT * FROM runs WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR pipeline = ?2)
+                 AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4)
+                 ORDER BY id DESC LIMIT ?5",
+            )
+            .map_err(failed("cannot list runs"))?;
+        let status = filter.status.map(RunStatus::as_str);
+        let rows = query
+            .query_map(
+                params![filter.tenant, filter.pipeline, status, filter.before, filter.limit as i64],
+                run_from_row,
+            )
+            .map_err(failed("cannot list runs"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("cannot list runs"))
+    }
+
+    fn pauses(&self) -> StateResult<BTreeMap<PipelineId, Pause>> {
+        let connection = self.connection();
+        let mut query = connection
+            .prepare_cached("SELECT tenant, pipeline, paused_at, reason FROM paused_pipelines")
+            .map_err(failed("cannot list paused pipelines"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok((
+                    PipelineId::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?),
+                    Pause { at: row.get(2)?, reason: row.get(3)? },
+                ))
+            })
+            .map_err(failed("cannot list paused pipelines"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("cannot list paused pipelines"))
+    }
+
+    fn set_pause(&self, pipeline: &PipelineId, pause: Option<&Pause>) -> StateResult<()> {
+        let connection = self.connection();
+        let context = format!("cannot record the pause of {pipeline}");
+        retry_while_busy(|| match pause {
+            Some(pause) => connection.execute(
+                "INSERT INTO paused_pipelines (tenant, pipeline, paused_at, reason) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, pipeline) DO UPDATE SET paused_at = excluded.paused_at, reason = excluded.reason",
+                params![pipeline.tenant, pipeline.pipeline, pause.at, pause.reason],
+            ),
+            None => connection.execute(
+                "DELETE FROM paused_pipelines WHERE tenant = ?1 AND pipeline = ?2",
+                params![pipeline.tenant, pipeline.pipeline],
+            ),
+        })
+        .map(drop)
+        .map_err(failed(context))
     }
 
     fn run(&self, id: RunId) -> StateResult<Option<RunRecord>> {

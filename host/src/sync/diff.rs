@@ -9,6 +9,7 @@ mod apply;
 pub mod archive;
 mod plan;
 mod replay;
+mod summary;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use std::time::Instant;
 use archive::{Meta, RowWriter};
 pub use plan::{Conflict, DestinationIndex, HashedRows, Plan, PlanError, Planner};
 pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
+pub use summary::{PlanSamples, PlanSummary, SampleKey, SampleRow, SummaryCounts};
 
 use super::{Halt, Progress, SyncJob};
 use crate::config::Deletes;

@@ -545,6 +545,7 @@ impl<'j, 'a> Batch<'j, 'a> {
         progress.stats.add_batch(&self.stats, self.dead_letters.len() as u64);
         let applied = &self.applied;
         let applied_keys = |key: &str| applied.contains(key);
+        let committing = Instant::now();
         job.state
             .commit_event_batch(&EventCommit {
                 run,
@@ -561,6 +562,7 @@ impl<'j, 'a> Batch<'j, 'a> {
                 stats: &progress.stats,
             })
             .map_err(Halt::State)?;
+        progress.batch_committed(run, committing.elapsed().as_secs_f64());
         let s = &progress.stats;
         progress.batch_applied(s.upserted + s.deleted + s.rejected + s.dead_lettered, None);
         Ok(())

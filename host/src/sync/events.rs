@@ -15,13 +15,18 @@ use crate::state::{PipelineId, RunId, RunStats, RunStatus};
 /// (`synchost plan`), which records no run.
 #[derive(Debug, Clone)]
 pub enum SyncEvent<'a> {
-    /// A run was recorded and begins.
-    RunStarted { pipeline: &'a PipelineId, run: RunId, mode: Mode },
+    /// A run was recorded and begins, or an approved plan's run begins its
+    /// apply; `from` has the figures it starts from (none for a new run, the
+    /// planning's for an approved plan).
+    RunStarted { pipeline: &'a PipelineId, run: RunId, mode: Mode, from: &'a RunStats },
     /// A diff run read a page: `stats` has what it read so far.
     PageRead { pipeline: &'a PipelineId, run: Option<RunId>, stats: &'a RunStats },
     /// A batch of operations reached the destination: `done` of `total`
     /// operations (`None` for event runs, which do not know how many follow).
     BatchApplied { pipeline: &'a PipelineId, run: Option<RunId>, done: u64, total: Option<u64>, stats: &'a RunStats },
+    /// An event batch was committed (cursor, retry queue, dead letters in one
+    /// transaction), which took `seconds`.
+    BatchCommitted { pipeline: &'a PipelineId, run: RunId, seconds: f64 },
     /// A guard held a diff plan back for an operator.
     PlanBlocked { pipeline: &'a PipelineId, run: Option<RunId>, reason: &'a str },
     /// A run went past a limit: a plugin's (`call_timeout`, `memory`…) or
@@ -49,4 +54,9 @@ pub type Observer = Arc<dyn Fn(&SyncEvent<'_>) + Send + Sync>;
 /// An observer that hears nothing.
 pub fn ignore() -> Observer {
     Arc::new(|_| {})
+}
+
+/// An observer that tells each of `observers` in turn.
+pub fn all(observers: Vec<Observer>) -> Observer {
+    Arc::new(move |event| observers.iter().for_each(|observer| observer(event)))
 }

@@ -84,6 +84,7 @@ impl HttpPolicy {
     }
 
     fn refuse(&self, host: &str, port: u16, why: &str) -> Error {
+        crate::metrics::http_refused(&self.tenant, &self.plugin);
         tracing::warn!(
             tenant = %self.tenant,
             plugin = %self.plugin,

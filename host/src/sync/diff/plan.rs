@@ -86,7 +86,7 @@ impl Plan {
 }
 
 /// Two rows that would hold the same value in a field declared unique.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Conflict {
     /// The row held back.
     pub key: String,
