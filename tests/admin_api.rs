@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::admin::{ADMIN_ON_ANY_PORT, Daemon, wait_for};
-use common::{HostDir, file_pipeline_tenant, host_config, pipeline_tenant_with_destination};
+use common::admin::{Daemon, wait_for};
+use common::{HostDir, file_pipeline_tenant, pipeline_tenant_with_destination};
 use serde_json::json;
 
 fn people(n: usize, name: &str) -> String {
@@ -22,7 +22,6 @@ fn people(n: usize, name: &str) -> String {
 /// A host with a manual diff pipeline (`acme/main`) over `data/in/people.csv`.
 fn diff_host() -> HostDir {
     let host = HostDir::new();
-    host.write("synchost.toml", &host_config(ADMIN_ON_ANY_PORT));
     host.write("data/in/people.csv", &people(20, "p"));
     host.write(
         "tenants/acme.toml",
@@ -194,7 +193,6 @@ fn an_operator_runs_pauses_approves_and_reads_the_metrics_through_the_api() {
 #[test]
 fn dead_letters_are_listed_retried_and_dropped_and_a_plugin_rolled_back_through_the_api() {
     let host = HostDir::new();
-    host.write("synchost.toml", &host_config(ADMIN_ON_ANY_PORT));
     let digest = host.install_fixture("flaky_destination.wasm");
     let tenant = |reject: u32| {
         pipeline_tenant_with_destination(

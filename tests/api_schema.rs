@@ -8,13 +8,12 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::admin::{ADMIN_ON_ANY_PORT, Daemon, wait_for};
-use common::{HostDir, file_pipeline_tenant, host_config, python};
+use common::admin::{Daemon, wait_for};
+use common::{HostDir, file_pipeline_tenant, python};
 
 #[test]
 fn every_answer_of_the_api_matches_its_openapi_document_and_none_is_a_server_error() {
     let host = HostDir::new();
-    host.write("synchost.toml", &host_config(ADMIN_ON_ANY_PORT));
     let mut csv = String::from("id,name\n");
     (0..10).for_each(|i| csv += &format!("{i},n{i}\n"));
     host.write("data/in/people.csv", &csv);

@@ -164,7 +164,7 @@ fn a_tenant_slow_to_check_holds_up_neither_other_tenants_nor_sigterm() {
     let host = HostDir::new();
     let digest = host.install_fixture("hostile_transform.wasm");
     let (mut daemon, log) = start_logging_daemon(&host);
-    wait_for("the daemon to start", Duration::from_secs(60), || log().contains("waiting for a signal"));
+    wait_for("the daemon to start", Duration::from_secs(60), || log().contains("no pipeline has a schedule"));
     host.write(
         "tenants/slow.toml",
         &format!(

@@ -15,10 +15,6 @@ pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `[admin]` for a test host: a port of the system's choice, so that tests
-/// running side by side never collide.
-pub const ADMIN_ON_ANY_PORT: &str = "\n[admin]\nbind = \"127.0.0.1:0\"\n";
-
 /// A running daemon and where its API answers.
 pub struct Daemon {
     pub process: KillOnDrop,
@@ -29,9 +25,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `synchost run` on `host` (whose synchost.toml must end with
-    /// [`ADMIN_ON_ANY_PORT`] or another `[admin]`), logging to `daemon.log`,
-    /// and waits for its endpoint.
+    /// Starts `synchost run` on `host` (whose synchost.toml must have an
+    /// `[admin] bind`, as [`super::host_config`] writes), logging to
+    /// `daemon.log`, and waits for its endpoint.
     pub fn start(host: &HostDir) -> Daemon {
         let log = host.path("daemon.log");
         let url_file = host.path("state/admin.url");

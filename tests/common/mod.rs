@@ -106,9 +106,14 @@ pub fn shared_cache_dir() -> PathBuf {
 }
 
 /// A `synchost.toml`: state in `state/`, the shared compiled-code cache (on
-/// line 2), then `rest` (from line 3).
+/// line 2), then `rest` (from line 3), then the admin endpoint on a port of
+/// the system's choice, so that daemons of tests running side by side never
+/// collide (`state/admin.url` says which).
 pub fn host_config(rest: &str) -> String {
-    format!("state_dir = \"state\"\ncompiled_cache_dir = {:?}\n{rest}", shared_cache_dir().display().to_string())
+    format!(
+        "state_dir = \"state\"\ncompiled_cache_dir = {:?}\n{rest}\n[admin]\nbind = \"127.0.0.1:0\"\n",
+        shared_cache_dir().display().to_string()
+    )
 }
 
 /// A child process (a daemon) that is killed if the test ends while it still
