@@ -181,6 +181,10 @@ fn an_operator_runs_pauses_approves_and_reads_the_metrics_through_the_api() {
     assert_eq!(host.records("data/out")["5"]["name"], "q5");
     let (code, again) = daemon.post(&format!("/api/v1/runs/{run}/approve"), None);
     assert_eq!((code, &again["code"]), (409, &json!("conflict")), "a plan is applied once: {again}");
+    // `synchost approve` asks the daemon too, which says so.
+    let output = host.synchost(&["approve", &run.to_string()]);
+    assert!(!output.status.success());
+    assert!(common::stderr(&output).contains("only a blocked plan is approved"), "{}", common::stderr(&output));
 
     // The run list filters.
     let (_, runs) = daemon.get("/api/v1/runs?tenant=acme&pipeline=main&status=succeeded");
@@ -251,4 +255,52 @@ fn dead_letters_are_listed_retried_and_dropped_and_a_plugin_rolled_back_through_
         status["running"].is_null() && status["retry_queue"] == 0
     });
     assert_eq!(daemon.pipeline("acme/main")["dead_letters"], 2);
+}
+
+#[test]
+fn metrics_scraped_during_an_event_sync_move_with_it_and_end_at_the_run_record() {
+    let host = HostDir::new();
+    let digest = host.install_fixture("flaky_destination.wasm");
+    host.write(
+        "tenants/acme.toml",
+        &pipeline_tenant_with_destination(
+            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "seq", from = "seq" }]"#,
+            ("flaky_destination.wasm", &digest),
+            r#"{ dir = "/out", shards = 2, transient_rate = 0.0, reject_percent = 0, apply_delay_ms = 150 }"#,
+            "mode = \"event\"\nmax_batch = 10\nlanes = 1",
+        ),
+    );
+    let changelog: String =
+        (0..120).map(|i| format!("{}\n", json!({"op": "upsert", "row": {"id": format!("k{i}"), "seq": 1}}))).collect();
+    host.write("data/in/changes.jsonl", &changelog);
+    let daemon = Daemon::start(&host);
+    let labels = [("tenant", "acme"), ("pipeline", "main")];
+
+    let (code, _) = daemon.post("/api/v1/tenants/acme/pipelines/main/sync", None);
+    assert_eq!(code, 202);
+    // Mid-run: the live figures and the counters have moved, not finished.
+    let mut seen_live = 0;
+    wait_for("a batch of the run to be applied", Duration::from_secs(120), || {
+        let status = daemon.pipeline("acme/main");
+        seen_live = status["running"]["stats"]["read"].as_u64().unwrap_or(0);
+        seen_live > 0
+    });
+    let (_, text) = daemon.get_text("/metrics");
+    let mid = metric(&text, "synchost_events_read_total", &labels).unwrap_or(0.0);
+    assert!(mid >= seen_live as f64, "the counter ({mid}) lags the live run ({seen_live}):\n{text}");
+    if metric(&text, "synchost_pipeline_running", &labels) == Some(1.0) {
+        assert!(mid < 120.0, "mid-run, not every event is counted yet: {mid}");
+    }
+
+    let run = daemon.wait_for_run_after("acme/main", None);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, text) = daemon.get_text("/metrics");
+    let stats = &run["stats"];
+    let counted = |name: &str| metric(&text, name, &labels).unwrap_or(0.0) as u64;
+    assert_eq!(counted("synchost_events_read_total"), stats["read"].as_u64().unwrap(), "{text}");
+    assert_eq!(counted("synchost_events_applied_total"), stats["upserted"].as_u64().unwrap(), "{text}");
+    assert_eq!(counted("synchost_batch_commit_seconds_count"), stats["batches"].as_u64().unwrap(), "{text}");
+    assert_eq!(metric(&text, "synchost_pipeline_running", &labels), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "synchost_retry_queue_depth", &labels), Some(0.0), "{text}");
 }

@@ -43,6 +43,8 @@ fn every_answer_of_the_api_matches_its_openapi_document_and_none_is_a_server_err
         .args(["--checks", "not_a_server_error,response_schema_conformance,content_type_conformance"])
         .args(["--max-examples", "25", "--seed", "20261207", "--workers", "2", "--request-timeout", "120"])
         .env("NO_COLOR", "1")
+        // Its cache of found failures goes with the host directory.
+        .current_dir(host.path(""))
         .output()
         .unwrap();
     let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

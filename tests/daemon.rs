@@ -98,6 +98,45 @@ fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn with_json_logs_every_line_is_an_object_with_the_runs_fields() {
+    let host = HostDir::new();
+    host.write("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": 1}})));
+    host.write(
+        "tenants/acme.toml",
+        &file_pipeline_tenant(
+            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
+            "mode = \"event\"\nschedule = \"every 200ms\"",
+        ),
+    );
+    let log_path = host.path("daemon.log");
+    let mut daemon = KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(host.path("synchost.toml"))
+            .arg("run")
+            .env("SYNCHOST_LOG", "info")
+            .env("SYNCHOST_LOG_FORMAT", "json")
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for("a run to be logged", Duration::from_secs(60), || log().contains("run finished"));
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    wait_for_exit(&mut daemon, Duration::from_secs(60), "the daemon did not stop after SIGTERM");
+    let lines: Vec<serde_json::Value> = log()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let run = lines.iter().find(|l| l["message"] == "run finished").expect("a run finished line");
+    assert_eq!(run["pipeline"], "acme/main", "{run}");
+    assert_eq!(run["level"], "INFO", "{run}");
+    assert_eq!(run["read"], 1, "{run}");
+    assert!(run["run"].is_u64() && run["timestamp"].is_string(), "{run}");
+}
+
+#[test]
 fn a_config_error_pauses_an_event_pipeline_and_the_daemon_stops_scheduling_it() {
     let host = HostDir::new();
     host.write("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": 1}})));

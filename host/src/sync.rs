@@ -25,7 +25,7 @@ pub use events::{Observer, SyncEvent};
 use synchost_model::Table;
 
 /// What one sync did.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct SyncReport {
     pub run: RunId,
     pub pipeline: PipelineId,

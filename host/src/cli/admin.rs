@@ -12,7 +12,7 @@ use crate::config::HostConfig;
 use crate::runtime::{PipelineStatus, ReloadReport, Runtime, Status, TenantChange, Tenants};
 use crate::state::{Pause, PipelineId};
 
-fn host(config: &Path) -> anyhow::Result<HostConfig> {
+pub(super) fn host(config: &Path) -> anyhow::Result<HostConfig> {
     HostConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -24,7 +24,7 @@ fn api_path(segments: &[&str]) -> String {
 }
 
 /// Asks the daemon, if one runs: `Ok(None)` when none does.
-fn try_daemon(
+pub(super) fn try_daemon(
     host: &HostConfig,
     method: hyper::Method,
     segments: &[&str],

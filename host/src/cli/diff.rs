@@ -28,7 +28,21 @@ fn pipeline_of(config: &Path, run: RunId) -> anyhow::Result<PipelineId> {
     Ok(state.run(run)?.with_context(|| format!("no run {run}"))?.pipeline)
 }
 
+/// Applies a blocked plan: in the running daemon if there is one (which
+/// holds the pipeline's run lock, so the approval never overlaps one of its
+/// runs), else here.
 pub(super) fn approve(config: &Path, run: RunId, json: bool) -> anyhow::Result<ExitCode> {
+    let host = super::admin::host(config)?;
+    let run_id = run.to_string();
+    match super::admin::try_daemon(&host, hyper::Method::POST, &["runs", &run_id, "approve"], None) {
+        Ok(Some(answer)) => {
+            let report: crate::sync::SyncReport = serde_json::from_value(answer)?;
+            output::report(&report, json);
+            return Ok(super::exit_code(report.status));
+        }
+        Ok(None) => {}
+        Err(e) => anyhow::bail!("cannot approve run {run}: {e}"),
+    }
     let id = pipeline_of(config, run)?;
     let runtime = load(config, Tenants::Only(&id.tenant))?;
     let stop = super::stop_on_signal();
