@@ -326,7 +326,7 @@ fn log_event(event: &SyncEvent<'_>) {
             "run ended: {error}"
         ),
         SyncEvent::LimitBreached { pipeline, run, limit, detail } => {
-            tracing::warn!(pipeline = %pipeline, run = ?run, limit, "limit breached: {detail}")
+            tracing::warn!(pipeline = %pipeline, run = *run, limit, "limit breached: {detail}")
         }
         SyncEvent::PluginSwapped { tenant, plugin, digest } => {
             tracing::info!(tenant, plugin, digest, "plugin swapped: runs from now on use this version")
