@@ -8,21 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::admin::{Daemon, wait_for};
-use common::{HostDir, file_pipeline_tenant, pipeline_tenant_with_destination};
+use common::{HostDir, file_pipeline_tenant, flaky_event_tenant, people_csv};
 use serde_json::json;
-
-fn people(n: usize, name: &str) -> String {
-    let mut csv = String::from("id,name\n");
-    for i in 0..n {
-        csv += &format!("{i},{name}{i}\n");
-    }
-    csv
-}
 
 /// A host with a manual diff pipeline (`acme/main`) over `data/in/people.csv`.
 fn diff_host() -> HostDir {
     let host = HostDir::new();
-    host.write("data/in/people.csv", &people(20, "p"));
+    host.write("data/in/people.csv", &people_csv(20, "p"));
     host.write(
         "tenants/acme.toml",
         &file_pipeline_tenant(
@@ -157,7 +149,7 @@ fn an_operator_runs_pauses_approves_and_reads_the_metrics_through_the_api() {
 
     // Half the names change: the guard blocks the plan; the API shows it
     // with samples, and approving it applies exactly it.
-    host.write("data/in/people.csv", &people(20, "q").replace("\n1,q1\n", "\n1,p1\n"));
+    host.write("data/in/people.csv", &people_csv(20, "q").replace("\n1,q1\n", "\n1,p1\n"));
     let (code, _) = daemon.post("/api/v1/tenants/acme/pipelines/main/sync", None);
     assert_eq!(code, 202);
     let blocked = daemon.wait_for_run_after("acme/main", first["id"].as_i64());
@@ -198,15 +190,7 @@ fn an_operator_runs_pauses_approves_and_reads_the_metrics_through_the_api() {
 fn dead_letters_are_listed_retried_and_dropped_and_a_plugin_rolled_back_through_the_api() {
     let host = HostDir::new();
     let digest = host.install_fixture("flaky_destination.wasm");
-    let tenant = |reject: u32| {
-        pipeline_tenant_with_destination(
-            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
-            r#"[{ name = "id", from = "id" }, { name = "seq", from = "seq" }]"#,
-            ("flaky_destination.wasm", &digest),
-            &format!("{{ dir = \"/out\", shards = 2, transient_rate = 0.0, reject_percent = {reject} }}"),
-            "mode = \"event\"",
-        )
-    };
+    let tenant = |reject: u32| flaky_event_tenant(&digest, &format!("reject_percent = {reject}"), "");
     host.write("tenants/acme.toml", &tenant(100));
     let changelog: String =
         (0..3).map(|i| format!("{}\n", json!({"op": "upsert", "row": {"id": format!("k{i}"), "seq": 1}}))).collect();
@@ -261,16 +245,7 @@ fn dead_letters_are_listed_retried_and_dropped_and_a_plugin_rolled_back_through_
 fn metrics_scraped_during_an_event_sync_move_with_it_and_end_at_the_run_record() {
     let host = HostDir::new();
     let digest = host.install_fixture("flaky_destination.wasm");
-    host.write(
-        "tenants/acme.toml",
-        &pipeline_tenant_with_destination(
-            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
-            r#"[{ name = "id", from = "id" }, { name = "seq", from = "seq" }]"#,
-            ("flaky_destination.wasm", &digest),
-            r#"{ dir = "/out", shards = 2, transient_rate = 0.0, reject_percent = 0, apply_delay_ms = 150 }"#,
-            "mode = \"event\"\nmax_batch = 10\nlanes = 1",
-        ),
-    );
+    host.write("tenants/acme.toml", &flaky_event_tenant(&digest, "apply_delay_ms = 150", "max_batch = 10\nlanes = 1"));
     let changelog: String =
         (0..120).map(|i| format!("{}\n", json!({"op": "upsert", "row": {"id": format!("k{i}"), "seq": 1}}))).collect();
     host.write("data/in/changes.jsonl", &changelog);

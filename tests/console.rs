@@ -12,23 +12,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::admin::{Daemon, wait_for};
-use common::{HostDir, pipeline_tenant_with_destination, python, sha256};
+use common::{HostDir, flaky_event_tenant, people_csv, python, sha256};
 use serde_json::json;
-
-fn people(n: usize, name: &str) -> String {
-    let mut csv = String::from("id,name\n");
-    for i in 0..n {
-        csv += &format!("{i},{name}{i}\n");
-    }
-    csv
-}
 
 /// Two tenants: `district` (a diff pipeline whose second plan the guard
 /// blocks) and `shop` (an event pipeline into a destination that rejects
 /// every key, so it holds dead letters).
 fn host() -> HostDir {
     let host = HostDir::new();
-    host.write("district/in/people.csv", &people(12, "p"));
+    host.write("district/in/people.csv", &people_csv(12, "p"));
     let district = common::file_pipeline_tenant(
         r#"{ snapshot = "/in/people.csv", key = "id" }"#,
         r#"[{ name = "id", from = "id" }, { name = "name", from = "name" }]"#,
@@ -49,13 +41,7 @@ fn host() -> HostDir {
 }
 
 fn shop_tenant(digest: &str, reject_percent: u32) -> String {
-    pipeline_tenant_with_destination(
-        r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
-        r#"[{ name = "id", from = "id" }, { name = "seq", from = "seq" }]"#,
-        ("flaky_destination.wasm", digest),
-        &format!("{{ dir = \"/out\", shards = 2, transient_rate = 0.0, reject_percent = {reject_percent} }}"),
-        "mode = \"event\"",
-    )
+    flaky_event_tenant(digest, &format!("reject_percent = {reject_percent}"), "")
 }
 
 /// Where the screenshots go: kept after the test, as its artifacts.
@@ -94,7 +80,7 @@ fn an_operator_works_the_console_in_a_real_browser() {
     assert_eq!(code, 202);
     let first = daemon.wait_for_run_after("district/main", None);
     assert_eq!(first["status"], "succeeded", "{first}");
-    host.write("district/in/people.csv", &people(12, "q"));
+    host.write("district/in/people.csv", &people_csv(12, "q"));
     daemon.post("/api/v1/tenants/district/pipelines/main/sync", None);
     let blocked = daemon.wait_for_run_after("district/main", first["id"].as_i64());
     assert_eq!(blocked["status"], "blocked", "{blocked}");

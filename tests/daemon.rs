@@ -5,16 +5,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::admin::wait_for;
 use common::{BIN, HostDir, KillOnDrop, file_pipeline_tenant};
 use serde_json::json;
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `synchost run` on the host directory, its log captured.
 fn start_daemon(host: &HostDir) -> KillOnDrop {
@@ -30,8 +23,9 @@ fn start_daemon(host: &HostDir) -> KillOnDrop {
 }
 
 /// `synchost run` on the host directory, logging at `info` to `daemon.log`
-/// there, so that a test can follow what it does while it runs.
-fn start_logging_daemon(host: &HostDir) -> (KillOnDrop, impl Fn() -> String) {
+/// there (with `env` set too), so that a test can follow what it does while
+/// it runs.
+fn start_logging_daemon(host: &HostDir, env: &[(&str, &str)]) -> (KillOnDrop, impl Fn() -> String) {
     let log_path = host.path("daemon.log");
     let daemon = KillOnDrop(
         Command::new(BIN)
@@ -39,6 +33,7 @@ fn start_logging_daemon(host: &HostDir) -> (KillOnDrop, impl Fn() -> String) {
             .arg(host.path("synchost.toml"))
             .arg("run")
             .env("SYNCHOST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap(),
@@ -109,19 +104,7 @@ fn with_json_logs_every_line_is_an_object_with_the_runs_fields() {
             "mode = \"event\"\nschedule = \"every 200ms\"",
         ),
     );
-    let log_path = host.path("daemon.log");
-    let mut daemon = KillOnDrop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(host.path("synchost.toml"))
-            .arg("run")
-            .env("SYNCHOST_LOG", "info")
-            .env("SYNCHOST_LOG_FORMAT", "json")
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (mut daemon, log) = start_logging_daemon(&host, &[("SYNCHOST_LOG_FORMAT", "json")]);
     wait_for("a run to be logged", Duration::from_secs(60), || log().contains("run finished"));
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     wait_for_exit(&mut daemon, Duration::from_secs(60), "the daemon did not stop after SIGTERM");
@@ -202,7 +185,7 @@ fn a_tenant_slow_to_check_holds_up_neither_other_tenants_nor_sigterm() {
     // run, and a SIGTERM must stop the daemon at once.
     let host = HostDir::new();
     let digest = host.install_fixture("hostile_transform.wasm");
-    let (mut daemon, log) = start_logging_daemon(&host);
+    let (mut daemon, log) = start_logging_daemon(&host, &[]);
     wait_for("the daemon to start", Duration::from_secs(60), || log().contains("no pipeline has a schedule"));
     host.write(
         "tenants/slow.toml",
@@ -260,7 +243,7 @@ fn a_state_file_cut_short_under_the_daemon_ends_it_with_words_not_a_silent_sigbu
             "mode = \"diff\"\nschedule = \"every 100ms\"\nmax_change_ratio = 1.0",
         ),
     );
-    let (mut daemon, log) = start_logging_daemon(&host);
+    let (mut daemon, log) = start_logging_daemon(&host, &[]);
     let shm = host.path("state/state.db-shm");
     wait_for("the state store's shared memory", Duration::from_secs(60), || {
         std::fs::metadata(&shm).is_ok_and(|m| m.len() > 0)

@@ -192,6 +192,11 @@ destination = "dst"
     )
 }
 
+/// A CSV of `n` people, `id,name`: ids 0 to n-1, names `{prefix}{id}`.
+pub fn people_csv(n: usize, prefix: &str) -> String {
+    std::iter::once("id,name\n".to_string()).chain((0..n).map(|i| format!("{i},{prefix}{i}\n"))).collect()
+}
+
 // --- event sync helpers ---
 
 /// A test fixture plugin, built by host/build.rs beside the bundled plugins
@@ -229,6 +234,20 @@ impl HostDir {
             panic!("`synchost {}` printed no JSON ({e}):\n{}\n{}", all.join(" "), stdout(&output), stderr(&output))
         })
     }
+}
+
+/// An event pipeline `main` from `data/in/changes.jsonl` (rows of `id` and
+/// `seq`) into the flaky destination fixture (`digest`) writing
+/// `data/out` in two shards, with `faults` (its fault settings, as inline
+/// TOML keys) and `pipeline` (more of the pipeline's table).
+pub fn flaky_event_tenant(digest: &str, faults: &str, pipeline: &str) -> String {
+    pipeline_tenant_with_destination(
+        r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+        r#"[{ name = "id", from = "id" }, { name = "seq", from = "seq" }]"#,
+        ("flaky_destination.wasm", digest),
+        &format!("{{ dir = \"/out\", shards = 2, {faults} }}"),
+        &format!("mode = \"event\"\n{pipeline}"),
+    )
 }
 
 /// Like [`file_pipeline_tenant`], with the destination given: its file name
