@@ -8,6 +8,8 @@ mod init;
 pub(crate) mod out;
 mod output;
 mod plugin;
+mod plugin_run;
+mod plugin_test;
 mod progress;
 
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ use crate::plugin::{
     CompiledPlugin, DestinationInstance, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
 };
 use crate::state::{PipelineId, RunId, RunStats, RunStatus, StateError, StateStore};
+pub(crate) use event::operation_from_json;
 pub use events::{Observer, SyncEvent};
 use synchost_model::Table;
 

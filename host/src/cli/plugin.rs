@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::output;
 use crate::config::HostConfig;
-use crate::plugin::{EngineOptions, PluginEngine, PluginSetup, config_schema, plugin_info};
+use crate::plugin::{PluginSetup, config_schema, plugin_info};
 use crate::signing::{self, TrustedKey};
 
 #[derive(Subcommand)]
@@ -23,6 +23,36 @@ pub enum PluginCommand {
         /// Print JSON (errors too) instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Call a plugin file once, with no tenant file and no pinned digest, and
+    /// print what it returned: grants and config come from the flags.
+    #[command(
+        after_help = "Examples:\n  synchost plugin run my_source.wasm --plugin-config config.json --dir ./data:/data snapshot\n  \
+        synchost plugin run my_source.wasm --plugin-config config.json --dir ./data:/data events --cursor 42\n  \
+        synchost plugin run my_mapper.wasm --plugin-config config.json transform --input people.csv --key id\n  \
+        synchost plugin run my_dest.wasm --plugin-config config.json --dir ./out:/out:rw apply --ops ops.jsonl"
+    )]
+    Run {
+        #[command(flatten)]
+        target: super::plugin_run::RunTarget,
+        #[command(subcommand)]
+        call: super::plugin_run::Call,
+    },
+    /// Check a plugin file against what the host expects of its kind: a
+    /// report line per check, exit 1 if any fails. A destination is written
+    /// to: give it a scratch directory or database.
+    #[command(
+        after_help = "Examples:\n  synchost plugin test my_source.wasm --plugin-config config.json --dir ./data:/data\n  \
+        synchost plugin test my_dest.wasm --plugin-config config.json --dir ./scratch:/out:rw\n  \
+        synchost plugin test my_mapper.wasm --plugin-config config.json --fixtures tests/fixtures"
+    )]
+    Test {
+        #[command(flatten)]
+        target: super::plugin_run::RunTarget,
+        /// A directory with input.csv|jsonl and bad.csv|jsonl (transforms)
+        /// or rows.jsonl (destinations).
+        #[arg(long, value_name = "DIR")]
+        fixtures: Option<PathBuf>,
     },
     /// Write the bundled plugins to DIR and print the tenant-file lines that
     /// pin them (path and sha256).
@@ -80,6 +110,7 @@ impl PluginCommand {
             PluginCommand::Inspect { json, .. }
             | PluginCommand::Rollback { json, .. }
             | PluginCommand::Export { json, .. } => *json,
+            PluginCommand::Run { target, .. } | PluginCommand::Test { target, .. } => target.json,
             PluginCommand::Keygen { .. } | PluginCommand::Sign { .. } | PluginCommand::Verify { .. } => false,
         }
     }
@@ -89,6 +120,8 @@ pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Inspect { file, json } => inspect(&file, json),
         PluginCommand::Export { dir, json } => super::init::export(&dir, json),
+        PluginCommand::Run { target, call } => super::plugin_run::run(target, call),
+        PluginCommand::Test { target, fixtures } => super::plugin_test::run(target, fixtures),
         PluginCommand::Keygen { file } => keygen(&file),
         PluginCommand::Sign { file, key } => sign(&file, &key),
         PluginCommand::Verify { file, key } => verify(config, &file, key.as_deref()),
@@ -97,12 +130,9 @@ pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
-    let name = file.file_stem().map_or_else(|| "plugin".to_string(), |s| s.to_string_lossy().into_owned());
-    // No host config and no compiled-code cache: the file is often one being
-    // written, and each build of it would leave a cache file behind.
-    let engine = PluginEngine::new(EngineOptions::default())?;
-    let compiled = engine.compile(&name, &bytes)?;
+    // The user's compiled-code cache: a Python or JavaScript component takes
+    // a minute to compile, and is inspected again and again unchanged.
+    let (engine, compiled, name) = super::plugin_run::compile(file)?;
     let setup = PluginSetup::bare(&name);
     let info = plugin_info(&engine, &compiled, &setup)?;
     let schema = config_schema(&engine, &compiled, &setup)?;

@@ -40,6 +40,8 @@
 mod collapse;
 mod retry;
 
+pub(crate) use retry::operation_from_json;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;

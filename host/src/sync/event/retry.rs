@@ -43,7 +43,7 @@ fn is_nan(value: &Value) -> bool {
 }
 
 /// Rebuilds an action (and the columns of its row) from its JSON.
-pub(super) fn operation_from_json(json: &Json) -> Result<(Vec<String>, Action), String> {
+pub(crate) fn operation_from_json(json: &Json) -> Result<(Vec<String>, Action), String> {
     if let Some(key) = json.get("delete") {
         let key = key.as_str().ok_or_else(|| format!("`delete` is not a key in {json}"))?;
         return Ok((Vec::new(), Action::Delete(key.to_string())));
