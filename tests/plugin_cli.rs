@@ -171,3 +171,68 @@ fn plugin_test_passes_the_bundled_file_plugins_and_fails_a_destination_that_reje
     let report = stdout(&output);
     assert!(report.contains("FAIL  creates show in a snapshot") && report.contains("1 failed"), "{report}");
 }
+
+/// A tenant whose diff pipeline maps `data/in/people.csv` through `map.wasm`,
+/// pinned or not.
+fn dev_tenant(pin_map: bool) -> String {
+    let tenant = common::file_pipeline_tenant(
+        r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+        r#"[{ name = "id", from = "id" }, { name = "user", template = "{name|lower}{id}" }]"#,
+        "mode = \"diff\"",
+    );
+    let map_digest = common::sha256(synchost::bundled::FIELD_MAPPER.bytes);
+    let pinned = format!("path = \"{}\"\nsha256 = \"{map_digest}\"\n", synchost::bundled::FIELD_MAPPER.file_name);
+    assert!(tenant.contains(&pinned), "the tenant template changed");
+    let map = if pin_map {
+        format!("path = \"map.wasm\"\nsha256 = \"{map_digest}\"\n")
+    } else {
+        "path = \"map.wasm\"\n".into()
+    };
+    tenant.replace(&pinned, &map)
+}
+
+#[test]
+fn an_unpinned_plugin_loads_only_on_a_dev_host_with_a_warning_and_a_rebuild_is_swapped_in() {
+    let host = common::HostDir::new();
+    std::fs::write(host.path("plugins/map.wasm"), synchost::bundled::FIELD_MAPPER.bytes).unwrap();
+    host.write("data/in/people.csv", "id,name\n1,Ada\n");
+    host.write("tenants/acme.toml", &dev_tenant(false));
+
+    // Not a dev host: the missing pin is an error at its place.
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("plugins.map.sha256: is missing: pin the plugin's digest")
+            && stderr(&output).contains("dev = true"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A dev host loads it, saying so each time.
+    host.write("synchost.toml", &common::host_config("dev = true\n"));
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("plugin `map` is not pinned (dev = true)"), "{}", stderr(&output));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(host.records("data/out")["1"]["user"], "ada1");
+
+    // The daemon swaps in a rebuilt plugin file as if the tenant file changed:
+    // here a pass-through transform replaces the mapper.
+    let daemon = common::admin::Daemon::start(&host);
+    std::fs::write(host.path("plugins/map.wasm"), common::fixture_plugin("v020_transform.wasm")).unwrap();
+    let (code, report) = daemon.post("/api/v1/reload", None);
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["changes"][0]["change"], "swapped", "{report}");
+    let (_, plugins) = daemon.get("/api/v1/tenants/acme/plugins");
+    let map = plugins.as_array().unwrap().iter().find(|p| p["name"] == "map").unwrap();
+    assert_eq!(map["digest"], common::sha256(&common::fixture_plugin("v020_transform.wasm")), "{map}");
+    let (code, report) = daemon.post("/api/v1/reload", None);
+    assert_eq!((code, &report["changes"]), (200, &json!([])), "an unchanged plugin is not swapped again: {report}");
+    drop(daemon);
+
+    // Pinned again, the dev host checks the pin like any host.
+    host.write("tenants/acme.toml", &dev_tenant(true));
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success() && stderr(&output).contains("digest mismatch"), "{}", stderr(&output));
+}

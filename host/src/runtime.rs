@@ -82,10 +82,10 @@ impl LoadedTenant {
         }
     }
 
-    /// The sha256 of the tenant file's text this version was loaded from: an
-    /// unchanged file is not reloaded.
-    fn file_digest(&self) -> &str {
-        &self.config.file_digest
+    /// What this version was loaded from (the tenant file's text, and on a
+    /// dev host its unpinned plugins): an unchanged one is not reloaded.
+    fn version_digest(&self) -> &str {
+        &self.config.version_digest
     }
 }
 

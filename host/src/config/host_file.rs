@@ -43,6 +43,10 @@ pub struct HostConfig {
     pub watch_debounce: Duration,
     /// `[admin]`: where `synchost run` serves its HTTP API, metrics and console.
     pub admin: AdminConfig,
+    /// `dev = true`: a local development host, where a tenant file may name
+    /// a plugin without pinning its sha256 (loaded as the file is, with a
+    /// warning each time). Never set on a host that serves real tenants.
+    pub dev: bool,
 }
 
 /// `[admin]` of `synchost.toml`: the daemon's HTTP endpoint (API, metrics,
@@ -234,6 +238,8 @@ struct HostFile {
     watch_debounce: Option<toml::Spanned<String>>,
     #[serde(default)]
     admin: AdminFile,
+    #[serde(default)]
+    dev: bool,
 }
 
 /// `[admin]` as written.
@@ -465,6 +471,7 @@ impl HostConfig {
             max_compile_time,
             watch_debounce,
             admin,
+            dev: file.dev,
         })
     }
 }

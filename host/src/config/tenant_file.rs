@@ -37,6 +37,10 @@ pub struct TenantConfig {
     /// swap compares it with the file on disk to tell whether the file has
     /// changed since, and never takes it from a second read.
     pub file_digest: String,
+    /// What a reload compares to tell whether the tenant changed: the file's
+    /// digest, and on a `dev = true` host the digests of its unpinned plugins
+    /// too, so that a rebuilt plugin is swapped in as a changed file would be.
+    pub version_digest: String,
 }
 
 /// A plugin as one tenant configures it.
@@ -45,8 +49,11 @@ pub struct PluginConfig {
     pub name: String,
     /// The `.wasm` file, absolute.
     pub path: PathBuf,
-    /// The pinned digest, lowercase hex; the file's content was checked against it.
+    /// The pinned digest, lowercase hex; the file's content was checked
+    /// against it. Unpinned (`dev = true`): the file's digest when it was read.
     pub sha256: String,
+    /// Whether the tenant file pins it (always, but on a `dev = true` host).
+    pub pinned: bool,
     /// The plugin's `config` table, handed to it as JSON.
     pub config: serde_json::Value,
     /// Where each value of `config` is written, for the errors a check
@@ -232,7 +239,8 @@ struct TenantFile {
 #[serde(deny_unknown_fields)]
 struct PluginEntry {
     path: Spanned<String>,
-    sha256: Spanned<String>,
+    /// Required, unless synchost.toml sets `dev = true`.
+    sha256: Option<Spanned<String>>,
     #[serde(default)]
     config: toml::Table,
     #[serde(default)]
@@ -389,7 +397,14 @@ impl TenantConfig {
             }
         }
         let file_digest = text_digest(&text);
+        let unpinned: Vec<&str> = plugins.values().filter(|p| !p.pinned).map(|p| p.sha256.as_str()).collect();
+        let version_digest = if unpinned.is_empty() {
+            file_digest.clone()
+        } else {
+            text_digest(&format!("{file_digest}:{}", unpinned.join(":")))
+        };
         errors.into_result(TenantConfig {
+            version_digest,
             name,
             path: path.to_path_buf(),
             plugins,
@@ -428,14 +443,32 @@ impl Checker<'_> {
     /// the pinned digest.
     fn plugin_file(&self, table: &str, entry: &PluginEntry, errors: &mut ConfigErrors) -> (PathBuf, String) {
         let path = self.host.plugin_dir.join(entry.path.get_ref());
-        let pinned = entry.sha256.get_ref().trim().to_ascii_lowercase();
-        if pinned.len() != 64 || !pinned.bytes().all(|b| b.is_ascii_hexdigit()) {
-            errors.push(self.error(
-                entry.sha256.span().start,
-                format!("{table}.sha256"),
-                format!("`{}` is not a sha256 digest (64 hex digits)", entry.sha256.get_ref()),
-            ));
-        }
+        let pinned = match &entry.sha256 {
+            Some(sha256) => {
+                let pinned = sha256.get_ref().trim().to_ascii_lowercase();
+                if pinned.len() != 64 || !pinned.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    errors.push(self.error(
+                        sha256.span().start,
+                        format!("{table}.sha256"),
+                        format!("`{}` is not a sha256 digest (64 hex digits)", sha256.get_ref()),
+                    ));
+                }
+                Some(pinned)
+            }
+            None if self.host.dev => None,
+            None => {
+                errors.push(
+                    self.error(
+                        entry.path.span().start,
+                        format!("{table}.sha256"),
+                        "is missing: pin the plugin's digest (`synchost plugin inspect FILE` prints it), or set \
+                     `dev = true` in synchost.toml on a development host"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        };
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let read = if size > self.host.max_plugin_size {
             // Not even read: hashing and compiling grow with the size.
@@ -455,15 +488,24 @@ impl Checker<'_> {
             )),
             Ok(bytes) => {
                 let actual = hex::encode(Sha256::digest(&bytes));
-                if errors.is_empty() && actual != pinned {
-                    errors.push(self.error(
-                        entry.sha256.span().start,
+                match &pinned {
+                    Some(pinned) if errors.is_empty() && actual != *pinned => errors.push(self.error(
+                        entry.sha256.as_ref().map_or(entry.path.span().start, |s| s.span().start),
                         format!("{table}.sha256"),
                         format!(
                             "digest mismatch for `{}`: the file has {actual}, the tenant file pins {pinned}",
                             path.display()
                         ),
-                    ));
+                    )),
+                    Some(_) => {}
+                    // Missing without `dev = true`: an error above already.
+                    None if !self.host.dev => {}
+                    None => tracing::warn!(
+                        "{}: plugin `{}` is not pinned (dev = true): `{}` is loaded as it is now, sha256 {actual}",
+                        self.path.display(),
+                        table.trim_start_matches("plugins."),
+                        path.display()
+                    ),
                 }
                 if let Err(e) =
                     crate::signing::check(&path, &actual, &self.host.trusted_keys, self.host.require_signatures)
@@ -474,9 +516,10 @@ impl Checker<'_> {
                         format!("plugin `{}` is refused: {e}", path.display()),
                     ));
                 }
+                return (path, pinned.unwrap_or(actual));
             }
         }
-        (path, pinned)
+        (path, pinned.unwrap_or_default())
     }
 
     /// The directories granted to a plugin, each checked to exist and to
@@ -524,6 +567,7 @@ impl Checker<'_> {
             errors.push(self.error(name_at, table.clone(), problem));
         }
         let (path, pinned) = self.plugin_file(&table, &entry, &mut errors);
+        let entry_pinned = entry.sha256.is_some();
         let dirs = self.dir_grants(&table, entry.dirs, &mut errors);
         let allowed_hosts = self.allowed_hosts(&table, &entry.allowed_hosts, &mut errors);
         let connections = self.grants(
@@ -566,6 +610,7 @@ impl Checker<'_> {
             name: name.to_string(),
             path,
             sha256: pinned,
+            pinned: entry_pinned,
             config,
             config_spots,
             dirs,

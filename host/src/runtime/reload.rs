@@ -192,10 +192,10 @@ impl Runtime {
             .tenants
             .into_iter()
             .filter(|tenant| {
-                let digest = tenant.file_digest.as_str();
+                let digest = tenant.version_digest.as_str();
                 let running = current.iter().find(|t| t.config.name == tenant.name);
                 let rolled_back = self.swap_log().rolled_back_from.get(&tenant.name).cloned();
-                !(running.is_some_and(|t| t.file_digest() == digest) || rolled_back.as_deref() == Some(digest))
+                !(running.is_some_and(|t| t.version_digest() == digest) || rolled_back.as_deref() == Some(digest))
             })
             .collect();
         report.changes.extend(self.check_each(changed, &config.host));
@@ -236,7 +236,7 @@ impl Runtime {
         loop {
             // Another reload may have swapped this version in meanwhile.
             let running = self.tenants().into_iter().find(|t| t.config.name == name);
-            let change = if running.as_ref().is_some_and(|t| t.file_digest() == tenant.file_digest) {
+            let change = if running.as_ref().is_some_and(|t| t.version_digest() == tenant.version_digest) {
                 None
             } else {
                 Some(self.check_and_swap(tenant, host, running.as_deref()))
@@ -441,7 +441,7 @@ impl Runtime {
         let digests = loaded.digests();
         {
             let mut swaps = self.swap_log();
-            swaps.rolled_back_from.insert(tenant.to_string(), running.file_digest().to_string());
+            swaps.rolled_back_from.insert(tenant.to_string(), running.version_digest().to_string());
             // The version rolled away from leaves the history: a second
             // rollback goes further back rather than forth again.
             if let Some(versions) = swaps.history.get_mut(&(tenant.to_string(), plugin.to_string())) {
