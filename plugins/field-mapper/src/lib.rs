@@ -25,20 +25,9 @@ mod convert;
 mod template;
 
 use serde::Deserialize;
-use synchost_plugin_sdk::{self as sdk, Column, Error, PluginInfo, Table, ValueRef};
+use synchost_plugin_sdk::{self as sdk, Column, Error, PluginInfo, Table, Transformed, ValueRef};
 
-use exports::synchost::plugin::transform::Transformed;
 use template::Template;
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "synchost:plugin/transform-plugin",
-    with: {
-        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-    },
-});
 
 /// The plugin's `config` table in the tenant file.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -82,9 +71,14 @@ enum Rule {
     Compute(Template),
 }
 
-struct FieldMapper;
+/// The mapper of one plugin instance: its config, read and checked once.
+struct FieldMapper {
+    config: Config,
+}
 
-impl exports::synchost::plugin::transform::Guest for FieldMapper {
+impl sdk::Plugin for FieldMapper {
+    type Config = Config;
+
     fn info() -> PluginInfo {
         sdk::plugin_info(
             "field-mapper",
@@ -93,27 +87,37 @@ impl exports::synchost::plugin::transform::Guest for FieldMapper {
         )
     }
 
-    fn transform(input: Table) -> Result<Transformed, Error> {
-        let config: Config = sdk::config()?;
-        let mut rules = Vec::with_capacity(config.fields.len());
+    fn new(config: Config) -> Result<Self, Error> {
         for (i, field) in config.fields.iter().enumerate() {
             // Column names are unique in a table: the host refuses one that
             // repeats a name, and this says which field of the config did.
             if config.fields[..i].iter().any(|other| other.name == field.name) {
                 return Err(Error::Config(format!("field `{}` is named twice in `fields`", field.name)));
             }
+            if field.from.is_some() == field.template.is_some() {
+                return Err(Error::Config(format!(
+                    "field `{}` needs exactly one of `from` and `template`",
+                    field.name
+                )));
+            }
+        }
+        Ok(FieldMapper { config })
+    }
+}
+
+impl sdk::Transform for FieldMapper {
+    fn transform(&mut self, input: Table) -> Result<Transformed, Error> {
+        let config = &self.config;
+        // Templates are bound to the input's columns, which each batch names.
+        let mut rules = Vec::with_capacity(config.fields.len());
+        for field in &config.fields {
             rules.push(match (&field.from, &field.template) {
-                (Some(from), None) => Rule::Copy(input.position(from)),
+                (Some(from), _) => Rule::Copy(input.position(from)),
                 (None, Some(template)) => Rule::Compute(
                     Template::parse(template, &input.columns)
                         .map_err(|e| Error::Config(format!("field `{}`: {e}", field.name)))?,
                 ),
-                _ => {
-                    return Err(Error::Config(format!(
-                        "field `{}` needs exactly one of `from` and `template`",
-                        field.name
-                    )));
-                }
+                (None, None) => unreachable!("checked when the mapper was made"),
             });
         }
         let kept = match &config.filter {
@@ -129,7 +133,7 @@ impl exports::synchost::plugin::transform::Guest for FieldMapper {
             Table { columns: Vec::new(), key_data: input.key_data, key_ends: input.key_ends, values: Vec::new() };
         let keys = if all_kept { keys } else { keys.select(&kept) };
         let types: Vec<Option<convert::FieldType>> = config.fields.iter().map(|f| f.to).collect();
-        let mut rows = Table { columns: config.fields.into_iter().map(|f| f.name).collect(), values, ..keys };
+        let mut rows = Table { columns: config.fields.iter().map(|f| f.name.clone()).collect(), values, ..keys };
         convert::columns(&mut rows, &types)?;
         Ok(Transformed { rows, origins: kept })
     }
@@ -190,10 +194,4 @@ impl Filter {
     }
 }
 
-impl exports::synchost::plugin::config::Guest for FieldMapper {
-    fn schema() -> Option<String> {
-        sdk::config_schema::<Config>()
-    }
-}
-
-export!(FieldMapper);
+sdk::export_transform!(FieldMapper);

@@ -19,19 +19,15 @@ mod store;
 
 use synchost_plugin_sdk::{self as sdk, Error, OperationBatch, Page, PluginInfo};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "synchost:plugin/destination-plugin",
-    with: {
-        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-    },
-});
+/// The destination of one plugin instance: its config, read once. The data
+/// set is opened afresh by each call, since other writers may share it.
+struct FileDestination {
+    config: store::Config,
+}
 
-struct FileDestination;
+impl sdk::Plugin for FileDestination {
+    type Config = store::Config;
 
-impl exports::synchost::plugin::destination::Guest for FileDestination {
     fn info() -> PluginInfo {
         sdk::plugin_info(
             "file-destination",
@@ -40,21 +36,19 @@ impl exports::synchost::plugin::destination::Guest for FileDestination {
         )
     }
 
-    fn snapshot(token: Option<String>) -> Result<Page, Error> {
-        let config: store::Config = sdk::config()?;
-        store::DataSet::open(&config)?.page(token, config.page_size)
-    }
-
-    fn apply(batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
-        let config: store::Config = sdk::config()?;
-        store::DataSet::open_or_create(&config)?.apply(batch)
+    fn new(config: store::Config) -> Result<Self, Error> {
+        Ok(FileDestination { config })
     }
 }
 
-impl exports::synchost::plugin::config::Guest for FileDestination {
-    fn schema() -> Option<String> {
-        sdk::config_schema::<store::Config>()
+impl sdk::Destination for FileDestination {
+    fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
+        store::DataSet::open(&self.config)?.page(token, self.config.page_size)
+    }
+
+    fn apply(&mut self, batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
+        store::DataSet::open_or_create(&self.config)?.apply(batch)
     }
 }
 
-export!(FileDestination);
+sdk::export_destination!(FileDestination);

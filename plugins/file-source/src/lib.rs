@@ -13,17 +13,6 @@ use std::fmt::Write;
 use serde::Deserialize;
 use synchost_plugin_sdk::{self as sdk, Error, EventBatch, Page, PluginInfo, ValueRef};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "synchost:plugin/source-plugin",
-    with: {
-        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
-    },
-});
-
 /// The plugin's `config` table in the tenant file.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,9 +96,14 @@ pub(crate) fn parse_offset(token: Option<String>, what: &str) -> Result<u64, Err
     }
 }
 
-struct FileSource;
+/// The source of one plugin instance: its config, read once.
+struct FileSource {
+    config: Config,
+}
 
-impl exports::synchost::plugin::source::Guest for FileSource {
+impl sdk::Plugin for FileSource {
+    type Config = Config;
+
     fn info() -> PluginInfo {
         sdk::plugin_info(
             "file-source",
@@ -118,8 +112,14 @@ impl exports::synchost::plugin::source::Guest for FileSource {
         )
     }
 
-    fn snapshot(token: Option<String>) -> Result<Page, Error> {
-        let config: Config = sdk::config()?;
+    fn new(config: Config) -> Result<Self, Error> {
+        Ok(FileSource { config })
+    }
+}
+
+impl sdk::Source for FileSource {
+    fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
+        let config = &self.config;
         let Some(path) = config.snapshot.as_deref() else {
             return Err(Error::Config("no `snapshot` file configured".into()));
         };
@@ -134,11 +134,11 @@ impl exports::synchost::plugin::source::Guest for FileSource {
             }
         };
         let offset = parse_offset(token, "page token")?;
-        dataset::read_page(path, format, &config, offset)
+        dataset::read_page(path, format, config, offset)
     }
 
-    fn events(cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
-        let config: Config = sdk::config()?;
+    fn events(&mut self, cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
+        let config = &self.config;
         let Some(path) = config.changelog.as_deref() else {
             return Err(Error::Config("no `changelog` file configured".into()));
         };
@@ -147,10 +147,4 @@ impl exports::synchost::plugin::source::Guest for FileSource {
     }
 }
 
-impl exports::synchost::plugin::config::Guest for FileSource {
-    fn schema() -> Option<String> {
-        sdk::config_schema::<Config>()
-    }
-}
-
-export!(FileSource);
+sdk::export_source!(FileSource);

@@ -21,17 +21,6 @@ use serde::Deserialize;
 use synchost_plugin_sdk::jetstream::{self, Message};
 use synchost_plugin_sdk::{self as sdk, Change, Error, Event, EventBatch, Page, PluginInfo, Row, Value};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "synchost:plugin/source-plugin",
-    with: {
-        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
-    },
-});
-
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -111,9 +100,14 @@ fn decode(config: &Config, message: &Message) -> Result<Decoded, String> {
     Ok(Decoded { key, delete, fields })
 }
 
-struct JetStreamSource;
+/// The source of one plugin instance: its config, read once.
+struct JetStreamSource {
+    config: Config,
+}
 
-impl exports::synchost::plugin::source::Guest for JetStreamSource {
+impl sdk::Plugin for JetStreamSource {
+    type Config = Config;
+
     fn info() -> PluginInfo {
         sdk::plugin_info(
             "jetstream-source",
@@ -122,12 +116,20 @@ impl exports::synchost::plugin::source::Guest for JetStreamSource {
         )
     }
 
-    fn snapshot(_token: Option<String>) -> Result<Page, Error> {
+    fn new(config: Config) -> Result<Self, Error> {
+        Ok(JetStreamSource { config })
+    }
+}
+
+impl sdk::Source for JetStreamSource {
+    // Not the SDK's default answer: this one tells the operator where the
+    // source belongs.
+    fn snapshot(&mut self, _token: Option<String>) -> Result<Page, Error> {
         Err(Error::Config("a JetStream stream has no snapshot: use jetstream-source in event pipelines".into()))
     }
 
-    fn events(cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
-        let config: Config = sdk::config()?;
+    fn events(&mut self, cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
+        let config = &self.config;
         let after = match cursor.as_deref() {
             None => None,
             Some(text) => Some(text.parse::<u64>().map_err(|_| {
@@ -141,7 +143,7 @@ impl exports::synchost::plugin::source::Guest for JetStreamSource {
 
         let mut decoded = Vec::with_capacity(messages.len());
         for message in &messages {
-            match decode(&config, message) {
+            match decode(config, message) {
                 Ok(d) => decoded.push((message.sequence, d)),
                 Err(why) if config.on_invalid == OnInvalid::Skip => sdk::log::warn(&format!(
                     "skipping message {} (subject `{}`): {why}",
@@ -190,10 +192,4 @@ impl exports::synchost::plugin::source::Guest for JetStreamSource {
     }
 }
 
-impl exports::synchost::plugin::config::Guest for JetStreamSource {
-    fn schema() -> Option<String> {
-        sdk::config_schema::<Config>()
-    }
-}
-
-export!(JetStreamSource);
+sdk::export_source!(JetStreamSource);

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use synchost_plugin_sdk::{self as sdk, Error, host};
+use synchost_plugin_sdk::{Error, host};
 
 /// What the tenant file's `config` table holds; see the crate docs for each key.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -148,7 +148,7 @@ pub(crate) enum UpsertMethod {
     PatchThenPost,
 }
 
-/// Everything a request needs, built once per plugin call from the config.
+/// Everything a request needs, built from the config once per plugin instance.
 pub(crate) struct Api {
     /// `base_url` and `collection` joined, without a trailing slash.
     pub collection_url: String,
@@ -177,17 +177,9 @@ pub(crate) struct Api {
     from_api: BTreeMap<String, String>,
 }
 
-impl Api {
-    /// Reads and checks the plugin's config and resolves its secret.
-    pub fn from_host() -> Result<Api, Error> {
-        let config: RestConfig = sdk::config()?;
-        config.build()
-    }
-}
-
 impl RestConfig {
     /// Checks what serde cannot, resolves the secret and builds the [`Api`].
-    fn build(self) -> Result<Api, Error> {
+    pub(crate) fn build(self) -> Result<Api, Error> {
         let bad = |key: &str, why: String| Error::Config(format!("invalid plugin config: `{key}`: {why}"));
 
         let base = self.base_url.trim_end_matches('/');

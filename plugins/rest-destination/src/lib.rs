@@ -39,21 +39,18 @@ mod snapshot;
 
 use synchost_plugin_sdk::{self as sdk, Error, OperationBatch, Page, PluginInfo};
 
-use crate::config::Api;
+use crate::config::{Api, RestConfig};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "synchost:plugin/destination-plugin",
-    with: {
-        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-    },
-});
+/// The destination of one plugin instance: the config is checked and the
+/// secret resolved once, when the first call needs them, not again for every
+/// page and batch of the run.
+struct RestDestination {
+    api: Api,
+}
 
-struct RestDestination;
+impl sdk::Plugin for RestDestination {
+    type Config = RestConfig;
 
-impl exports::synchost::plugin::destination::Guest for RestDestination {
     fn info() -> PluginInfo {
         sdk::plugin_info(
             "rest-destination",
@@ -62,19 +59,19 @@ impl exports::synchost::plugin::destination::Guest for RestDestination {
         )
     }
 
-    fn snapshot(token: Option<String>) -> Result<Page, Error> {
-        snapshot::page(&Api::from_host()?, token)
-    }
-
-    fn apply(batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
-        apply::apply(&Api::from_host()?, batch)
+    fn new(config: RestConfig) -> Result<Self, Error> {
+        Ok(RestDestination { api: config.build()? })
     }
 }
 
-impl exports::synchost::plugin::config::Guest for RestDestination {
-    fn schema() -> Option<String> {
-        sdk::config_schema::<config::RestConfig>()
+impl sdk::Destination for RestDestination {
+    fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
+        snapshot::page(&self.api, token)
+    }
+
+    fn apply(&mut self, batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
+        apply::apply(&self.api, batch)
     }
 }
 
-export!(RestDestination);
+sdk::export_destination!(RestDestination);

@@ -1,31 +1,24 @@
 //! The guest-side kit for synchost plugins written in Rust.
 //!
-//! It generates the bindings for what every plugin shares (the `host`, `sql`
-//! and `jetstream` interfaces of `synchost:plugin`) once, takes the data types
-//! (the `types` interface) from `synchost-model`, the crate the host uses for
-//! them too, and adds what each plugin would otherwise write again: reading
-//! its typed config, logging, converting values to and from JSON, building and
-//! reading the column-laid tables that snapshot pages and transforms carry
-//! ([`table`], [`json`]), and HTTP requests ([`http`]). A plugin crate
-//! generates only its own world and maps the shared interfaces onto this
-//! crate:
+//! A plugin implements [`Plugin`] and one of [`Source`], [`Destination`] or
+//! [`Transform`], and exports itself with [`export_source!`],
+//! [`export_destination!`] or [`export_transform!`] (docs/connectors.md in
+//! synchost's repository walks through one). The SDK carries the WIT package it targets
+//! ([`WIT_VERSION`], in its `wit/`) and re-exports the [`wit_bindgen`] its
+//! macros use, so a plugin crate needs neither.
 //!
-//! ```ignore
-//! wit_bindgen::generate!({
-//!     path: "../../wit",
-//!     world: "synchost:plugin/source-plugin",
-//!     with: {
-//!         "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-//!         "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-//!         "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-//!         "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
-//!     },
-//! });
-//! ```
+//! It generates the bindings for what every plugin imports (the `host`,
+//! `sql` and `jetstream` interfaces of `synchost:plugin`) once, takes the
+//! data types (the `types` interface) from `synchost-model`, the crate the
+//! host uses for them too, and adds what each plugin would otherwise write
+//! again: reading its typed config, logging, converting values to and from
+//! JSON, building and reading the column-laid tables that snapshot pages and
+//! transforms carry ([`table`], [`json`]), and HTTP requests ([`http`]).
 
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        // The SDK's own copy of the WIT, so that it builds wherever it is.
+        path: "wit",
         inline: "
             package synchost:sdk;
             world imports {
@@ -45,6 +38,12 @@ mod bindings {
 }
 
 pub mod http;
+mod plugin;
+
+pub use plugin::{Destination, Plugin, Source, Transform, Transformed, unsupported, with_instance};
+/// The wit-bindgen this SDK's macros generate bindings with: a plugin needs
+/// no other (and should depend on none of its own).
+pub use wit_bindgen;
 
 pub use bindings::synchost::plugin::{host, jetstream, sql};
 pub use synchost_model::{ColumnBuilder, TableBuilder, ValueRef};
@@ -55,7 +54,8 @@ pub use types::{
     RowUpdate, Table, Value,
 };
 
-/// The version of the `synchost:plugin` WIT package this SDK was built from.
+/// The version of the `synchost:plugin` WIT package this SDK targets: a host
+/// that knows this version or a later 0.2.x runs its plugins.
 pub const WIT_VERSION: &str = "0.2.1";
 
 /// The `info()` answer for a plugin built with this SDK.

@@ -26,7 +26,6 @@
 //! Columns the table has but a batch does not carry must be nullable or have
 //! a default, since a new row is inserted with the batch's columns only.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 
 use serde::Deserialize;
@@ -35,16 +34,6 @@ use synchost_plugin_sdk::sql::Dialect;
 use synchost_plugin_sdk::{
     self as sdk, Action, Error, Operation, OperationBatch, Page, PluginInfo, Row, TableBuilder, Value, ValueRef,
 };
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "synchost:plugin/destination-plugin",
-    with: {
-        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-    },
-});
 
 /// Parameters one statement may carry on every supported database.
 const MAX_PARAMS: usize = 32_000;
@@ -81,28 +70,31 @@ fn default_statement_rows() -> usize {
     500
 }
 
-struct Destination {
+/// The config and the open table, kept for the instance's life: the host
+/// calls one instance page after page and batch after batch.
+struct SqlDestination {
     config: Config,
     table: Table,
 }
 
-thread_local! {
-    static DESTINATION: RefCell<Option<Destination>> = const { RefCell::new(None) };
-}
+impl sdk::Plugin for SqlDestination {
+    type Config = Config;
 
-fn with_destination<T>(f: impl FnOnce(&Destination) -> Result<T, Error>) -> Result<T, Error> {
-    DESTINATION.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let config: Config = sdk::config()?;
-            if config.page_size == 0 || config.statement_rows == 0 {
-                return Err(Error::Config("`page_size` and `statement_rows` must be at least 1".into()));
-            }
-            let table = Table::open(&config.connection, &config.table, &config.key, config.columns.as_deref())?;
-            *slot = Some(Destination { config, table });
+    fn info() -> PluginInfo {
+        sdk::plugin_info(
+            "sql-destination",
+            env!("CARGO_PKG_VERSION"),
+            "Keeps a PostgreSQL, MySQL/MariaDB or SQLite table in step: batched upserts and deletes, a transaction per batch",
+        )
+    }
+
+    fn new(config: Config) -> Result<Self, Error> {
+        if config.page_size == 0 || config.statement_rows == 0 {
+            return Err(Error::Config("`page_size` and `statement_rows` must be at least 1".into()));
         }
-        f(slot.as_ref().expect("opened above"))
-    })
+        let table = Table::open(&config.connection, &config.table, &config.key, config.columns.as_deref())?;
+        Ok(SqlDestination { config, table })
+    }
 }
 
 /// Operations that go into one statement.
@@ -120,17 +112,7 @@ struct Shape {
     sources: Vec<Option<usize>>,
 }
 
-impl Destination {
-    fn snapshot(&self, token: Option<&str>) -> Result<Page, Error> {
-        let table = &self.table;
-        let (rows, next) = table.page(token, self.config.page_size)?;
-        let mut page = TableBuilder::with_capacity(table.columns.clone(), rows.len());
-        for values in &rows {
-            page.push_row(&table.key_of(values)?, values.iter().map(ValueRef::from));
-        }
-        Ok(Page { rows: page.finish(), next })
-    }
-
+impl SqlDestination {
     fn shape(&self, columns: &[String]) -> Shape {
         let key = &self.table.key;
         let mut insert_columns = key.clone();
@@ -272,8 +254,20 @@ impl Destination {
         }
         Ok(())
     }
+}
 
-    fn apply(&self, batch: &OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
+impl sdk::Destination for SqlDestination {
+    fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
+        let table = &self.table;
+        let (rows, next) = table.page(token.as_deref(), self.config.page_size)?;
+        let mut page = TableBuilder::with_capacity(table.columns.clone(), rows.len());
+        for values in &rows {
+            page.push_row(&table.key_of(values)?, values.iter().map(ValueRef::from));
+        }
+        Ok(Page { rows: page.finish(), next })
+    }
+
+    fn apply(&mut self, batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
         let connection = &self.table.connection;
         let operations = &batch.operations;
         let shape = self.shape(&batch.columns);
@@ -332,30 +326,4 @@ impl Destination {
     }
 }
 
-struct SqlDestination;
-
-impl exports::synchost::plugin::destination::Guest for SqlDestination {
-    fn info() -> PluginInfo {
-        sdk::plugin_info(
-            "sql-destination",
-            env!("CARGO_PKG_VERSION"),
-            "Keeps a PostgreSQL, MySQL/MariaDB or SQLite table in step: batched upserts and deletes, a transaction per batch",
-        )
-    }
-
-    fn snapshot(token: Option<String>) -> Result<Page, Error> {
-        with_destination(|destination| destination.snapshot(token.as_deref()))
-    }
-
-    fn apply(batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
-        with_destination(|destination| destination.apply(&batch))
-    }
-}
-
-impl exports::synchost::plugin::config::Guest for SqlDestination {
-    fn schema() -> Option<String> {
-        sdk::config_schema::<Config>()
-    }
-}
-
-export!(SqlDestination);
+sdk::export_destination!(SqlDestination);

@@ -24,24 +24,11 @@
 //! value assigned early by a long transaction). A hard `DELETE` leaves no
 //! row to read: mark rows with the `deleted` column instead, or use a diff sync.
 
-use std::cell::RefCell;
-
 use serde::Deserialize;
 use sql_common::{Names, Table, read_all, token, token_values};
 use synchost_plugin_sdk::{
     self as sdk, Change, Error, Event, EventBatch, Page, PluginInfo, Row, TableBuilder, Value, ValueRef,
 };
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "synchost:plugin/source-plugin",
-    with: {
-        "synchost:plugin/types@0.2.1": synchost_plugin_sdk::types,
-        "synchost:plugin/host@0.2.1": synchost_plugin_sdk::host,
-        "synchost:plugin/sql@0.2.1": synchost_plugin_sdk::sql,
-        "synchost:plugin/jetstream@0.2.1": synchost_plugin_sdk::jetstream,
-    },
-});
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +62,7 @@ fn default_page_size() -> u32 {
 
 /// The config and the open table, kept for the instance's life: the host
 /// calls one instance page after page.
-struct Source {
+struct SqlSource {
     config: Config,
     table: Table,
     /// How many of `table.columns` a row carries: the cursor and deleted
@@ -84,39 +71,40 @@ struct Source {
     emitted: usize,
 }
 
-thread_local! {
-    static SOURCE: RefCell<Option<Source>> = const { RefCell::new(None) };
-}
+impl sdk::Plugin for SqlSource {
+    type Config = Config;
 
-fn with_source<T>(f: impl FnOnce(&Source) -> Result<T, Error>) -> Result<T, Error> {
-    SOURCE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let config: Config = sdk::config()?;
-            if config.page_size == 0 {
-                return Err(Error::Config("`page_size` must be at least 1".into()));
-            }
-            let mut columns = config.columns.clone();
-            let mut extras = 0;
-            // The cursor and deleted columns are read with the row, last.
-            if let Some(columns) = &mut columns {
-                let key = config.key.to_vec();
-                for extra in config.cursor.iter().chain(&config.deleted) {
-                    if !columns.contains(extra) && !key.contains(extra) {
-                        columns.push(extra.clone());
-                        extras += 1;
-                    }
+    fn info() -> PluginInfo {
+        sdk::plugin_info(
+            "sql-source",
+            env!("CARGO_PKG_VERSION"),
+            "Reads a PostgreSQL, MySQL/MariaDB or SQLite table: snapshots in key order, events by a cursor column",
+        )
+    }
+
+    fn new(config: Config) -> Result<Self, Error> {
+        if config.page_size == 0 {
+            return Err(Error::Config("`page_size` must be at least 1".into()));
+        }
+        let mut columns = config.columns.clone();
+        let mut extras = 0;
+        // The cursor and deleted columns are read with the row, last.
+        if let Some(columns) = &mut columns {
+            let key = config.key.to_vec();
+            for extra in config.cursor.iter().chain(&config.deleted) {
+                if !columns.contains(extra) && !key.contains(extra) {
+                    columns.push(extra.clone());
+                    extras += 1;
                 }
             }
-            let table = Table::open(&config.connection, &config.table, &config.key, columns.as_deref())?;
-            let emitted = table.columns.len() - extras;
-            *slot = Some(Source { config, table, emitted });
         }
-        f(slot.as_ref().expect("opened above"))
-    })
+        let table = Table::open(&config.connection, &config.table, &config.key, columns.as_deref())?;
+        let emitted = table.columns.len() - extras;
+        Ok(SqlSource { config, table, emitted })
+    }
 }
 
-impl Source {
+impl SqlSource {
     /// The index of `column` among the columns read.
     fn position(&self, column: &str) -> usize {
         self.table.columns.iter().position(|c| c == column).expect("added when the table was opened")
@@ -129,10 +117,12 @@ impl Source {
             _ => false,
         })
     }
+}
 
-    fn snapshot(&self, token: Option<&str>) -> Result<Page, Error> {
+impl sdk::Source for SqlSource {
+    fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
         let table = &self.table;
-        let (rows, next) = table.page(token, self.config.page_size)?;
+        let (rows, next) = table.page(token.as_deref(), self.config.page_size)?;
         let mut page = TableBuilder::with_capacity(table.columns[..self.emitted].to_vec(), rows.len());
         for values in &rows {
             if self.is_deleted(values) {
@@ -143,7 +133,9 @@ impl Source {
         Ok(Page { rows: page.finish(), next })
     }
 
-    fn events(&self, cursor: Option<&str>, max: u32) -> Result<EventBatch, Error> {
+    fn events(&mut self, cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
+        // "[]" is the cursor of an empty table read from the start.
+        let cursor = cursor.as_deref().filter(|c| *c != "[]");
         let table = &self.table;
         let Some(cursor_column) = &self.config.cursor else {
             return Err(Error::Config(format!(
@@ -192,32 +184,4 @@ impl Source {
     }
 }
 
-struct SqlSource;
-
-impl exports::synchost::plugin::source::Guest for SqlSource {
-    fn info() -> PluginInfo {
-        sdk::plugin_info(
-            "sql-source",
-            env!("CARGO_PKG_VERSION"),
-            "Reads a PostgreSQL, MySQL/MariaDB or SQLite table: snapshots in key order, events by a cursor column",
-        )
-    }
-
-    fn snapshot(token: Option<String>) -> Result<Page, Error> {
-        with_source(|source| source.snapshot(token.as_deref()))
-    }
-
-    fn events(cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
-        // "[]" is the cursor of an empty table read from the start.
-        let cursor = cursor.filter(|c| c != "[]");
-        with_source(|source| source.events(cursor.as_deref(), max))
-    }
-}
-
-impl exports::synchost::plugin::config::Guest for SqlSource {
-    fn schema() -> Option<String> {
-        sdk::config_schema::<Config>()
-    }
-}
-
-export!(SqlSource);
+sdk::export_source!(SqlSource);
