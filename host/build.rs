@@ -40,6 +40,9 @@ fn main() {
     }
     // Test-only plugins, built beside the bundled ones but not embedded.
     watch(&plugins.join("fixtures"));
+    watch(&plugins.join("sdk/build.rs"));
+    watch(&plugins.join("sdk/wit"));
+    write_vendored_sources(root);
 
     // The outer build holds the lock on its target directory: the plugins get
     // their own, beside the profile directories so that it survives
@@ -143,4 +146,49 @@ fn wasm_target_installed(rustc: &std::ffi::OsStr) -> bool {
 
 fn watch(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());
+}
+
+/// Writes `vendored.rs` into OUT_DIR: the SDK's and the model's sources, which
+/// `synchost plugin new` puts into a new plugin project (vendor/), so that it
+/// builds against what this host expects without a registry.
+fn write_vendored_sources(root: &Path) {
+    let crates = [("synchost-plugin-sdk", root.join("plugins/sdk")), ("synchost-model", root.join("host/model"))];
+    let mut files = Vec::new();
+    for (name, dir) in &crates {
+        watch(&dir.join("Cargo.toml"));
+        watch(&dir.join("src"));
+        let mut found = vec![dir.join("Cargo.toml")];
+        if dir.join("build.rs").is_file() {
+            found.push(dir.join("build.rs"));
+        }
+        collect(&dir.join("src"), &mut found);
+        collect(&dir.join("wit"), &mut found);
+        for file in found {
+            let relative = file.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+            files.push((format!("{name}/{relative}"), file));
+        }
+    }
+    let mut out = String::from(
+        "/// (path under vendor/, content) of every vendored file.\npub const VENDORED: &[(&str, &[u8])] = &[\n",
+    );
+    for (path, file) in files {
+        out += &format!("    ({path:?}, include_bytes!({:?})),\n", file.display().to_string());
+    }
+    out += "];\n";
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
+    std::fs::write(out_dir.join("vendored.rs"), out).unwrap();
+}
+
+/// Every `.rs` and `.wit` file below `dir`, if it exists.
+fn collect(dir: &Path, into: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "wit") {
+            into.push(path);
+        }
+    }
 }

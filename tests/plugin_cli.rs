@@ -236,3 +236,36 @@ fn an_unpinned_plugin_loads_only_on_a_dev_host_with_a_warning_and_a_rebuild_is_s
     let output = host.synchost(&["validate"]);
     assert!(!output.status.success() && stderr(&output).contains("digest mismatch"), "{}", stderr(&output));
 }
+
+#[test]
+fn plugin_new_makes_projects_that_build_test_and_pass_plugin_test_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // One target directory for the three, kept between runs.
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-new");
+    let target = target.to_str().unwrap();
+    for (kind, test_args) in [
+        ("transform", vec!["--plugin-config", "config.json", "--fixtures", "fixtures"]),
+        ("source", vec!["--plugin-config", "config.json"]),
+        ("destination", vec!["--plugin-config", "config.json"]),
+    ] {
+        let name = format!("my-{kind}");
+        let output = plugin(d, &["new", &name, "--kind", kind]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let project = d.join(&name);
+        // Its own unit test, natively, then the component.
+        let tested = common::cargo(&project, &["test", "--target-dir", target]);
+        assert!(tested.contains("test result: ok. 1 passed"), "{tested}");
+        common::cargo(&project, &["build", "--release", "--target", "wasm32-wasip2", "--target-dir", target]);
+        let wasm = Path::new(target).join(format!("wasm32-wasip2/release/my_{kind}.wasm"));
+        let output = plugin(&project, &[&["test", wasm.to_str().unwrap(), "--json"][..], &test_args].concat());
+        let checks: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{kind}: no JSON ({e}): {}{}", stdout(&output), stderr(&output)));
+        assert!(output.status.success() && checks.iter().all(|c| c["outcome"] == "pass"), "{kind}: {checks:#?}");
+    }
+    // A name that is not a crate name, or a directory in use, is refused.
+    let output = plugin(d, &["new", "My Plugin", "--kind", "source"]);
+    assert!(stderr(&output).contains("must start with a lower-case letter"), "{}", stderr(&output));
+    let output = plugin(d, &["new", "my-source", "--kind", "source"]);
+    assert!(stderr(&output).contains("exists and is not empty"), "{}", stderr(&output));
+}

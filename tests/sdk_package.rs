@@ -14,26 +14,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::cargo;
+
 /// Where this test's builds go: kept between runs, so that only the first
 /// compiles wit-bindgen and serde for wasm.
 fn scratch(name: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-package").join(name)
-}
-
-/// `cargo ARGS` with nothing of the outer build's settings (the tests run
-/// under `cargo test`, whose variables would leak into a nested build).
-fn cargo(dir: &Path, args: &[&str]) -> String {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.args(args).current_dir(dir);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" || key == "RUSTC_WRAPPER" {
-            command.env_remove(key);
-        }
-    }
-    let output = command.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "cargo {} in {} failed:\n{text}", args.join(" "), dir.display());
-    text
 }
 
 /// Unpacks a `.crate` (a gzipped tar) into `into`.

@@ -11,6 +11,7 @@ mod plugin;
 mod plugin_run;
 mod plugin_test;
 mod progress;
+mod scaffold;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -274,3 +274,20 @@ pub fn pipeline_tenant_with_destination(
         ),
     )
 }
+
+/// `cargo ARGS` in `dir`, with nothing of the outer build's settings (the
+/// tests run under `cargo test`, whose variables would leak into a nested
+/// build); its output, or a panic with it if it failed.
+pub fn cargo(dir: &Path, args: &[&str]) -> String {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args).current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" || key == "RUSTC_WRAPPER" {
+            command.env_remove(key);
+        }
+    }
+    let output = command.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "cargo {} in {} failed:\n{text}", args.join(" "), dir.display());
+    text
+}

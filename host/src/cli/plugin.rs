@@ -24,6 +24,22 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make a plugin project that builds into a .wasm as it is, with a
+    /// minimal example of its kind, a unit test, and fixtures that pass
+    /// `plugin test`.
+    #[command(after_help = "Examples:\n  synchost plugin new my-source --kind source\n  \
+        synchost plugin new upper --kind transform --dir ./plugins/upper")]
+    New {
+        /// The plugin's name: its crate's and its file's.
+        name: String,
+        #[arg(long, value_enum)]
+        kind: super::scaffold::Kind,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: super::scaffold::Lang,
+        /// Where to make it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Call a plugin file once, with no tenant file and no pinned digest, and
     /// print what it returned: grants and config come from the flags.
     #[command(
@@ -111,7 +127,10 @@ impl PluginCommand {
             | PluginCommand::Rollback { json, .. }
             | PluginCommand::Export { json, .. } => *json,
             PluginCommand::Run { target, .. } | PluginCommand::Test { target, .. } => target.json,
-            PluginCommand::Keygen { .. } | PluginCommand::Sign { .. } | PluginCommand::Verify { .. } => false,
+            PluginCommand::Keygen { .. }
+            | PluginCommand::Sign { .. }
+            | PluginCommand::Verify { .. }
+            | PluginCommand::New { .. } => false,
         }
     }
 }
@@ -120,6 +139,7 @@ pub fn run(config: &Path, command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::Inspect { file, json } => inspect(&file, json),
         PluginCommand::Export { dir, json } => super::init::export(&dir, json),
+        PluginCommand::New { name, kind, lang, dir } => super::scaffold::new(&name, kind, lang, dir),
         PluginCommand::Run { target, call } => super::plugin_run::run(target, call),
         PluginCommand::Test { target, fixtures } => super::plugin_test::run(target, fixtures),
         PluginCommand::Keygen { file } => keygen(&file),
