@@ -371,3 +371,38 @@ fn a_runtime_that_ends_closes_its_database_connections() {
     }
     pg.run(&format!("DROP TABLE {source}; DROP TABLE {destination}"));
 }
+
+#[test]
+fn plugin_test_passes_the_sql_source_against_postgres_with_grants_from_a_file() {
+    let pg = Postgres::connect();
+    let table = unique_name("plugin_test_src");
+    people_in_postgres(&pg, &table, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("sql_source.wasm"), SQL_SOURCE.bytes).unwrap();
+    std::fs::write(d.join("grants.toml"), format!("[connections.pg]\nurl = \"{POSTGRES_URL}\"\n")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        serde_json::json!({"connection": "pg", "table": table, "key": "id", "cursor": "seq", "page_size": 15})
+            .to_string(),
+    )
+    .unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .args(["plugin", "test", "sql_source.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
+        .current_dir(d)
+        .env("XDG_CACHE_HOME", d.join("cache"))
+        .output()
+        .unwrap();
+    let report = common::stdout(&output);
+    assert!(output.status.success(), "{report}{}", common::stderr(&output));
+    assert!(report.contains("40 row(s) in 3 page(s)") && report.contains("5 passed, 0 failed, 0 skipped"), "{report}");
+
+    // A grants file is checked as a tenant file's tables are, at its lines.
+    std::fs::write(d.join("grants.toml"), "[connections.pg]\nurl = \"postgress://nowhere\"\n").unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .args(["plugin", "run", "sql_source.wasm", "--grants", "grants.toml", "info"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(common::stderr(&output).contains("grants.toml:2:7: connections.pg.url"), "{}", common::stderr(&output));
+}

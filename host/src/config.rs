@@ -11,6 +11,7 @@ mod allowed_host;
 mod connection;
 mod duration;
 mod error;
+mod grants;
 mod host_file;
 pub mod plugin_schema;
 mod schedule;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use allowed_host::AllowedHost;
 pub use connection::{ConnectionConfig, Secret, SqlDialect};
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use grants::load_grants;
 pub use host_file::{
     AdminConfig, DEFAULT_ADMIN_BIND, DEFAULT_MAX_COMPILE_TIME, DEFAULT_MAX_PLUGIN_SIZE, DEFAULT_WATCH_DEBOUNCE,
     HostConfig, Limits, RunBudget,

@@ -40,6 +40,10 @@ pub struct RunTarget {
     /// A secret the plugin may read, NAME=VALUE (repeatable).
     #[arg(long = "secret", value_name = "NAME=VALUE")]
     pub secrets: Vec<String>,
+    /// A TOML file of `[connections.NAME]` and `[streams.NAME]` tables, as a
+    /// tenant file declares them; the plugin is granted every one.
+    #[arg(long, value_name = "GRANTS.toml")]
+    pub grants: Option<PathBuf>,
     /// Print JSON lines instead of text.
     #[arg(long)]
     pub json: bool,
@@ -130,6 +134,12 @@ impl RunTarget {
             setup
                 .allowed_hosts
                 .push(AllowedHost::parse(host).map_err(|e| anyhow::anyhow!("--allow-host {host}: {e}"))?);
+        }
+        if let Some(file) = &self.grants {
+            let (connections, streams) = crate::config::load_grants(file)
+                .map_err(|e| anyhow::anyhow!("--grants {}: {} problem(s):\n{e}", file.display(), e.0.len()))?;
+            setup.connections = connections;
+            setup.streams = streams;
         }
         for secret in &self.secrets {
             let (name, value) = secret.split_once('=').with_context(|| format!("--secret: write NAME=VALUE"))?;
