@@ -156,7 +156,7 @@ fn the_sdks_own_unit_tests_pass_natively() {
 }
 
 #[test]
-fn the_wit_the_sdk_carries_is_the_hosts() {
+fn the_wit_the_kits_carry_is_the_hosts() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let names = |dir: &Path| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -167,13 +167,16 @@ fn the_wit_the_sdk_carries_is_the_hosts() {
         names.sort();
         names
     };
-    let (host, sdk) = (repo.join("wit"), repo.join("plugins/sdk/wit"));
-    assert_eq!(names(&host), names(&sdk), "plugins/sdk/wit/ must hold the same files as wit/");
-    for name in names(&host) {
-        assert_eq!(
-            std::fs::read_to_string(host.join(&name)).unwrap(),
-            std::fs::read_to_string(sdk.join(&name)).unwrap(),
-            "plugins/sdk/wit/{name} differs from wit/{name}: copy wit/*.wit into plugins/sdk/wit/"
-        );
+    let host = repo.join("wit");
+    for kit in ["plugins/sdk/wit", "plugins/sdk-python/wit"] {
+        let copy = repo.join(kit);
+        assert_eq!(names(&host), names(&copy), "{kit}/ must hold the same files as wit/");
+        for name in names(&host) {
+            assert_eq!(
+                std::fs::read_to_string(host.join(&name)).unwrap(),
+                std::fs::read_to_string(copy.join(&name)).unwrap(),
+                "{kit}/{name} differs from wit/{name}: copy wit/*.wit into {kit}/"
+            );
+        }
     }
 }

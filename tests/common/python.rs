@@ -1,4 +1,4 @@
-//! Python tools the tests drive (Playwright, schemathesis), installed at
+//! Python tools the tests drive (Playwright, schemathesis, componentize-py), installed at
 //! pinned versions into one virtual environment under the target directory,
 //! and Debian's chromium for the browser tests. The first test that needs
 //! them installs them; a machine that cannot fails the test, naming the step.
@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The pinned packages: what the browser and API tests were written against.
-pub const PACKAGES: &[&str] = &["playwright==1.65.2", "schemathesis==4.32.5"];
+/// The pinned packages: what the browser, API and Python plugin tests were
+/// written against.
+pub const PACKAGES: &[&str] = &["playwright==1.65.2", "schemathesis==4.32.5", "componentize-py==0.25.1"];
 
 fn run(what: &str, command: &mut Command) {
     let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
