@@ -103,3 +103,41 @@ fn a_python_transform_passes_plugin_test_and_syncs_as_the_rust_one_does() {
         seconds[1] / seconds[0]
     );
 }
+
+#[test]
+fn plugin_new_makes_python_projects_that_build_and_pass_plugin_test_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("{}:{}", python::venv().join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    for (kind, test_args) in [
+        ("transform", vec!["--plugin-config", "config.json", "--fixtures", "fixtures"]),
+        ("source", vec!["--plugin-config", "config.json"]),
+        ("destination", vec!["--plugin-config", "config.json"]),
+    ] {
+        let name = format!("py-{kind}");
+        let made = Command::new(common::BIN)
+            .args(["plugin", "new", &name, "--kind", kind, "--lang", "python"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", common::stderr(&made));
+        let project = dir.path().join(&name);
+        let built = Command::new(project.join("build.sh")).env("PATH", &path).output().unwrap();
+        assert!(
+            built.status.success(),
+            "{kind}: build.sh failed:\n{}{}",
+            common::stdout(&built),
+            common::stderr(&built)
+        );
+        let wasm = format!("py_{kind}.wasm");
+        let output = Command::new(common::BIN)
+            .args([&["plugin", "test", wasm.as_str(), "--json"][..], &test_args].concat())
+            .current_dir(&project)
+            .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
+            .output()
+            .unwrap();
+        let checks: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("{kind}: no JSON ({e}): {}{}", common::stdout(&output), common::stderr(&output))
+        });
+        assert!(output.status.success() && checks.iter().all(|c| c["outcome"] == "pass"), "{kind}: {checks:#?}");
+    }
+}

@@ -1,9 +1,11 @@
 //! `synchost plugin new`: a plugin project that builds out of the box into a
-//! `.wasm` and passes `synchost plugin test` as it is: a cdylib with a
-//! release profile, a minimal example of its kind with a unit test, a config
-//! and fixtures for `plugin run` and `plugin test`, and the SDK and the data
-//! model vendored (as this synchost carries them), so that no registry has to
-//! serve them.
+//! `.wasm` and passes `synchost plugin test` as it is, with a config and
+//! fixtures for `plugin run` and `plugin test`. In Rust: a cdylib with a
+//! release profile, a minimal example of its kind with a unit test, and the
+//! SDK and the data model vendored (as this synchost carries them), so that
+//! no registry has to serve them. In Python: an `app.py` on synchost's
+//! Python kit, the kit and the WIT vendored, and a `build.sh` that runs
+//! componentize-py.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +31,12 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     Rust,
+    /// Built with componentize-py, on synchost's Python kit.
+    Python,
 }
+
+/// synchost's Python kit, vendored into Python projects.
+const PYTHON_KIT: &str = include_str!("../../../plugins/sdk-python/synchost_sdk/__init__.py");
 
 const CARGO_TOML: &str = include_str!("scaffold/Cargo.toml.in");
 const README: &str = include_str!("scaffold/README.md.in");
@@ -92,7 +99,6 @@ fn write(dir: &Path, relative: &str, content: &[u8]) -> anyhow::Result<()> {
 }
 
 pub(super) fn new(name: &str, kind: Kind, lang: Lang, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let Lang::Rust = lang;
     if let Some(problem) = name_problem(name) {
         bail!("plugin name `{name}` {problem}");
     }
@@ -108,28 +114,55 @@ pub(super) fn new(name: &str, kind: Kind, lang: Lang, dir: Option<PathBuf>) -> a
             .replace("{{name}}", name)
             .replace("{{kind}}", &kind_name)
             .replace("{{file}}", &file)
+            .replace("{{world}}", &format!("{kind_name}-plugin"))
             .replace("{{test_args}}", test_args)
             .replace("{{run_args}}", run_args)
     };
-    write(&dir, "Cargo.toml", fill(CARGO_TOML).as_bytes())?;
-    write(&dir, "README.md", fill(README).as_bytes())?;
-    write(&dir, "src/lib.rs", fill(lib).as_bytes())?;
-    write(&dir, ".gitignore", b"/target\n")?;
     for (path, content) in extra {
         write(&dir, path, content.as_bytes())?;
     }
-    for (path, content) in vendored::VENDORED {
-        let content = match *path {
-            // In the repository the SDK finds the model beside the host.
-            "synchost-plugin-sdk/Cargo.toml" => String::from_utf8_lossy(content)
-                .replace("path = \"../../host/model\"", "path = \"../synchost-model\"")
-                .into_bytes(),
-            _ => content.to_vec(),
-        };
-        write(&dir.join("vendor"), path, &content)?;
+    match lang {
+        Lang::Rust => {
+            write(&dir, "Cargo.toml", fill(CARGO_TOML).as_bytes())?;
+            write(&dir, "README.md", fill(README).as_bytes())?;
+            write(&dir, "src/lib.rs", fill(lib).as_bytes())?;
+            write(&dir, ".gitignore", b"/target\n")?;
+            for (path, content) in vendored::VENDORED {
+                let content = match *path {
+                    // In the repository the SDK finds the model beside the host.
+                    "synchost-plugin-sdk/Cargo.toml" => String::from_utf8_lossy(content)
+                        .replace("path = \"../../host/model\"", "path = \"../synchost-model\"")
+                        .into_bytes(),
+                    _ => content.to_vec(),
+                };
+                write(&dir.join("vendor"), path, &content)?;
+            }
+            outln!("made {} ({kind_name} plugin, Rust) in {}", name, dir.display());
+            outln!("  cd {} && cargo build --release --target wasm32-wasip2", dir.display());
+            outln!("  synchost plugin test target/wasm32-wasip2/release/{file}.wasm {test_args}");
+        }
+        Lang::Python => {
+            let app = match kind {
+                Kind::Source => include_str!("scaffold/python/source.py"),
+                Kind::Destination => include_str!("scaffold/python/destination.py"),
+                Kind::Transform => include_str!("scaffold/python/transform.py"),
+            };
+            write(&dir, "app.py", fill(app).as_bytes())?;
+            write(&dir, "README.md", fill(include_str!("scaffold/python/README.md.in")).as_bytes())?;
+            let build = dir.join("build.sh");
+            write(&dir, "build.sh", fill(include_str!("scaffold/python/build.sh.in")).as_bytes())?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&build, std::fs::Permissions::from_mode(0o755))?;
+            write(&dir, "vendor/synchost_sdk/__init__.py", PYTHON_KIT.as_bytes())?;
+            for (path, content) in vendored::VENDORED {
+                if let Some(wit) = path.strip_prefix("synchost-plugin-sdk/wit/") {
+                    write(&dir, &format!("vendor/wit/{wit}"), content)?;
+                }
+            }
+            outln!("made {} ({kind_name} plugin, Python) in {}", name, dir.display());
+            outln!("  {}/build.sh   (needs componentize-py==0.25.1)", dir.display());
+            outln!("  synchost plugin test {file}.wasm {test_args}");
+        }
     }
-    outln!("made {} ({kind_name} plugin, Rust) in {}", name, dir.display());
-    outln!("  cd {} && cargo build --release --target wasm32-wasip2", dir.display());
-    outln!("  synchost plugin test target/wasm32-wasip2/release/{file}.wasm {test_args}");
     Ok(ExitCode::SUCCESS)
 }
