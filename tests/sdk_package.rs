@@ -168,7 +168,7 @@ fn the_wit_the_kits_carry_is_the_hosts() {
         names
     };
     let host = repo.join("wit");
-    for kit in ["plugins/sdk/wit", "plugins/sdk-python/wit"] {
+    for kit in ["plugins/sdk/wit", "plugins/sdk-python/wit", "plugins/sdk-js/wit"] {
         let copy = repo.join(kit);
         assert_eq!(names(&host), names(&copy), "{kit}/ must hold the same files as wit/");
         for name in names(&host) {

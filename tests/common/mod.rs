@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod databases;
+pub mod javascript;
 pub mod python;
 
 use std::collections::BTreeMap;

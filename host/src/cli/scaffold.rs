@@ -33,10 +33,34 @@ pub enum Lang {
     Rust,
     /// Built with componentize-py, on synchost's Python kit.
     Python,
+    /// Built with componentize-js, on synchost's JavaScript kit.
+    Js,
 }
 
 /// synchost's Python kit, vendored into Python projects.
 const PYTHON_KIT: &str = include_str!("../../../plugins/sdk-python/synchost_sdk/__init__.py");
+
+/// synchost's JavaScript kit, vendored into JavaScript projects.
+const JS_KIT: &str = include_str!("../../../plugins/sdk-js/synchost-sdk.js");
+
+/// Writes the WIT this synchost carries into `dir/under`.
+fn write_wit(dir: &Path, under: &str) -> anyhow::Result<()> {
+    for (path, content) in vendored::VENDORED {
+        if let Some(wit) = path.strip_prefix("synchost-plugin-sdk/wit/") {
+            write(dir, &format!("{under}/{wit}"), content)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `build.sh` from its template, executable.
+fn write_build_script(dir: &Path, script: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    write(dir, "build.sh", script.as_bytes())?;
+    let path = dir.join("build.sh");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make `{}` executable", path.display()))
+}
 
 const CARGO_TOML: &str = include_str!("scaffold/Cargo.toml.in");
 const README: &str = include_str!("scaffold/README.md.in");
@@ -149,18 +173,29 @@ pub(super) fn new(name: &str, kind: Kind, lang: Lang, dir: Option<PathBuf>) -> a
             };
             write(&dir, "app.py", fill(app).as_bytes())?;
             write(&dir, "README.md", fill(include_str!("scaffold/python/README.md.in")).as_bytes())?;
-            let build = dir.join("build.sh");
-            write(&dir, "build.sh", fill(include_str!("scaffold/python/build.sh.in")).as_bytes())?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&build, std::fs::Permissions::from_mode(0o755))?;
+            write_build_script(&dir, &fill(include_str!("scaffold/python/build.sh.in")))?;
             write(&dir, "vendor/synchost_sdk/__init__.py", PYTHON_KIT.as_bytes())?;
-            for (path, content) in vendored::VENDORED {
-                if let Some(wit) = path.strip_prefix("synchost-plugin-sdk/wit/") {
-                    write(&dir, &format!("vendor/wit/{wit}"), content)?;
-                }
-            }
+            write_wit(&dir, "vendor/wit")?;
             outln!("made {} ({kind_name} plugin, Python) in {}", name, dir.display());
             outln!("  {}/build.sh   (needs componentize-py==0.25.1)", dir.display());
+            outln!("  synchost plugin test {file}.wasm {test_args}");
+        }
+        Lang::Js => {
+            let app = match kind {
+                Kind::Source => include_str!("scaffold/js/source.js"),
+                Kind::Destination => include_str!("scaffold/js/destination.js"),
+                Kind::Transform => include_str!("scaffold/js/transform.js"),
+            };
+            write(&dir, "app.js", fill(app).as_bytes())?;
+            write(&dir, "package.json", fill(include_str!("scaffold/js/package.json.in")).as_bytes())?;
+            write(&dir, "README.md", fill(include_str!("scaffold/js/README.md.in")).as_bytes())?;
+            write(&dir, ".gitignore", b"/node_modules\n*.wasm\n")?;
+            write_build_script(&dir, &fill(include_str!("scaffold/js/build.sh.in")))?;
+            // Beside the app: componentize-js resolves imports within its directory.
+            write(&dir, "synchost-sdk.js", JS_KIT.as_bytes())?;
+            write_wit(&dir, "wit")?;
+            outln!("made {} ({kind_name} plugin, JavaScript) in {}", name, dir.display());
+            outln!("  cd {} && npm install && ./build.sh", dir.display());
             outln!("  synchost plugin test {file}.wasm {test_args}");
         }
     }

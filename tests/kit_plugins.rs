@@ -1,7 +1,10 @@
-//! A plugin written in Python with the kit in plugins/sdk-python, built with
-//! componentize-py (from PyPI, pinned): it passes `plugin test`, and syncs
-//! the same data to the same result as the Rust field mapper with the same
-//! config, side by side (the ratio of their run times is printed).
+//! Plugins written in Python and JavaScript with synchost's kits
+//! (plugins/sdk-python, plugins/sdk-js), built with componentize-py (PyPI)
+//! and componentize-js (npm), pinned: each kit's `pick` example passes
+//! `plugin test` and syncs the same data to the same records as the Rust
+//! field mapper with the same config, side by side (the ratio of their run
+//! times is printed); `plugin new --lang python|js` makes projects of each
+//! kind that build and pass `plugin test` as they are.
 
 mod common;
 
@@ -9,36 +12,100 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{HostDir, python, sha256};
+use common::{HostDir, javascript, python, sha256};
 
-/// Builds the kit's `pick` example into `dir/pick.wasm`.
-fn build_pick(dir: &Path) -> PathBuf {
-    let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk-python");
-    let out = dir.join("pick.wasm");
-    let output = Command::new(python::venv().join("bin/componentize-py"))
-        .arg("-d")
-        .arg(kit.join("wit"))
-        .args(["-w", "synchost:plugin/transform-plugin", "componentize", "app", "-p"])
-        .arg(kit.join("examples/pick"))
-        .arg("-p")
-        .arg(&kit)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
+/// A language a kit is for.
+#[derive(Clone, Copy, Debug)]
+enum Lang {
+    Python,
+    Js,
+}
+
+impl Lang {
+    fn flag(self) -> &'static str {
+        match self {
+            Lang::Python => "python",
+            Lang::Js => "js",
+        }
+    }
+
+    /// PATH with the language's componentize tool first.
+    fn path(self) -> String {
+        let tools = match self {
+            Lang::Python => python::venv().join("bin"),
+            Lang::Js => javascript::bin_dir(),
+        };
+        format!("{}:{}", tools.display(), std::env::var("PATH").unwrap_or_default())
+    }
+}
+
+fn run(what: &str, command: &mut Command) {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "componentize-py failed:\n{}{}",
+        "{what} failed:\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Builds the kit's `pick` example into `dir/pick.wasm`.
+fn build_pick(lang: Lang, dir: &Path) -> PathBuf {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let out = dir.join("pick.wasm");
+    match lang {
+        Lang::Python => {
+            let kit = plugins.join("sdk-python");
+            run(
+                "componentize-py",
+                Command::new("componentize-py")
+                    .env("PATH", lang.path())
+                    .arg("-d")
+                    .arg(kit.join("wit"))
+                    .args(["-w", "synchost:plugin/transform-plugin", "componentize", "app", "-p"])
+                    .arg(kit.join("examples/pick"))
+                    .arg("-p")
+                    .arg(&kit)
+                    .arg("-o")
+                    .arg(&out),
+            );
+        }
+        Lang::Js => {
+            // componentize-js resolves imports within the app's directory.
+            let kit = plugins.join("sdk-js");
+            let app = dir.join("pick-js");
+            std::fs::create_dir_all(&app).unwrap();
+            std::fs::copy(kit.join("examples/pick/app.js"), app.join("app.js")).unwrap();
+            std::fs::copy(kit.join("synchost-sdk.js"), app.join("synchost-sdk.js")).unwrap();
+            run(
+                "componentize-js",
+                Command::new("componentize-js")
+                    .env("PATH", lang.path())
+                    .current_dir(&app)
+                    .arg("--wit")
+                    .arg(kit.join("wit"))
+                    .args(["--world-name", "synchost:plugin/transform-plugin", "--out"])
+                    .arg(&out)
+                    .arg("app.js"),
+            );
+        }
+    }
     out
 }
 
 #[test]
 fn a_python_transform_passes_plugin_test_and_syncs_as_the_rust_one_does() {
+    pick_passes_plugin_test_and_syncs_as_the_rust_field_mapper(Lang::Python);
+}
+
+#[test]
+fn a_javascript_transform_passes_plugin_test_and_syncs_as_the_rust_one_does() {
+    pick_passes_plugin_test_and_syncs_as_the_rust_field_mapper(Lang::Js);
+}
+
+fn pick_passes_plugin_test_and_syncs_as_the_rust_field_mapper(lang: Lang) {
     let scratch = tempfile::tempdir().unwrap();
-    let pick = build_pick(scratch.path());
+    let pick = build_pick(lang, scratch.path());
     let fixtures = scratch.path().join("fixtures");
     std::fs::create_dir_all(&fixtures).unwrap();
     std::fs::write(fixtures.join("input.csv"), "id,first,last\n1,Ada,Lovelace\n2,Grace,Hopper\n").unwrap();
@@ -97,7 +164,7 @@ fn a_python_transform_passes_plugin_test_and_syncs_as_the_rust_one_does() {
     assert_eq!(rust_records.len(), 20_000);
     assert!(rust_records == python_records, "the two transforms wrote different records");
     eprintln!(
-        "first load of 20,000 rows: Rust field mapper {:.2} s, Python pick {:.2} s ({:.2}x)",
+        "first load of 20,000 rows: Rust field mapper {:.2} s, {lang:?} pick {:.2} s ({:.2}x)",
         seconds[0],
         seconds[1],
         seconds[1] / seconds[0]
@@ -106,29 +173,32 @@ fn a_python_transform_passes_plugin_test_and_syncs_as_the_rust_one_does() {
 
 #[test]
 fn plugin_new_makes_python_projects_that_build_and_pass_plugin_test_as_they_are() {
+    new_projects_build_and_pass_plugin_test(Lang::Python);
+}
+
+#[test]
+fn plugin_new_makes_javascript_projects_that_build_and_pass_plugin_test_as_they_are() {
+    new_projects_build_and_pass_plugin_test(Lang::Js);
+}
+
+fn new_projects_build_and_pass_plugin_test(lang: Lang) {
     let dir = tempfile::tempdir().unwrap();
-    let path = format!("{}:{}", python::venv().join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let path = lang.path();
     for (kind, test_args) in [
         ("transform", vec!["--plugin-config", "config.json", "--fixtures", "fixtures"]),
         ("source", vec!["--plugin-config", "config.json"]),
         ("destination", vec!["--plugin-config", "config.json"]),
     ] {
-        let name = format!("py-{kind}");
+        let name = format!("new-{kind}");
         let made = Command::new(common::BIN)
-            .args(["plugin", "new", &name, "--kind", kind, "--lang", "python"])
+            .args(["plugin", "new", &name, "--kind", kind, "--lang", lang.flag()])
             .current_dir(dir.path())
             .output()
             .unwrap();
         assert!(made.status.success(), "{}", common::stderr(&made));
         let project = dir.path().join(&name);
-        let built = Command::new(project.join("build.sh")).env("PATH", &path).output().unwrap();
-        assert!(
-            built.status.success(),
-            "{kind}: build.sh failed:\n{}{}",
-            common::stdout(&built),
-            common::stderr(&built)
-        );
-        let wasm = format!("py_{kind}.wasm");
+        run(&format!("{lang:?} {kind}: build.sh"), Command::new(project.join("build.sh")).env("PATH", &path));
+        let wasm = format!("new_{kind}.wasm");
         let output = Command::new(common::BIN)
             .args([&["plugin", "test", wasm.as_str(), "--json"][..], &test_args].concat())
             .current_dir(&project)
@@ -136,8 +206,11 @@ fn plugin_new_makes_python_projects_that_build_and_pass_plugin_test_as_they_are(
             .output()
             .unwrap();
         let checks: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!("{kind}: no JSON ({e}): {}{}", common::stdout(&output), common::stderr(&output))
+            panic!("{lang:?} {kind}: no JSON ({e}): {}{}", common::stdout(&output), common::stderr(&output))
         });
-        assert!(output.status.success() && checks.iter().all(|c| c["outcome"] == "pass"), "{kind}: {checks:#?}");
+        assert!(
+            output.status.success() && checks.iter().all(|c| c["outcome"] == "pass"),
+            "{lang:?} {kind}: {checks:#?}"
+        );
     }
 }
