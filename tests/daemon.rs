@@ -9,6 +9,20 @@ use common::admin::wait_for;
 use common::{BIN, HostDir, KillOnDrop, file_pipeline_tenant};
 use serde_json::json;
 
+/// Tenant `acme`: an event pipeline run every `period` over a changelog of
+/// one event (key `k`, `n` = 1).
+fn one_event_every(host: &HostDir, period: &str) {
+    host.write("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": 1}})));
+    host.write(
+        "tenants/acme.toml",
+        &file_pipeline_tenant(
+            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
+            &format!("mode = \"event\"\nschedule = \"every {period}\""),
+        ),
+    );
+}
+
 /// `synchost run` on the host directory, its log captured.
 fn start_daemon(host: &HostDir) -> KillOnDrop {
     KillOnDrop(
@@ -95,15 +109,7 @@ fn run_follows_the_schedule_and_stops_cleanly_on_sigterm() {
 #[test]
 fn with_json_logs_every_line_is_an_object_with_the_runs_fields() {
     let host = HostDir::new();
-    host.write("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": 1}})));
-    host.write(
-        "tenants/acme.toml",
-        &file_pipeline_tenant(
-            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
-            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
-            "mode = \"event\"\nschedule = \"every 200ms\"",
-        ),
-    );
+    one_event_every(&host, "200ms");
     let (mut daemon, log) = start_logging_daemon(&host, &[("SYNCHOST_LOG_FORMAT", "json")]);
     wait_for("a run to be logged", Duration::from_secs(60), || log().contains("run finished"));
     Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
@@ -198,15 +204,7 @@ fn a_tenant_slow_to_check_holds_up_neither_other_tenants_nor_sigterm() {
 
     // The other tenant: loaded, and its pipeline run, while `slow` is
     // still being checked.
-    host.write("data/in/changes.jsonl", &format!("{}\n", json!({"op": "upsert", "row": {"id": "k", "n": 1}})));
-    host.write(
-        "tenants/acme.toml",
-        &file_pipeline_tenant(
-            r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
-            r#"[{ name = "id", from = "id" }, { name = "n", from = "n" }]"#,
-            "mode = \"event\"\nschedule = \"every 100ms\"",
-        ),
-    );
+    one_event_every(&host, "100ms");
     wait_for("the other tenant to run", Duration::from_secs(120), || {
         host.path("data/out/layout.json").exists() && host.records("data/out").get("k").is_some_and(|r| r["n"] == 1)
     });

@@ -111,20 +111,11 @@ fn pick_passes_plugin_test_and_syncs_as_the_rust_field_mapper(lang: Lang) {
     std::fs::write(fixtures.join("input.csv"), "id,first,last\n1,Ada,Lovelace\n2,Grace,Hopper\n").unwrap();
     std::fs::write(fixtures.join("bad.jsonl"), "{\"id\": \"\", \"first\": \"nobody\"}\n").unwrap();
     std::fs::write(scratch.path().join("config.json"), r#"{"fields": [{"name": "given", "from": "first"}]}"#).unwrap();
-    let output = Command::new(common::BIN)
-        .args(["plugin", "test", "pick.wasm", "--plugin-config", "config.json", "--fixtures", "fixtures"])
-        .current_dir(scratch.path())
-        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
-        .output()
-        .unwrap();
-    let report = common::stdout(&output);
-    assert!(
-        output.status.success() && report.contains("4 passed, 0 failed, 0 skipped"),
-        "{report}{}",
-        common::stderr(&output)
-    );
+    let passed =
+        passes_plugin_test(scratch.path(), "pick.wasm", &["--plugin-config", "config.json", "--fixtures", "fixtures"]);
+    assert_eq!(passed, 4, "{lang:?} pick");
 
-    // The same rows through the Rust field mapper and the Python pick, with
+    // The same rows through the Rust field mapper and the kit's pick, with
     // the same config, into two destinations.
     let host = HostDir::new();
     std::fs::copy(&pick, host.path("plugins/pick.wasm")).unwrap();
@@ -198,19 +189,21 @@ fn new_projects_build_and_pass_plugin_test(lang: Lang) {
         assert!(made.status.success(), "{}", common::stderr(&made));
         let project = dir.path().join(&name);
         run(&format!("{lang:?} {kind}: build.sh"), Command::new(project.join("build.sh")).env("PATH", &path));
-        let wasm = format!("new_{kind}.wasm");
-        let output = Command::new(common::BIN)
-            .args([&["plugin", "test", wasm.as_str(), "--json"][..], &test_args].concat())
-            .current_dir(&project)
-            .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
-            .output()
-            .unwrap();
-        let checks: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!("{lang:?} {kind}: no JSON ({e}): {}{}", common::stdout(&output), common::stderr(&output))
-        });
-        assert!(
-            output.status.success() && checks.iter().all(|c| c["outcome"] == "pass"),
-            "{lang:?} {kind}: {checks:#?}"
-        );
+        passes_plugin_test(&project, &format!("new_{kind}.wasm"), &test_args);
     }
+}
+
+/// Runs `synchost plugin test WASM ARGS` in `dir`, checks that every check
+/// passed, and returns how many there were.
+fn passes_plugin_test(dir: &Path, wasm: &str, args: &[&str]) -> usize {
+    let output = Command::new(common::BIN)
+        .args([&["plugin", "test", wasm, "--json"][..], args].concat())
+        .current_dir(dir)
+        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
+        .output()
+        .unwrap();
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{wasm}: no JSON ({e}): {}{}", common::stdout(&output), common::stderr(&output)));
+    assert!(output.status.success() && checks.iter().all(|c| c["outcome"] == "pass"), "{wasm}: {checks:#?}");
+    checks.len()
 }

@@ -240,6 +240,13 @@ function info(cls) {
   return { name: cls.NAME, version: cls.VERSION, description: cls.DESCRIPTION, witVersion: WIT_VERSION };
 }
 
+/** A source's or destination's snapshot page, as the WIT has it. */
+function snapshot(cls, token) {
+  const p = plugin(cls);
+  const [rows, next] = guarded(() => p.snapshot(token ?? null));
+  return { rows: tableOf(rows), next: next ?? undefined };
+}
+
 function configExport(cls) {
   return { schema: () => (cls.CONFIG_SCHEMA === undefined ? undefined : JSON.stringify(cls.CONFIG_SCHEMA)) };
 }
@@ -266,11 +273,7 @@ export function exportSource(cls) {
   return {
     source: {
       info: () => info(cls),
-      snapshot(token) {
-        const p = plugin(cls);
-        const [rows, next] = guarded(() => p.snapshot(token ?? null));
-        return { rows: tableOf(rows), next: next ?? undefined };
-      },
+      snapshot: (token) => snapshot(cls, token),
       events(cursor, max) {
         const p = plugin(cls);
         const [events, newCursor] = guarded(() => p.events(cursor ?? null, max));
@@ -294,11 +297,7 @@ export function exportDestination(cls) {
   return {
     destination: {
       info: () => info(cls),
-      snapshot(token) {
-        const p = plugin(cls);
-        const [rows, next] = guarded(() => p.snapshot(token ?? null));
-        return { rows: tableOf(rows), next: next ?? undefined };
-      },
+      snapshot: (token) => snapshot(cls, token),
       apply(batch) {
         const p = plugin(cls);
         const operations = batch.operations.map(({ idempotencyKey, action }) => {

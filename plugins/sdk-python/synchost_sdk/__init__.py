@@ -274,6 +274,13 @@ def _info(cls: type) -> Any:
     return types.PluginInfo(cls.NAME, cls.VERSION, cls.DESCRIPTION, WIT_VERSION)
 
 
+def _snapshot(cls: type, token: Optional[str]) -> Any:
+    """A source's or destination's snapshot page, as the WIT has it."""
+    plugin = _plugin(cls)
+    rows, next_token = _guarded(lambda: plugin.snapshot(token))
+    return types.Page(table_of(rows), next_token)
+
+
 def _config_export(cls: type) -> type:
     class Config:
         def schema(self) -> Optional[str]:
@@ -308,9 +315,7 @@ def export_source(cls: type) -> Tuple[type, type]:
             return _info(cls)
 
         def snapshot(self, token: Optional[str]) -> Any:
-            plugin = _plugin(cls)
-            rows, next_token = _guarded(lambda: plugin.snapshot(token))
-            return types.Page(table_of(rows), next_token)
+            return _snapshot(cls, token)
 
         def events(self, cursor: Optional[str], max: int) -> Any:
             plugin = _plugin(cls)
@@ -343,9 +348,7 @@ def export_destination(cls: type) -> Tuple[type, type]:
             return _info(cls)
 
         def snapshot(self, token: Optional[str]) -> Any:
-            plugin = _plugin(cls)
-            rows, next_token = _guarded(lambda: plugin.snapshot(token))
-            return types.Page(table_of(rows), next_token)
+            return _snapshot(cls, token)
 
         def apply(self, batch: Any) -> Any:
             plugin = _plugin(cls)
