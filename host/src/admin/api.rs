@@ -116,9 +116,9 @@ pub async fn resume(State(control): Ctl, Path(id): Path<(String, String)>) -> Re
 
 /// Checks that the daemon serves the pipeline, for the endpoints that read
 /// its state directly.
-async fn served(control: &Arc<Control>, tenant: &str, pipeline: &str) -> Result<PipelineId, ApiError> {
+fn served(control: &Control, tenant: &str, pipeline: &str) -> Result<PipelineId, ApiError> {
     let id = PipelineId::new(tenant, pipeline);
-    control.pipeline(&id).await?;
+    control.check_pipeline(&id)?;
     Ok(id)
 }
 
@@ -130,7 +130,7 @@ pub async fn dead_letters(
     State(control): Ctl,
     Path(id): Path<(String, String)>,
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
-    let id = served(&control, &id.0, &id.1).await?;
+    let id = served(&control, &id.0, &id.1)?;
     Ok(Json(control.runtime.state.dead_letters(&id)?))
 }
 
@@ -182,7 +182,7 @@ pub async fn retry_dead_letters(
     Json(selection): Json<LetterSelection>,
 ) -> Result<Json<Requeued>, ApiError> {
     let ids = selection.ids()?;
-    let id = served(&control, &id.0, &id.1).await?;
+    let id = served(&control, &id.0, &id.1)?;
     let outcome = control.runtime.state.requeue_dead_letters(&id, ids)?;
     let refused = outcome.refused.into_iter().map(|(id, reason)| RefusedLetter { id, reason }).collect();
     Ok(Json(Requeued { requeued: outcome.requeued, refused }))
@@ -205,7 +205,7 @@ pub async fn drop_dead_letters(
     Json(selection): Json<LetterSelection>,
 ) -> Result<Json<Dropped>, ApiError> {
     let ids = selection.ids()?;
-    let id = served(&control, &id.0, &id.1).await?;
+    let id = served(&control, &id.0, &id.1)?;
     Ok(Json(Dropped { dropped: control.runtime.state.drop_dead_letters(&id, ids)? }))
 }
 

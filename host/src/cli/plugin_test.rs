@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use serde::Serialize;
-use synchost_model::{Action, Change, Operation, OperationBatch, Row, RowUpdate, Table, Value, row_to_json};
+use synchost_model::{Action, Change, Operation, OperationBatch, Page, Row, RowUpdate, Table, Value, row_to_json};
 
 use super::plugin_run::{RunTarget, compile, read_rows};
 use crate::cli::out::outln;
@@ -125,29 +125,45 @@ fn info(engine: &PluginEngine, compiled: &Compiled, setup: &PluginSetup) -> Resu
 /// How many pages or batches a check reads before it calls the plugin endless.
 const MAX_CALLS: usize = 10_000;
 
+/// Reads a snapshot from its first page to its last through `next_page`,
+/// handing each page's number and rows to `each`; one that does not end
+/// within [`MAX_CALLS`] pages fails. Returns how many pages it read.
+fn read_snapshot(
+    mut next_page: impl FnMut(Option<&str>) -> Result<Page, Finding>,
+    mut each: impl FnMut(usize, &Table) -> Result<(), Finding>,
+) -> Result<usize, Finding> {
+    let (mut token, mut pages) = (None::<String>, 0);
+    loop {
+        let page = next_page(token.as_deref())?;
+        pages += 1;
+        each(pages, &page.rows)?;
+        token = page.next;
+        if token.is_none() {
+            return Ok(pages);
+        }
+        if pages >= MAX_CALLS {
+            return fail(format!("the snapshot did not end within {MAX_CALLS} pages"));
+        }
+    }
+}
+
 fn source_checks(engine: &PluginEngine, compiled: &Compiled, setup: &PluginSetup, report: &mut Report) {
     let snapshot = || -> Result<(BTreeMap<String, Vec<Value>>, usize), Finding> {
         let mut source = SourceInstance::new(engine, compiled, setup)?;
-        let (mut token, mut pages, mut rows) = (None::<String>, 0, BTreeMap::new());
-        loop {
-            let page = match source.snapshot(token.as_deref()) {
-                Err(e) if unsupported(&e) => return Err(Finding::Skip(format!("no snapshots here: {e}"))),
-                other => other?,
-            };
-            pages += 1;
-            for row in page.rows.to_rows() {
+        let mut rows = BTreeMap::new();
+        let next_page = |token: Option<&str>| match source.snapshot(token) {
+            Err(e) if unsupported(&e) => Err(Finding::Skip(format!("no snapshots here: {e}"))),
+            other => Ok(other?),
+        };
+        let pages = read_snapshot(next_page, |page, table| {
+            for row in table.to_rows() {
                 if rows.insert(row.key.clone(), row.values).is_some() {
-                    return fail(format!("key `{}` comes twice in one snapshot (page {pages})", row.key));
+                    return fail(format!("key `{}` comes twice in one snapshot (page {page})", row.key));
                 }
             }
-            token = page.next;
-            if token.is_none() {
-                return Ok((rows, pages));
-            }
-            if pages >= MAX_CALLS {
-                return fail(format!("the snapshot did not end within {MAX_CALLS} pages"));
-            }
-        }
+            Ok(())
+        })?;
+        Ok((rows, pages))
     };
     let first = snapshot();
     let pages = match &first {
@@ -329,23 +345,20 @@ impl Dest<'_> {
 
     /// The destination's records with these keys: key → field → value.
     fn records(&mut self, keys: &[&str]) -> Result<BTreeMap<String, serde_json::Value>, Finding> {
-        let (mut token, mut found, mut pages) = (None::<String>, BTreeMap::new(), 0);
-        loop {
-            let page = self.instance.snapshot(token.as_deref())?;
-            for row in page.rows.to_rows() {
-                if keys.contains(&row.key.as_str()) {
-                    found.insert(row.key.clone(), row_to_json(&page.rows.columns, &row));
+        let mut found = BTreeMap::new();
+        let instance = &mut self.instance;
+        read_snapshot(
+            |token| Ok(instance.snapshot(token)?),
+            |_, table| {
+                for row in table.to_rows() {
+                    if keys.contains(&row.key.as_str()) {
+                        found.insert(row.key.clone(), row_to_json(&table.columns, &row));
+                    }
                 }
-            }
-            pages += 1;
-            token = page.next;
-            if token.is_none() {
-                return Ok(found);
-            }
-            if pages >= MAX_CALLS {
-                return fail(format!("the snapshot did not end within {MAX_CALLS} pages"));
-            }
-        }
+                Ok(())
+            },
+        )?;
+        Ok(found)
     }
 }
 

@@ -128,7 +128,7 @@ impl Control {
     }
 
     /// Checks that the daemon serves the pipeline.
-    fn check_pipeline(&self, id: &PipelineId) -> Result<(), ControlError> {
+    pub fn check_pipeline(&self, id: &PipelineId) -> Result<(), ControlError> {
         let tenant = self
             .runtime
             .tenant(&id.tenant)
