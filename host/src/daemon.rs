@@ -57,7 +57,9 @@ pub enum DaemonError {
 pub fn run(mut runtime: Runtime) -> Result<(), DaemonError> {
     let metrics = crate::metrics::install();
     let live = Arc::new(LiveRuns::default());
-    runtime.observer = events::all(vec![Arc::new(log_event), crate::metrics::observer(), live.observer()]);
+    // The runs in progress hear each event before the metrics do, so that a
+    // scrape never counts more than a run's live figures show.
+    runtime.observer = events::all(vec![live.observer(), crate::metrics::observer(), Arc::new(log_event)]);
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(DaemonError::Runtime)?;
     let served = tokio.block_on(serve(Arc::new(runtime), live, metrics));
     // Every run has stopped by now; what may still be on a blocking thread
