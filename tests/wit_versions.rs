@@ -75,11 +75,11 @@ fn a_plugin_built_against_0_1_0_runs_an_event_sync() {
 
 #[test]
 fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
-    // The bundled file source with its export renamed to 0.2.2 (the same
+    // The bundled file source with its export renamed to 0.2.3 (the same
     // length, so the component stays well formed): it might call functions
-    // that 0.2.1 lacks.
+    // that 0.2.2 lacks.
     let host = HostDir::new();
-    let (from, to) = (b"synchost:plugin/source@0.2.1", b"synchost:plugin/source@0.2.2");
+    let (from, to) = (b"synchost:plugin/source@0.2.2", b"synchost:plugin/source@0.2.3");
     let mut bytes = synchost::bundled::FILE_SOURCE.bytes.to_vec();
     let mut replaced = 0;
     for i in 0..=bytes.len() - from.len() {
@@ -95,7 +95,7 @@ fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
     assert!(!output.status.success());
     assert!(
         stderr(&output)
-            .contains("built against synchost:plugin@0.2.2, but this host supports synchost:plugin@0.2.1 (or 0.1.x"),
+            .contains("built against synchost:plugin@0.2.3, but this host supports synchost:plugin@0.2.2 (or 0.1.x"),
         "{}",
         stderr(&output)
     );
@@ -209,4 +209,40 @@ fn a_plugin_built_against_0_2_0_has_no_config_schema_and_still_syncs() {
     assert!(ok, "{report}");
     assert_eq!(report["stats"]["created"], 3, "{report}");
     assert_eq!(host.records("data/out")["2"]["name"], "Grace");
+}
+
+const V021_TRANSFORM: &str = "v021_transform.wasm";
+
+#[test]
+fn a_plugin_built_against_0_2_1_keeps_its_config_schema_and_syncs() {
+    // 0.2.2 added `sql.connection.bulk-upsert`; a transform built before it
+    // (the `v021-transform` fixture, from `wit/frozen/0.2.1`, no SDK) exports
+    // `config@0.2.1`, which this host must still find and check against.
+    let host = HostDir::new();
+    let digest = host.install_fixture(V021_TRANSFORM);
+    let info = host.json(&["plugin", "inspect", host.path("plugins").join(V021_TRANSFORM).to_str().unwrap()]);
+    assert_eq!(info["wit_version"], "0.2.1", "{info}");
+    assert_eq!(info["config_schema"]["required"], serde_json::json!(["label"]), "{info}");
+
+    host.write("data/in/people.csv", "id,name\n1,Ada\n2,Grace\n");
+    let fields = r#"[{ name = "id", from = "id" }]"#;
+    let tenant = |config: &str| {
+        common::file_pipeline_tenant(
+            r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+            fields,
+            "mode = \"diff\"\nmax_change_ratio = 1.0",
+        )
+        .replace("path = \"field_mapper.wasm\"", &format!("path = \"{V021_TRANSFORM}\""))
+        .replace(&common::sha256(synchost::bundled::FIELD_MAPPER.bytes), &digest)
+        .replace(&format!("config = {{ fields = {fields} }}"), config)
+    };
+    host.write("tenants/acme.toml", &tenant("config = { lable = \"x\" }"));
+    let output = host.synchost(&["validate"]);
+    assert!(!output.status.success(), "a config its schema refuses passed validate");
+    assert!(stderr(&output).contains("unknown key `lable`"), "{}", stderr(&output));
+
+    host.write("tenants/acme.toml", &tenant("config = { label = \"x\" }"));
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["created"], 2, "{report}");
 }

@@ -7,9 +7,10 @@ pub const WIT_PACKAGE: &str = "synchost:plugin";
 /// The version of that package this host implements. 0.2.0 carries snapshot
 /// pages and transforms as tables laid out by column; 0.2.1 adds the
 /// `config` export (a plugin's config schema), which 0.2.0 plugins lack and
-/// still load without; plugins built against 0.1.x still load, through
+/// still load without; 0.2.2 adds `sql.connection.bulk-upsert`, which older
+/// plugins never call; plugins built against 0.1.x still load, through
 /// [`super::legacy`] (see [`is_compatible`]).
-pub const WIT_VERSION: &str = "0.2.1";
+pub const WIT_VERSION: &str = "0.2.2";
 
 /// The three plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -121,7 +122,8 @@ mod tests {
         assert!(is_legacy("0.1.0") && is_legacy("0.1.1") && !is_legacy("0.2.0"));
         // Newer on a track: may need functions this host lacks.
         assert!(!is_compatible("0.1.7"));
-        assert!(!is_compatible("0.2.2"));
+        assert!(is_compatible("0.2.2"));
+        assert!(!is_compatible("0.2.3"));
         // Another track.
         assert!(!is_compatible("0.3.0"));
         assert!(!is_compatible("0.0.1"));

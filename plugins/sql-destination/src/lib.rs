@@ -1,16 +1,19 @@
 //! A destination that keeps a table of a PostgreSQL, MySQL/MariaDB or SQLite
 //! database in step, through the host's `sql` interface.
 //!
-//! Each `apply` batch is one transaction: creates, updates and upserts become
-//! multi-row upserts (`INSERT … ON CONFLICT (key) DO UPDATE` on PostgreSQL and
-//! SQLite, `INSERT … ON DUPLICATE KEY UPDATE` on MySQL and MariaDB) that set
-//! only the columns the batch carries, so columns the sync does not own keep
-//! their hand edits; deletes become `DELETE … WHERE key IN (…)`. Upserts and
-//! deletes set a state rather than change one, so a batch replayed after a
-//! crash leaves the table as one delivery would. If the database rejects a
+//! Each `apply` batch is one transaction: creates, updates and upserts go
+//! through the host's `bulk-upsert` (on PostgreSQL a `COPY` into a temporary
+//! table merged with one `INSERT … ON CONFLICT (key) DO UPDATE`; on MySQL,
+//! MariaDB and SQLite multi-row `INSERT … ON DUPLICATE KEY UPDATE` / `ON
+//! CONFLICT`), setting only the columns the batch carries, so columns the
+//! sync does not own keep their hand edits; an update of a row the table no
+//! longer holds is rejected rather than upserted; deletes become `DELETE …
+//! WHERE key IN (…)`. Upserts and deletes set a state rather than change one,
+//! so a batch replayed after a crash leaves the table as one delivery would. If the database rejects a
 //! row (a constraint, a bad value), the batch is rolled back and applied again
 //! one operation at a time, each in a savepoint: the rejected operations are
-//! reported with the database's message, the rest commit.
+//! reported with the database's message, the rest commit (each a multi-row
+//! statement of one row: a COPY per row would cost four round trips).
 //!
 //! Config (the tenant grants the connection with `connections = ["NAME"]`):
 //!
@@ -21,7 +24,7 @@
 //! | `key` | required | the key column, or a list of them: a primary key or unique index, which the upsert conflicts on |
 //! | `columns` | every column | the columns the snapshot reads (what a diff compares is the pipeline's owned fields) |
 //! | `page_size` | `5000` | rows per snapshot page |
-//! | `statement_rows` | `500` | rows per upsert or delete statement |
+//! | `statement_rows` | `500` | rows per delete statement (and per upsert while a rejected batch is applied an operation at a time) |
 //!
 //! Columns the table has but a batch does not carry must be nullable or have
 //! a default, since a new row is inserted with the batch's columns only.
@@ -29,7 +32,7 @@
 use std::collections::HashSet;
 
 use serde::Deserialize;
-use sql_common::{Names, Table, key_values};
+use sql_common::{Names, Table, key_values, read_all};
 use synchost_plugin_sdk::sql::Dialect;
 use synchost_plugin_sdk::{
     self as sdk, Action, Error, Operation, OperationBatch, Page, PluginInfo, Row, TableBuilder, Value, ValueRef,
@@ -37,6 +40,9 @@ use synchost_plugin_sdk::{
 
 /// Parameters one statement may carry on every supported database.
 const MAX_PARAMS: usize = 32_000;
+
+/// Rows one `bulk-upsert` call may carry (a batch is rarely larger).
+const BULK_ROWS: usize = 100_000;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +62,7 @@ struct Config {
     #[serde(default = "default_page_size")]
     #[schemars(range(min = 1))]
     page_size: u32,
-    /// Rows per upsert or delete statement.
+    /// Rows per delete statement (upserts go in bulk).
     #[serde(default = "default_statement_rows")]
     #[schemars(range(min = 1))]
     statement_rows: usize,
@@ -122,10 +128,12 @@ impl SqlDestination {
     }
 
     /// Splits the batch into statements: a run of one kind of operation, a
-    /// key at most once (a statement cannot change one row twice), at most
-    /// `statement_rows` rows and the parameters a statement may carry.
-    fn groups(&self, operations: &[Operation], width: usize) -> Vec<Group> {
+    /// key at most once (a statement cannot change one row twice), and at
+    /// most `statement_rows` rows and the parameters a statement may carry,
+    /// or, for upserts in `bulk`, at most [`BULK_ROWS`].
+    fn groups(&self, operations: &[Operation], width: usize, bulk: bool) -> Vec<Group> {
         let per_statement = self.config.statement_rows.min(MAX_PARAMS / width.max(1)).max(1);
+        let per_upsert = if bulk { BULK_ROWS } else { per_statement };
         let mut groups = Vec::new();
         let mut current: Option<(bool, Vec<usize>, HashSet<&str>)> = None;
         for (i, operation) in operations.iter().enumerate() {
@@ -135,7 +143,8 @@ impl SqlDestination {
                 Action::Delete(key) => (true, key.as_str()),
             };
             let fits = current.as_ref().is_some_and(|(kind, members, keys)| {
-                *kind == delete && members.len() < per_statement && !keys.contains(key)
+                let most = if *kind { per_statement } else { per_upsert };
+                *kind == delete && members.len() < most && !keys.contains(key)
             });
             if !fits && let Some((kind, members, _)) = current.take() {
                 groups.push(if kind { Group::Deletes(members) } else { Group::Upserts(members) });
@@ -205,7 +214,8 @@ impl SqlDestination {
         )
     }
 
-    fn delete_sql(&self, rows: usize) -> String {
+    /// `WHERE key IN (…)` for `rows` keys, whose values are the parameters.
+    fn key_in(&self, rows: usize) -> String {
         let table = &self.table;
         let width = table.key.len();
         let tuple = |r: usize| {
@@ -214,11 +224,55 @@ impl SqlDestination {
         };
         let target =
             if width == 1 { table.quote(&table.key[0]) } else { format!("({})", table.column_list(&table.key)) };
-        format!(
-            "DELETE FROM {} WHERE {target} IN ({})",
-            table.sql_name,
-            (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
-        )
+        format!("WHERE {target} IN ({})", (0..rows).map(tuple).collect::<Vec<_>>().join(", "))
+    }
+
+    fn delete_sql(&self, rows: usize) -> String {
+        format!("DELETE FROM {} {}", self.table.sql_name, self.key_in(rows))
+    }
+
+    /// Rejects the group if one of its updates names a row the table does not
+    /// hold. An update comes from a diff plan that saw the row; if it is gone
+    /// (deleted since, by hand or by another writer), upserting would bring
+    /// back a row with only the synced columns, so it is reported instead, as
+    /// the file destination does. The rows found are locked (`FOR UPDATE`)
+    /// until the batch commits, so none can vanish between check and write.
+    fn check_updates_exist(&self, operations: &[Operation], members: &[usize]) -> Result<(), Error> {
+        let updates: Vec<&str> = members
+            .iter()
+            .filter_map(|&i| match &operations[i].action {
+                Action::Update(update) => Some(update.row.key.as_str()),
+                _ => None,
+            })
+            .collect();
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let table = &self.table;
+        let lock = if table.dialect == Dialect::Sqlite { "" } else { " FOR UPDATE" };
+        let mut found = HashSet::with_capacity(updates.len());
+        for chunk in updates.chunks((MAX_PARAMS / table.key.len()).max(1)) {
+            let mut params = Vec::with_capacity(chunk.len() * table.key.len());
+            for key in chunk {
+                params.extend(key_values(key, table.key.len())?);
+            }
+            let sql = format!(
+                "SELECT {} FROM {} {}{lock}",
+                table.column_list(&table.key),
+                table.sql_name,
+                self.key_in(chunk.len())
+            );
+            for values in read_all(&table.connection, &sql, &params, self.config.page_size)? {
+                found.insert(table.key_of(&values)?);
+            }
+        }
+        match updates.iter().find(|key| !found.contains(**key)) {
+            Some(key) => Err(Error::Rejected(format!(
+                "row `{key}` is not in {}: an update needs the row it changes (was it deleted since the plan?)",
+                self.config.table
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn row_of(operation: &Operation) -> Option<&Row> {
@@ -229,11 +283,23 @@ impl SqlDestination {
         }
     }
 
-    /// Runs the statements for operations `members` (all of one kind).
-    fn run(&self, shape: &Shape, operations: &[Operation], group: &Group) -> Result<(), Error> {
+    /// Runs the statements for operations `members` (all of one kind):
+    /// upserts in `bulk` through the host's `bulk-upsert` (COPY on
+    /// PostgreSQL), else as one multi-row statement.
+    fn run(&self, shape: &Shape, operations: &[Operation], group: &Group, bulk: bool) -> Result<(), Error> {
         let connection = &self.table.connection;
         match group {
+            Group::Upserts(members) if bulk => {
+                self.check_updates_exist(operations, members)?;
+                let mut rows = TableBuilder::with_capacity(shape.insert_columns.clone(), members.len());
+                for &i in members {
+                    let row = Self::row_of(&operations[i]).expect("an upsert group holds rows");
+                    rows.push_row(&row.key, self.upsert_values(shape, row)?.iter().map(ValueRef::from));
+                }
+                connection.bulk_upsert(&self.table.sql_name, &self.table.key, &rows.finish())?;
+            }
             Group::Upserts(members) => {
+                self.check_updates_exist(operations, members)?;
                 let mut params = Vec::with_capacity(members.len() * shape.insert_columns.len());
                 for &i in members {
                     let row = Self::row_of(&operations[i]).expect("an upsert group holds rows");
@@ -274,9 +340,9 @@ impl sdk::Destination for SqlDestination {
         // Fast path: every statement of the batch in one transaction.
         connection.begin()?;
         let fast = self
-            .groups(operations, shape.insert_columns.len())
+            .groups(operations, shape.insert_columns.len(), true)
             .iter()
-            .try_for_each(|g| self.run(&shape, operations, g));
+            .try_for_each(|g| self.run(&shape, operations, g, true));
         match fast {
             Ok(()) => {
                 connection.commit()?;
@@ -304,8 +370,9 @@ impl sdk::Destination for SqlDestination {
                 Action::Delete(_) => Group::Deletes(vec![i]),
                 _ => Group::Upserts(vec![i]),
             };
-            let attempt =
-                connection.execute("SAVEPOINT synchost_op", &[]).and_then(|_| self.run(&shape, operations, &group));
+            let attempt = connection
+                .execute("SAVEPOINT synchost_op", &[])
+                .and_then(|_| self.run(&shape, operations, &group, false));
             match attempt {
                 Ok(()) => {
                     connection.execute("RELEASE SAVEPOINT synchost_op", &[])?;

@@ -17,10 +17,14 @@
 //! bounded channel while the plugin takes them a page at a time with
 //! `rows.next`, so a large result is never held whole by the host.
 //!
+//! `bulk-upsert` writes a table of rows by key at once ([`bulk`]): `COPY`
+//! into a temporary table on PostgreSQL, multi-row upserts elsewhere.
+//!
 //! Plugin calls run on threads of their own, outside any async runtime, so
 //! the host functions here block on the engine's I/O runtime
 //! ([`super::services`]).
 
+mod bulk;
 mod mysql;
 pub(in crate::plugin) mod pool;
 mod postgres;
@@ -33,6 +37,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 
+use self::bulk::{BulkUpsert, Flavour};
 use super::grants::Grants;
 use super::services::{Elapsed, HostServices};
 use crate::config::{ConnectionConfig, SqlDialect};
@@ -240,6 +245,33 @@ impl SqlConnection {
         Ok(query)
     }
 
+    /// Writes `rows` into `table` by `key` at once (see [`bulk`]): in the
+    /// open transaction, or all in one of its own.
+    fn bulk_upsert(&mut self, table: &str, key: &[String], rows: &synchost_model::Table) -> Result<u64, WitError> {
+        self.settle();
+        let bulk = BulkUpsert::new(&self.config.name, table, key, rows)?;
+        let flavour = match &mut self.session {
+            Session::Postgres(session) => return session.bulk_upsert(&self.config, &bulk, self.in_transaction),
+            Session::Mysql(_) => Flavour::Mysql,
+            Session::Sqlite(_) => Flavour::Sqlite,
+        };
+        let statements = bulk.insert_statements(flavour);
+        let own_transaction = !self.in_transaction && statements.len() > 1;
+        if own_transaction {
+            self.transaction("BEGIN")?;
+        }
+        let written = statements.iter().try_for_each(|(sql, params)| self.execute(sql, params).map(drop));
+        if own_transaction {
+            match &written {
+                Ok(()) => self.transaction("COMMIT")?,
+                Err(_) => {
+                    let _ = self.transaction("ROLLBACK");
+                }
+            }
+        }
+        written.map(|()| rows.len() as u64)
+    }
+
     /// `BEGIN`, `COMMIT` or `ROLLBACK`, keeping track of the transaction.
     fn transaction(&mut self, statement: &str) -> Result<(), WitError> {
         let opening = statement != "COMMIT" && statement != "ROLLBACK";
@@ -372,6 +404,16 @@ impl HostConnection for PluginCtx {
     ) -> Result<u64, WitError> {
         let connection = self.table().get_mut(&connection).map_err(|e| stale_handle("connection", e))?;
         connection.execute(&sql, &params)
+    }
+
+    fn bulk_upsert(
+        &mut self,
+        connection: Resource<SqlConnection>,
+        table: String,
+        key: Vec<String>,
+        rows: synchost_model::Table,
+    ) -> Result<u64, WitError> {
+        self.table().get_mut(&connection).map_err(|e| stale_handle("connection", e))?.bulk_upsert(&table, &key, &rows)
     }
 
     fn begin(&mut self, connection: Resource<SqlConnection>) -> Result<(), WitError> {

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Row, SimpleQueryMessage};
 
+use super::bulk::BulkUpsert;
 use super::pool::{Pool, pool};
 use super::{ChunkSender, DATE_FORMAT, DATETIME_FORMAT, Query, RowsChannel, TIME_FORMAT};
 use crate::config::ConnectionConfig;
@@ -103,6 +104,41 @@ impl Session {
             let statement = client.prepare_cached(sql).await?;
             client.execute_raw(&statement, params.iter().map(|p| p as &dyn ToSql)).await
         })
+    }
+
+    /// Loads the rows with `COPY` into a temporary table and merges them
+    /// into the target with one `INSERT … ON CONFLICT`, in the open
+    /// transaction or, with none open, in one of its own.
+    pub(super) fn bulk_upsert(
+        &mut self,
+        config: &Arc<ConnectionConfig>,
+        bulk: &BulkUpsert<'_>,
+        in_transaction: bool,
+    ) -> Result<u64, WitError> {
+        let client = self.client(config)?;
+        let [stage, copy, merge, drop_stage] = bulk.postgres_statements();
+        let data = bytes::Bytes::from(bulk.copy_text());
+        let outcome = self.wait(config, "the bulk upsert", async {
+            if !in_transaction {
+                client.batch_execute("BEGIN").await?;
+            }
+            client.batch_execute(&stage).await?;
+            let sink = client.copy_in::<_, bytes::Bytes>(copy.as_str()).await?;
+            futures_util::pin_mut!(sink);
+            futures_util::SinkExt::send(&mut sink, data).await?;
+            sink.finish().await?;
+            let written = client.execute(merge.as_str(), &[]).await?;
+            client.batch_execute(&drop_stage).await?;
+            if !in_transaction {
+                client.batch_execute("COMMIT").await?;
+            }
+            Ok(written)
+        });
+        if outcome.is_err() && !in_transaction {
+            // Ours to end: the session goes back to the pool with none open.
+            let _ = self.execute(config, "ROLLBACK", &[]);
+        }
+        outcome
     }
 
     pub(super) fn query(
