@@ -148,9 +148,10 @@ fn watch(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());
 }
 
-/// Writes `vendored.rs` into OUT_DIR: the SDK's and the model's sources, which
-/// `synchost plugin new` puts into a new plugin project (vendor/), so that it
-/// builds against what this host expects without a registry.
+/// Writes `vendored.rs` into OUT_DIR: the SDK's and the model's sources, and
+/// the Python kit's, which `synchost plugin new` puts into a new plugin
+/// project (vendor/), so that it builds against what this host expects
+/// without a registry.
 fn write_vendored_sources(root: &Path) {
     let crates = [("synchost-plugin-sdk", root.join("plugins/sdk")), ("synchost-model", root.join("host/model"))];
     let mut files = Vec::new();
@@ -168,6 +169,18 @@ fn write_vendored_sources(root: &Path) {
             files.push((format!("{name}/{relative}"), file));
         }
     }
+    // The Python kit: its modules, and its own WIT beside the host's (its
+    // worlds that import wasi:http, and the WASI packages those need).
+    let kit = root.join("plugins/sdk-python");
+    watch(&kit.join("synchost_sdk"));
+    watch(&kit.join("wit"));
+    let mut found = vec![kit.join("wit/kit.wit")];
+    collect(&kit.join("wit/deps"), &mut found);
+    collect(&kit.join("synchost_sdk"), &mut found);
+    for file in found {
+        let relative = file.strip_prefix(&kit).unwrap().to_string_lossy().replace('\\', "/");
+        files.push((format!("sdk-python/{relative}"), file));
+    }
     let mut out = String::from(
         "/// (path under vendor/, content) of every vendored file.\npub const VENDORED: &[(&str, &[u8])] = &[\n",
     );
@@ -179,7 +192,7 @@ fn write_vendored_sources(root: &Path) {
     std::fs::write(out_dir.join("vendored.rs"), out).unwrap();
 }
 
-/// Every `.rs` and `.wit` file below `dir`, if it exists.
+/// Every `.rs`, `.wit` and `.py` file below `dir`, if it exists.
 fn collect(dir: &Path, into: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -187,7 +200,7 @@ fn collect(dir: &Path, into: &mut Vec<PathBuf>) {
     for path in entries {
         if path.is_dir() {
             collect(&path, into);
-        } else if path.extension().is_some_and(|e| e == "rs" || e == "wit") {
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "wit" || e == "py") {
             into.push(path);
         }
     }

@@ -1,10 +1,13 @@
 //! Plugins written in Python and JavaScript with synchost's kits
 //! (plugins/sdk-python, plugins/sdk-js), built with componentize-py (PyPI)
-//! and componentize-js (npm), pinned: each kit's `pick` example passes
-//! `plugin test` and syncs the same data to the same records as the Rust
-//! field mapper with the same config, side by side (the ratio of their run
-//! times is printed); `plugin new --lang python|js` makes projects of each
-//! kind that build and pass `plugin test` as they are.
+//! and componentize-js (npm), pinned, as docs/connectors.md has a stranger
+//! write them, in an empty directory from the guide's text alone: each
+//! language's `pick` transform passes `plugin test` and syncs the same data
+//! to the same records as the Rust field mapper with the same config, side
+//! by side (the ratio of their run times is printed); each language's HTTP
+//! source reads the guide's people API page by page through the host's
+//! wasi:http and passes `plugin test`; `plugin new --lang python|js` makes
+//! projects of each kind that build and pass `plugin test` as they are.
 
 mod common;
 
@@ -12,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{HostDir, javascript, python, sha256};
+use common::people_api::PeopleApi;
+use common::{HostDir, guide, javascript, python, sha256};
 
 /// A language a kit is for.
 #[derive(Clone, Copy, Debug)]
@@ -49,48 +53,52 @@ fn run(what: &str, command: &mut Command) {
     );
 }
 
-/// Builds the kit's `pick` example into `dir/pick.wasm`.
-fn build_pick(lang: Lang, dir: &Path) -> PathBuf {
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let out = dir.join("pick.wasm");
-    match lang {
-        Lang::Python => {
-            let kit = plugins.join("sdk-python");
-            run(
-                "componentize-py",
-                Command::new("componentize-py")
-                    .env("PATH", lang.path())
-                    .arg("-d")
-                    .arg(kit.join("wit"))
-                    .args(["-w", "synchost:plugin/transform-plugin", "componentize", "app", "-p"])
-                    .arg(kit.join("examples/pick"))
-                    .arg("-p")
-                    .arg(&kit)
-                    .arg("-o")
-                    .arg(&out),
-            );
-        }
-        Lang::Js => {
-            // componentize-js resolves imports within the app's directory.
-            let kit = plugins.join("sdk-js");
-            let app = dir.join("pick-js");
-            std::fs::create_dir_all(&app).unwrap();
-            std::fs::copy(kit.join("examples/pick/app.js"), app.join("app.js")).unwrap();
-            std::fs::copy(kit.join("synchost-sdk.js"), app.join("synchost-sdk.js")).unwrap();
-            run(
-                "componentize-js",
-                Command::new("componentize-js")
-                    .env("PATH", lang.path())
-                    .current_dir(&app)
-                    .arg("--wit")
-                    .arg(kit.join("wit"))
-                    .args(["--world-name", "synchost:plugin/transform-plugin", "--out"])
-                    .arg(&out)
-                    .arg("app.js"),
-            );
+impl Lang {
+    /// The guide's sections for this language.
+    fn section(self, what: &str) -> String {
+        let name = match self {
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        };
+        format!("## {what} in {name}")
+    }
+
+    /// The line that installs the language's tool, which the test has
+    /// installed already, at the version the guide and `plugin new` pin.
+    fn install_line(self) -> &'static str {
+        match self {
+            Lang::Python => "pip install",
+            Lang::Js => "npm install",
         }
     }
-    out
+}
+
+/// Follows the guide's `section` for `lang` in `dir` (its files written, its
+/// commands run, a tool install left to the test's own pinned one); returns
+/// what the commands printed.
+fn follow_guide(lang: Lang, section: &str, dir: &Path, edit: impl Fn(&str) -> String) -> String {
+    let text: String = guide::blocks(section).into_iter().map(|(_, body)| body).collect();
+    match lang {
+        Lang::Python => assert!(
+            !text.contains("pip install") || text.contains(python::COMPONENTIZE_PY),
+            "{section}: the guide installs another componentize-py than {}",
+            python::COMPONENTIZE_PY
+        ),
+        Lang::Js => {}
+    }
+    let tools = match lang {
+        Lang::Python => python::venv().join("bin"),
+        Lang::Js => javascript::bin_dir(),
+    };
+    let edit = |script: &str| guide::without_lines(&edit(script), &[lang.install_line()]);
+    guide::follow(section, dir, &[&tools], edit).into_iter().map(|(_, printed)| printed).collect()
+}
+
+/// Builds the guide's `pick` transform for `lang` into `dir/pick/pick.wasm`.
+fn build_pick(lang: Lang, dir: &Path) -> PathBuf {
+    let printed = follow_guide(lang, &lang.section("A transform"), dir, str::to_string);
+    assert!(printed.contains("4 passed, 0 failed, 0 skipped"), "{lang:?} pick: {printed}");
+    dir.join("pick/pick.wasm")
 }
 
 #[test]
@@ -106,13 +114,9 @@ fn a_javascript_transform_passes_plugin_test_and_syncs_as_the_rust_one_does() {
 fn pick_passes_plugin_test_and_syncs_as_the_rust_field_mapper(lang: Lang) {
     let scratch = tempfile::tempdir().unwrap();
     let pick = build_pick(lang, scratch.path());
-    let fixtures = scratch.path().join("fixtures");
-    std::fs::create_dir_all(&fixtures).unwrap();
-    std::fs::write(fixtures.join("input.csv"), "id,first,last\n1,Ada,Lovelace\n2,Grace,Hopper\n").unwrap();
-    std::fs::write(fixtures.join("bad.jsonl"), "{\"id\": \"\", \"first\": \"nobody\"}\n").unwrap();
-    std::fs::write(scratch.path().join("config.json"), r#"{"fields": [{"name": "given", "from": "first"}]}"#).unwrap();
+    let pick_dir = scratch.path().join("pick");
     let passed =
-        passes_plugin_test(scratch.path(), "pick.wasm", &["--plugin-config", "config.json", "--fixtures", "fixtures"]);
+        passes_plugin_test(&pick_dir, "pick.wasm", &["--plugin-config", "config.json", "--fixtures", "fixtures"]);
     assert_eq!(passed, 4, "{lang:?} pick");
 
     // The same rows through the Rust field mapper and the kit's pick, with
@@ -160,6 +164,49 @@ fn pick_passes_plugin_test_and_syncs_as_the_rust_field_mapper(lang: Lang) {
         seconds[1],
         seconds[1] / seconds[0]
     );
+}
+
+#[test]
+fn the_guides_python_http_source_reads_the_api_page_by_page_and_passes_plugin_test() {
+    http_source_passes_plugin_test(Lang::Python);
+}
+
+#[test]
+fn the_guides_javascript_http_source_reads_the_api_page_by_page_and_passes_plugin_test() {
+    http_source_passes_plugin_test(Lang::Js);
+}
+
+fn http_source_passes_plugin_test(lang: Lang) {
+    let api = PeopleApi::start(5);
+    let scratch = tempfile::tempdir().unwrap();
+    let printed = follow_guide(lang, &lang.section("An HTTP source"), scratch.path(), |script| {
+        script.replace("127.0.0.1:8080", &api.address())
+    });
+    assert!(printed.contains("5 row(s) in 3 page(s), every key once"), "{lang:?}: {printed}");
+    assert!(printed.contains("4 passed, 0 failed, 1 skipped"), "{lang:?}: {printed}");
+
+    // What it read, as `plugin run` prints it, and a host it may not reach.
+    let dir = scratch.path().join("people");
+    std::fs::write(dir.join("config.json"), format!(r#"{{"base_url": "http://{}/api", "limit": 2}}"#, api.address()))
+        .unwrap();
+    let allowed = Command::new(common::BIN)
+        .args(["plugin", "run", "people.wasm", "--plugin-config", "config.json", "--allow-host", &api.address()])
+        .args(["--json", "snapshot"])
+        .current_dir(&dir)
+        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
+        .output()
+        .unwrap();
+    let rows = common::stdout(&allowed);
+    assert!(allowed.status.success(), "{rows}{}", common::stderr(&allowed));
+    assert_eq!(rows.lines().count(), 5, "{rows}");
+    assert!(rows.contains(r#""key":"5""#) && rows.contains("p5@example.com"), "{rows}");
+    let refused = Command::new(common::BIN)
+        .args(["plugin", "run", "people.wasm", "--plugin-config", "config.json", "snapshot"])
+        .current_dir(&dir)
+        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a host not granted was reached: {}", common::stdout(&refused));
 }
 
 #[test]

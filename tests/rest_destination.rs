@@ -5,8 +5,9 @@
 //! The API (`/api/people`) lists records with cursor paging (or page numbers
 //! when asked with `page`), creates with POST, changes with PATCH and PUT,
 //! removes with DELETE, answers 401 without `Authorization: Bearer s3cret`,
-//! and logs every request it receives so the tests can check what went over
-//! the wire. Faults are injected per record key. It can also behave as
+//! answers a write again with its first answer when the `Idempotency-Key`
+//! repeats, and logs every request it receives so the tests can check what
+//! went over the wire. Faults are injected per record key. It can also behave as
 //! json-server does (a PUT replaces, and answers 404 for a new key); and one
 //! test runs against json-server itself (0.17.4, installed with npm into the
 //! target directory).
@@ -48,6 +49,8 @@ struct ApiState {
     unavailable: BTreeMap<String, u32>,
     /// Writes to these keys are refused with 422 and this message.
     invalid: BTreeMap<String, String>,
+    /// Answers to writes that succeeded, by their `Idempotency-Key`.
+    answered: BTreeMap<String, (StatusCode, Json)>,
     /// As json-server does: a PUT replaces an existing record and answers
     /// 404 for a key it does not have.
     put_replaces_existing_only: bool,
@@ -126,8 +129,19 @@ async fn handle(
         (StatusCode::NOT_FOUND, json!({"error": "no such collection"}))
     } else if header("authorization").as_deref() != Some(&format!("Bearer {TOKEN}")) {
         (StatusCode::UNAUTHORIZED, json!({"error": "invalid token"}))
+    } else if let Some(answered) = header("idempotency-key").and_then(|k| state.answered.get(&k).cloned()) {
+        answered
     } else {
-        route(&mut state, &method, key.as_deref(), &query, json_body.clone())
+        let answer = route(&mut state, &method, key.as_deref(), &query, json_body.clone());
+        // A write's answer is kept under its idempotency key, as Stripe's API
+        // does: the same key again gets the same answer and changes nothing.
+        if let Some(idempotency_key) = header("idempotency-key")
+            && method != Method::GET
+            && answer.0.is_success()
+        {
+            state.answered.insert(idempotency_key, answer.clone());
+        }
+        answer
     };
     state.log.push(Logged {
         method: method.to_string(),
@@ -668,6 +682,33 @@ fn config_mistakes_are_reported_by_key_before_any_request() {
 
 /// An API that keeps a field the sync does not write (`homeroom`) on record 1,
 /// whose PUT replaces and 404s on a missing key, as json-server's does.
+#[test]
+fn plugin_test_passes_the_rest_destination_against_the_api() {
+    let api = Api::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("rest_destination.wasm"), synchost::bundled::REST_DESTINATION.bytes).unwrap();
+    let config = json!({"base_url": api.base_url(), "collection": "/people", "auth_secret": "api_token"});
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    let allow = format!("127.0.0.1:{}", api.port);
+    let secret = format!("api_token={TOKEN}");
+    let output = std::process::Command::new(common::BIN)
+        .args(["plugin", "test", "rest_destination.wasm", "--plugin-config", "config.json"])
+        .args(["--allow-host", &allow, "--secret", &secret])
+        .current_dir(d)
+        .env("XDG_CACHE_HOME", d.join("cache"))
+        .output()
+        .unwrap();
+    let report = common::stdout(&output);
+    assert!(output.status.success(), "{report}{}", common::stderr(&output));
+    assert!(report.contains("7 passed, 0 failed, 0 skipped"), "{report}");
+    assert!(api.records().is_empty(), "the checks clean up after themselves: {:?}", api.records());
+    // The redelivered create went over the wire twice with one key.
+    let posts: Vec<Option<String>> =
+        api.log().into_iter().filter(|r| r.method == "POST").map(|r| r.idempotency_key).collect();
+    assert!(posts.windows(2).any(|pair| pair[0].is_some() && pair[0] == pair[1]), "{posts:?}");
+}
+
 fn json_server_like(api: &Api) {
     let mut state = api.lock();
     state.put_replaces_existing_only = true;

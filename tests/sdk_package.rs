@@ -2,7 +2,8 @@
 //! and `synchost-plugin-sdk` succeeds, and docs/connectors.md's transform,
 //! written from the guide's text alone into an empty directory outside this
 //! repository, builds against the packaged crates and passes the guide's
-//! `plugin run` and `plugin test` commands.
+//! `plugin run` and `plugin test` commands; so does its HTTP source, against
+//! the API the guide describes.
 //!
 //! The crates are not on crates.io: the plugin's Cargo.toml, as the guide
 //! writes it, asks for `synchost-plugin-sdk = "0.1"`, and a `[patch]` points
@@ -14,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::cargo;
+use common::{cargo, guide};
 
 /// Where this test's builds go: kept between runs, so that only the first
 /// compiles wit-bindgen and serde for wasm.
@@ -29,27 +30,9 @@ fn unpack(file: &Path, into: &Path) {
     assert!(status.success(), "cannot unpack {}", file.display());
 }
 
-/// The fenced blocks of a section of the guide: `(info string, body)`.
-fn blocks(guide: &str, section: &str) -> Vec<(String, String)> {
-    let start = guide.find(section).unwrap_or_else(|| panic!("the guide has no section `{section}`"));
-    let rest = &guide[start + section.len()..];
-    let rest = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
-    let mut found = Vec::new();
-    let mut lines = rest.lines();
-    while let Some(line) = lines.next() {
-        if let Some(info) = line.strip_prefix("```") {
-            let body: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
-            found.push((info.to_string(), body.join("\n") + "\n"));
-        }
-    }
-    found
-}
-
-#[test]
-fn the_guides_transform_builds_from_the_packaged_sdk_outside_the_repository_and_passes_plugin_test() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = scratch("target");
-
+/// `cargo package` of the model and the SDK, unpacked where a registry
+/// would put them; returns that directory.
+fn packaged_sdk(repo: &Path, target: &Path) -> PathBuf {
     // `cargo package` of both crates, verified (each built from its package).
     let model_target = target.join("model");
     let model_target = model_target.to_str().unwrap();
@@ -74,25 +57,19 @@ fn the_guides_transform_builds_from_the_packaged_sdk_outside_the_repository_and_
             &patch,
         ],
     );
-
-    // The packages, unpacked where a registry would put them.
     let registry = scratch("registry");
     let _ = std::fs::remove_dir_all(&registry);
     unpack(&Path::new(model_target).join("package/synchost-model-0.1.0.crate"), &registry);
     unpack(&Path::new(sdk_target).join("package/synchost-plugin-sdk-0.1.0.crate"), &registry);
     assert!(registry.join("synchost-plugin-sdk-0.1.0/wit/worlds.wit").exists(), "the SDK carries its WIT");
+    registry
+}
 
-    // The guide's files, into an empty directory.
-    let guide = std::fs::read_to_string(repo.join("docs/connectors.md")).unwrap();
-    let project = tempfile::tempdir().unwrap();
-    let dir = project.path().join("upper");
-    for (info, body) in blocks(&guide, "## A transform in Rust") {
-        if let Some(file) = info.split_whitespace().find_map(|word| word.strip_prefix("file=")) {
-            let path = dir.join(file);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, body).unwrap();
-        }
-    }
+/// Writes the files of the guide's `section` (its blocks marked `file=PATH`)
+/// into `dir`, points the SDK at `registry`, and builds the plugin, leaving
+/// it where the guide's commands look for it.
+fn build_from_guide(section: &str, dir: &Path, registry: &Path, target: &Path, crate_name: &str) {
+    guide::write_files(section, dir);
     let mut manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("the guide writes Cargo.toml");
     manifest += &format!(
         "\n[patch.crates-io]\nsynchost-plugin-sdk = {{ path = {:?} }}\nsynchost-model = {{ path = {:?} }}\n",
@@ -101,30 +78,40 @@ fn the_guides_transform_builds_from_the_packaged_sdk_outside_the_repository_and_
     );
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     let plugin_target = target.join("plugin");
-    cargo(&dir, &["build", "--release", "--target", "wasm32-wasip2", "--target-dir", plugin_target.to_str().unwrap()]);
+    cargo(dir, &["build", "--release", "--target", "wasm32-wasip2", "--target-dir", plugin_target.to_str().unwrap()]);
     std::fs::create_dir_all(dir.join("target/wasm32-wasip2/release")).unwrap();
-    std::fs::copy(
-        plugin_target.join("wasm32-wasip2/release/upper.wasm"),
-        dir.join("target/wasm32-wasip2/release/upper.wasm"),
-    )
-    .expect("the build made a component");
+    let wasm = format!("wasm32-wasip2/release/{crate_name}.wasm");
+    std::fs::copy(plugin_target.join(&wasm), dir.join("target").join(&wasm)).expect("the build made a component");
+}
 
-    // The guide's commands, as a shell runs them, with this build's synchost.
-    let bin_dir = Path::new(common::BIN).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    for (info, script) in blocks(&guide, "## Edit, run, test") {
-        if info != "sh" {
-            continue;
+/// Runs the guide's `sh` blocks of `section` in `dir`, each through `edit`,
+/// without the `cargo build` the test did with its own registry; returns
+/// each with what it printed.
+fn run_guide_commands(section: &str, dir: &Path, edit: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    let mut ran = Vec::new();
+    for (info, script) in guide::blocks(section) {
+        if info == "sh" {
+            let script = guide::without_lines(&edit(&script), &["cargo build", "rustup target add"]);
+            let printed = guide::run(&script, dir, &[]);
+            ran.push((script, printed));
         }
-        let output = Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &script])
-            .current_dir(&dir)
-            .env("PATH", &path)
-            .env("XDG_CACHE_HOME", project.path().join("cache"))
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        assert!(output.status.success(), "the guide's commands failed:\n{script}\n---\n{text}");
+    }
+    ran
+}
+
+#[test]
+fn the_guides_rust_plugins_build_from_the_packaged_sdk_outside_the_repository_and_pass_plugin_test() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = scratch("target");
+    let registry = packaged_sdk(repo, &target);
+
+    // The transform: the guide's files into an empty directory, then its
+    // commands.
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path().join("upper");
+    build_from_guide("## A transform in Rust", &dir, &registry, &target, "upper");
+    let ran = run_guide_commands("## Edit, run, test", &dir, str::to_string);
+    for (script, text) in &ran {
         if script.contains("plugin run") {
             assert!(text.contains(r#"1  {"id":"1","name":"ADA"}"#) && !text.contains(r#""2""#), "{text}");
         }
@@ -133,6 +120,18 @@ fn the_guides_transform_builds_from_the_packaged_sdk_outside_the_repository_and_
             assert!(text.contains("rejected: row `9`"), "{text}");
         }
     }
+    assert!(ran.iter().any(|(script, _)| script.contains("plugin test")), "the guide tests the transform");
+
+    // The HTTP source, against the API it describes (on a port of its own).
+    let api = common::people_api::PeopleApi::start(5);
+    let dir = project.path().join("people");
+    build_from_guide("## An HTTP source in Rust", &dir, &registry, &target, "people");
+    let ran = run_guide_commands("## An HTTP source in Rust", &dir, |script| {
+        script.replace("127.0.0.1:8080", &api.address())
+    });
+    let (_, text) = ran.iter().find(|(script, _)| script.contains("plugin test")).expect("the guide tests the source");
+    assert!(text.contains("5 row(s) in 3 page(s), every key once"), "{text}");
+    assert!(text.contains("4 passed, 0 failed, 1 skipped"), "{text}");
 }
 
 #[test]
@@ -168,9 +167,13 @@ fn the_wit_the_kits_carry_is_the_hosts() {
         names
     };
     let host = repo.join("wit");
-    for kit in ["plugins/sdk/wit", "plugins/sdk-python/wit", "plugins/sdk-js/wit"] {
+    // The Python kit adds its own worlds (those with wasi:http) in kit.wit.
+    for (kit, own) in
+        [("plugins/sdk/wit", None), ("plugins/sdk-python/wit", Some("kit.wit")), ("plugins/sdk-js/wit", None)]
+    {
         let copy = repo.join(kit);
-        assert_eq!(names(&host), names(&copy), "{kit}/ must hold the same files as wit/");
+        let carried: Vec<String> = names(&copy).into_iter().filter(|name| Some(name.as_str()) != own).collect();
+        assert_eq!(names(&host), carried, "{kit}/ must hold the same files as wit/");
         for name in names(&host) {
             assert_eq!(
                 std::fs::read_to_string(host.join(&name)).unwrap(),

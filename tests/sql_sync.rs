@@ -372,32 +372,61 @@ fn a_runtime_that_ends_closes_its_database_connections() {
     pg.run(&format!("DROP TABLE {source}; DROP TABLE {destination}"));
 }
 
-#[test]
-fn plugin_test_passes_the_sql_source_against_postgres_with_grants_from_a_file() {
-    let pg = Postgres::connect();
-    let table = unique_name("plugin_test_src");
-    people_in_postgres(&pg, &table, 40);
+/// Runs `synchost plugin test` of `wasm` (written into a scratch directory
+/// with `config` and `grants`) and returns its report, asserting it exits 0.
+fn plugin_test(wasm: &[u8], config: serde_json::Value, grants: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("sql_source.wasm"), SQL_SOURCE.bytes).unwrap();
-    std::fs::write(d.join("grants.toml"), format!("[connections.pg]\nurl = \"{POSTGRES_URL}\"\n")).unwrap();
-    std::fs::write(
-        d.join("config.json"),
-        serde_json::json!({"connection": "pg", "table": table, "key": "id", "cursor": "seq", "page_size": 15})
-            .to_string(),
-    )
-    .unwrap();
+    std::fs::write(d.join("plugin.wasm"), wasm).unwrap();
+    std::fs::write(d.join("grants.toml"), grants).unwrap();
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
     let output = std::process::Command::new(common::BIN)
-        .args(["plugin", "test", "sql_source.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
+        .args(["plugin", "test", "plugin.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
         .current_dir(d)
         .env("XDG_CACHE_HOME", d.join("cache"))
         .output()
         .unwrap();
     let report = common::stdout(&output);
     assert!(output.status.success(), "{report}{}", common::stderr(&output));
+    report
+}
+
+#[test]
+fn plugin_test_passes_the_sql_destination_against_postgres_and_mariadb() {
+    let pg = Postgres::connect();
+    let table = unique_name("plugin_test_dst");
+    pg.run(&format!("CREATE TABLE {table} (id text PRIMARY KEY, name text, note text)"));
+    let config = serde_json::json!({"connection": "db", "table": table, "key": "id"});
+    let report = plugin_test(SQL_DESTINATION.bytes, config, &format!("[connections.db]\nurl = \"{POSTGRES_URL}\"\n"));
+    assert!(report.contains("7 passed, 0 failed, 0 skipped"), "{report}");
+    assert!(report.contains("the update of a missing record was rejected"), "{report}");
+    // The checks leave the table as they found it.
+    assert_eq!(pg.value(&format!("SELECT count(*) FROM {table}")).as_deref(), Some("0"));
+    pg.run(&format!("DROP TABLE {table}"));
+
+    let mut maria = MariaDb::connect();
+    let table = unique_name("plugin_test_dst");
+    maria.run(&format!("CREATE TABLE {table} (id varchar(100) PRIMARY KEY, name text, note text)"));
+    let config = serde_json::json!({"connection": "db", "table": table, "key": "id"});
+    let report = plugin_test(SQL_DESTINATION.bytes, config, &format!("[connections.db]\nurl = \"{MARIADB_URL}\"\n"));
+    assert!(report.contains("7 passed, 0 failed, 0 skipped"), "{report}");
+    assert_eq!(maria.value(&format!("SELECT count(*) FROM {table}")).as_deref(), Some("0"));
+    maria.run(&format!("DROP TABLE {table}"));
+}
+
+#[test]
+fn plugin_test_passes_the_sql_source_against_postgres_with_grants_from_a_file() {
+    let pg = Postgres::connect();
+    let table = unique_name("plugin_test_src");
+    people_in_postgres(&pg, &table, 40);
+    let config = serde_json::json!({"connection": "pg", "table": table, "key": "id", "cursor": "seq", "page_size": 15});
+    let report = plugin_test(SQL_SOURCE.bytes, config, &format!("[connections.pg]\nurl = \"{POSTGRES_URL}\"\n"));
     assert!(report.contains("40 row(s) in 3 page(s)") && report.contains("5 passed, 0 failed, 0 skipped"), "{report}");
 
     // A grants file is checked as a tenant file's tables are, at its lines.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("sql_source.wasm"), SQL_SOURCE.bytes).unwrap();
     std::fs::write(d.join("grants.toml"), "[connections.pg]\nurl = \"postgress://nowhere\"\n").unwrap();
     let output = std::process::Command::new(common::BIN)
         .args(["plugin", "run", "sql_source.wasm", "--grants", "grants.toml", "info"])

@@ -13,9 +13,9 @@
 // rowsOf reads one as [key, fields] pairs and TableBuilder builds one; both
 // count offsets in UTF-8 bytes, not in JavaScript's UTF-16 units.
 
-import { config as hostConfig, log as hostLog, secret as hostSecret } from 'synchost:plugin/host@0.2.1';
+import { config as hostConfig, log as hostLog, secret as hostSecret } from 'synchost:plugin/host@0.2.2';
 
-export const WIT_VERSION = '0.2.1';
+export const WIT_VERSION = '0.2.2';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -198,7 +198,9 @@ export class Transform extends Plugin {
 
 /** Reads a system: snapshot(token) returns [rows, next token or null];
  * events(cursor, max) returns [events, cursor], an event being
- * ['upsert', key, fields, position] or ['delete', key, null, position]. */
+ * ['upsert', key, fields, position] or ['delete', key, null, position].
+ * Either may be async and await fetch(): the host may reach only the hosts
+ * its tenant lists in allowed_hosts. */
 export class Source extends Plugin {
   snapshot(token) { throw this.unsupported('snapshot'); }
   events(cursor, max) { throw this.unsupported('events'); }
@@ -226,14 +228,24 @@ function plugin(cls) {
   return instance;
 }
 
-/** Runs call, turning a PluginError into the WIT error the host reads. */
-function guarded(call) {
+/** Turns a PluginError into the WIT error the host reads. */
+function toWit(e) {
+  if (e instanceof PluginError) throw { tag: e.kind, val: e.message };
+  throw e;
+}
+
+/** Runs call and hands its result to done, turning a PluginError into the
+ * WIT error the host reads. A call may be async (a source that uses fetch):
+ * then the export returns a promise, and componentize-js runs the event loop
+ * until it settles before answering the host. */
+function guarded(call, done = (result) => result) {
+  let result;
   try {
-    return call();
+    result = call();
   } catch (e) {
-    if (e instanceof PluginError) throw { tag: e.kind, val: e.message };
-    throw e;
+    toWit(e);
   }
+  return result instanceof Promise ? result.then(done, toWit) : done(result);
 }
 
 function info(cls) {
@@ -243,8 +255,7 @@ function info(cls) {
 /** A source's or destination's snapshot page, as the WIT has it. */
 function snapshot(cls, token) {
   const p = plugin(cls);
-  const [rows, next] = guarded(() => p.snapshot(token ?? null));
-  return { rows: tableOf(rows), next: next ?? undefined };
+  return guarded(() => p.snapshot(token ?? null), ([rows, next]) => ({ rows: tableOf(rows), next: next ?? undefined }));
 }
 
 function configExport(cls) {
@@ -268,6 +279,19 @@ export function exportTransform(cls) {
   };
 }
 
+/** An event batch, as the WIT has it, from [events, cursor]. */
+function eventBatch([events, cursor]) {
+  const columns = [];
+  for (const [, , fields] of events) for (const name of Object.keys(fields ?? {})) if (!columns.includes(name)) columns.push(name);
+  const out = events.map(([op, key, fields, position], i) => ({
+    position: String(position ?? i),
+    change: op === 'delete'
+      ? { tag: 'delete', val: key }
+      : { tag: 'upsert', val: { key, values: columns.map((name) => toValue((fields ?? {})[name])) } },
+  }));
+  return { columns, events: out, cursor };
+}
+
 /** The `source` and `config` exports componentize-js looks for. */
 export function exportSource(cls) {
   return {
@@ -276,16 +300,7 @@ export function exportSource(cls) {
       snapshot: (token) => snapshot(cls, token),
       events(cursor, max) {
         const p = plugin(cls);
-        const [events, newCursor] = guarded(() => p.events(cursor ?? null, max));
-        const columns = [];
-        for (const [, , fields] of events) for (const name of Object.keys(fields ?? {})) if (!columns.includes(name)) columns.push(name);
-        const out = events.map(([op, key, fields, position], i) => ({
-          position: String(position ?? i),
-          change: op === 'delete'
-            ? { tag: 'delete', val: key }
-            : { tag: 'upsert', val: { key, values: columns.map((name) => toValue((fields ?? {})[name])) } },
-        }));
-        return { columns, events: out, cursor: newCursor };
+        return guarded(() => p.events(cursor ?? null, max), eventBatch);
       },
     },
     config: configExport(cls),
@@ -308,8 +323,8 @@ export function exportDestination(cls) {
           batch.columns.forEach((name, i) => { fields[name] = fromValue(row.values[i]); });
           return [action.tag, row.key, fields, changed, idempotencyKey];
         });
-        const outcomes = guarded(() => p.apply(operations));
-        return outcomes.map((error) => (error ? { tag: 'err', val: { tag: error.kind, val: error.message } } : { tag: 'ok' }));
+        return guarded(() => p.apply(operations), (outcomes) =>
+          outcomes.map((error) => (error ? { tag: 'err', val: { tag: error.kind, val: error.message } } : { tag: 'ok' })));
       },
     },
     config: configExport(cls),

@@ -6,7 +6,9 @@
 
 pub mod admin;
 pub mod databases;
+pub mod guide;
 pub mod javascript;
+pub mod people_api;
 pub mod python;
 
 use std::collections::BTreeMap;

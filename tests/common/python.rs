@@ -6,9 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The componentize-py the Python kit, `plugin new` and the guide pin.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
 /// The pinned packages: what the browser, API and Python plugin tests were
 /// written against.
-pub const PACKAGES: &[&str] = &["playwright==1.65.2", "schemathesis==4.32.5", "componentize-py==0.25.1"];
+pub const PACKAGES: &[&str] = &["playwright==1.65.2", "schemathesis==4.32.5", COMPONENTIZE_PY];
 
 fn run(what: &str, command: &mut Command) {
     let output = command.output().unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));

@@ -37,9 +37,6 @@ pub enum Lang {
     Js,
 }
 
-/// synchost's Python kit, vendored into Python projects.
-const PYTHON_KIT: &str = include_str!("../../../plugins/sdk-python/synchost_sdk/__init__.py");
-
 /// synchost's JavaScript kit, vendored into JavaScript projects.
 const JS_KIT: &str = include_str!("../../../plugins/sdk-js/synchost-sdk.js");
 
@@ -139,6 +136,7 @@ pub(super) fn new(name: &str, kind: Kind, lang: Lang, dir: Option<PathBuf>) -> a
             .replace("{{kind}}", &kind_name)
             .replace("{{file}}", &file)
             .replace("{{world}}", &format!("{kind_name}-plugin"))
+            .replace("{{http_world}}", &format!("{kind_name}-plugin-http"))
             .replace("{{test_args}}", test_args)
             .replace("{{run_args}}", run_args)
     };
@@ -174,8 +172,12 @@ pub(super) fn new(name: &str, kind: Kind, lang: Lang, dir: Option<PathBuf>) -> a
             write(&dir, "app.py", fill(app).as_bytes())?;
             write(&dir, "README.md", fill(include_str!("scaffold/python/README.md.in")).as_bytes())?;
             write_build_script(&dir, &fill(include_str!("scaffold/python/build.sh.in")))?;
-            write(&dir, "vendor/synchost_sdk/__init__.py", PYTHON_KIT.as_bytes())?;
             write_wit(&dir, "vendor/wit")?;
+            for (path, content) in vendored::VENDORED {
+                if let Some(kit_file) = path.strip_prefix("sdk-python/") {
+                    write(&dir, &format!("vendor/{kit_file}"), content)?;
+                }
+            }
             outln!("made {} ({kind_name} plugin, Python) in {}", name, dir.display());
             outln!("  {}/build.sh   (needs componentize-py==0.25.1)", dir.display());
             outln!("  synchost plugin test {file}.wasm {test_args}");

@@ -121,7 +121,9 @@ impl sdk::Source for FileSource {
     fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
         let config = &self.config;
         let Some(path) = config.snapshot.as_deref() else {
-            return Err(Error::Config("no `snapshot` file configured".into()));
+            return Err(Error::Config(
+                "plugin `file-source` does not support `snapshot` here: no `snapshot` file is configured".into(),
+            ));
         };
         let format = match config.format {
             Some(format) => format,
@@ -140,7 +142,9 @@ impl sdk::Source for FileSource {
     fn events(&mut self, cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {
         let config = &self.config;
         let Some(path) = config.changelog.as_deref() else {
-            return Err(Error::Config("no `changelog` file configured".into()));
+            return Err(Error::Config(
+                "plugin `file-source` does not support `events` here: no `changelog` file is configured".into(),
+            ));
         };
         let offset = parse_offset(cursor, "cursor")?;
         changelog::read_events(path, &config.key, offset, max as usize)

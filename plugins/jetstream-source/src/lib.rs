@@ -125,7 +125,11 @@ impl sdk::Source for JetStreamSource {
     // Not the SDK's default answer: this one tells the operator where the
     // source belongs.
     fn snapshot(&mut self, _token: Option<String>) -> Result<Page, Error> {
-        Err(Error::Config("a JetStream stream has no snapshot: use jetstream-source in event pipelines".into()))
+        Err(Error::Config(
+            "plugin `jetstream-source` does not support `snapshot`: a JetStream stream has no snapshot; use it in \
+             event pipelines"
+                .into(),
+        ))
     }
 
     fn events(&mut self, cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {

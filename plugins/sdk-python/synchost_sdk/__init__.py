@@ -14,7 +14,9 @@ one; both get the byte offsets right (they count UTF-8 bytes, not
 characters), which hand-written code easily does not.
 
 Build: componentize-py -d WIT -w synchost:plugin/transform-plugin componentize
-APP -p . -p KIT -o plugin.wasm (WIT: this kit's wit/ directory).
+APP -p . -p KIT -o plugin.wasm (WIT: this kit's wit/ directory). A plugin
+that makes HTTP requests (the `http` module) is built against the world's
+`-http` twin, e.g. `synchost:plugin/source-plugin-http`.
 """
 
 import json
@@ -22,9 +24,16 @@ import struct
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from componentize_py_types import Err
-from wit_world.imports import host, types
+from wit_world.imports import host
 
-WIT_VERSION = "0.2.1"
+try:
+    from wit_world.imports import types
+except ImportError:
+    # A world that imports wasi:http too has two `types` interfaces, which
+    # componentize-py then names by package.
+    from wit_world.imports import synchost_plugin_types as types
+
+WIT_VERSION = "0.2.2"
 
 Fields = Dict[str, Any]
 

@@ -139,7 +139,8 @@ impl sdk::Source for SqlSource {
         let table = &self.table;
         let Some(cursor_column) = &self.config.cursor else {
             return Err(Error::Config(format!(
-                "table `{}` has no `cursor` column configured: event syncs need one",
+                "plugin `sql-source` does not support `events` here: table `{}` has no `cursor` column configured, \
+                 which event syncs need",
                 self.config.table
             )));
         };
