@@ -220,15 +220,11 @@ fn plugin_test_passes_the_jetstream_source_against_a_stream() {
     )
     .unwrap();
     std::fs::write(d.join("config.json"), r#"{"stream": "orders", "key": "id"}"#).unwrap();
-    let output = Command::new(BIN)
-        .args(["plugin", "test", "jetstream_source.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
-        .current_dir(d)
-        .env("XDG_CACHE_HOME", d.join("cache"))
-        .output()
-        .unwrap();
-    let report = common::stdout(&output);
+    let report = common::plugin_test_passes(
+        d,
+        &["jetstream_source.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"],
+    );
     runtime.block_on(js.delete_stream(&name)).unwrap();
-    assert!(output.status.success(), "{report}{}", common::stderr(&output));
     // A stream has no snapshot to page through: those checks are skipped,
     // and the events are read whole, then again from a cursor half way.
     assert!(report.contains("40 event(s); after cursor"), "{report}");

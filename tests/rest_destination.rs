@@ -690,17 +690,11 @@ fn plugin_test_passes_the_rest_destination_against_the_api() {
     std::fs::write(d.join("rest_destination.wasm"), synchost::bundled::REST_DESTINATION.bytes).unwrap();
     let config = json!({"base_url": api.base_url(), "collection": "/people", "auth_secret": "api_token"});
     std::fs::write(d.join("config.json"), config.to_string()).unwrap();
-    let allow = format!("127.0.0.1:{}", api.port);
-    let secret = format!("api_token={TOKEN}");
-    let output = std::process::Command::new(common::BIN)
-        .args(["plugin", "test", "rest_destination.wasm", "--plugin-config", "config.json"])
-        .args(["--allow-host", &allow, "--secret", &secret])
-        .current_dir(d)
-        .env("XDG_CACHE_HOME", d.join("cache"))
-        .output()
-        .unwrap();
-    let report = common::stdout(&output);
-    assert!(output.status.success(), "{report}{}", common::stderr(&output));
+    let (allow, secret) = (format!("127.0.0.1:{}", api.port), format!("api_token={TOKEN}"));
+    let report = common::plugin_test_passes(
+        d,
+        &["rest_destination.wasm", "--plugin-config", "config.json", "--allow-host", &allow, "--secret", &secret],
+    );
     assert!(report.contains("7 passed, 0 failed, 0 skipped"), "{report}");
     assert!(api.records().is_empty(), "the checks clean up after themselves: {:?}", api.records());
     // The redelivered create went over the wire twice with one key.

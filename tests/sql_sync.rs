@@ -380,15 +380,7 @@ fn plugin_test(wasm: &[u8], config: serde_json::Value, grants: &str) -> String {
     std::fs::write(d.join("plugin.wasm"), wasm).unwrap();
     std::fs::write(d.join("grants.toml"), grants).unwrap();
     std::fs::write(d.join("config.json"), config.to_string()).unwrap();
-    let output = std::process::Command::new(common::BIN)
-        .args(["plugin", "test", "plugin.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
-        .current_dir(d)
-        .env("XDG_CACHE_HOME", d.join("cache"))
-        .output()
-        .unwrap();
-    let report = common::stdout(&output);
-    assert!(output.status.success(), "{report}{}", common::stderr(&output));
-    report
+    common::plugin_test_passes(d, &["plugin.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
 }
 
 #[test]

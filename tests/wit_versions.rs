@@ -179,6 +179,22 @@ fn plugins_built_against_0_1_1_transform_and_write_an_event_sync() {
 
 const V020_TRANSFORM: &str = "v020_transform.wasm";
 
+/// A diff pipeline from `data/in/people.csv` through the fixture transform
+/// `file` (installed with `digest`), with `config` as its config table.
+fn fixture_transform_tenant(file: &str, digest: &str, config: &str) -> String {
+    let fields = r#"[{ name = "id", from = "id" }]"#;
+    let tenant = common::file_pipeline_tenant(
+        r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+        fields,
+        "mode = \"diff\"\nmax_change_ratio = 1.0",
+    )
+    .replace("path = \"field_mapper.wasm\"", &format!("path = \"{file}\""))
+    .replace(&common::sha256(synchost::bundled::FIELD_MAPPER.bytes), digest)
+    .replace(&format!("config = {{ fields = {fields} }}"), &format!("config = {config}"));
+    assert!(tenant.contains(config) && tenant.contains(file), "the tenant template changed:\n{tenant}");
+    tenant
+}
+
 #[test]
 fn a_plugin_built_against_0_2_0_has_no_config_schema_and_still_syncs() {
     // 0.2.1 added the `config` export; a transform built before it (the
@@ -192,17 +208,7 @@ fn a_plugin_built_against_0_2_0_has_no_config_schema_and_still_syncs() {
     assert_eq!(info["config_schema"], serde_json::Value::Null, "{info}");
 
     host.write("data/in/people.csv", "id,name\n1,Ada\n2,Grace\n3,Edsger\n");
-    let fields = r#"[{ name = "id", from = "id" }]"#;
-    let tenant = common::file_pipeline_tenant(
-        r#"{ snapshot = "/in/people.csv", key = "id" }"#,
-        fields,
-        "mode = \"diff\"\nmax_change_ratio = 1.0",
-    )
-    .replace("path = \"field_mapper.wasm\"", &format!("path = \"{V020_TRANSFORM}\""))
-    .replace(&common::sha256(synchost::bundled::FIELD_MAPPER.bytes), &digest)
-    .replace(&format!("config = {{ fields = {fields} }}"), "config = { anything = \"goes\" }");
-    assert!(tenant.contains("anything = \"goes\""), "the tenant template changed:\n{tenant}");
-    host.write("tenants/acme.toml", &tenant);
+    host.write("tenants/acme.toml", &fixture_transform_tenant(V020_TRANSFORM, &digest, "{ anything = \"goes\" }"));
     let output = host.synchost(&["validate"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let (ok, report) = host.sync("acme/main", &[]);
@@ -225,23 +231,13 @@ fn a_plugin_built_against_0_2_1_keeps_its_config_schema_and_syncs() {
     assert_eq!(info["config_schema"]["required"], serde_json::json!(["label"]), "{info}");
 
     host.write("data/in/people.csv", "id,name\n1,Ada\n2,Grace\n");
-    let fields = r#"[{ name = "id", from = "id" }]"#;
-    let tenant = |config: &str| {
-        common::file_pipeline_tenant(
-            r#"{ snapshot = "/in/people.csv", key = "id" }"#,
-            fields,
-            "mode = \"diff\"\nmax_change_ratio = 1.0",
-        )
-        .replace("path = \"field_mapper.wasm\"", &format!("path = \"{V021_TRANSFORM}\""))
-        .replace(&common::sha256(synchost::bundled::FIELD_MAPPER.bytes), &digest)
-        .replace(&format!("config = {{ fields = {fields} }}"), config)
-    };
-    host.write("tenants/acme.toml", &tenant("config = { lable = \"x\" }"));
+    let tenant = |config: &str| fixture_transform_tenant(V021_TRANSFORM, &digest, config);
+    host.write("tenants/acme.toml", &tenant("{ lable = \"x\" }"));
     let output = host.synchost(&["validate"]);
     assert!(!output.status.success(), "a config its schema refuses passed validate");
     assert!(stderr(&output).contains("unknown key `lable`"), "{}", stderr(&output));
 
-    host.write("tenants/acme.toml", &tenant("config = { label = \"x\" }"));
+    host.write("tenants/acme.toml", &tenant("{ label = \"x\" }"));
     let (ok, report) = host.sync("acme/main", &[]);
     assert!(ok, "{report}");
     assert_eq!(report["stats"]["created"], 2, "{report}");

@@ -149,6 +149,20 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Runs `synchost plugin test ARGS` in `dir`, with the shared compiled-code
+/// cache, and returns its report, asserting it exited 0 (no check failed).
+pub fn plugin_test_passes(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(BIN)
+        .args([&["plugin", "test"][..], args].concat())
+        .current_dir(dir)
+        .env("XDG_CACHE_HOME", shared_cache_dir().join("xdg"))
+        .output()
+        .unwrap();
+    let report = stdout(&output);
+    assert!(output.status.success(), "plugin test {args:?} failed:\n{report}{}", stderr(&output));
+    report
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
