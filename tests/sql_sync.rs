@@ -427,3 +427,37 @@ fn plugin_test_passes_the_sql_source_against_postgres_with_grants_from_a_file() 
         .unwrap();
     assert!(common::stderr(&output).contains("grants.toml:2:7: connections.pg.url"), "{}", common::stderr(&output));
 }
+
+#[test]
+fn a_snapshot_leaves_out_rows_its_deleted_column_marks_and_the_marker_itself() {
+    let pg = Postgres::connect();
+    let table = unique_name("soft_deleted");
+    people_in_postgres(&pg, &table, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("sql_source.wasm"), SQL_SOURCE.bytes).unwrap();
+    std::fs::write(d.join("grants.toml"), format!("[connections.pg]\nurl = \"{POSTGRES_URL}\"\n")).unwrap();
+    // `active` is true for every third person: here it marks them deleted.
+    // It is not among the columns asked for, so it is read only to filter by.
+    let config = serde_json::json!({
+        "connection": "pg", "table": table, "key": "id", "columns": ["id", "name"], "deleted": "active", "page_size": 4
+    });
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    let output = std::process::Command::new(common::BIN)
+        .args(["plugin", "run", "sql_source.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
+        .args(["--json", "snapshot"])
+        .current_dir(d)
+        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let rows: Vec<serde_json::Value> =
+        common::stdout(&output).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let keys: Vec<&str> = rows.iter().map(|row| row["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["1", "2", "4", "5", "7", "8", "10"]);
+    assert_eq!(rows[2]["fields"]["name"], "name-4");
+    assert!(rows.iter().all(|row| row["fields"].get("active").is_none()), "{rows:?}");
+    // Three pages of four rows were read, less the deleted ones.
+    assert!(common::stderr(&output).contains("7 row(s) in 3 page(s)"), "{}", common::stderr(&output));
+    pg.run(&format!("DROP TABLE {table}"));
+}

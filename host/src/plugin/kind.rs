@@ -7,8 +7,8 @@ pub const WIT_PACKAGE: &str = "synchost:plugin";
 /// The version of that package this host implements. 0.2.0 carries snapshot
 /// pages and transforms as tables laid out by column; 0.2.1 adds the
 /// `config` export (a plugin's config schema), which 0.2.0 plugins lack and
-/// still load without; 0.2.2 adds `sql.connection.bulk-upsert`, which older
-/// plugins never call; plugins built against 0.1.x still load, through
+/// still load without; 0.2.2 adds `sql.connection.bulk-upsert` and
+/// `sql.rows.next-table`, which older plugins never call; plugins built against 0.1.x still load, through
 /// [`super::legacy`] (see [`is_compatible`]).
 pub const WIT_VERSION: &str = "0.2.2";
 

@@ -135,8 +135,11 @@ impl Table {
     }
 
     /// One page of the table in key order, after the key in `token` (a token
-    /// this made), and the token for the next page if there may be one.
-    pub fn page(&self, token_text: Option<&str>, page_size: u32) -> Result<(Vec<Vec<Value>>, Option<String>), Error> {
+    /// this made), as a table of `self.columns` keyed by the key columns, and
+    /// the token for the next page if there may be one. The rows cross from
+    /// the host laid out by column (`rows.next-table`), a few buffers per
+    /// column instead of a value each.
+    pub fn page(&self, token_text: Option<&str>, page_size: u32) -> Result<(sdk::Table, Option<String>), Error> {
         let (condition, params) = match token_text {
             None => (String::new(), Vec::new()),
             Some(text) => {
@@ -150,14 +153,18 @@ impl Table {
             self.sql_name,
             self.column_list(&self.key),
         );
-        let rows = read_all(&self.connection, &sql, &params, page_size)?;
-        let next = match rows.last() {
-            Some(last) if rows.len() as u32 == page_size => {
-                Some(token(&last[..self.key.len()].iter().collect::<Vec<_>>()))
-            }
-            _ => None,
-        };
-        Ok((rows, next))
+        // `next-table` waits for up to `page_size` rows: the LIMIT's worth.
+        let mut page = self.connection.query(&sql, &params)?.next_table(page_size)?;
+        let mut last_key = Vec::new();
+        for row in 0..page.len() {
+            last_key = (0..self.key.len()).map(|i| page.values[i].value(row)).collect();
+            page.key_data.push_str(&key_text(&self.key, &last_key.iter().collect::<Vec<_>>())?);
+            page.key_ends[row] =
+                u32::try_from(page.key_data.len()).map_err(|_| Error::Rejected("a page's keys exceed 4 GiB".into()))?;
+        }
+        let next =
+            (page.len() as u32 == page_size && page_size > 0).then(|| token(&last_key.iter().collect::<Vec<_>>()));
+        Ok((page, next))
     }
 
     /// The key of a row given as values of `self.columns`.

@@ -324,13 +324,8 @@ impl SqlDestination {
 
 impl sdk::Destination for SqlDestination {
     fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
-        let table = &self.table;
-        let (rows, next) = table.page(token.as_deref(), self.config.page_size)?;
-        let mut page = TableBuilder::with_capacity(table.columns.clone(), rows.len());
-        for values in &rows {
-            page.push_row(&table.key_of(values)?, values.iter().map(ValueRef::from));
-        }
-        Ok(Page { rows: page.finish(), next })
+        let (rows, next) = self.table.page(token.as_deref(), self.config.page_size)?;
+        Ok(Page { rows, next })
     }
 
     fn apply(&mut self, batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {

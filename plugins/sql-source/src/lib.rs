@@ -26,9 +26,7 @@
 
 use serde::Deserialize;
 use sql_common::{Names, Table, read_all, token, token_values};
-use synchost_plugin_sdk::{
-    self as sdk, Change, Error, Event, EventBatch, Page, PluginInfo, Row, TableBuilder, Value, ValueRef,
-};
+use synchost_plugin_sdk::{self as sdk, Change, Error, Event, EventBatch, Page, PluginInfo, Row, Value, ValueRef};
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +102,12 @@ impl sdk::Plugin for SqlSource {
     }
 }
 
+/// Whether a `deleted` column's value marks its row deleted: true, or an
+/// integer other than 0.
+fn marks_deleted(value: ValueRef<'_>) -> bool {
+    matches!(value, ValueRef::Boolean(true)) || matches!(value, ValueRef::Integer(n) if n != 0)
+}
+
 impl SqlSource {
     /// The index of `column` among the columns read.
     fn position(&self, column: &str) -> usize {
@@ -111,26 +115,25 @@ impl SqlSource {
     }
 
     fn is_deleted(&self, values: &[Value]) -> bool {
-        self.config.deleted.as_ref().is_some_and(|column| match &values[self.position(column)] {
-            Value::Boolean(b) => *b,
-            Value::Integer(n) => *n != 0,
-            _ => false,
-        })
+        self.config.deleted.as_ref().is_some_and(|column| marks_deleted(ValueRef::from(&values[self.position(column)])))
     }
 }
 
 impl sdk::Source for SqlSource {
     fn snapshot(&mut self, token: Option<String>) -> Result<Page, Error> {
-        let table = &self.table;
-        let (rows, next) = table.page(token.as_deref(), self.config.page_size)?;
-        let mut page = TableBuilder::with_capacity(table.columns[..self.emitted].to_vec(), rows.len());
-        for values in &rows {
-            if self.is_deleted(values) {
-                continue;
+        let (mut rows, next) = self.table.page(token.as_deref(), self.config.page_size)?;
+        if let Some(deleted) = &self.config.deleted {
+            let column = &rows.values[self.position(deleted)];
+            let kept: Vec<u32> =
+                (0..rows.len() as u32).filter(|&row| !marks_deleted(column.get(row as usize))).collect();
+            if kept.len() < rows.len() {
+                rows = rows.select(&kept);
             }
-            page.push_row(&table.key_of(values)?, values[..self.emitted].iter().map(ValueRef::from));
         }
-        Ok(Page { rows: page.finish(), next })
+        // The columns read only to page or filter by are not the data set's.
+        rows.columns.truncate(self.emitted);
+        rows.values.truncate(self.emitted);
+        Ok(Page { rows, next })
     }
 
     fn events(&mut self, cursor: Option<String>, max: u32) -> Result<EventBatch, Error> {

@@ -448,6 +448,16 @@ impl HostRows for PluginCtx {
         rows.next(max as usize)
     }
 
+    fn next_table(&mut self, rows: Resource<SqlRows>, max: u32) -> Result<synchost_model::Table, WitError> {
+        let rows = self.table().get_mut(&rows).map_err(|e| stale_handle("rows", e))?;
+        let page = rows.next(max as usize)?;
+        let mut table = synchost_model::TableBuilder::with_capacity(rows.columns.clone(), page.len());
+        for values in &page {
+            table.push_row("", values.iter().map(synchost_model::ValueRef::from));
+        }
+        Ok(table.finish())
+    }
+
     fn drop(&mut self, rows: Resource<SqlRows>) -> wasmtime::Result<()> {
         let rows = self.table().delete(rows)?;
         // Rows dropped before their end stop the query on the database too.
