@@ -33,27 +33,20 @@ impl Lang {
         }
     }
 
-    /// PATH with the language's componentize tool first.
-    fn path(self) -> String {
-        let tools = match self {
+    /// The directory holding the language's componentize tool, installed
+    /// (pinned) on first use.
+    fn tools(self) -> PathBuf {
+        match self {
             Lang::Python => python::venv().join("bin"),
             Lang::Js => javascript::bin_dir(),
-        };
-        format!("{}:{}", tools.display(), std::env::var("PATH").unwrap_or_default())
+        }
     }
-}
 
-fn run(what: &str, command: &mut Command) {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+    /// PATH with the language's componentize tool first.
+    fn path(self) -> String {
+        format!("{}:{}", self.tools().display(), std::env::var("PATH").unwrap_or_default())
+    }
 
-impl Lang {
     /// The guide's sections for this language.
     fn section(self, what: &str) -> String {
         let name = match self {
@@ -73,6 +66,16 @@ impl Lang {
     }
 }
 
+fn run(what: &str, command: &mut Command) {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Follows the guide's `section` for `lang` in `dir` (its files written, its
 /// commands run, a tool install left to the test's own pinned one); returns
 /// what the commands printed.
@@ -86,10 +89,7 @@ fn follow_guide(lang: Lang, section: &str, dir: &Path, edit: impl Fn(&str) -> St
         ),
         Lang::Js => {}
     }
-    let tools = match lang {
-        Lang::Python => python::venv().join("bin"),
-        Lang::Js => javascript::bin_dir(),
-    };
+    let tools = lang.tools();
     let edit = |script: &str| guide::without_lines(&edit(script), &[lang.install_line()]);
     guide::follow(section, dir, &[&tools], edit).into_iter().map(|(_, printed)| printed).collect()
 }
