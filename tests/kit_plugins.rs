@@ -183,23 +183,15 @@ fn http_source_passes_plugin_test(lang: Lang) {
 
     // What it read, as `plugin run` prints it, and a host it may not reach.
     let dir = scratch.path().join("people");
-    let allowed = Command::new(common::BIN)
-        .args(["plugin", "run", "people.wasm", "--plugin-config", "config.json", "--allow-host", &api.address()])
-        .args(["--json", "snapshot"])
-        .current_dir(&dir)
-        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
-        .output()
-        .unwrap();
+    let allowed = common::plugin(
+        &dir,
+        &["run", "people.wasm", "--plugin-config", "config.json", "--allow-host", &api.address(), "--json", "snapshot"],
+    );
     let rows = common::stdout(&allowed);
     assert!(allowed.status.success(), "{rows}{}", common::stderr(&allowed));
     assert_eq!(rows.lines().count(), 5, "{rows}");
     assert!(rows.contains(r#""key":"5""#) && rows.contains("p5@example.com"), "{rows}");
-    let refused = Command::new(common::BIN)
-        .args(["plugin", "run", "people.wasm", "--plugin-config", "config.json", "snapshot"])
-        .current_dir(&dir)
-        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
-        .output()
-        .unwrap();
+    let refused = common::plugin(&dir, &["run", "people.wasm", "--plugin-config", "config.json", "snapshot"]);
     assert!(!refused.status.success(), "a host not granted was reached: {}", common::stdout(&refused));
 }
 
@@ -237,12 +229,7 @@ fn new_projects_build_and_pass_plugin_test(lang: Lang) {
 /// Runs `synchost plugin test WASM ARGS` in `dir`, checks that every check
 /// passed, and returns how many there were.
 fn passes_plugin_test(dir: &Path, wasm: &str, args: &[&str]) -> usize {
-    let output = Command::new(common::BIN)
-        .args([&["plugin", "test", wasm, "--json"][..], args].concat())
-        .current_dir(dir)
-        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
-        .output()
-        .unwrap();
+    let output = common::plugin(dir, &[&["test", wasm, "--json"][..], args].concat());
     let checks: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{wasm}: no JSON ({e}): {}{}", common::stdout(&output), common::stderr(&output)));
     assert!(output.status.success() && checks.iter().all(|c| c["outcome"] == "pass"), "{wasm}: {checks:#?}");

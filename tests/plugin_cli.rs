@@ -11,7 +11,9 @@ use std::process::{Command, Output};
 use common::{stderr, stdout};
 use serde_json::json;
 
-/// `synchost plugin ARGS...` in `dir`, with its own compiled-code cache.
+/// `synchost plugin ARGS...` in `dir`, with its own compiled-code cache
+/// (not the suite's shared one, `common::plugin`): these tests check where
+/// the user's cache goes.
 fn plugin(dir: &Path, args: &[&str]) -> Output {
     Command::new(common::BIN)
         .arg("plugin")

@@ -66,17 +66,7 @@ struct Api {
 impl Api {
     fn start() -> Api {
         let state = Arc::new(Mutex::new(ApiState::default()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port on 127.0.0.1");
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let app = axum::Router::new().fallback(handle).with_state(state.clone());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
+        let port = common::serve(axum::Router::new().fallback(handle).with_state(state.clone()));
         Api { port, state }
     }
 

@@ -420,11 +420,7 @@ fn plugin_test_passes_the_sql_source_against_postgres_with_grants_from_a_file() 
     let d = dir.path();
     std::fs::write(d.join("sql_source.wasm"), SQL_SOURCE.bytes).unwrap();
     std::fs::write(d.join("grants.toml"), "[connections.pg]\nurl = \"postgress://nowhere\"\n").unwrap();
-    let output = std::process::Command::new(common::BIN)
-        .args(["plugin", "run", "sql_source.wasm", "--grants", "grants.toml", "info"])
-        .current_dir(d)
-        .output()
-        .unwrap();
+    let output = common::plugin(d, &["run", "sql_source.wasm", "--grants", "grants.toml", "info"]);
     assert!(common::stderr(&output).contains("grants.toml:2:7: connections.pg.url"), "{}", common::stderr(&output));
 }
 
@@ -443,13 +439,10 @@ fn a_snapshot_leaves_out_rows_its_deleted_column_marks_and_the_marker_itself() {
         "connection": "pg", "table": table, "key": "id", "columns": ["id", "name"], "deleted": "active", "page_size": 4
     });
     std::fs::write(d.join("config.json"), config.to_string()).unwrap();
-    let output = std::process::Command::new(common::BIN)
-        .args(["plugin", "run", "sql_source.wasm", "--plugin-config", "config.json", "--grants", "grants.toml"])
-        .args(["--json", "snapshot"])
-        .current_dir(d)
-        .env("XDG_CACHE_HOME", common::shared_cache_dir().join("xdg"))
-        .output()
-        .unwrap();
+    let output = common::plugin(
+        d,
+        &["run", "sql_source.wasm", "--plugin-config", "config.json", "--grants", "grants.toml", "--json", "snapshot"],
+    );
     assert!(output.status.success(), "{}", common::stderr(&output));
     let rows: Vec<serde_json::Value> =
         common::stdout(&output).lines().map(|line| serde_json::from_str(line).unwrap()).collect();

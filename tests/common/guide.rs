@@ -32,7 +32,7 @@ pub fn blocks(section: &str) -> Vec<(String, String)> {
 }
 
 /// The file a block's info string names, if it names one.
-pub fn file_of(info: &str) -> Option<&str> {
+fn file_of(info: &str) -> Option<&str> {
     info.split_whitespace().find_map(|word| word.strip_prefix("file="))
 }
 

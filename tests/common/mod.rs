@@ -149,18 +149,41 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Runs `synchost plugin test ARGS` in `dir`, with the shared compiled-code
-/// cache, and returns its report, asserting it exited 0 (no check failed).
-pub fn plugin_test_passes(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(BIN)
-        .args([&["plugin", "test"][..], args].concat())
+/// Runs `synchost plugin ARGS` in `dir`, with the shared compiled-code cache
+/// as the user's cache.
+pub fn plugin(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("plugin")
+        .args(args)
         .current_dir(dir)
         .env("XDG_CACHE_HOME", shared_cache_dir().join("xdg"))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `synchost plugin test ARGS` in `dir` and returns its report,
+/// asserting it exited 0 (no check failed).
+pub fn plugin_test_passes(dir: &Path, args: &[&str]) -> String {
+    let output = plugin(dir, &[&["test"][..], args].concat());
     let report = stdout(&output);
     assert!(output.status.success(), "plugin test {args:?} failed:\n{report}{}", stderr(&output));
     report
+}
+
+/// Serves `app` on a free port of 127.0.0.1, on a thread of its own, for as
+/// long as the test process lives; returns the port.
+pub fn serve(app: axum::Router) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port on 127.0.0.1");
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    port
 }
 
 pub fn stdout(output: &Output) -> String {

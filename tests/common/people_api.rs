@@ -41,18 +41,8 @@ async fn people(State(count): State<u64>, Query(paging): Query<Paging>) -> Respo
 impl PeopleApi {
     /// Serves `count` people on a free port.
     pub fn start(count: u64) -> PeopleApi {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port on 127.0.0.1");
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let app = axum::Router::new().route("/api/people", axum::routing::get(people)).with_state(count);
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        PeopleApi { port }
+        PeopleApi { port: super::serve(app) }
     }
 
     /// The guide's commands name the API `127.0.0.1:8080`; this is what to

@@ -24,7 +24,7 @@
 //! | `key` | required | the key column, or a list of them: a primary key or unique index, which the upsert conflicts on |
 //! | `columns` | every column | the columns the snapshot reads (what a diff compares is the pipeline's owned fields) |
 //! | `page_size` | `5000` | rows per snapshot page |
-//! | `statement_rows` | `500` | rows per delete statement (and per upsert while a rejected batch is applied an operation at a time) |
+//! | `statement_rows` | `500` | rows per delete statement |
 //!
 //! Columns the table has but a batch does not carry must be nullable or have
 //! a default, since a new row is inserted with the batch's columns only.
@@ -129,11 +129,10 @@ impl SqlDestination {
 
     /// Splits the batch into statements: a run of one kind of operation, a
     /// key at most once (a statement cannot change one row twice), and at
-    /// most `statement_rows` rows and the parameters a statement may carry,
-    /// or, for upserts in `bulk`, at most [`BULK_ROWS`].
-    fn groups(&self, operations: &[Operation], width: usize, bulk: bool) -> Vec<Group> {
-        let per_statement = self.config.statement_rows.min(MAX_PARAMS / width.max(1)).max(1);
-        let per_upsert = if bulk { BULK_ROWS } else { per_statement };
+    /// most [`BULK_ROWS`] upserts, or `statement_rows` deletes within the
+    /// parameters a statement of `width` values a row may carry.
+    fn groups(&self, operations: &[Operation], width: usize) -> Vec<Group> {
+        let per_delete = self.config.statement_rows.min(MAX_PARAMS / width.max(1)).max(1);
         let mut groups = Vec::new();
         let mut current: Option<(bool, Vec<usize>, HashSet<&str>)> = None;
         for (i, operation) in operations.iter().enumerate() {
@@ -143,7 +142,7 @@ impl SqlDestination {
                 Action::Delete(key) => (true, key.as_str()),
             };
             let fits = current.as_ref().is_some_and(|(kind, members, keys)| {
-                let most = if *kind { per_statement } else { per_upsert };
+                let most = if *kind { per_delete } else { BULK_ROWS };
                 *kind == delete && members.len() < most && !keys.contains(key)
             });
             if !fits && let Some((kind, members, _)) = current.take() {
@@ -335,7 +334,7 @@ impl sdk::Destination for SqlDestination {
         // Fast path: every statement of the batch in one transaction.
         connection.begin()?;
         let fast = self
-            .groups(operations, shape.insert_columns.len(), true)
+            .groups(operations, shape.insert_columns.len())
             .iter()
             .try_for_each(|g| self.run(&shape, operations, g, true));
         match fast {
