@@ -142,7 +142,7 @@ impl RunTarget {
             setup.streams = streams;
         }
         for secret in &self.secrets {
-            let (name, value) = secret.split_once('=').with_context(|| format!("--secret: write NAME=VALUE"))?;
+            let (name, value) = secret.split_once('=').context("--secret: write NAME=VALUE")?;
             setup.secrets.insert(name.to_string(), value.to_string());
         }
         Ok(setup)
@@ -169,18 +169,17 @@ pub(super) fn run(target: RunTarget, call: Call) -> anyhow::Result<ExitCode> {
             }
         }
         Call::Snapshot { max_pages } => {
-            let mut next_page: Box<dyn FnMut(Option<&str>) -> anyhow::Result<synchost_model::Page>> =
-                match compiled.kind {
-                    PluginKind::Source => {
-                        let mut source = SourceInstance::new(&engine, &compiled, &setup)?;
-                        Box::new(move |token| Ok(source.snapshot(token)?))
-                    }
-                    PluginKind::Destination => {
-                        let mut destination = DestinationInstance::new(&engine, &compiled, &setup)?;
-                        Box::new(move |token| Ok(destination.snapshot(token)?))
-                    }
-                    PluginKind::Transform => return Err(wrong_kind("snapshot")),
-                };
+            let mut next_page: NextPage = match compiled.kind {
+                PluginKind::Source => {
+                    let mut source = SourceInstance::new(&engine, &compiled, &setup)?;
+                    Box::new(move |token| Ok(source.snapshot(token)?))
+                }
+                PluginKind::Destination => {
+                    let mut destination = DestinationInstance::new(&engine, &compiled, &setup)?;
+                    Box::new(move |token| Ok(destination.snapshot(token)?))
+                }
+                PluginKind::Transform => return Err(wrong_kind("snapshot")),
+            };
             let (mut token, mut pages, mut rows) = (None::<String>, 0u64, 0u64);
             loop {
                 let page = next_page(token.as_deref())?;
@@ -258,6 +257,9 @@ pub(super) fn run(target: RunTarget, call: Call) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The next snapshot page after a token, from a source or a destination.
+type NextPage<'a> = Box<dyn FnMut(Option<&str>) -> anyhow::Result<synchost_model::Page> + 'a>;
 
 /// A table's rows, as text or one JSON object per line.
 fn print_table(table: &Table, json: bool) {

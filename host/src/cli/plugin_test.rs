@@ -209,11 +209,14 @@ fn foreign_token(engine: &PluginEngine, compiled: &Compiled, setup: &PluginSetup
 /// One event as compared between reads.
 type Seen = (String, String);
 
+/// Every event read, and after how many of them each returned cursor came.
+type EventsRead = (Vec<Seen>, Vec<(usize, String)>);
+
 /// Reads every event from the start, then again from a cursor it returned
 /// part way: the second read must be the first's tail, nothing lost, nothing
 /// repeated.
 fn events(engine: &PluginEngine, compiled: &Compiled, setup: &PluginSetup) -> Result<String, Finding> {
-    let read_all = |from: Option<String>| -> Result<(Vec<Seen>, Vec<(usize, String)>), Finding> {
+    let read_all = |from: Option<String>| -> Result<EventsRead, Finding> {
         let mut source = SourceInstance::new(engine, compiled, setup)?;
         let (mut cursor, mut seen, mut cursors) = (from, Vec::new(), Vec::new());
         for _ in 0..MAX_CALLS {

@@ -25,9 +25,12 @@ struct GrantsFile {
     streams: BTreeMap<Spanned<String>, StreamEntry>,
 }
 
+/// What a grants file grants: its connections and its streams.
+pub type Grants = (Vec<Arc<ConnectionConfig>>, Vec<Arc<StreamConfig>>);
+
 /// The connections and streams declared in `path`, each checked as a tenant
 /// file's would be, every problem at its line.
-pub fn load_grants(path: &Path) -> Result<(Vec<Arc<ConnectionConfig>>, Vec<Arc<StreamConfig>>), ConfigErrors> {
+pub fn load_grants(path: &Path) -> Result<Grants, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(Location::file(path), "", format!("cannot read the grants file: {e}")))?;
     let file: GrantsFile = parse_toml(path, &text)?;

@@ -272,10 +272,10 @@ impl LiveRuns {
                         live.total = *total;
                     }
                 }
-                SyncEvent::RunFinished { pipeline, run, .. } => {
-                    if runs.get(*pipeline).is_some_and(|live| live.run == *run) {
-                        runs.remove(*pipeline);
-                    }
+                SyncEvent::RunFinished { pipeline, run, .. }
+                    if runs.get(*pipeline).is_some_and(|live| live.run == *run) =>
+                {
+                    runs.remove(*pipeline);
                 }
                 _ => {}
             }
