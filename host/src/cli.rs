@@ -21,7 +21,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::runtime::{LoadError, Runtime, Tenants};
-use crate::state::{PipelineId, RunId, RunStatus, SqliteStore, StateStore};
+use crate::state::{PipelineId, RunId, RunStatus, StateStore};
 use crate::sync::SyncOptions;
 
 /// Keeps destination data sets in step with sources, through sandboxed
@@ -146,6 +146,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The hosts sharing this host's state store (those whose heartbeat is
+    /// live), how many pipelines each owns, and the leases each holds now.
+    #[command(after_help = "Example:\n  synchost hosts --json")]
+    Hosts {
+        /// Print JSON (errors too) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the runs the host has recorded.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -217,7 +225,8 @@ impl Command {
             | Command::Reload { json }
             | Command::Pause { json, .. }
             | Command::Resume { json, .. }
-            | Command::Status { json } => *json,
+            | Command::Status { json }
+            | Command::Hosts { json } => *json,
             Command::Runs(RunsCommand::List { json, .. } | RunsCommand::Show { json, .. }) => *json,
             Command::Plugin(command) => command.json(),
             Command::Dlq(command) => command.json(),
@@ -263,6 +272,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Reload { json } => admin::reload(&cli.config, json),
         Command::Status { json } => admin::status(&cli.config, json),
+        Command::Hosts { json } => {
+            let state = open_state(&cli.config)?;
+            output::hosts(&state.hosts()?, &state.leases()?, json);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Pause { pipeline, reason, json } => admin::set_pause(&cli.config, &pipeline, Some(reason), json),
         Command::Resume { pipeline, json } => admin::set_pause(&cli.config, &pipeline, None, json),
         Command::Runs(RunsCommand::List { pipeline, limit, json }) => {
@@ -327,15 +341,18 @@ fn stop_on_signal() -> &'static AtomicBool {
 }
 
 fn load(config: &Path, tenants: Tenants<'_>) -> anyhow::Result<Runtime> {
-    Runtime::load(config, tenants).map_err(|e| match e {
+    let runtime = Runtime::load(config, tenants).map_err(|e| match e {
         LoadError::Config(errors) => anyhow::anyhow!("the configuration has {} problem(s):\n{errors}", errors.0.len()),
         other => other.into(),
-    })
+    })?;
+    // The daemon serves every tenant; a one-off command (`sync`, `approve`)
+    // loads one, and holds leases under a name of its own.
+    Ok(if matches!(tenants, Tenants::Serving) { runtime } else { runtime.for_command() })
 }
 
-fn open_state(config: &Path) -> anyhow::Result<SqliteStore> {
+fn open_state(config: &Path) -> anyhow::Result<std::sync::Arc<dyn StateStore>> {
     let host = crate::config::HostConfig::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(SqliteStore::open(&host.state_dir)?)
+    Ok(crate::state::open(&host)?)
 }
 
 fn validate(config: &Path) -> anyhow::Result<ExitCode> {

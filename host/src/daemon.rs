@@ -28,6 +28,7 @@
 //! disappear stop after their current run.
 
 mod control;
+mod fleet;
 mod watch;
 
 pub use control::{Control, ControlError, LiveRuns};
@@ -120,6 +121,12 @@ async fn serve(
     // Reload triggers: file changes, SIGHUP, and the admin endpoint.
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadAsk>(1);
     let control = Arc::new(Control::new(runtime.clone(), reload_tx, live, stop.clone(), metrics));
+    // Learn the other hosts before taking any work, so that a host joining a
+    // fleet starts on its share, not on everything.
+    let fleet = control.fleet.clone();
+    let first_beat = (fleet.clone(), runtime.clone());
+    let _ = tokio::task::spawn_blocking(move || first_beat.0.beat(&first_beat.1)).await;
+    let beats = tokio::spawn(fleet.beat_until(runtime.clone(), shutdown_seen.clone()));
     let mut scheduler =
         Scheduler { control: control.clone(), running: Arc::default(), loops: JoinSet::new(), shutdown: shutdown_seen };
     scheduler.start_new();
@@ -215,6 +222,7 @@ async fn serve(
         }
     });
     while scheduler.loops.join_next().await.is_some() {}
+    let _ = beats.await;
     // The endpoint answers (`/readyz` says so) until the runs have stopped.
     admin.stop().await;
     tracing::info!("stopped");
@@ -255,6 +263,7 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
             .and_then(|wait| chrono::TimeDelta::from_std(wait).ok())
             .map(|wait| (chrono::Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         *slot.next_run_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        let mut asked = false;
         tokio::select! {
             _ = until(wait) => {}
             // Asked to run now; or resumed, paused or reloaded: look again.
@@ -262,6 +271,7 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
                 if !slot.requested.swap(false, Ordering::SeqCst) {
                     continue;
                 }
+                asked = true;
             }
             _ = shutdown.changed() => return,
         }
@@ -271,13 +281,19 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
         if paused() {
             continue;
         }
+        // A scheduled run is this host's to make only if the pipeline is its
+        // share of the fleet's; one an operator asked for is tried here.
+        if !asked && !control.fleet.owns(&id) {
+            run_now = false;
+            continue;
+        }
         *slot.next_run_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let Some(tenant) = runtime.tenant(&id.tenant) else { continue };
         let running = slot.run_lock.lock().await;
         let (runtime, job_id, job_stop) = (runtime.clone(), id.clone(), control.stop.clone());
         let outcome = tokio::task::spawn_blocking(move || -> Result<SyncReport, SyncError> {
             let options = SyncOptions { forget_idle_runs: true, ..SyncOptions::default() };
-            Ok(runtime.job(&job_id, &job_stop, options)?.run()?)
+            runtime.job(&job_id, &job_stop, options)?.run()
         })
         .await;
         drop(running);
@@ -305,6 +321,12 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
             }
             // The run's outcome was logged as it finished (see `log_event`).
             Ok(Ok(report)) => run_now = report.handed_over,
+            // Another host runs it now (the fleet's view moved, or a
+            // command runs it): the next turn looks again.
+            Ok(Err(e @ SyncError::Leased(_))) => tracing::debug!(pipeline = %id, "not run here: {e}"),
+            Ok(Err(SyncError::State(e))) if e.is_fenced() => {
+                tracing::warn!(pipeline = %id, "the run stopped, its lease taken by another host: {e}")
+            }
             Ok(Err(e)) => tracing::error!(pipeline = %id, "the run could not be recorded: {e}"),
             Err(e) => tracing::error!(pipeline = %id, "the run panicked: {e}"),
         }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{Config, ConfigError, ConfigErrors, HostConfig, Role, TenantConfig};
 use crate::plugin::{CompiledPlugin, EngineOptions, PluginEngine, PluginKind, PluginSetup};
-use crate::state::{PipelineId, SqliteStore, StateError, StateStore};
+use crate::state::{PipelineId, StateError, StateStore};
 use crate::sync::events::{self, Observer, SyncEvent};
 use crate::sync::{SyncError, SyncJob, SyncOptions};
 
@@ -94,6 +94,10 @@ pub struct Runtime {
     pub host: HostConfig,
     pub engine: PluginEngine,
     pub state: Arc<dyn StateStore>,
+    /// Who this process's runs hold pipeline leases as: the host's
+    /// `host_id`, or for a one-off command its own name (see
+    /// [`Runtime::for_command`]).
+    pub holder: String,
     tenants: RwLock<BTreeMap<String, Arc<LoadedTenant>>>,
     /// What hot swaps need to remember: earlier versions, refusals.
     swaps: Mutex<reload::SwapLog>,
@@ -118,7 +122,7 @@ impl Runtime {
     /// chosen tenants, and opens the state store.
     pub fn load(path: &Path, tenants: Tenants<'_>) -> Result<Runtime, LoadError> {
         let Checked { config, engine, mut plugins, left_out } = Self::check(path, tenants)?;
-        let state = Arc::new(SqliteStore::open(&config.host.state_dir)?);
+        let state = crate::state::open(&config.host)?;
         let mut loaded = BTreeMap::new();
         for tenant in config.tenants {
             let plugins = plugins.remove(&tenant.name).unwrap_or_default();
@@ -128,6 +132,7 @@ impl Runtime {
         swaps.refuse_at_start(left_out);
         let swaps = Mutex::new(swaps);
         Ok(Runtime {
+            holder: config.host.host_id.clone(),
             host: config.host,
             engine,
             state,
@@ -136,6 +141,15 @@ impl Runtime {
             checking: reload::Checking::default(),
             observer: events::ignore(),
         })
+    }
+
+    /// This runtime for a one-off command beside a daemon (`sync`,
+    /// `approve`): its runs hold leases under a name of their own, never the
+    /// host's `host_id`, so that a command can never renew (and so share) a
+    /// daemon's lease.
+    pub fn for_command(mut self) -> Runtime {
+        self.holder = format!("command:{}:{}", crate::state::machine_name(), std::process::id());
+        self
     }
 
     /// Everything `load` checks, without opening the state: what `synchost
@@ -212,6 +226,9 @@ impl Runtime {
             pipeline,
             plugins: tenant.plugins.clone(),
             stop,
+            holder: &self.holder,
+            lease_time: self.host.lease_time,
+            lease_lost: AtomicBool::new(false),
             superseded: tenant.superseded.clone(),
             options,
             state_dir: &self.host.state_dir,

@@ -1,8 +1,12 @@
 //! The state a host keeps between runs: the record of every run, event
 //! cursors and dead letters. [`StateStore`] is the seam; [`SqliteStore`] (one
-//! file in the state directory) is the embedded default.
+//! file in the state directory) is the embedded default, [`PostgresStore`]
+//! the one several hosts share.
 
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A pipeline, named as the CLI names it: `tenant/pipeline`.
@@ -221,6 +226,62 @@ pub struct PermittedLoad {
     pub deletes: u64,
 }
 
+/// Who runs a pipeline: the holder of its lease, until the lease ends unless
+/// renewed. The fencing token grows with every new holder; a run records the
+/// token it started under, and the store refuses every write of a run whose
+/// token is no longer the lease's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Lease {
+    pub pipeline: PipelineId,
+    /// The host (or command) holding it: `host_id`, by default HOSTNAME:PID.
+    pub holder: String,
+    pub token: i64,
+    /// When it ends unless renewed, in milliseconds since the Unix epoch by
+    /// the store's clock (the database's, for PostgreSQL: hosts' clocks may
+    /// differ, the database's is the one every host reads).
+    pub expires_at_ms: i64,
+    /// The version of the tenant the holder runs (its tenant file's digest).
+    pub version: Option<String>,
+}
+
+/// What [`StateStore::acquire_lease`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// The lease is the asker's: newly granted (a new token), or renewed.
+    Granted(Lease),
+    /// Another holder has it, until its `expires_at_ms`.
+    HeldBy(Lease),
+}
+
+/// A host of a fleet sharing one state store, as its heartbeats show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostInfo {
+    pub id: String,
+    /// Its first heartbeat (RFC 3339).
+    pub started_at: String,
+    /// Until when it counts as live unless it beats again (ms since the epoch).
+    pub expires_at_ms: i64,
+    /// Pipelines it owned (its share of the fleet's) at its last heartbeat.
+    pub pipelines: u64,
+}
+
+/// A write of a run refused because its pipeline's lease has passed to
+/// another holder since the run started.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} of {pipeline} holds lease token {run_token}, but the lease is now {}; it writes nothing more",
+    match run { Some(run) => format!("run {run}"), None => "a new run".to_string() },
+    match holder { Some(holder) => format!("`{holder}`'s, token {token}"), None => "gone".to_string() }
+)]
+pub struct Fenced {
+    /// `None`: the run was about to start.
+    pub run: Option<RunId>,
+    pub pipeline: PipelineId,
+    pub run_token: i64,
+    pub holder: Option<String>,
+    pub token: i64,
+}
+
 /// An operation that can never apply, kept with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
@@ -250,11 +311,73 @@ pub struct StateError {
 
 pub type StateResult<T> = Result<T, StateError>;
 
+impl StateError {
+    /// Whether the write was refused because the run's lease passed to
+    /// another holder (see [`Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        self.source.downcast_ref::<Fenced>().is_some()
+    }
+
+    fn fenced(fenced: Fenced) -> StateError {
+        StateError { context: format!("refused a write to the state of {}", fenced.pipeline), source: Box::new(fenced) }
+    }
+}
+
 /// Where runs, cursors and dead letters are kept.
+///
+/// Every write a run makes is fenced: it commits only while the lease the run
+/// started under (its token) is still the pipeline's lease, checked in the
+/// write's own transaction. Otherwise it fails with [`Fenced`], is counted
+/// (see [`StateStore::fenced_writes`]), and changes nothing.
 pub trait StateStore: Send + Sync {
-    fn start_run(&self, pipeline: &PipelineId, mode: Mode, plugins: &BTreeMap<String, String>) -> StateResult<RunId>;
+    // --- leases and hosts ---
+
+    /// Takes the lease of `pipeline` for `holder` for `ttl`, if it is free,
+    /// ended, or `holder`'s already (then renewed, same token). A new holder
+    /// gets a token one above the last one; the grant is kept in the audit
+    /// of grants.
+    fn acquire_lease(
+        &self,
+        pipeline: &PipelineId,
+        holder: &str,
+        ttl: std::time::Duration,
+        version: Option<&str>,
+    ) -> StateResult<LeaseAnswer>;
+
+    /// Extends `lease` by `ttl` from now; `None` if it is no longer the
+    /// pipeline's lease (another holder took it after it ended).
+    fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> StateResult<Option<Lease>>;
+
+    /// Ends `lease` now, if it is still the pipeline's: another holder may
+    /// take it at once.
+    fn release_lease(&self, lease: &Lease) -> StateResult<()>;
+
+    /// Every pipeline's lease, ended or not.
+    fn leases(&self) -> StateResult<Vec<Lease>>;
+
+    /// Records that host `id` is live for `ttl` more, owning `pipelines`.
+    fn heartbeat(&self, id: &str, ttl: std::time::Duration, pipelines: u64) -> StateResult<()>;
+
+    /// The hosts live now, by id.
+    fn hosts(&self) -> StateResult<Vec<HostInfo>>;
+
+    /// Removes host `id` from the live hosts (it is shutting down).
+    fn leave(&self, id: &str) -> StateResult<()>;
+
+    /// How many writes were refused because their run's lease had passed on,
+    /// per pipeline.
+    fn fenced_writes(&self) -> StateResult<BTreeMap<PipelineId, u64>>;
+
+    // --- runs ---
+
+    /// Records a new run of the lease's pipeline, under the lease's token.
+    fn start_run(&self, lease: &Lease, mode: Mode, plugins: &BTreeMap<String, String>) -> StateResult<RunId>;
 
     fn finish_run(&self, run: RunId, status: RunStatus, stats: &RunStats, error: Option<&str>) -> StateResult<()>;
+
+    /// Marks the blocked run `old` superseded by run `by`, which planned
+    /// afresh (a write of `by`'s).
+    fn supersede_run(&self, by: RunId, old: RunId, why: &str) -> StateResult<()>;
 
     /// Removes the record of a run that did nothing worth keeping.
     fn forget_run(&self, run: RunId) -> StateResult<()>;
@@ -281,22 +404,23 @@ pub trait StateStore: Send + Sync {
 
     // --- diff sync state ---
 
-    /// Marks a finished run as running again (an approved plan being applied).
-    fn restart_run(&self, run: RunId) -> StateResult<()>;
+    /// Marks a finished run as running again (an approved plan being
+    /// applied), now under `lease`.
+    fn restart_run(&self, run: RunId, lease: &Lease) -> StateResult<()>;
 
     /// The keys of the destination records this pipeline created and has not
     /// deleted since (for `deletes = "managed"`).
     fn managed_keys(&self, pipeline: &PipelineId) -> StateResult<std::collections::HashSet<String>>;
 
-    /// Records records created and deleted by a batch, in one transaction.
-    fn update_managed_keys(&self, pipeline: &PipelineId, created: &[String], deleted: &[String]) -> StateResult<()>;
+    /// Records records created and deleted by a batch of `run`, in one transaction.
+    fn update_managed_keys(&self, run: RunId, created: &[String], deleted: &[String]) -> StateResult<()>;
 
     /// The load let past the guard whose apply has not finished, if any.
     fn permitted_load(&self, pipeline: &PipelineId) -> StateResult<Option<PermittedLoad>>;
 
     /// Records (`Some`) a load about to apply under a permission, or clears
-    /// it (`None`) once its apply has finished.
-    fn set_permitted_load(&self, pipeline: &PipelineId, load: Option<&PermittedLoad>) -> StateResult<()>;
+    /// it (`None`) once its apply has finished, for `run`'s pipeline.
+    fn set_permitted_load(&self, run: RunId, load: Option<&PermittedLoad>) -> StateResult<()>;
 
     // --- event sync state ---
 
@@ -438,4 +562,86 @@ pub struct RequeueOutcome {
 /// Now, as RFC 3339 in UTC, the form every timestamp in the state takes.
 pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Opens the state store `synchost.toml` chooses: the SQLite file in the
+/// state directory unless `state` names a PostgreSQL database.
+pub fn open(host: &crate::config::HostConfig) -> StateResult<std::sync::Arc<dyn StateStore>> {
+    Ok(match &host.state {
+        crate::config::StateConfig::Sqlite => std::sync::Arc::new(SqliteStore::open(&host.state_dir)?),
+        crate::config::StateConfig::Postgres { url, password } => {
+            std::sync::Arc::new(PostgresStore::open(url, password.as_ref().map(|p| p.expose()))?)
+        }
+    })
+}
+
+/// What taking a lease does, given the lease as it stands.
+#[derive(Debug, PartialEq, Eq)]
+enum LeaseStep {
+    /// The asker holds it and it has not ended: same token, later end.
+    Renew,
+    /// It has ended (or was never granted: token 0): the asker gets it under
+    /// this new token.
+    Grant(i64),
+    /// Someone else holds it.
+    Refuse,
+}
+
+/// The rule of [`StateStore::acquire_lease`], shared by the stores.
+fn lease_step(current: &Lease, holder: &str, now_ms: i64) -> LeaseStep {
+    if current.expires_at_ms > now_ms {
+        if current.holder == holder { LeaseStep::Renew } else { LeaseStep::Refuse }
+    } else {
+        LeaseStep::Grant(current.token + 1)
+    }
+}
+
+/// Why a run under lease token `run_token` is over once the lease is at `token`.
+fn lease_passed(run_token: i64, token: i64) -> String {
+    format!("its lease (token {run_token}) passed to another holder (token {token}) before it finished")
+}
+
+/// Why run `run`, recorded as `running` by process `pid` of this machine, is
+/// over though nobody recorded its end: its process is gone, or it is this
+/// process's and not among its `live` runs (its end could not be recorded).
+/// `None` while it may still be going. (Where a process cannot be looked up,
+/// nothing is over: a live run must never be marked.)
+fn abandoned_because(run: RunId, pid: u32, live: &std::collections::HashSet<RunId>) -> Option<String> {
+    if pid == std::process::id() {
+        return (!live.contains(&run))
+            .then(|| "it ended, but its end could not be recorded (the state store failed then)".to_string());
+    }
+    process_is_gone(pid).then(|| format!("the process running it (pid {pid}) ended before it finished"))
+}
+
+/// Whether no process has this id any more. Only Linux's /proc is consulted;
+/// elsewhere every process counts as alive.
+fn process_is_gone(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+}
+
+/// This machine's name, which a shared store records with each run's
+/// process id: only this machine can tell whether that process is gone.
+pub(crate) fn machine_name() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn parse_mode(text: &str) -> Mode {
+    if text == "event" { Mode::Event } else { Mode::Diff }
+}
+
+/// An operation as stored (JSON text); text that is not JSON is shown as it is.
+fn operation_from_text(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+}
+
+/// Why `dlq retry` leaves a dead letter that a later event superseded.
+fn superseded_refusal(key: &str, position: &str) -> String {
+    format!("a later event for `{key}` (at {position}) was applied since; retrying would undo it")
+}
+
+/// Why `dlq retry` leaves a dead letter whose key has a queued operation.
+fn already_queued_refusal(key: &str) -> String {
+    format!("`{key}` already has an operation in the retry queue")
 }

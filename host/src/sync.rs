@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -20,7 +20,7 @@ use crate::config::{Mode, PipelineConfig, TenantConfig};
 use crate::plugin::{
     CompiledPlugin, DestinationInstance, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
 };
-use crate::state::{PipelineId, RunId, RunStats, RunStatus, StateError, StateStore};
+use crate::state::{Lease, LeaseAnswer, PipelineId, RunId, RunStats, RunStatus, StateError, StateStore};
 pub(crate) use event::operation_from_json;
 pub use events::{Observer, SyncEvent};
 use synchost_model::Table;
@@ -65,6 +65,13 @@ pub struct SyncJob<'a> {
     pub plugins: Arc<BTreeMap<String, Arc<CompiledPlugin>>>,
     /// Set by a shutdown: stop at the next batch boundary.
     pub stop: &'a AtomicBool,
+    /// Who this process is to the pipeline's lease (see [`Lease`]), and how
+    /// long a lease lasts unless renewed.
+    pub holder: &'a str,
+    pub lease_time: Duration,
+    /// Set when the pipeline's lease was found taken by another holder while
+    /// the job ran: stop at once (the store refuses its writes anyway).
+    pub lease_lost: AtomicBool,
     /// Set when a newer version of the tenant's plugins became active: an
     /// event sync hands over at its next batch boundary.
     pub superseded: Arc<AtomicBool>,
@@ -97,9 +104,21 @@ pub enum SyncError {
     NotDiff(PipelineId),
     #[error("run {0} is an event run; only diff runs can be replayed")]
     EventRun(RunId),
+    /// Another host or command runs the pipeline now.
+    #[error(
+        "{} is being run by `{}` (lease token {}, for {} more unless renewed); try again when it is done",
+        .0.pipeline, .0.holder, .0.token, lease_left(.0)
+    )]
+    Leased(Lease),
     /// The work itself stopped: a plugin failed, the destination changed…
     #[error(transparent)]
     Halted(#[from] Halt),
+}
+
+/// How long `lease` lasts from now unless renewed, as people read it.
+fn lease_left(lease: &Lease) -> String {
+    let left = lease.expires_at_ms - chrono::Utc::now().timestamp_millis();
+    humantime::format_duration(Duration::from_secs(left.max(0) as u64 / 1000)).to_string()
 }
 
 /// Why a run stopped before its end; recorded with the run.
@@ -270,14 +289,17 @@ impl SyncJob<'_> {
     /// Runs the sync to its end, or to the first thing that stops it. Only a
     /// failure of the state store itself is an `Err`: anything else is a run
     /// that failed, recorded and reported.
-    pub fn run(&self) -> Result<SyncReport, StateError> {
+    pub fn run(&self) -> Result<SyncReport, SyncError> {
         let id = self.id();
-        let run = self.state.start_run(&id, self.pipeline.mode, &self.digests())?;
-        let from = RunStats::default();
-        (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: self.pipeline.mode, from: &from });
-        self.record(run, |progress| match self.pipeline.mode {
-            Mode::Diff => diff::run(self, run, progress),
-            Mode::Event => event::run(self, run, progress),
+        let lease = self.take_lease()?;
+        self.holding(&lease, || {
+            let run = self.state.start_run(&lease, self.pipeline.mode, &self.digests())?;
+            let from = RunStats::default();
+            (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: self.pipeline.mode, from: &from });
+            Ok(self.record(run, |progress| match self.pipeline.mode {
+                Mode::Diff => diff::run(self, run, progress),
+                Mode::Event => event::run(self, run, progress),
+            })?)
         })
     }
 
@@ -291,20 +313,23 @@ impl SyncJob<'_> {
         if record.status != RunStatus::Blocked {
             return Err(SyncError::NotBlocked { run, status: record.status });
         }
-        // The destination is checked before the run is touched: a refusal
-        // leaves the blocked run as it was. The check reads the destination
-        // once, and the apply goes on with what it read.
-        let mut progress = Progress::new(self, Some(run));
-        let approvable = diff::approvable(self, run, &mut progress)?;
-        self.state.restart_run(run)?;
-        let id = self.id();
-        (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: Mode::Diff, from: &record.stats });
-        // The run keeps what its planning counted (rows read, desired...).
-        let report = self.record(run, |progress| {
-            progress.stats = record.stats.clone();
-            diff::approve(self, run, approvable, progress)
-        })?;
-        Ok(report)
+        let lease = self.take_lease()?;
+        self.holding(&lease, || {
+            // The destination is checked before the run is touched: a refusal
+            // leaves the blocked run as it was. The check reads the destination
+            // once, and the apply goes on with what it read.
+            let mut progress = Progress::new(self, Some(run));
+            let approvable = diff::approvable(self, run, &mut progress)?;
+            self.state.restart_run(run, &lease)?;
+            let id = self.id();
+            (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: Mode::Diff, from: &record.stats });
+            // The run keeps what its planning counted (rows read, desired...).
+            let report = self.record(run, |progress| {
+                progress.stats = record.stats.clone();
+                diff::approve(self, run, approvable, progress)
+            })?;
+            Ok(report)
+        })
     }
 
     /// Plans without writing anything: what `synchost plan` shows.
@@ -446,7 +471,55 @@ impl SyncJob<'_> {
     }
 
     pub(crate) fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || self.lease_lost.load(Ordering::Relaxed)
+    }
+
+    /// Takes the pipeline's lease for this job, or says who holds it.
+    fn take_lease(&self) -> Result<Lease, SyncError> {
+        let version = Some(self.tenant.version_digest.as_str());
+        match self.state.acquire_lease(&self.id(), self.holder, self.lease_time, version)? {
+            LeaseAnswer::Granted(lease) => Ok(lease),
+            LeaseAnswer::HeldBy(lease) => Err(SyncError::Leased(lease)),
+        }
+    }
+
+    /// Runs `work` under `lease`, renewed every third of its time by a
+    /// thread of its own, and releases it after. A lease found taken by
+    /// another holder stops the job (see [`SyncJob::lease_lost`]); a renewal
+    /// that fails is tried again at the next tick, and until the lease ends
+    /// nobody else can take it.
+    fn holding<T>(&self, lease: &Lease, work: impl FnOnce() -> T) -> T {
+        let done = (std::sync::Mutex::new(false), std::sync::Condvar::new());
+        let (state, lost, every) = (self.state, &self.lease_lost, self.lease_time / 3);
+        let result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut finished = done.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                loop {
+                    finished = done.1.wait_timeout(finished, every).unwrap_or_else(|e| e.into_inner()).0;
+                    if *finished {
+                        return;
+                    }
+                    match state.renew_lease(lease, self.lease_time) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            tracing::warn!(pipeline = %lease.pipeline, token = lease.token,
+                                "the lease passed to another holder; stopping this run");
+                            lost.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(pipeline = %lease.pipeline, "cannot renew the lease: {e}"),
+                    }
+                }
+            });
+            let result = work();
+            *done.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+            done.1.notify_all();
+            result
+        });
+        if let Err(e) = self.state.release_lease(lease) {
+            tracing::warn!(pipeline = %lease.pipeline, "cannot release the lease (it ends by itself): {e}");
+        }
+        result
     }
 
     pub(crate) fn is_superseded(&self) -> bool {

@@ -143,6 +143,9 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             } else if let Some(next) = &pipeline.next_run_at {
                 outln!("    next run at {next}");
             }
+            if let Some(lease) = &pipeline.lease {
+                outln!("    lease: {}", super::output::lease(lease));
+            }
             if let Some(run) = pipeline.blocked_run {
                 outln!("    run {run} is blocked: `synchost plan`, then `synchost approve {run}`");
             }

@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::{load, open_state, output, progress};
 use crate::plugin::PluginKind;
 use crate::runtime::Tenants;
-use crate::state::{PipelineId, RunId, StateStore};
+use crate::state::{PipelineId, RunId};
 use crate::sync::{SyncJob, SyncOptions};
 
 pub(super) fn plan(config: &Path, id: &PipelineId, json: bool) -> anyhow::Result<ExitCode> {

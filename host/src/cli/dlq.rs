@@ -96,7 +96,7 @@ pub(super) fn run(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode
         }
         DlqCommand::Retry { pipeline, which, json } => {
             let ids = which.ids();
-            unknown_ids(&state, &pipeline, ids)?;
+            unknown_ids(state.as_ref(), &pipeline, ids)?;
             let outcome = state.requeue_dead_letters(&pipeline, ids)?;
             if json {
                 super::output::print_json(&outcome);
@@ -110,7 +110,7 @@ pub(super) fn run(config: &Path, command: DlqCommand) -> anyhow::Result<ExitCode
         }
         DlqCommand::Drop { pipeline, which, json } => {
             let ids = which.ids();
-            unknown_ids(&state, &pipeline, ids)?;
+            unknown_ids(state.as_ref(), &pipeline, ids)?;
             let dropped = state.drop_dead_letters(&pipeline, ids)?;
             if json {
                 super::output::print_json(&serde_json::json!({ "dropped": dropped }));

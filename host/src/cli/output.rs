@@ -364,3 +364,41 @@ pub(super) fn run_with_batches(record: &RunRecord, batches: &[crate::state::Batc
         );
     }
 }
+
+/// A lease, as `status` shows it: who holds it, under which token, until when.
+pub(super) fn lease(lease: &crate::state::Lease) -> String {
+    let left = lease.expires_at_ms - chrono::Utc::now().timestamp_millis();
+    let until = chrono::DateTime::from_timestamp_millis(lease.expires_at_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    if left > 0 {
+        format!("held by `{}`, token {}, until {until} unless renewed", lease.holder, lease.token)
+    } else {
+        format!("free (last held by `{}`, token {}, ended {until})", lease.holder, lease.token)
+    }
+}
+
+/// `synchost hosts`: the live hosts, their share, and the leases each holds.
+pub(super) fn hosts(hosts: &[crate::state::HostInfo], leases: &[crate::state::Lease], json: bool) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let holding = |host: &str| leases.iter().filter(|l| l.holder == host && l.expires_at_ms > now).count();
+    if json {
+        let hosts: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let mut value = serde_json::to_value(h).expect("a host serialises");
+                value["leases_held"] = holding(&h.id).into();
+                value
+            })
+            .collect();
+        return print_json(&hosts);
+    }
+    if hosts.is_empty() {
+        outln!("no live hosts (no `synchost run` has beaten into this state store lately)");
+        return;
+    }
+    outln!("{:<32} {:<26} {:>6} {:>6}", "HOST", "STARTED", "OWNS", "HOLDS");
+    for host in hosts {
+        outln!("{:<32} {:<26} {:>6} {:>6}", host.id, host.started_at, host.pipelines, holding(&host.id));
+    }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::{ABOVE_ZERO, parse_duration};
+use super::connection::Secret;
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use crate::signing::TrustedKey;
 
@@ -16,6 +17,16 @@ use crate::signing::TrustedKey;
 pub struct HostConfig {
     /// The file these settings came from.
     pub path: PathBuf,
+    /// Where runs, cursors, retry queues and dead letters are kept (`state`).
+    pub state: StateConfig,
+    /// This host's name among the hosts sharing a state store (`host_id`),
+    /// unique to each: by default HOSTNAME:PID.
+    pub host_id: String,
+    /// How long a pipeline's lease lasts unless its holder renews it
+    /// (`lease_time`): how soon another host takes over from a dead one.
+    pub lease_time: Duration,
+    /// The host's own files: the SQLite state (unless `state` names a
+    /// database), run archives, the admin socket, compiled code.
     pub state_dir: PathBuf,
     pub plugin_dir: PathBuf,
     pub tenants_dir: PathBuf,
@@ -49,6 +60,16 @@ pub struct HostConfig {
     pub dev: bool,
 }
 
+/// `state` of `synchost.toml`: which state store the host uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateConfig {
+    /// `state.db` in the state directory: the embedded default.
+    Sqlite,
+    /// A PostgreSQL database several hosts share (`state = "postgres://…"`),
+    /// its password from `state_password_env` or `state_password_file`.
+    Postgres { url: String, password: Option<Secret> },
+}
+
 /// `[admin]` of `synchost.toml`: the daemon's HTTP endpoint (API, metrics,
 /// console). The Unix socket in the state directory is served as well, always.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +100,10 @@ pub const DEFAULT_MAX_PLUGIN_SIZE: u64 = 64 * 1024 * 1024;
 /// compile in about a second, a Python or JavaScript component (an
 /// interpreter inside) in up to a minute on a busy two-core machine.
 pub const DEFAULT_MAX_COMPILE_TIME: Duration = Duration::from_secs(120);
+
+/// `lease_time` unless synchost.toml sets it: a dead host's pipelines are
+/// taken over within this; renewals come every third of it.
+pub const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(15);
 
 /// `watch_debounce` unless synchost.toml sets it: long enough for a deploy
 /// that writes a file and renames it, or copies a plugin in several writes,
@@ -217,6 +242,13 @@ impl RunBudgetKeys {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HostFile {
+    /// "postgres://USER@HOST/DATABASE"; SQLite in `state_dir` when absent.
+    state: Option<toml::Spanned<String>>,
+    state_password_env: Option<toml::Spanned<String>>,
+    state_password_file: Option<toml::Spanned<String>>,
+    host_id: Option<toml::Spanned<String>>,
+    /// e.g. "15s".
+    lease_time: Option<toml::Spanned<String>>,
     state_dir: Option<String>,
     plugin_dir: Option<String>,
     tenants_dir: Option<String>,
@@ -456,8 +488,31 @@ impl HostConfig {
                 .as_deref()
                 .map_or_else(|| state_dir.join("admin.token"), |file| base.join(file)),
         };
+        let state = parse_state(&file, path, &text, &base)?;
+        let lease_time = match &file.lease_time {
+            None => DEFAULT_LEASE_TIME,
+            Some(time) => LimitsSite { file: path, text: &text, table: "" }
+                .duration(time, "lease_time")
+                .map_err(ConfigErrors::from)?,
+        };
+        let host_id = match &file.host_id {
+            None => format!("{}:{}", crate::state::machine_name(), std::process::id()),
+            Some(id) if id.get_ref().trim().is_empty() => {
+                return Err(ConfigError::new(
+                    Location::at(path, &text, id.span().start),
+                    "host_id",
+                    "is empty: name this host uniquely among those sharing the state, or leave it out for \
+                     HOSTNAME:PID",
+                )
+                .into());
+            }
+            Some(id) => id.get_ref().trim().to_string(),
+        };
         Ok(HostConfig {
             path: path.to_path_buf(),
+            state,
+            host_id,
+            lease_time,
             state_dir,
             plugin_dir: resolve(&file.plugin_dir, "plugins"),
             tenants_dir: resolve(&file.tenants_dir, "tenants"),
@@ -474,6 +529,69 @@ impl HostConfig {
             dev: file.dev,
         })
     }
+}
+
+/// Reads `state` and its password settings, each error at its place.
+fn parse_state(file: &HostFile, path: &Path, text: &str, base: &Path) -> Result<StateConfig, ConfigErrors> {
+    let error = |at: &toml::Spanned<String>, key: &str, message: String| {
+        ConfigErrors::from(ConfigError::new(Location::at(path, text, at.span().start), key, message))
+    };
+    let Some(url) = &file.state else {
+        return match file.state_password_env.as_ref().or(file.state_password_file.as_ref()) {
+            Some(at) => Err(error(
+                at,
+                if file.state_password_env.is_some() { "state_password_env" } else { "state_password_file" },
+                "is set, but `state` names no database (the state is the SQLite file in `state_dir`)".into(),
+            )),
+            None => Ok(StateConfig::Sqlite),
+        };
+    };
+    let text_url = url.get_ref().trim();
+    let scheme = text_url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+        return Err(error(
+            url,
+            "state",
+            format!(
+                "`{text_url}` is not a PostgreSQL URL: write postgres://USER@HOST/DATABASE, or leave `state` out \
+                 for the SQLite file in `state_dir`"
+            ),
+        ));
+    }
+    match url::Url::parse(text_url) {
+        Err(e) => return Err(error(url, "state", format!("`{text_url}` is not a valid URL: {e}"))),
+        Ok(parsed) if parsed.password().is_some() => {
+            return Err(error(
+                url,
+                "state",
+                "holds a password; URLs end up in logs and reports, so put it in `state_password_env` or \
+                 `state_password_file`"
+                    .into(),
+            ));
+        }
+        Ok(_) => {}
+    }
+    let password = match (&file.state_password_env, &file.state_password_file) {
+        (Some(_), Some(file)) => {
+            return Err(error(
+                file,
+                "state_password_file",
+                "set either `state_password_env` or `state_password_file`, not both".into(),
+            ));
+        }
+        (Some(env), None) => Some(Secret::new(std::env::var(env.get_ref()).map_err(|e| {
+            error(env, "state_password_env", format!("cannot read the environment variable `{}`: {e}", env.get_ref()))
+        })?)),
+        (None, Some(file)) => {
+            let secret = base.join(file.get_ref());
+            let password = std::fs::read_to_string(&secret).map_err(|e| {
+                error(file, "state_password_file", format!("cannot read `{}`: {e}", secret.display()))
+            })?;
+            Some(Secret::new(password.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (None, None) => None,
+    };
+    Ok(StateConfig::Postgres { url: text_url.to_string(), password })
 }
 
 /// Reads `trusted_keys` of `synchost.toml`, each error at its place.

@@ -55,6 +55,8 @@ pub struct Control {
     pub(super) stop: Arc<AtomicBool>,
     /// Renders `/metrics`; `None` where another recorder was installed first.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The hosts sharing the state, and which pipelines this one runs.
+    pub fleet: Arc<super::fleet::Fleet>,
 }
 
 impl Control {
@@ -65,7 +67,17 @@ impl Control {
         stop: Arc<AtomicBool>,
         metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     ) -> Control {
-        Control { runtime, reload, slots: Mutex::default(), live, stopping: AtomicBool::new(false), stop, metrics }
+        let fleet = Arc::new(super::fleet::Fleet::new(&runtime.holder));
+        Control {
+            runtime,
+            reload,
+            slots: Mutex::default(),
+            live,
+            stopping: AtomicBool::new(false),
+            stop,
+            metrics,
+            fleet,
+        }
     }
 
     pub(super) fn slot(&self, id: &PipelineId) -> Arc<Slot> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Runtime;
 use super::reload::Refusal;
 use crate::config::Mode;
-use crate::state::{Pause, PipelineId, RunFilter, RunId, RunRecord, RunStats, RunStatus};
+use crate::state::{Lease, Pause, PipelineId, RunFilter, RunId, RunRecord, RunStats, RunStatus};
 
 /// A run in progress, as the daemon sees it from the engine's events.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -95,12 +95,17 @@ pub struct PipelineStatus {
     pub dead_letters: usize,
     /// Event pipelines: operations waiting in the retry queue.
     pub retry_queue: usize,
+    /// Its lease: which host holds (or last held) it, under which token,
+    /// until when. `None` before its first run.
+    pub lease: Option<Lease>,
 }
 
 impl Runtime {
     /// The host's status now; `source` says who answers.
     pub fn status(&self, source: &str) -> Status {
         let pauses = self.state.pauses().unwrap_or_default();
+        let mut leases: std::collections::HashMap<PipelineId, Lease> =
+            self.state.leases().unwrap_or_default().into_iter().map(|l| (l.pipeline.clone(), l)).collect();
         let swaps = self.swap_log();
         let mut tenants = Vec::new();
         for tenant in self.tenants() {
@@ -158,6 +163,7 @@ impl Runtime {
                             .map_or(0, |letters| letters.iter().filter(|l| l.superseded_by.is_none()).count())
                             * usize::from(event),
                         retry_queue: self.state.retry_queue(&id).map_or(0, |queue| queue.len()) * usize::from(event),
+                        lease: leases.remove(&id),
                     }
                 })
                 .collect();

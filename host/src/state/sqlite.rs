@@ -5,11 +5,13 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    BatchStats, DeadLetter, EventCommit, Pause, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId,
-    RunRecord, RunStats, RunStatus, StateError, StateResult, StateStore, now,
+    BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
+    PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
+    StateStore, abandoned_because, already_queued_refusal, lease_passed, lease_step, now, operation_from_text,
+    parse_mode, superseded_refusal,
 };
 use crate::config::Mode;
 
@@ -112,6 +114,44 @@ const MIGRATIONS: &[&str] = &[
         paused_at TEXT NOT NULL,
         reason    TEXT,
         PRIMARY KEY (tenant, pipeline)
+    ) WITHOUT ROWID;
+"#,
+    // Leases (one holder per pipeline at a time, fenced by a token each run
+    // records), the audit of their grants, refused writes, and live hosts.
+    r#"
+    ALTER TABLE runs ADD COLUMN token INTEGER;
+    CREATE TABLE leases (
+        tenant        TEXT NOT NULL,
+        pipeline      TEXT NOT NULL,
+        holder        TEXT NOT NULL,
+        token         INTEGER NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        version       TEXT,
+        PRIMARY KEY (tenant, pipeline)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease_grants (
+        tenant        TEXT NOT NULL,
+        pipeline      TEXT NOT NULL,
+        token         INTEGER NOT NULL,
+        holder        TEXT NOT NULL,
+        granted_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, pipeline, token)
+    ) WITHOUT ROWID;
+    CREATE TABLE fenced_writes (
+        id          INTEGER PRIMARY KEY,
+        tenant      TEXT NOT NULL,
+        pipeline    TEXT NOT NULL,
+        run         INTEGER,
+        run_token   INTEGER NOT NULL,
+        lease_token INTEGER NOT NULL,
+        holder      TEXT,
+        at          TEXT NOT NULL
+    );
+    CREATE TABLE hosts (
+        id            TEXT PRIMARY KEY,
+        started_at    TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        pipelines     INTEGER NOT NULL
     ) WITHOUT ROWID;
 "#,
 ];
@@ -218,6 +258,97 @@ impl SqliteStore {
         // an open transaction), so a poisoned lock is safe to take.
         self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Runs `write` in one transaction that first checks that `run` still
+    /// holds its pipeline's lease (see [`StateStore`]); `write` gets the
+    /// run's pipeline.
+    fn fenced<T>(
+        &self,
+        run: RunId,
+        context: String,
+        write: impl FnOnce(&Transaction<'_>, &PipelineId) -> rusqlite::Result<T>,
+    ) -> StateResult<T> {
+        let mut connection = self.connection();
+        let err = || failed(context.clone());
+        // Immediate: the check and the write see one state, with no other
+        // writer between them.
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err())?;
+        let (pipeline, run_token, lease): (PipelineId, Option<i64>, Option<(i64, String)>) = tx
+            .query_row(
+                "SELECT r.tenant, r.pipeline, r.token, l.token, l.holder FROM runs r
+                 LEFT JOIN leases l ON l.tenant = r.tenant AND l.pipeline = r.pipeline WHERE r.id = ?1",
+                params![run],
+                |row| {
+                    let lease = match (row.get::<_, Option<i64>>(3)?, row.get::<_, Option<String>>(4)?) {
+                        (Some(token), Some(holder)) => Some((token, holder)),
+                        _ => None,
+                    };
+                    Ok((PipelineId::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?), row.get(2)?, lease))
+                },
+            )
+            .map_err(err())?;
+        let run_token = run_token.unwrap_or(0);
+        if lease.as_ref().is_none_or(|(token, _)| *token != run_token) {
+            drop(tx);
+            let (token, holder) = lease.map_or((0, None), |(token, holder)| (token, Some(holder)));
+            let fenced = Fenced { run: Some(run), pipeline, run_token, holder, token };
+            note_fenced(&connection, &fenced);
+            return Err(StateError::fenced(fenced));
+        }
+        let value = write(&tx, &pipeline).map_err(err())?;
+        tx.commit().map_err(err())?;
+        Ok(value)
+    }
+
+    /// Checks, in `tx`, that `lease` is still its pipeline's lease; what
+    /// refuses the write if not.
+    fn check_lease(tx: &Transaction<'_>, lease: &Lease, run: Option<RunId>) -> StateResult<Option<Fenced>> {
+        let current: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT token, holder FROM leases WHERE tenant = ?1 AND pipeline = ?2",
+                params![lease.pipeline.tenant, lease.pipeline.pipeline],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(failed(format!("cannot read the lease of {}", lease.pipeline)))?;
+        if current.as_ref().is_some_and(|(token, holder)| *token == lease.token && *holder == lease.holder) {
+            return Ok(None);
+        }
+        let (token, holder) = current.map_or((0, None), |(token, holder)| (token, Some(holder)));
+        Ok(Some(Fenced { run, pipeline: lease.pipeline.clone(), run_token: lease.token, holder, token }))
+    }
+}
+
+/// Counts a refused write (outside its rolled-back transaction). Best
+/// effort: the refusal stands whether or not it is counted.
+fn note_fenced(connection: &Connection, fenced: &Fenced) {
+    let _ = connection.execute(
+        "INSERT INTO fenced_writes (tenant, pipeline, run, run_token, lease_token, holder, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            fenced.pipeline.tenant,
+            fenced.pipeline.pipeline,
+            fenced.run,
+            fenced.run_token,
+            fenced.token,
+            fenced.holder,
+            now()
+        ],
+    );
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn lease_from_row(pipeline: &PipelineId, row: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        pipeline: pipeline.clone(),
+        holder: row.get("holder")?,
+        token: row.get("token")?,
+        expires_at_ms: row.get("expires_at_ms")?,
+        version: row.get("version")?,
+    })
 }
 
 /// Fills in a batch's commit time inside its stats (known only after its commit).
@@ -228,36 +359,31 @@ fn set_commit_time(connection: &Connection, run: RunId, seq: u64, commit_ms: f64
     )
 }
 
-/// Marks the pipeline's runs that are still `running` but whose process is
-/// gone, or that this process finished without being able to record it, as
-/// `abandoned`. (Where a process cannot be looked up, nothing is marked: a
-/// live run must never be.)
+/// Marks the pipeline's runs that are still `running` but over as
+/// `abandoned`: those under an older lease token than `token` (the new
+/// holder's), and those [`abandoned_because`] finds over.
 fn mark_abandoned(
     connection: &Connection,
     pipeline: &PipelineId,
+    token: i64,
     live_runs: &std::collections::HashSet<RunId>,
 ) -> StateResult<()> {
     let context = format!("cannot check the unfinished runs of {pipeline}");
     let mut query = connection
-        .prepare_cached("SELECT id, pid FROM runs WHERE tenant = ?1 AND pipeline = ?2 AND status = 'running'")
+        .prepare_cached("SELECT id, pid, token FROM runs WHERE tenant = ?1 AND pipeline = ?2 AND status = 'running'")
         .map_err(failed(context.clone()))?;
-    let unfinished: Vec<(RunId, Option<u32>)> = query
-        .query_map(params![pipeline.tenant, pipeline.pipeline], |row| Ok((row.get(0)?, row.get(1)?)))
+    let unfinished: Vec<(RunId, Option<u32>, Option<i64>)> = query
+        .query_map(params![pipeline.tenant, pipeline.pipeline], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .map_err(failed(context.clone()))?
         .collect::<Result<_, _>>()
         .map_err(failed(context.clone()))?;
-    for (run, pid) in unfinished {
-        let Some(pid) = pid else { continue };
-        let why = if pid == std::process::id() {
-            if live_runs.contains(&run) {
-                continue;
-            }
-            "it ended, but its end could not be recorded (the state store failed then)".to_string()
-        } else if process_is_gone(pid) {
-            format!("the process running it (pid {pid}) ended before it finished")
+    for (run, pid, run_token) in unfinished {
+        let why = if run_token.is_some_and(|run_token| run_token < token) {
+            Some(lease_passed(run_token.unwrap_or_default(), token))
         } else {
-            continue;
+            pid.and_then(|pid| abandoned_because(run, pid, live_runs))
         };
+        let Some(why) = why else { continue };
         connection
             .execute(
                 "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = ?3 WHERE id = ?1",
@@ -266,13 +392,6 @@ fn mark_abandoned(
             .map_err(failed(context.clone()))?;
     }
     Ok(())
-}
-
-/// Whether no process has this id any more. Only Linux's /proc is consulted;
-/// elsewhere every process counts as alive.
-fn process_is_gone(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
@@ -286,7 +405,7 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         id: row.get("id")?,
         pipeline: PipelineId { tenant: row.get("tenant")?, pipeline: row.get("pipeline")? },
-        mode: if mode == "event" { Mode::Event } else { Mode::Diff },
+        mode: parse_mode(&mode),
         status: RunStatus::parse(&row.get::<_, String>("status")?),
         started_at: row.get("started_at")?,
         finished_at: row.get("finished_at")?,
@@ -297,26 +416,176 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 impl StateStore for SqliteStore {
-    fn start_run(&self, pipeline: &PipelineId, mode: Mode, plugins: &BTreeMap<String, String>) -> StateResult<RunId> {
-        let connection = self.connection();
-        let mut live_runs = self.live_runs.lock().unwrap_or_else(PoisonError::into_inner);
-        mark_abandoned(&connection, pipeline, &live_runs)?;
-        connection
+    fn acquire_lease(
+        &self,
+        pipeline: &PipelineId,
+        holder: &str,
+        ttl: Duration,
+        version: Option<&str>,
+    ) -> StateResult<LeaseAnswer> {
+        let mut connection = self.connection();
+        let context = format!("cannot take the lease of {pipeline}");
+        let err = || failed(context.clone());
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err())?;
+        let names = params![pipeline.tenant, pipeline.pipeline];
+        tx.execute(
+            "INSERT OR IGNORE INTO leases (tenant, pipeline, holder, token, expires_at_ms) VALUES (?1, ?2, '', 0, 0)",
+            names,
+        )
+        .map_err(err())?;
+        let current = tx
+            .query_row("SELECT * FROM leases WHERE tenant = ?1 AND pipeline = ?2", names, |row| {
+                lease_from_row(pipeline, row)
+            })
+            .map_err(err())?;
+        let now = now_ms();
+        let token = match lease_step(&current, holder, now) {
+            LeaseStep::Refuse => return Ok(LeaseAnswer::HeldBy(current)),
+            LeaseStep::Renew => current.token,
+            LeaseStep::Grant(token) => {
+                tx.execute(
+                    "INSERT INTO lease_grants (tenant, pipeline, token, holder, granted_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![pipeline.tenant, pipeline.pipeline, token, holder, now],
+                )
+                .map_err(err())?;
+                token
+            }
+        };
+        let lease = Lease {
+            pipeline: pipeline.clone(),
+            holder: holder.to_string(),
+            token,
+            expires_at_ms: now + ttl.as_millis() as i64,
+            version: version.map(str::to_string),
+        };
+        tx.execute(
+            "UPDATE leases SET holder = ?3, token = ?4, expires_at_ms = ?5, version = ?6 WHERE tenant = ?1 AND pipeline = ?2",
+            params![pipeline.tenant, pipeline.pipeline, lease.holder, lease.token, lease.expires_at_ms, lease.version],
+        )
+        .map_err(err())?;
+        tx.commit().map_err(err())?;
+        Ok(LeaseAnswer::Granted(lease))
+    }
+
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> StateResult<Option<Lease>> {
+        let expires_at_ms = now_ms() + ttl.as_millis() as i64;
+        let renewed = self
+            .connection()
             .execute(
-                "INSERT INTO runs (tenant, pipeline, mode, status, started_at, stats, plugins, pid)
-                 VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
-                params![
-                    pipeline.tenant,
-                    pipeline.pipeline,
-                    mode.to_string(),
-                    now(),
-                    to_json(&RunStats::default()),
-                    to_json(plugins),
-                    std::process::id()
-                ],
+                "UPDATE leases SET expires_at_ms = ?5 WHERE tenant = ?1 AND pipeline = ?2 AND holder = ?3 AND token = ?4",
+                params![lease.pipeline.tenant, lease.pipeline.pipeline, lease.holder, lease.token, expires_at_ms],
             )
-            .map_err(failed(format!("cannot record a run of {pipeline}")))?;
-        let run = connection.last_insert_rowid();
+            .map_err(failed(format!("cannot renew the lease of {}", lease.pipeline)))?;
+        Ok((renewed == 1).then(|| Lease { expires_at_ms, ..lease.clone() }))
+    }
+
+    fn release_lease(&self, lease: &Lease) -> StateResult<()> {
+        self.connection()
+            .execute(
+                "UPDATE leases SET expires_at_ms = min(expires_at_ms, ?5)
+                 WHERE tenant = ?1 AND pipeline = ?2 AND holder = ?3 AND token = ?4",
+                params![lease.pipeline.tenant, lease.pipeline.pipeline, lease.holder, lease.token, now_ms()],
+            )
+            .map(drop)
+            .map_err(failed(format!("cannot release the lease of {}", lease.pipeline)))
+    }
+
+    fn leases(&self) -> StateResult<Vec<Lease>> {
+        let connection = self.connection();
+        let mut query = connection
+            .prepare_cached("SELECT * FROM leases WHERE token > 0 ORDER BY tenant, pipeline")
+            .map_err(failed("cannot list leases"))?;
+        let rows = query
+            .query_map([], |row| {
+                let pipeline = PipelineId::new(&row.get::<_, String>("tenant")?, &row.get::<_, String>("pipeline")?);
+                lease_from_row(&pipeline, row)
+            })
+            .map_err(failed("cannot list leases"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("cannot list leases"))
+    }
+
+    fn heartbeat(&self, id: &str, ttl: Duration, pipelines: u64) -> StateResult<()> {
+        self.connection()
+            .execute(
+                "INSERT INTO hosts (id, started_at, expires_at_ms, pipelines) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, pipelines = excluded.pipelines",
+                params![id, now(), now_ms() + ttl.as_millis() as i64, pipelines as i64],
+            )
+            .map(drop)
+            .map_err(failed(format!("cannot record the heartbeat of host `{id}`")))
+    }
+
+    fn hosts(&self) -> StateResult<Vec<HostInfo>> {
+        let connection = self.connection();
+        let mut query = connection
+            .prepare_cached(
+                "SELECT id, started_at, expires_at_ms, pipelines FROM hosts WHERE expires_at_ms > ?1 ORDER BY id",
+            )
+            .map_err(failed("cannot list hosts"))?;
+        let rows = query
+            .query_map(params![now_ms()], |row| {
+                Ok(HostInfo {
+                    id: row.get(0)?,
+                    started_at: row.get(1)?,
+                    expires_at_ms: row.get(2)?,
+                    pipelines: row.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(failed("cannot list hosts"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("cannot list hosts"))
+    }
+
+    fn leave(&self, id: &str) -> StateResult<()> {
+        self.connection()
+            .execute("DELETE FROM hosts WHERE id = ?1", params![id])
+            .map(drop)
+            .map_err(failed(format!("cannot remove host `{id}`")))
+    }
+
+    fn fenced_writes(&self) -> StateResult<BTreeMap<PipelineId, u64>> {
+        let connection = self.connection();
+        let mut query = connection
+            .prepare_cached("SELECT tenant, pipeline, count(*) FROM fenced_writes GROUP BY tenant, pipeline")
+            .map_err(failed("cannot count fenced writes"))?;
+        let rows = query
+            .query_map([], |row| {
+                Ok((PipelineId::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?), row.get::<_, i64>(2)? as u64))
+            })
+            .map_err(failed("cannot count fenced writes"))?;
+        rows.collect::<Result<_, _>>().map_err(failed("cannot count fenced writes"))
+    }
+
+    fn start_run(&self, lease: &Lease, mode: Mode, plugins: &BTreeMap<String, String>) -> StateResult<RunId> {
+        let pipeline = &lease.pipeline;
+        let mut connection = self.connection();
+        let mut live_runs = self.live_runs.lock().unwrap_or_else(PoisonError::into_inner);
+        let context = format!("cannot record a run of {pipeline}");
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed(context.clone()))?;
+        if let Some(fenced) = Self::check_lease(&tx, lease, None)? {
+            drop(tx);
+            note_fenced(&connection, &fenced);
+            return Err(StateError::fenced(fenced));
+        }
+        mark_abandoned(&tx, pipeline, lease.token, &live_runs)?;
+        tx.execute(
+            "INSERT INTO runs (tenant, pipeline, mode, status, started_at, stats, plugins, pid, token)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)",
+            params![
+                pipeline.tenant,
+                pipeline.pipeline,
+                mode.to_string(),
+                now(),
+                to_json(&RunStats::default()),
+                to_json(plugins),
+                std::process::id(),
+                lease.token
+            ],
+        )
+        .map_err(failed(context.clone()))?;
+        let run = tx.last_insert_rowid();
+        tx.commit().map_err(failed(context))?;
         live_runs.insert(run);
         Ok(run)
     }
@@ -324,20 +593,31 @@ impl StateStore for SqliteStore {
     fn finish_run(&self, run: RunId, status: RunStatus, stats: &RunStats, error: Option<&str>) -> StateResult<()> {
         // Over whether or not the end is recorded: the run is over.
         self.live_runs.lock().unwrap_or_else(PoisonError::into_inner).remove(&run);
-        self.connection()
-            .execute(
+        self.fenced(run, format!("cannot record the end of run {run}"), |tx, _| {
+            tx.execute(
                 "UPDATE runs SET status = ?2, finished_at = ?3, stats = ?4, error = ?5 WHERE id = ?1",
                 params![run, status.as_str(), now(), to_json(stats), error],
             )
-            .map_err(failed(format!("cannot record the end of run {run}")))?;
-        Ok(())
+            .map(drop)
+        })
+    }
+
+    fn supersede_run(&self, by: RunId, old: RunId, why: &str) -> StateResult<()> {
+        self.fenced(by, format!("cannot mark run {old} superseded"), |tx, pipeline| {
+            tx.execute(
+                "UPDATE runs SET status = 'superseded', finished_at = ?4, error = ?5
+                 WHERE id = ?1 AND tenant = ?2 AND pipeline = ?3",
+                params![old, pipeline.tenant, pipeline.pipeline, now(), why],
+            )
+            .map(drop)
+        })
     }
 
     fn forget_run(&self, run: RunId) -> StateResult<()> {
-        self.connection()
-            .execute("DELETE FROM runs WHERE id = ?1", params![run])
-            .map_err(failed(format!("cannot forget run {run}")))?;
-        Ok(())
+        self.live_runs.lock().unwrap_or_else(PoisonError::into_inner).remove(&run);
+        self.fenced(run, format!("cannot forget run {run}"), |tx, _| {
+            tx.execute("DELETE FROM runs WHERE id = ?1", params![run]).map(drop)
+        })
     }
 
     fn cursor(&self, pipeline: &PipelineId) -> StateResult<Option<String>> {
@@ -441,7 +721,7 @@ impl StateStore for SqliteStore {
                     run: row.get(1)?,
                     position: row.get(2)?,
                     key: row.get(3)?,
-                    operation: serde_json::from_str(&operation).unwrap_or(serde_json::Value::String(operation)),
+                    operation: operation_from_text(operation),
                     reason: row.get(5)?,
                     created_at: row.get(6)?,
                     superseded_by: row.get(7)?,
@@ -453,16 +733,26 @@ impl StateStore for SqliteStore {
 
     // --- diff sync state ---
 
-    fn restart_run(&self, run: RunId) -> StateResult<()> {
+    fn restart_run(&self, run: RunId, lease: &Lease) -> StateResult<()> {
         // It runs in this process now (an approval may come from another
-        // process than the one that planned it).
+        // process than the one that planned it), under this process's lease.
+        let mut connection = self.connection();
         let mut live_runs = self.live_runs.lock().unwrap_or_else(PoisonError::into_inner);
-        self.connection()
-            .execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL, pid = ?2 WHERE id = ?1",
-                params![run, std::process::id()],
-            )
-            .map_err(failed(format!("cannot restart run {run}")))?;
+        let context = format!("cannot restart run {run}");
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed(context.clone()))?;
+        if let Some(fenced) = Self::check_lease(&tx, lease, Some(run))? {
+            drop(tx);
+            note_fenced(&connection, &fenced);
+            return Err(StateError::fenced(fenced));
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL, pid = ?2, token = ?3 WHERE id = ?1",
+            params![run, std::process::id(), lease.token],
+        )
+        .map_err(failed(context.clone()))?;
+        tx.commit().map_err(failed(context))?;
         live_runs.insert(run);
         Ok(())
     }
@@ -479,26 +769,22 @@ impl StateStore for SqliteStore {
         keys.collect::<Result<_, _>>().map_err(failed(context))
     }
 
-    fn update_managed_keys(&self, pipeline: &PipelineId, created: &[String], deleted: &[String]) -> StateResult<()> {
-        let mut connection = self.connection();
-        let context = format!("cannot record the managed keys of {pipeline}");
-        let tx = connection.transaction().map_err(failed(context.clone()))?;
-        {
-            let mut insert = tx
-                .prepare_cached("INSERT OR IGNORE INTO managed_keys (tenant, pipeline, key) VALUES (?1, ?2, ?3)")
-                .map_err(failed(context.clone()))?;
+    fn update_managed_keys(&self, run: RunId, created: &[String], deleted: &[String]) -> StateResult<()> {
+        self.fenced(run, format!("cannot record the managed keys of run {run}"), |tx, pipeline| {
+            let mut insert =
+                tx.prepare_cached("INSERT OR IGNORE INTO managed_keys (tenant, pipeline, key) VALUES (?1, ?2, ?3)")?;
             for key in created {
-                insert.execute(params![pipeline.tenant, pipeline.pipeline, key]).map_err(failed(context.clone()))?;
+                insert.execute(params![pipeline.tenant, pipeline.pipeline, key])?;
             }
-            let mut delete = tx
-                .prepare_cached("DELETE FROM managed_keys WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3")
-                .map_err(failed(context.clone()))?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM managed_keys WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3")?;
             for key in deleted {
-                delete.execute(params![pipeline.tenant, pipeline.pipeline, key]).map_err(failed(context.clone()))?;
+                delete.execute(params![pipeline.tenant, pipeline.pipeline, key])?;
             }
-        }
-        tx.commit().map_err(failed(context))
+            Ok(())
+        })
     }
+
     fn permitted_load(&self, pipeline: &PipelineId) -> StateResult<Option<PermittedLoad>> {
         self.connection()
             .query_row(
@@ -517,29 +803,28 @@ impl StateStore for SqliteStore {
             .map_err(failed(format!("cannot read the permitted load of {pipeline}")))
     }
 
-    fn set_permitted_load(&self, pipeline: &PipelineId, load: Option<&PermittedLoad>) -> StateResult<()> {
-        let connection = self.connection();
-        let context = format!("cannot record the permitted load of {pipeline}");
-        match load {
-            Some(load) => connection.execute(
-                "INSERT OR REPLACE INTO permitted_loads (tenant, pipeline, run, why, writes, deletes) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    pipeline.tenant,
-                    pipeline.pipeline,
-                    load.run,
-                    load.why,
-                    load.writes as i64,
-                    load.deletes as i64
-                ],
-            ),
-            None => connection.execute(
-                "DELETE FROM permitted_loads WHERE tenant = ?1 AND pipeline = ?2",
-                params![pipeline.tenant, pipeline.pipeline],
-            ),
-        }
-        .map(|_| ())
-        .map_err(failed(context))
+    fn set_permitted_load(&self, run: RunId, load: Option<&PermittedLoad>) -> StateResult<()> {
+        self.fenced(run, format!("cannot record the permitted load of run {run}"), |tx, pipeline| {
+            match load {
+                Some(load) => tx.execute(
+                    "INSERT OR REPLACE INTO permitted_loads (tenant, pipeline, run, why, writes, deletes) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        pipeline.tenant,
+                        pipeline.pipeline,
+                        load.run,
+                        load.why,
+                        load.writes as i64,
+                        load.deletes as i64
+                    ],
+                ),
+                None => tx.execute(
+                    "DELETE FROM permitted_loads WHERE tenant = ?1 AND pipeline = ?2",
+                    params![pipeline.tenant, pipeline.pipeline],
+                ),
+            }
+            .map(drop)
+        })
     }
 
     // --- event sync state ---
@@ -560,7 +845,7 @@ impl StateStore for SqliteStore {
                     id: row.get(0)?,
                     key: row.get(1)?,
                     position: row.get(2)?,
-                    operation: serde_json::from_str(&operation).unwrap_or(serde_json::Value::String(operation)),
+                    operation: operation_from_text(operation),
                     attempts: row.get(4)?,
                     next_attempt_at: row.get(5)?,
                     last_error: row.get(6)?,
@@ -573,36 +858,33 @@ impl StateStore for SqliteStore {
     fn commit_event_batch(&self, commit: &EventCommit<'_>) -> StateResult<()> {
         let pipeline = commit.pipeline;
         let (tenant, name) = (&pipeline.tenant, &pipeline.pipeline);
-        let mut connection = self.connection();
-        let context = format!("cannot commit a batch of {pipeline}");
-        let err = || failed(context.clone());
-        let tx = connection.transaction().map_err(err())?;
+        self.fenced(commit.run, format!("cannot commit a batch of {pipeline}"), |tx, _| {
         let at = now();
         tx.execute(
             "INSERT INTO cursors (tenant, pipeline, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (tenant, pipeline) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
             params![tenant, name, commit.cursor, at],
         )
-        .map_err(err())?;
+        ?;
         {
             // Items queued by someone else since the batch read the queue, for a
             // key the batch applied: older than what is now in the destination.
             let mut late = tx
                 .prepare_cached("SELECT key FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND id > ?3")
-                .map_err(err())?;
+                ?;
             let late_keys: Vec<String> = late
                 .query_map(params![tenant, name, commit.queue_seen_up_to], |row| row.get(0))
-                .map_err(err())?
+                ?
                 .collect::<Result<_, _>>()
-                .map_err(err())?;
+                ?;
             let mut unqueue = tx
                 .prepare_cached("DELETE FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3")
-                .map_err(err())?;
+                ?;
             for key in late_keys.iter().filter(|key| (commit.applied_keys)(key)) {
-                unqueue.execute(params![tenant, name, key]).map_err(err())?;
+                unqueue.execute(params![tenant, name, key])?;
             }
             for key in commit.unqueued {
-                unqueue.execute(params![tenant, name, key]).map_err(err())?;
+                unqueue.execute(params![tenant, name, key])?;
             }
             let mut queue = tx
                 .prepare_cached(
@@ -614,7 +896,7 @@ impl StateStore for SqliteStore {
                          next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
                          updated_at = excluded.updated_at",
                 )
-                .map_err(err())?;
+                ?;
             for item in commit.queued {
                 queue
                     .execute(params![
@@ -628,23 +910,23 @@ impl StateStore for SqliteStore {
                         item.last_error,
                         at
                     ])
-                    .map_err(err())?;
+                    ?;
             }
             let mut supersede = tx
                 .prepare_cached(
                     "UPDATE dead_letters SET superseded_by = ?4
                      WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3 AND superseded_by IS NULL",
                 )
-                .map_err(err())?;
+                ?;
             for (key, position) in commit.superseded_letters {
-                supersede.execute(params![tenant, name, key, position]).map_err(err())?;
+                supersede.execute(params![tenant, name, key, position])?;
             }
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO dead_letters (tenant, pipeline, run, position, key, operation, reason, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
-                .map_err(err())?;
+                ?;
             for letter in commit.dead_letters {
                 insert
                     .execute(params![
@@ -657,26 +939,26 @@ impl StateStore for SqliteStore {
                         letter.reason,
                         at
                     ])
-                    .map_err(err())?;
+                    ?;
             }
         }
         if let Some((seq, ms)) = commit.previous_commit_ms {
-            set_commit_time(&tx, commit.run, seq, ms).map_err(err())?;
+            set_commit_time(&tx, commit.run, seq, ms)?;
         }
         tx.execute(
             "INSERT INTO event_batches (run, seq, stats, committed_at) VALUES (?1, ?2, ?3, ?4)",
             params![commit.run, commit.batch.seq as i64, to_json(commit.batch), at],
         )
-        .map_err(err())?;
+        ?;
         tx.execute("UPDATE runs SET stats = ?2 WHERE id = ?1", params![commit.run, to_json(commit.stats)])
-            .map_err(err())?;
-        tx.commit().map_err(err())
+            ?;
+        Ok(())
+        })
     }
 
     fn set_batch_commit_time(&self, run: RunId, seq: u64, commit_ms: f64) -> StateResult<()> {
-        set_commit_time(&self.connection(), run, seq, commit_ms)
-            .map(|_| ())
-            .map_err(failed(format!("cannot record the commit time of batch {seq} of run {run}")))
+        let context = format!("cannot record the commit time of batch {seq} of run {run}");
+        self.fenced(run, context, |tx, _| set_commit_time(tx, run, seq, commit_ms).map(drop))
     }
 
     fn batches(&self, run: RunId) -> StateResult<Vec<BatchStats>> {
@@ -701,13 +983,7 @@ impl StateStore for SqliteStore {
         let due = chrono::Utc::now().timestamp_millis();
         for letter in letters.iter().filter(|l| ids.is_none_or(|ids| ids.contains(&l.id))) {
             if let Some(position) = &letter.superseded_by {
-                outcome.refused.push((
-                    letter.id,
-                    format!(
-                        "a later event for `{}` (at {position}) was applied since; retrying would undo it",
-                        letter.key
-                    ),
-                ));
+                outcome.refused.push((letter.id, superseded_refusal(&letter.key, position)));
                 continue;
             }
             let inserted = tx
@@ -729,9 +1005,7 @@ impl StateStore for SqliteStore {
                 )
                 .map_err(err())?;
             if inserted == 0 {
-                outcome
-                    .refused
-                    .push((letter.id, format!("`{}` already has an operation in the retry queue", letter.key)));
+                outcome.refused.push((letter.id, already_queued_refusal(&letter.key)));
                 continue;
             }
             tx.execute("DELETE FROM dead_letters WHERE id = ?1", params![letter.id]).map_err(err())?;
@@ -773,7 +1047,6 @@ impl StateStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::NewDeadLetter;
 
     #[test]
     fn processes_opening_a_new_state_file_at_once_each_migrate_it_once() {
@@ -800,7 +1073,12 @@ mod tests {
     fn a_run_whose_end_could_not_be_recorded_is_abandoned_by_the_next_run_not_left_running() {
         let store = SqliteStore::in_memory().unwrap();
         let pipeline = PipelineId::new("acme", "orders");
-        let first = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        let LeaseAnswer::Granted(lease) =
+            store.acquire_lease(&pipeline, "test", Duration::from_secs(60), None).unwrap()
+        else {
+            panic!("a free lease")
+        };
+        let first = store.start_run(&lease, Mode::Event, &BTreeMap::new()).unwrap();
         // The run ends, but recording it fails (the disk was full): make the
         // write fail by taking the table away for that one statement.
         store.connection().execute_batch("ALTER TABLE runs RENAME TO runs_away").unwrap();
@@ -808,187 +1086,12 @@ mod tests {
         store.connection().execute_batch("ALTER TABLE runs_away RENAME TO runs").unwrap();
         assert_eq!(store.run(first).unwrap().unwrap().status, RunStatus::Running);
         // The pipeline's next run, in the same process, finds it over.
-        let second = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        let second = store.start_run(&lease, Mode::Event, &BTreeMap::new()).unwrap();
         let first = store.run(first).unwrap().unwrap();
         assert_eq!(first.status, RunStatus::Abandoned);
         assert!(first.error.unwrap().contains("its end could not be recorded"));
         // While a run of this process is live, it is never marked.
-        let _third = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
+        let _third = store.start_run(&lease, Mode::Event, &BTreeMap::new()).unwrap();
         assert_eq!(store.run(second).unwrap().unwrap().status, RunStatus::Running);
-    }
-
-    #[test]
-    fn a_committed_batch_moves_the_cursor_and_keeps_dead_letters() {
-        let store = SqliteStore::in_memory().unwrap();
-        let pipeline = PipelineId::new("acme", "orders");
-        assert_eq!(store.cursor(&pipeline).unwrap(), None);
-        let run = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
-        let letter = NewDeadLetter {
-            position: "42".into(),
-            key: "k1".into(),
-            operation: serde_json::json!({"delete": "k1"}),
-            reason: "rejected error: no such record".into(),
-        };
-        let stats = RunStats { read: 3, batches: 1, ..RunStats::default() };
-        let batch = BatchStats { seq: 1, cursor_after: "120".into(), ..BatchStats::default() };
-        store
-            .commit_event_batch(&EventCommit {
-                run,
-                pipeline: &pipeline,
-                cursor: "120",
-                queued: &[],
-                unqueued: &[],
-                dead_letters: &[letter],
-                superseded_letters: &[],
-                queue_seen_up_to: 0,
-                applied_keys: &|_| false,
-                batch: &batch,
-                previous_commit_ms: None,
-                stats: &stats,
-            })
-            .unwrap();
-        assert_eq!(store.cursor(&pipeline).unwrap().as_deref(), Some("120"));
-        let letters = store.dead_letters(&pipeline).unwrap();
-        assert_eq!(letters.len(), 1);
-        assert_eq!((letters[0].key.as_str(), letters[0].run), ("k1", run));
-        assert_eq!(store.run(run).unwrap().unwrap().stats, stats);
-        // Another pipeline's cursor is its own.
-        assert_eq!(store.cursor(&PipelineId::new("acme", "other")).unwrap(), None);
-    }
-
-    #[test]
-    fn runs_are_listed_newest_first_with_their_outcome() {
-        let store = SqliteStore::in_memory().unwrap();
-        let pipeline = PipelineId::new("acme", "roster");
-        let first = store.start_run(&pipeline, Mode::Diff, &BTreeMap::new()).unwrap();
-        store.finish_run(first, RunStatus::Failed, &RunStats::default(), Some("source failed")).unwrap();
-        let second = store.start_run(&pipeline, Mode::Diff, &BTreeMap::new()).unwrap();
-        let runs = store.runs(Some(&pipeline), 10).unwrap();
-        assert_eq!(runs.iter().map(|r| r.id).collect::<Vec<_>>(), vec![second, first]);
-        assert_eq!(runs[1].status, RunStatus::Failed);
-        assert_eq!(runs[1].error.as_deref(), Some("source failed"));
-        assert_eq!(runs[0].status, RunStatus::Running);
-    }
-}
-
-// --- event sync state ---
-#[cfg(test)]
-mod event_state_tests {
-    use super::*;
-    use crate::state::{EventCommit, NewDeadLetter, NewRetry};
-
-    fn retry(key: &str, position: &str, attempts: u32) -> NewRetry {
-        NewRetry {
-            key: key.into(),
-            position: position.into(),
-            operation: serde_json::json!({"delete": key}),
-            attempts,
-            next_attempt_at: 1_000,
-            last_error: "transient error: busy".into(),
-        }
-    }
-
-    fn commit(store: &SqliteStore, run: RunId, pipeline: &PipelineId, seq: u64, parts: CommitParts) {
-        let applied: Vec<String> = parts.applied.iter().map(|k| k.to_string()).collect();
-        let applied_keys = move |key: &str| applied.iter().any(|k| k == key);
-        let batch = BatchStats { seq, ..BatchStats::default() };
-        store
-            .commit_event_batch(&EventCommit {
-                run,
-                pipeline,
-                cursor: &format!("{seq}0"),
-                queued: &parts.queued,
-                unqueued: &parts.unqueued,
-                dead_letters: &parts.dead_letters,
-                superseded_letters: &parts.superseded,
-                queue_seen_up_to: parts.seen,
-                applied_keys: &applied_keys,
-                batch: &batch,
-                previous_commit_ms: (seq > 1).then_some((seq - 1, 2.5)),
-                stats: &RunStats::default(),
-            })
-            .unwrap();
-    }
-
-    #[derive(Default)]
-    struct CommitParts {
-        queued: Vec<NewRetry>,
-        unqueued: Vec<String>,
-        dead_letters: Vec<NewDeadLetter>,
-        superseded: Vec<(String, String)>,
-        applied: Vec<&'static str>,
-        seen: i64,
-    }
-
-    #[test]
-    fn the_retry_queue_holds_one_item_per_key_and_batches_keep_their_stats() {
-        let store = SqliteStore::in_memory().unwrap();
-        let pipeline = PipelineId::new("acme", "events");
-        let run = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
-        commit(
-            &store,
-            run,
-            &pipeline,
-            1,
-            CommitParts { queued: vec![retry("a", "1", 1), retry("b", "2", 1)], ..Default::default() },
-        );
-        // A later operation for `a` replaces its item; `b` is done with.
-        commit(
-            &store,
-            run,
-            &pipeline,
-            2,
-            CommitParts { queued: vec![retry("a", "7", 2)], unqueued: vec!["b".into()], seen: 2, ..Default::default() },
-        );
-        let queue = store.retry_queue(&pipeline).unwrap();
-        assert_eq!(queue.len(), 1);
-        assert_eq!((queue[0].key.as_str(), queue[0].position.as_str(), queue[0].attempts), ("a", "7", 2));
-        assert_eq!(store.cursor(&pipeline).unwrap().as_deref(), Some("20"));
-        store.set_batch_commit_time(run, 2, 4.0).unwrap();
-        let batches = store.batches(run).unwrap();
-        assert_eq!(batches.iter().map(|b| (b.seq, b.commit_ms)).collect::<Vec<_>>(), [(1, Some(2.5)), (2, Some(4.0))]);
-    }
-
-    #[test]
-    fn dead_letters_are_requeued_unless_superseded_and_dropped_by_id() {
-        let store = SqliteStore::in_memory().unwrap();
-        let pipeline = PipelineId::new("acme", "events");
-        let run = store.start_run(&pipeline, Mode::Event, &BTreeMap::new()).unwrap();
-        let letter = |key: &str| NewDeadLetter {
-            position: "5".into(),
-            key: key.into(),
-            operation: serde_json::json!({"delete": key}),
-            reason: "rejected error: no".into(),
-        };
-        commit(
-            &store,
-            run,
-            &pipeline,
-            1,
-            CommitParts { dead_letters: vec![letter("a"), letter("b"), letter("c")], ..Default::default() },
-        );
-        commit(
-            &store,
-            run,
-            &pipeline,
-            2,
-            CommitParts { superseded: vec![("b".into(), "9".into())], ..Default::default() },
-        );
-        let letters = store.dead_letters(&pipeline).unwrap();
-        assert_eq!(letters[1].superseded_by.as_deref(), Some("9"));
-
-        let outcome = store.requeue_dead_letters(&pipeline, Some(&[letters[0].id, letters[1].id])).unwrap();
-        assert_eq!(outcome.requeued, vec![letters[0].id]);
-        assert_eq!(outcome.refused.len(), 1);
-        assert_eq!(store.retry_queue(&pipeline).unwrap()[0].key, "a");
-        assert_eq!(store.dead_letters(&pipeline).unwrap().len(), 2, "the requeued letter left the dead letters");
-
-        // A requeued item whose key a batch applied meanwhile is dropped by that batch's commit.
-        commit(&store, run, &pipeline, 3, CommitParts { applied: vec!["a"], seen: 0, ..Default::default() });
-        assert!(store.retry_queue(&pipeline).unwrap().is_empty());
-
-        assert_eq!(store.drop_dead_letters(&pipeline, Some(&[letters[2].id])).unwrap(), 1);
-        assert_eq!(store.drop_dead_letters(&pipeline, None).unwrap(), 1);
-        assert!(store.dead_letters(&pipeline).unwrap().is_empty());
     }
 }

@@ -372,6 +372,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     };
     apply_permitted(
         job,
+        run,
         permission,
         |progress| apply::apply(job, run, &dir, &mut destinations, &plan, progress),
         progress,
@@ -399,16 +400,16 @@ fn permitted(run: RunId, why: &str, plan: &Plan) -> PermittedLoad {
 /// permission behind.
 fn apply_permitted(
     job: &SyncJob<'_>,
+    run: RunId,
     permission: Option<PermittedLoad>,
     apply: impl FnOnce(&mut Progress) -> Result<(), Halt>,
     progress: &mut Progress,
 ) -> Result<(), Halt> {
-    let id = job.id();
     if let Some(load) = &permission {
-        job.state.set_permitted_load(&id, Some(load))?;
+        job.state.set_permitted_load(run, Some(load))?;
     }
     apply(progress)?;
-    job.state.set_permitted_load(&id, None).map_err(Halt::State)
+    job.state.set_permitted_load(run, None).map_err(Halt::State)
 }
 
 /// The interrupted load this plan may go on with: one that was let past the
@@ -433,7 +434,7 @@ fn supersede_blocked(job: &SyncJob<'_>, run: RunId) {
     let Ok(runs) = job.state.runs(Some(&job.id()), 1000) else { return };
     for old in runs.iter().filter(|r| r.id != run && r.status == RunStatus::Blocked) {
         let why = format!("superseded: run {run} planned again before this plan was approved");
-        if let Err(e) = job.state.finish_run(old.id, RunStatus::Superseded, &old.stats, Some(&why)) {
+        if let Err(e) = job.state.supersede_run(run, old.id, &why) {
             tracing::warn!(pipeline = %job.id(), "cannot mark run {} superseded: {e}", old.id);
         }
     }
@@ -509,6 +510,7 @@ pub(super) fn approve(
     let dir = job.archive_dir(run);
     apply_permitted(
         job,
+        run,
         Some(permission),
         |progress| apply::apply(job, run, &dir, &mut destinations, &plan, progress),
         progress,

@@ -72,7 +72,7 @@ fn apply_phases(
             let chunk: Vec<PlannedOp> = phase.by_ref().take(batch.size * destinations.len()).collect();
             done += chunk.len() as u64;
             let started = Instant::now();
-            apply_chunk(job, destinations, chunk, batch.size, outcomes, progress)?;
+            apply_chunk(job, run, destinations, chunk, batch.size, outcomes, progress)?;
             batch.took(started.elapsed());
             progress.batch_applied(done, Some(total));
         }
@@ -119,6 +119,7 @@ impl BatchSize {
 /// is done, or has stopped.
 fn apply_chunk(
     job: &SyncJob<'_>,
+    run: RunId,
     destinations: &mut [DestinationInstance],
     chunk: Vec<PlannedOp>,
     batch: usize,
@@ -148,7 +149,7 @@ fn apply_chunk(
         std::thread::sleep(std::mem::take(&mut settled.wait));
         pending = std::mem::take(&mut settled.again);
     };
-    job.state.update_managed_keys(&job.id(), &settled.created, &settled.deleted)?;
+    job.state.update_managed_keys(run, &settled.created, &settled.deleted)?;
     result
 }
 

@@ -1,0 +1,156 @@
+//! The hosts sharing one state store, and which pipelines this one runs.
+//!
+//! Every daemon beats into the store every third of `lease_time` and learns
+//! the live hosts from it. A pipeline belongs to the live host that ranks
+//! highest for it by rendezvous hashing: each host scores every pipeline
+//! with a hash of both names, so a joining host takes about 1/N of the
+//! pipelines, and a leaving or dead host's pipelines spread over the rest,
+//! without any host coordinating with another. Ownership only says who
+//! tries: the pipeline's lease (see [`crate::state::Lease`]) decides who
+//! runs, so two hosts that briefly disagree about the live set (one has not
+//! yet seen a join) still never run a pipeline at once.
+//!
+//! On a single host (SQLite, or one daemon on PostgreSQL) the fleet is that
+//! host, which owns everything.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use sha2::{Digest, Sha256};
+
+use crate::runtime::Runtime;
+use crate::state::{HostInfo, PipelineId};
+
+pub struct Fleet {
+    /// This host's `host_id`.
+    me: String,
+    /// The live hosts at the last heartbeat, this one included, by id.
+    live: RwLock<Vec<HostInfo>>,
+}
+
+impl Fleet {
+    pub(super) fn new(me: &str) -> Fleet {
+        Fleet { me: me.to_string(), live: RwLock::default() }
+    }
+
+    /// Whether this host is the one to run `pipeline` now.
+    pub fn owns(&self, pipeline: &PipelineId) -> bool {
+        let live = self.live.read().unwrap_or_else(PoisonError::into_inner);
+        owner(live.iter().map(|host| host.id.as_str()), pipeline).is_none_or(|owner| owner == self.me)
+    }
+
+    /// The live hosts at the last heartbeat.
+    pub fn hosts(&self) -> Vec<HostInfo> {
+        self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Beats once: records this host as live for `lease_time`, with the
+    /// number of pipelines it owns, and learns the live hosts.
+    pub(super) fn beat(&self, runtime: &Runtime) {
+        let pipelines: Vec<PipelineId> = runtime
+            .tenants()
+            .iter()
+            .flat_map(|t| t.config.pipelines.keys().map(|p| PipelineId::new(&t.config.name, p)).collect::<Vec<_>>())
+            .collect();
+        let owned = pipelines.iter().filter(|p| self.owns(p)).count() as u64;
+        let beat = runtime.state.heartbeat(&self.me, runtime.host.lease_time, owned);
+        match beat.and_then(|()| runtime.state.hosts()) {
+            Ok(live) => {
+                let before = std::mem::replace(&mut *self.live.write().unwrap_or_else(PoisonError::into_inner), live);
+                let now = self.hosts();
+                if before.iter().map(|h| &h.id).ne(now.iter().map(|h| &h.id)) {
+                    let ids: Vec<&str> = now.iter().map(|h| h.id.as_str()).collect();
+                    tracing::info!(hosts = ids.join(", "), "the live hosts changed; pipelines are spread over them");
+                }
+            }
+            // Until a beat goes through, this host goes on with the hosts it
+            // knew: the leases keep two from running one pipeline.
+            Err(e) => tracing::warn!("cannot record this host's heartbeat: {e}"),
+        }
+    }
+
+    /// Beats every third of `lease_time` until `shutdown`, then leaves the
+    /// fleet so that the others take its pipelines at once.
+    pub(super) async fn beat_until(
+        self: Arc<Fleet>,
+        runtime: Arc<Runtime>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let every = runtime.host.lease_time / 3;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => break,
+            }
+            let (fleet, runtime) = (self.clone(), runtime.clone());
+            let _ = tokio::task::spawn_blocking(move || fleet.beat(&runtime)).await;
+        }
+        let (me, state) = (self.me.clone(), runtime.state.clone());
+        let left = tokio::task::spawn_blocking(move || state.leave(&me)).await;
+        if let Ok(Err(e)) = left {
+            tracing::warn!("cannot leave the fleet (the others see this host gone when its heartbeat ends): {e}");
+        }
+    }
+}
+
+/// The host among `hosts` that ranks highest for `pipeline`, if any.
+fn owner<'a>(hosts: impl Iterator<Item = &'a str>, pipeline: &PipelineId) -> Option<&'a str> {
+    hosts.max_by_key(|host| score(host, pipeline))
+}
+
+/// A host's rendezvous score for a pipeline: the first 8 bytes of a hash of
+/// both, so that every host computes the same ranking.
+fn score(host: &str, pipeline: &PipelineId) -> u64 {
+    let digest = Sha256::new()
+        .chain_update(host.as_bytes())
+        .chain_update([0])
+        .chain_update(pipeline.tenant.as_bytes())
+        .chain_update([0])
+        .chain_update(pipeline.pipeline.as_bytes())
+        .finalize();
+    u64::from_be_bytes(digest[..8].try_into().expect("a sha256 has 8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipelines(n: usize) -> Vec<PipelineId> {
+        (0..n).map(|i| PipelineId::new(&format!("tenant{}", i % 50), &format!("p{i}"))).collect()
+    }
+
+    #[test]
+    fn every_pipeline_has_one_owner_and_the_hosts_share_them_about_evenly() {
+        let hosts = ["a:1", "b:2", "c:3", "d:4"];
+        let pipelines = pipelines(2000);
+        let mut load = std::collections::BTreeMap::new();
+        for pipeline in &pipelines {
+            *load.entry(owner(hosts.iter().copied(), pipeline).unwrap()).or_insert(0) += 1;
+        }
+        assert_eq!(load.len(), 4);
+        for (host, count) in &load {
+            assert!((400..=600).contains(count), "{host} owns {count} of 2000: {load:?}");
+        }
+    }
+
+    #[test]
+    fn a_joining_host_takes_about_a_share_and_nothing_else_moves() {
+        let before = ["a:1", "b:2", "c:3"];
+        let after = ["a:1", "b:2", "c:3", "d:4"];
+        let pipelines = pipelines(2000);
+        let mut moved = 0;
+        for pipeline in &pipelines {
+            let (was, is) = (owner(before.iter().copied(), pipeline), owner(after.iter().copied(), pipeline));
+            if was != is {
+                assert_eq!(is, Some("d:4"), "a pipeline moved between two old hosts");
+                moved += 1;
+            }
+        }
+        assert!((400..=600).contains(&moved), "{moved} of 2000 moved to the new host");
+    }
+
+    #[test]
+    fn with_no_hosts_known_yet_this_host_owns_everything() {
+        let fleet = Fleet::new("a:1");
+        assert!(fleet.owns(&PipelineId::new("acme", "orders")));
+    }
+}
