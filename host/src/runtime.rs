@@ -228,7 +228,7 @@ impl Runtime {
             stop,
             holder: &self.holder,
             lease_time: self.host.lease_time,
-            lease_lost: AtomicBool::new(false),
+            lease: crate::sync::LeaseWatch::default(),
             superseded: tenant.superseded.clone(),
             options,
             state_dir: &self.host.state_dir,

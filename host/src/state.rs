@@ -587,13 +587,23 @@ enum LeaseStep {
     Refuse,
 }
 
-/// The rule of [`StateStore::acquire_lease`], shared by the stores.
-fn lease_step(current: &Lease, holder: &str, now_ms: i64) -> LeaseStep {
-    if current.expires_at_ms > now_ms {
+/// The rule of [`StateStore::acquire_lease`], shared by the stores. A lease
+/// whose holder is a process of this machine that is gone (`holder_gone`:
+/// a `synchost sync` killed mid-run, a daemon that crashed) has ended too:
+/// nobody can renew it, and waiting out its time would only delay the
+/// restart that follows.
+fn lease_step(current: &Lease, holder: &str, now_ms: i64, holder_gone: bool) -> LeaseStep {
+    if current.expires_at_ms > now_ms && !holder_gone {
         if current.holder == holder { LeaseStep::Renew } else { LeaseStep::Refuse }
     } else {
         LeaseStep::Grant(current.token + 1)
     }
+}
+
+/// Whether the process `pid` of machine `machine`, as a lease records its
+/// holder, is known to be gone: only this machine can tell.
+fn holder_gone(machine: &str, pid: u32) -> bool {
+    pid != 0 && machine == machine_name() && pid != std::process::id() && process_is_gone(pid)
 }
 
 /// Why a run under lease token `run_token` is over once the lease is at `token`.

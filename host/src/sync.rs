@@ -69,9 +69,8 @@ pub struct SyncJob<'a> {
     /// long a lease lasts unless renewed.
     pub holder: &'a str,
     pub lease_time: Duration,
-    /// Set when the pipeline's lease was found taken by another holder while
-    /// the job ran: stop at once (the store refuses its writes anyway).
-    pub lease_lost: AtomicBool,
+    /// Whether the job still holds its pipeline's lease (see [`LeaseWatch`]).
+    pub lease: LeaseWatch,
     /// Set when a newer version of the tenant's plugins became active: an
     /// event sync hands over at its next batch boundary.
     pub superseded: Arc<AtomicBool>,
@@ -115,6 +114,48 @@ pub enum SyncError {
     Halted(#[from] Halt),
 }
 
+/// Whether a job may still write, by what it knows of its lease without
+/// asking the store: not if a renewal found the lease taken by another
+/// holder, nor once the lease would have ended since the last renewal that
+/// went through, by this process's monotonic clock. A process that stalled
+/// past its lease (SIGSTOP, a paused VM, a long GC-like hang) finds the
+/// second true the moment it resumes, before its renewal thread has run, and
+/// sends nothing more to the destination. The state store refuses its writes
+/// in any case (fencing); this keeps its destination writes from landing
+/// after the new holder's too, but for one already on its way at the stall.
+#[derive(Debug)]
+pub struct LeaseWatch {
+    started: Instant,
+    /// Milliseconds after `started` until which the lease surely holds; 0
+    /// once it is known lost. `u64::MAX` before the lease is taken.
+    holds_until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for LeaseWatch {
+    fn default() -> LeaseWatch {
+        LeaseWatch { started: Instant::now(), holds_until_ms: std::sync::atomic::AtomicU64::new(u64::MAX) }
+    }
+}
+
+impl LeaseWatch {
+    /// The lease was granted or renewed by a request sent at `asked`, for
+    /// `ttl`: it holds at least until `asked + ttl` (the store dates it from
+    /// when it got the request, later), less a tenth for clock-rate drift.
+    fn renewed(&self, asked: Instant, ttl: Duration) {
+        let until = asked.saturating_duration_since(self.started) + ttl - ttl / 10;
+        self.holds_until_ms.store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn lost(&self) {
+        self.holds_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the job may still write.
+    pub(crate) fn holds(&self) -> bool {
+        (self.started.elapsed().as_millis() as u64) < self.holds_until_ms.load(Ordering::Relaxed)
+    }
+}
+
 /// How long `lease` lasts from now unless renewed, as people read it.
 fn lease_left(lease: &Lease) -> String {
     let left = lease.expires_at_ms - chrono::Utc::now().timestamp_millis();
@@ -134,6 +175,10 @@ pub enum Halt {
     Refused(String),
     #[error("stopped at a batch boundary by a shutdown or Ctrl-C; what was committed stays")]
     Stopped,
+    /// The pipeline's lease ended or passed to another holder: nothing more
+    /// is sent to the destination or committed.
+    #[error("stopped: the pipeline's lease ended or passed to another host; what was committed stays")]
+    LeaseLost,
     /// Event syncs: a newer version of the plugins is active; the run ends
     /// after its last committed batch and the next one carries on.
     #[error("handed over to a new plugin version")]
@@ -372,6 +417,7 @@ impl SyncJob<'_> {
                 Some(summary) => (RunStatus::SucceededWithErrors, Some(summary)),
             },
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
+            Err(Halt::LeaseLost) => (RunStatus::Stopped, Some(Halt::LeaseLost.to_string())),
             Err(Halt::OverBudget(breach)) if self.pipeline.mode == Mode::Event => {
                 (RunStatus::Stopped, Some(format!("{}; the next run goes on from its cursor", breach.detail)))
             }
@@ -471,26 +517,30 @@ impl SyncJob<'_> {
     }
 
     pub(crate) fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.lease_lost.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || !self.lease.holds()
     }
 
     /// Takes the pipeline's lease for this job, or says who holds it.
     fn take_lease(&self) -> Result<Lease, SyncError> {
         let version = Some(self.tenant.version_digest.as_str());
+        let asked = Instant::now();
         match self.state.acquire_lease(&self.id(), self.holder, self.lease_time, version)? {
-            LeaseAnswer::Granted(lease) => Ok(lease),
+            LeaseAnswer::Granted(lease) => {
+                self.lease.renewed(asked, self.lease_time);
+                Ok(lease)
+            }
             LeaseAnswer::HeldBy(lease) => Err(SyncError::Leased(lease)),
         }
     }
 
     /// Runs `work` under `lease`, renewed every third of its time by a
     /// thread of its own, and releases it after. A lease found taken by
-    /// another holder stops the job (see [`SyncJob::lease_lost`]); a renewal
-    /// that fails is tried again at the next tick, and until the lease ends
-    /// nobody else can take it.
+    /// another holder, or not renewed in time, stops the job (see
+    /// [`LeaseWatch`]); a renewal that fails is tried again at the next tick,
+    /// and until the lease ends nobody else can take it.
     fn holding<T>(&self, lease: &Lease, work: impl FnOnce() -> T) -> T {
         let done = (std::sync::Mutex::new(false), std::sync::Condvar::new());
-        let (state, lost, every) = (self.state, &self.lease_lost, self.lease_time / 3);
+        let (state, watch, every) = (self.state, &self.lease, self.lease_time / 3);
         let result = std::thread::scope(|scope| {
             scope.spawn(|| {
                 let mut finished = done.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -499,12 +549,13 @@ impl SyncJob<'_> {
                     if *finished {
                         return;
                     }
+                    let asked = Instant::now();
                     match state.renew_lease(lease, self.lease_time) {
-                        Ok(Some(_)) => {}
+                        Ok(Some(_)) => watch.renewed(asked, self.lease_time),
                         Ok(None) => {
                             tracing::warn!(pipeline = %lease.pipeline, token = lease.token,
                                 "the lease passed to another holder; stopping this run");
-                            lost.store(true, Ordering::Relaxed);
+                            watch.lost();
                             return;
                         }
                         Err(e) => tracing::warn!(pipeline = %lease.pipeline, "cannot renew the lease: {e}"),

@@ -1,7 +1,9 @@
 //! The hosts sharing one state store, and which pipelines this one runs.
 //!
-//! Every daemon beats into the store every third of `lease_time` and learns
-//! the live hosts from it. A pipeline belongs to the live host that ranks
+//! Every daemon beats into the store every sixth of `lease_time`, counting
+//! as live for half of it, and learns the live hosts from it: a dead host's
+//! pipelines find a new owner within half the lease time, about when the
+//! leases of its runs in flight end. A pipeline belongs to the live host that ranks
 //! highest for it by rendezvous hashing: each host scores every pipeline
 //! with a hash of both names, so a joining host takes about 1/N of the
 //! pipelines, and a leaving or dead host's pipelines spread over the rest,
@@ -43,8 +45,8 @@ impl Fleet {
         self.live.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Beats once: records this host as live for `lease_time`, with the
-    /// number of pipelines it owns, and learns the live hosts.
+    /// Beats once: records this host as live for half of `lease_time`, with
+    /// the number of pipelines it owns, and learns the live hosts.
     pub(super) fn beat(&self, runtime: &Runtime) {
         let pipelines: Vec<PipelineId> = runtime
             .tenants()
@@ -52,7 +54,7 @@ impl Fleet {
             .flat_map(|t| t.config.pipelines.keys().map(|p| PipelineId::new(&t.config.name, p)).collect::<Vec<_>>())
             .collect();
         let owned = pipelines.iter().filter(|p| self.owns(p)).count() as u64;
-        let beat = runtime.state.heartbeat(&self.me, runtime.host.lease_time, owned);
+        let beat = runtime.state.heartbeat(&self.me, runtime.host.lease_time / 2, owned);
         match beat.and_then(|()| runtime.state.hosts()) {
             Ok(live) => {
                 let before = std::mem::replace(&mut *self.live.write().unwrap_or_else(PoisonError::into_inner), live);
@@ -68,14 +70,14 @@ impl Fleet {
         }
     }
 
-    /// Beats every third of `lease_time` until `shutdown`, then leaves the
+    /// Beats every sixth of `lease_time` until `shutdown`, then leaves the
     /// fleet so that the others take its pipelines at once.
     pub(super) async fn beat_until(
         self: Arc<Fleet>,
         runtime: Arc<Runtime>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        let every = runtime.host.lease_time / 3;
+        let every = runtime.host.lease_time / 6;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -382,7 +382,7 @@ impl Runtime {
                 stop: &stop,
                 holder: &self.holder,
                 lease_time: self.host.lease_time,
-                lease_lost: AtomicBool::new(false),
+                lease: crate::sync::LeaseWatch::default(),
                 superseded: Arc::new(AtomicBool::new(false)),
                 options: SyncOptions::default(),
                 state_dir: &self.host.state_dir,

@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::{
     BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
     PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, lease_passed, lease_step, now, operation_from_text, parse_mode,
+    StateStore, abandoned_because, holder_gone, lease_passed, lease_step, now, operation_from_text, parse_mode,
 };
 use crate::config::Mode;
 
@@ -117,6 +117,10 @@ pub(super) const MIGRATIONS: &[&str] = &[r#"
         token         BIGINT NOT NULL,
         expires_at_ms BIGINT NOT NULL,
         version       TEXT,
+        -- the holder's process, so that a lease of a process that is gone
+        -- can be taken at once by another process of its machine
+        machine       TEXT NOT NULL DEFAULT '',
+        pid           INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tenant, pipeline)
     );
     CREATE TABLE lease_grants (
@@ -125,6 +129,9 @@ pub(super) const MIGRATIONS: &[&str] = &[r#"
         token         BIGINT NOT NULL,
         holder        TEXT NOT NULL,
         granted_at_ms BIGINT NOT NULL,
+        -- the lease it replaced, as the grant found it: it had ended
+        previous_holder        TEXT NOT NULL,
+        previous_expires_at_ms BIGINT NOT NULL,
         PRIMARY KEY (tenant, pipeline, token)
     );
     CREATE TABLE fenced_writes (
@@ -191,7 +198,9 @@ impl PostgresStore {
         }
         config.connect_timeout(Duration::from_secs(10));
         if config.get_application_name().is_none() {
-            config.application_name("synchost");
+            // Told apart from the plugins' sessions (`synchost`) in
+            // pg_stat_activity.
+            config.application_name("synchost-state");
         }
         let io = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -439,14 +448,24 @@ impl StateStore for PostgresStore {
                 )
                 .await?;
             let (current, now): (Lease, i64) = (lease_from_row(&row), row.get("now_ms"));
-            let token = match lease_step(&current, holder, now) {
+            let gone = holder_gone(row.get("machine"), row.get::<_, i32>("pid") as u32);
+            let token = match lease_step(&current, holder, now, gone) {
                 LeaseStep::Refuse => return Ok(LeaseAnswer::HeldBy(current)),
                 LeaseStep::Renew => current.token,
                 LeaseStep::Grant(token) => {
                     tx.execute(
-                        "INSERT INTO lease_grants (tenant, pipeline, token, holder, granted_at_ms)
-                         VALUES ($1, $2, $3, $4, $5)",
-                        &[&pipeline.tenant, &pipeline.pipeline, &token, &holder, &now],
+                        "INSERT INTO lease_grants (tenant, pipeline, token, holder, granted_at_ms, previous_holder,
+                                                   previous_expires_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[
+                            &pipeline.tenant,
+                            &pipeline.pipeline,
+                            &token,
+                            &holder,
+                            &now,
+                            &current.holder,
+                            &current.expires_at_ms,
+                        ],
                     )
                     .await?;
                     token
@@ -460,9 +479,18 @@ impl StateStore for PostgresStore {
                 version: version.map(str::to_string),
             };
             tx.execute(
-                "UPDATE leases SET holder = $3, token = $4, expires_at_ms = $5, version = $6
+                "UPDATE leases SET holder = $3, token = $4, expires_at_ms = $5, version = $6, machine = $7, pid = $8
                  WHERE tenant = $1 AND pipeline = $2",
-                &[&pipeline.tenant, &pipeline.pipeline, &lease.holder, &lease.token, &lease.expires_at_ms, &lease.version],
+                &[
+                    &pipeline.tenant,
+                    &pipeline.pipeline,
+                    &lease.holder,
+                    &lease.token,
+                    &lease.expires_at_ms,
+                    &lease.version,
+                    &self.machine,
+                    &(std::process::id() as i32),
+                ],
             )
             .await?;
             tx.commit().await?;
@@ -586,13 +614,11 @@ impl StateStore for PostgresStore {
                 .await?;
             for row in unfinished {
                 let (run, host, pid, token): (RunId, String, i32, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-                let why = if token < lease.token {
-                    Some(lease_passed(token, lease.token))
-                } else if host == self.machine {
-                    abandoned_because(run, pid as u32, &live)
-                } else {
-                    None
-                };
+                // Its process gone says more than its lease passed on.
+                let why = (host == self.machine)
+                    .then(|| abandoned_because(run, pid as u32, &live))
+                    .flatten()
+                    .or_else(|| (token < lease.token).then(|| lease_passed(token, lease.token)));
                 if let Some(why) = why {
                     tx.execute(
                         "UPDATE runs SET status = 'abandoned', finished_at = $2, error = $3 WHERE id = $1",

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::{
     BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
     PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, already_queued_refusal, lease_passed, lease_step, now, operation_from_text,
+    StateStore, abandoned_because, already_queued_refusal, holder_gone, lease_passed, lease_step, machine_name, now,
+    operation_from_text,
     parse_mode, superseded_refusal,
 };
 use crate::config::Mode;
@@ -127,6 +128,10 @@ const MIGRATIONS: &[&str] = &[
         token         INTEGER NOT NULL,
         expires_at_ms INTEGER NOT NULL,
         version       TEXT,
+        -- the holder's process, so that a lease of a process that is gone
+        -- can be taken at once
+        machine       TEXT NOT NULL DEFAULT '',
+        pid           INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tenant, pipeline)
     ) WITHOUT ROWID;
     CREATE TABLE lease_grants (
@@ -135,6 +140,9 @@ const MIGRATIONS: &[&str] = &[
         token         INTEGER NOT NULL,
         holder        TEXT NOT NULL,
         granted_at_ms INTEGER NOT NULL,
+        -- the lease it replaced, as the grant found it: it had ended
+        previous_holder        TEXT NOT NULL,
+        previous_expires_at_ms INTEGER NOT NULL,
         PRIMARY KEY (tenant, pipeline, token)
     ) WITHOUT ROWID;
     CREATE TABLE fenced_writes (
@@ -360,8 +368,8 @@ fn set_commit_time(connection: &Connection, run: RunId, seq: u64, commit_ms: f64
 }
 
 /// Marks the pipeline's runs that are still `running` but over as
-/// `abandoned`: those under an older lease token than `token` (the new
-/// holder's), and those [`abandoned_because`] finds over.
+/// `abandoned`: those [`abandoned_because`] finds over, and those under an
+/// older lease token than `token` (the new holder's).
 fn mark_abandoned(
     connection: &Connection,
     pipeline: &PipelineId,
@@ -378,11 +386,10 @@ fn mark_abandoned(
         .collect::<Result<_, _>>()
         .map_err(failed(context.clone()))?;
     for (run, pid, run_token) in unfinished {
-        let why = if run_token.is_some_and(|run_token| run_token < token) {
-            Some(lease_passed(run_token.unwrap_or_default(), token))
-        } else {
-            pid.and_then(|pid| abandoned_because(run, pid, live_runs))
-        };
+        // Its process gone says more than its lease passed on, which follows.
+        let why = pid.and_then(|pid| abandoned_because(run, pid, live_runs)).or_else(|| {
+            run_token.filter(|run_token| *run_token < token).map(|run_token| lease_passed(run_token, token))
+        });
         let Some(why) = why else { continue };
         connection
             .execute(
@@ -433,19 +440,28 @@ impl StateStore for SqliteStore {
             names,
         )
         .map_err(err())?;
-        let current = tx
+        let (current, machine, pid) = tx
             .query_row("SELECT * FROM leases WHERE tenant = ?1 AND pipeline = ?2", names, |row| {
-                lease_from_row(pipeline, row)
+                Ok((lease_from_row(pipeline, row)?, row.get::<_, String>("machine")?, row.get::<_, u32>("pid")?))
             })
             .map_err(err())?;
         let now = now_ms();
-        let token = match lease_step(&current, holder, now) {
+        let token = match lease_step(&current, holder, now, holder_gone(&machine, pid)) {
             LeaseStep::Refuse => return Ok(LeaseAnswer::HeldBy(current)),
             LeaseStep::Renew => current.token,
             LeaseStep::Grant(token) => {
                 tx.execute(
-                    "INSERT INTO lease_grants (tenant, pipeline, token, holder, granted_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![pipeline.tenant, pipeline.pipeline, token, holder, now],
+                    "INSERT INTO lease_grants (tenant, pipeline, token, holder, granted_at_ms, previous_holder,
+                                               previous_expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        pipeline.tenant,
+                        pipeline.pipeline,
+                        token,
+                        holder,
+                        now,
+                        current.holder,
+                        current.expires_at_ms
+                    ],
                 )
                 .map_err(err())?;
                 token
@@ -459,8 +475,18 @@ impl StateStore for SqliteStore {
             version: version.map(str::to_string),
         };
         tx.execute(
-            "UPDATE leases SET holder = ?3, token = ?4, expires_at_ms = ?5, version = ?6 WHERE tenant = ?1 AND pipeline = ?2",
-            params![pipeline.tenant, pipeline.pipeline, lease.holder, lease.token, lease.expires_at_ms, lease.version],
+            "UPDATE leases SET holder = ?3, token = ?4, expires_at_ms = ?5, version = ?6, machine = ?7, pid = ?8
+             WHERE tenant = ?1 AND pipeline = ?2",
+            params![
+                pipeline.tenant,
+                pipeline.pipeline,
+                lease.holder,
+                lease.token,
+                lease.expires_at_ms,
+                lease.version,
+                machine_name(),
+                std::process::id()
+            ],
         )
         .map_err(err())?;
         tx.commit().map_err(err())?;

@@ -458,3 +458,19 @@ fn a_postgres_run_whose_process_died_on_this_machine_is_abandoned_but_not_one_of
     assert_eq!(store.run(elsewhere).unwrap().unwrap().status, RunStatus::Running);
     assert_eq!(store.run(next).unwrap().unwrap().status, RunStatus::Running);
 }
+
+#[test]
+fn a_lease_whose_holder_process_on_this_machine_is_gone_can_be_taken_at_once() {
+    let schema = TestSchema::new();
+    let store = schema.store();
+    let pipeline = PipelineId::new("acme", "orders");
+    let killed = lease(&store, &pipeline, "command:killed");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    schema.execute(&format!("UPDATE leases SET pid = {dead}"));
+    let next = lease(&store, &pipeline, "command:next");
+    assert_eq!(next.token, killed.token + 1);
+    // A live holder's lease is never taken early.
+    assert!(matches!(store.acquire_lease(&pipeline, "command:third", LEASE, None).unwrap(), LeaseAnswer::HeldBy(_)));
+}

@@ -44,13 +44,18 @@ pub(crate) struct Pending<M> {
 pub(crate) struct Applied<M> {
     pub outcomes: Vec<(Pending<M>, Result<(), WitError>)>,
     pub halt: Option<PluginError>,
+    /// `may_write` said no before a call: the rest was not sent.
+    pub lease_lost: bool,
 }
 
-/// Applies `operations` through `destinations`, one lane per destination.
+/// Applies `operations` through `destinations`, one lane per destination,
+/// asking `may_write` before every call (the job's lease, see
+/// [`super::LeaseWatch`]).
 pub(crate) fn apply<M: Send>(
     destinations: &mut [DestinationInstance],
     operations: Vec<Pending<M>>,
     apply_batch: usize,
+    may_write: &(dyn Fn() -> bool + Sync),
 ) -> Applied<M> {
     let mut lanes: Vec<Vec<Pending<M>>> = destinations.iter().map(|_| Vec::new()).collect();
     for op in operations {
@@ -60,7 +65,7 @@ pub(crate) fn apply<M: Send>(
     let busy = lanes.iter().filter(|ops| !ops.is_empty()).count();
     let applied: Vec<Applied<M>> = if busy <= 1 {
         // No thread for a single busy lane: the common case of small batches.
-        destinations.iter_mut().zip(lanes).map(|(d, ops)| apply_lane(d, ops, apply_batch, &stop)).collect()
+        destinations.iter_mut().zip(lanes).map(|(d, ops)| apply_lane(d, ops, apply_batch, &stop, may_write)).collect()
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = destinations
@@ -68,16 +73,17 @@ pub(crate) fn apply<M: Send>(
                 .zip(lanes)
                 .map(|(destination, ops)| {
                     let stop = &stop;
-                    scope.spawn(move || apply_lane(destination, ops, apply_batch, stop))
+                    scope.spawn(move || apply_lane(destination, ops, apply_batch, stop, may_write))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("a lane thread panicked")).collect()
         })
     };
-    let mut all = Applied { outcomes: Vec::new(), halt: None };
+    let mut all = Applied { outcomes: Vec::new(), halt: None, lease_lost: false };
     for lane in applied {
         all.outcomes.extend(lane.outcomes);
         all.halt = all.halt.or(lane.halt);
+        all.lease_lost |= lane.lease_lost;
     }
     all
 }
@@ -87,11 +93,17 @@ fn apply_lane<M>(
     ops: Vec<Pending<M>>,
     apply_batch: usize,
     stop: &AtomicBool,
+    may_write: &(dyn Fn() -> bool + Sync),
 ) -> Applied<M> {
-    let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), halt: None };
+    let mut applied = Applied { outcomes: Vec::with_capacity(ops.len()), halt: None, lease_lost: false };
     let mut ops = ops.into_iter().peekable();
     while let Some(first) = ops.next() {
         if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if !may_write() {
+            stop.store(true, Ordering::Relaxed);
+            applied.lease_lost = true;
             break;
         }
         // One call carries operations that share their columns (retried

@@ -392,8 +392,11 @@ impl<'j, 'a> Batch<'j, 'a> {
 
         let to_apply = self.settle_queue(queue, operations, now)?;
         let apply_started = Instant::now();
-        let applied = apply::apply(destinations, to_apply, job.pipeline.apply_batch);
+        let applied = apply::apply(destinations, to_apply, job.pipeline.apply_batch, &|| job.lease.holds());
         self.stats.apply_ms = ms(apply_started);
+        if applied.lease_lost {
+            return Err(Halt::LeaseLost);
+        }
         // Nothing of a batch that halts is committed: it is read again, with
         // the old queue, by the next run (operations already applied are
         // recognised by their idempotency keys).

@@ -129,7 +129,7 @@ fn apply_chunk(
     let mut settled = Settled::default();
     let mut pending = chunk;
     let result = loop {
-        let applied = apply::apply(destinations, pending, batch);
+        let applied = apply::apply(destinations, pending, batch, &|| job.lease.holds());
         let archived = applied.outcomes.into_iter().try_for_each(|(op, result)| {
             let verdict = RetryPolicy::IN_RUN.verdict(&op.key, op.attempts, &result);
             settled.settle(op, verdict, outcomes, progress)
@@ -139,6 +139,9 @@ fn apply_chunk(
         }
         if let Some(error) = applied.halt {
             break Err(error.into());
+        }
+        if applied.lease_lost {
+            break Err(Halt::LeaseLost);
         }
         if let Some(reason) = settled.refused.take() {
             break Err(Halt::Refused(reason));
