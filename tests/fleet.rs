@@ -27,7 +27,12 @@ const LEASE_MS: i64 = 3_000;
 /// A folder of tenants, plugins and changelogs that every host reads, each
 /// host with its own config (its `state_dir` for the admin socket and run
 /// archives), all sharing one PostgreSQL schema for state and destinations.
+/// The fleet tests run one at a time: each keeps a session per tenant per
+/// host open, and the server's connection limit is shared.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 struct Fleet {
+    _turn: std::sync::MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
     schema: String,
     pg: Postgres,
@@ -36,6 +41,7 @@ struct Fleet {
 
 impl Fleet {
     fn new(tenants: usize) -> Fleet {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         for sub in ["plugins", "tenants", "data/in"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
@@ -59,7 +65,7 @@ impl Fleet {
                RETURN NEW;
              END $$ LANGUAGE plpgsql;"
         ));
-        let fleet = Fleet { dir, schema, pg, next_host: 0 };
+        let fleet = Fleet { _turn: turn, dir, schema, pg, next_host: 0 };
         for t in 0..tenants {
             fleet.add_tenant(&format!("t{t:02}"));
         }
@@ -99,6 +105,9 @@ impl Fleet {
         let file = format!(
             r#"[connections.pg]
 url = "{url}"
+# Sessions of pipelines that moved to another host close soon: hosts x
+# tenants sessions would pass the server's connection limit.
+idle_timeout = "2s"
 
 [plugins.src]
 path = "{src}"
@@ -124,6 +133,10 @@ transforms = ["map"]
 destination = "dst"
 schedule = "every 1s"
 max_batch = 100
+# A transient failure (the server's connection limit, reached while hosts
+# come and go) is retried until it applies, never dead-lettered here.
+max_attempts = 1000
+retry_backoff_max = "2s"
 "#,
             url = self.url(),
             src = FILE_SOURCE.file_name,
@@ -138,6 +151,11 @@ max_batch = 100
 
     /// Writes the config of a new host, `host-N`, and returns its path.
     fn host_config(&mut self) -> (String, PathBuf) {
+        self.host_config_with("tenants")
+    }
+
+    /// The same, reading its tenant files from `tenants_dir`.
+    fn host_config_with(&mut self, tenants_dir: &str) -> (String, PathBuf) {
         let id = format!("host-{}", self.next_host);
         self.next_host += 1;
         let config = self.path(&format!("{id}.toml"));
@@ -145,7 +163,7 @@ max_batch = 100
             &config,
             format!(
                 "state = \"{url}\"\nhost_id = \"{id}\"\nlease_time = \"{LEASE_TIME}\"\nstate_dir = \"state-{id}\"\n\
-                 compiled_cache_dir = {cache:?}\n[admin]\nbind = \"off\"\n",
+                 tenants_dir = \"{tenants_dir}\"\ncompiled_cache_dir = {cache:?}\n[admin]\nbind = \"off\"\n",
                 url = self.state_url(),
                 cache = shared_cache_dir().display().to_string(),
             ),
@@ -156,7 +174,12 @@ max_batch = 100
 
     /// Starts `synchost run` as a new host.
     fn start_host(&mut self) -> Host {
-        let (id, config) = self.host_config();
+        self.start_host_with("tenants")
+    }
+
+    /// The same, reading its tenant files from `tenants_dir`.
+    fn start_host_with(&mut self, tenants_dir: &str) -> Host {
+        let (id, config) = self.host_config_with(tenants_dir);
         let log = self.path(&format!("{id}.log"));
         let process = Command::new(BIN)
             .arg("--config")
@@ -197,14 +220,15 @@ max_batch = 100
             .collect()
     }
 
-    /// Waits until every tenant's cursor stands at the end of its changelog.
+    /// Waits until every tenant's cursor stands at the end of its changelog,
+    /// with nothing left in its retry queue.
     fn wait_caught_up(&self, tenants: &[String], limit: Duration) {
-        wait_for("every cursor at the end of its changelog", limit, || {
+        wait_for("every cursor at the end of its changelog, every retry queue empty", limit, || {
             let cursors = self.cursors();
             tenants.iter().all(|t| {
                 let end = std::fs::metadata(self.path(&format!("data/in/{t}.jsonl"))).unwrap().len();
                 end == 0 || cursors.get(t) == Some(&end)
-            })
+            }) && self.value("SELECT count(*) FROM retry_queue") == 0
         });
     }
 
@@ -228,7 +252,11 @@ max_batch = 100
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if std::thread::panicking() {
+            // Left for a look: the hosts' logs, and the schema.
+            self.dir.disable_cleanup(true);
+            eprintln!("fleet left in {} (schema {})", self.dir.path().display(), self.schema);
+        } else {
             self.pg.run(&format!("DROP SCHEMA {} CASCADE", self.schema));
         }
     }
@@ -296,7 +324,9 @@ fn median(mut values: Vec<i64>) -> i64 {
 #[test]
 fn hosts_killed_stalled_and_started_while_events_flow_lose_nothing_and_never_run_a_pipeline_twice() {
     const TENANTS: usize = 50;
-    const CHAOS: Duration = Duration::from_secs(180);
+    // At least three minutes; SYNCHOST_FLEET_CHAOS_SECS sets another length.
+    let chaos_secs = std::env::var("SYNCHOST_FLEET_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(180);
+    let chaos = Duration::from_secs(chaos_secs);
     let mut fleet = Fleet::new(TENANTS);
     let tenants: Vec<String> = (0..TENANTS).map(|t| format!("t{t:02}")).collect();
     let mut hosts: Vec<Host> = (0..3).map(|_| fleet.start_host()).collect();
@@ -334,7 +364,7 @@ fn hosts_killed_stalled_and_started_while_events_flow_lose_nothing_and_never_run
     let (mut kills, mut stalls, mut joins) = (Vec::new(), 0, 0);
     let mut stalls_holding = 0;
     let mut step = 0u64;
-    while started.elapsed() < CHAOS {
+    while started.elapsed() < chaos {
         std::thread::sleep(Duration::from_secs(6));
         step += 1;
         let live: Vec<usize> = (0..hosts.len()).filter(|&i| !hosts[i].stopped).collect();
@@ -377,6 +407,7 @@ fn hosts_killed_stalled_and_started_while_events_flow_lose_nothing_and_never_run
         assert_eq!(fleet.destination(tenant), expected, "tenant {tenant}'s table is not its changelog's end");
         events += writer.seq.get(tenant).copied().unwrap_or(0);
     }
+    assert_eq!(fleet.value("SELECT count(*) FROM dead_letters"), 0, "events were dead-lettered");
     // No key ever went back, at any write.
     let regressions = fleet.rows("SELECT tbl, id, was, now FROM regressions LIMIT 10");
     assert!(regressions.is_empty(), "keys went backwards: {regressions:?}");
@@ -420,7 +451,7 @@ fn hosts_killed_stalled_and_started_while_events_flow_lose_nothing_and_never_run
         "fleet: {} s of chaos, {events} events over {TENANTS} tenants; {} kills, {stalls} stalls ({stalls_holding} \
          holding leases), {joins} joins; {grants} lease grants, {fenced} fenced writes refused; takeover after a \
          kill: {takeover}",
-        CHAOS.as_secs(),
+        chaos.as_secs(),
         kills.len(),
     );
     for host in &hosts {
@@ -493,4 +524,73 @@ fn a_manual_sync_takes_the_pipelines_lease_and_waits_for_a_host_that_holds_it() 
     let output = fleet.command(&["sync", "t00/events", "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(fleet.destination("t00"), writer.last["t00"]);
+}
+
+#[test]
+fn mid_rollout_a_pipeline_stays_on_the_version_it_ran_until_every_host_has_moved_on() {
+    const TENANTS: usize = 6;
+    let mut fleet = Fleet::new(TENANTS);
+    let tenants: Vec<String> = (0..TENANTS).map(|t| format!("t{t:02}")).collect();
+    // Each machine has its own copy of the tenant files, deployed to each.
+    for copy in ["tenants-a", "tenants-b"] {
+        std::fs::create_dir_all(fleet.path(copy)).unwrap();
+        for tenant in &tenants {
+            let file = format!("{tenant}.toml");
+            std::fs::copy(fleet.path("tenants").join(&file), fleet.path(copy).join(&file)).unwrap();
+        }
+    }
+    let root = fleet.dir.path().to_path_buf();
+    let version =
+        |copy: &str| synchost::config::text_digest(&std::fs::read_to_string(root.join(copy).join("t00.toml")).unwrap());
+    let v1 = version("tenants-a");
+    let (a, b) = (fleet.start_host_with("tenants-a"), fleet.start_host_with("tenants-b"));
+    let mut writer = Writer::new();
+    let flow = |fleet: &Fleet, writer: &mut Writer| {
+        for tenant in &tenants {
+            writer.append(fleet.dir.path(), tenant, 20);
+        }
+        fleet.wait_caught_up(&tenants, Duration::from_secs(120));
+    };
+    flow(&fleet, &mut writer);
+    let versions_of = |fleet: &Fleet, id: &str| -> Vec<String> {
+        fleet
+            .rows(&format!("SELECT DISTINCT versions->>'t00' FROM hosts WHERE id = '{id}'"))
+            .into_iter()
+            .filter_map(|row| row[0].clone())
+            .collect()
+    };
+    // The new version reaches host a only: a line more changes the file's digest.
+    for tenant in &tenants {
+        let file = fleet.path("tenants-a").join(format!("{tenant}.toml"));
+        std::fs::write(&file, std::fs::read_to_string(&file).unwrap() + "# rollout 2\n").unwrap();
+    }
+    let v2 = version("tenants-a");
+    wait_for("host a to serve the new version", Duration::from_secs(60), || versions_of(&fleet, &a.id) == [v2.clone()]);
+    let since = chrono::Utc::now().timestamp_millis();
+    flow(&fleet, &mut writer);
+    flow(&fleet, &mut writer);
+    let by_a = fleet
+        .value(&format!("SELECT count(*) FROM lease_grants WHERE holder = '{}' AND granted_at_ms > {since}", a.id));
+    assert_eq!(by_a, 0, "host a, on the new version, ran pipelines while host b still served the old one");
+    let on_v1 = fleet.value(&format!("SELECT count(*) FROM leases WHERE version = '{v1}'"));
+    assert_eq!(on_v1, TENANTS as i64, "every pipeline stayed on the version it ran");
+
+    // The rollout reaches host b: the pipelines move on, and both hosts run them.
+    for tenant in &tenants {
+        let file = fleet.path("tenants-b").join(format!("{tenant}.toml"));
+        std::fs::write(&file, std::fs::read_to_string(&file).unwrap() + "# rollout 2\n").unwrap();
+    }
+    wait_for("host b to serve the new version", Duration::from_secs(60), || versions_of(&fleet, &b.id) == [v2.clone()]);
+    wait_for("every pipeline on the new version, run by both hosts", Duration::from_secs(120), || {
+        flow(&fleet, &mut writer);
+        fleet.value(&format!("SELECT count(*) FROM leases WHERE version = '{v2}'")) == TENANTS as i64
+            && fleet.value(&format!(
+                "SELECT count(*) FROM lease_grants WHERE holder = '{}' AND granted_at_ms > {since}",
+                a.id
+            )) > 0
+    });
+    for tenant in &tenants {
+        assert_eq!(fleet.destination(tenant), writer.last[tenant]);
+    }
+    assert!(fleet.rows("SELECT * FROM regressions").is_empty());
 }

@@ -25,8 +25,8 @@ pub use connection::{ConnectionConfig, Secret, SqlDialect};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use grants::load_grants;
 pub use host_file::{
-    AdminConfig, DEFAULT_ADMIN_BIND, DEFAULT_LEASE_TIME, DEFAULT_MAX_COMPILE_TIME, DEFAULT_MAX_PLUGIN_SIZE, DEFAULT_WATCH_DEBOUNCE,
-    HostConfig, Limits, RunBudget, StateConfig,
+    AdminConfig, DEFAULT_ADMIN_BIND, DEFAULT_LEASE_TIME, DEFAULT_MAX_COMPILE_TIME, DEFAULT_MAX_PLUGIN_SIZE,
+    DEFAULT_WATCH_DEBOUNCE, HostConfig, Limits, RunBudget, StateConfig,
 };
 pub use schedule::Schedule;
 pub use stream::StreamConfig;

@@ -323,7 +323,9 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
             Ok(Ok(report)) => run_now = report.handed_over,
             // Another host runs it now (the fleet's view moved, or a
             // command runs it): the next turn looks again.
-            Ok(Err(e @ SyncError::Leased(_))) => tracing::debug!(pipeline = %id, "not run here: {e}"),
+            Ok(Err(e @ (SyncError::Leased(_) | SyncError::Rollout { .. }))) => {
+                tracing::debug!(pipeline = %id, "not run here: {e}")
+            }
             Ok(Err(SyncError::State(e))) if e.is_fenced() => {
                 tracing::warn!(pipeline = %id, "the run stopped, its lease taken by another host: {e}")
             }

@@ -263,6 +263,9 @@ pub struct HostInfo {
     pub expires_at_ms: i64,
     /// Pipelines it owned (its share of the fleet's) at its last heartbeat.
     pub pipelines: u64,
+    /// The version of each tenant it serves (tenant → its file's digest).
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
 }
 
 /// A write of a run refused because its pipeline's lease has passed to
@@ -355,8 +358,18 @@ pub trait StateStore: Send + Sync {
     /// Every pipeline's lease, ended or not.
     fn leases(&self) -> StateResult<Vec<Lease>>;
 
-    /// Records that host `id` is live for `ttl` more, owning `pipelines`.
-    fn heartbeat(&self, id: &str, ttl: std::time::Duration, pipelines: u64) -> StateResult<()>;
+    /// The lease of one pipeline, ended or not; `None` before its first run.
+    fn lease(&self, pipeline: &PipelineId) -> StateResult<Option<Lease>>;
+
+    /// Records that host `id` is live for `ttl` more, owning `pipelines`,
+    /// serving these `versions` of its tenants.
+    fn heartbeat(
+        &self,
+        id: &str,
+        ttl: std::time::Duration,
+        pipelines: u64,
+        versions: &BTreeMap<String, String>,
+    ) -> StateResult<()>;
 
     /// The hosts live now, by id.
     fn hosts(&self) -> StateResult<Vec<HostInfo>>;
@@ -570,6 +583,12 @@ pub fn open(host: &crate::config::HostConfig) -> StateResult<std::sync::Arc<dyn 
     Ok(match &host.state {
         crate::config::StateConfig::Sqlite => std::sync::Arc::new(SqliteStore::open(&host.state_dir)?),
         crate::config::StateConfig::Postgres { url, password } => {
+            // The state directory still holds this host's own files: run
+            // archives, the admin socket, compiled code.
+            std::fs::create_dir_all(&host.state_dir).map_err(|e| StateError {
+                context: format!("cannot create the state directory `{}`", host.state_dir.display()),
+                source: Box::new(e),
+            })?;
             std::sync::Arc::new(PostgresStore::open(url, password.as_ref().map(|p| p.expose()))?)
         }
     })

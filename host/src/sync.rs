@@ -109,6 +109,14 @@ pub enum SyncError {
         .0.pipeline, .0.holder, .0.token, lease_left(.0)
     )]
     Leased(Lease),
+    /// Mid-rollout: the pipeline runs on another version of its tenant,
+    /// which other hosts still serve.
+    #[error(
+        "{pipeline} runs on version {} of its tenant, which {} still serve(s); this host has version {} and \
+         waits until they move on",
+        &recorded[..recorded.len().min(12)], hosts.join(", "), &mine[..mine.len().min(12)]
+    )]
+    Rollout { pipeline: PipelineId, recorded: String, mine: String, hosts: Vec<String> },
     /// The work itself stopped: a plugin failed, the destination changed…
     #[error(transparent)]
     Halted(#[from] Halt),
@@ -520,17 +528,44 @@ impl SyncJob<'_> {
         self.stop.load(Ordering::Relaxed) || !self.lease.holds()
     }
 
-    /// Takes the pipeline's lease for this job, or says who holds it.
+    /// Takes the pipeline's lease for this job, or says who holds it, or why
+    /// it waits for a rollout (see [`SyncJob::check_rollout`]).
     fn take_lease(&self) -> Result<Lease, SyncError> {
-        let version = Some(self.tenant.version_digest.as_str());
+        let version = self.tenant.version_digest.as_str();
+        self.check_rollout(version)?;
         let asked = Instant::now();
-        match self.state.acquire_lease(&self.id(), self.holder, self.lease_time, version)? {
+        match self.state.acquire_lease(&self.id(), self.holder, self.lease_time, Some(version))? {
             LeaseAnswer::Granted(lease) => {
                 self.lease.renewed(asked, self.lease_time);
                 Ok(lease)
             }
             LeaseAnswer::HeldBy(lease) => Err(SyncError::Leased(lease)),
         }
+    }
+
+    /// Mid-rollout, while the hosts of a fleet serve different versions of
+    /// the tenant, a pipeline stays on the version it last ran (its lease
+    /// records it) as long as another live host still serves that version:
+    /// this host, on another version (newer or older), leaves it to them
+    /// rather than have the pipeline flap between versions. Once no other
+    /// host serves the recorded version, the pipeline moves on.
+    fn check_rollout(&self, mine: &str) -> Result<(), SyncError> {
+        let id = self.id();
+        let Some(recorded) = self.state.lease(&id)?.and_then(|lease| lease.version) else { return Ok(()) };
+        if recorded == mine {
+            return Ok(());
+        }
+        let hosts: Vec<String> = self
+            .state
+            .hosts()?
+            .into_iter()
+            .filter(|host| host.id != self.holder && host.versions.get(&id.tenant) == Some(&recorded))
+            .map(|host| host.id)
+            .collect();
+        if hosts.is_empty() {
+            return Ok(());
+        }
+        Err(SyncError::Rollout { pipeline: id, recorded, mine: mine.to_string(), hosts })
     }
 
     /// Runs `work` under `lease`, renewed every third of its time by a

@@ -34,6 +34,11 @@ impl std::fmt::Display for SqlDialect {
     }
 }
 
+/// `idle_timeout` unless a connection sets it: a pipeline run every few
+/// seconds keeps its session; one a host no longer runs (it moved to another
+/// host of the fleet, say) lets its session go soon.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A password, kept out of `Debug` output and so out of logs.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
@@ -70,6 +75,10 @@ pub struct ConnectionConfig {
     pub statement_timeout: Duration,
     /// How long opening a connection (or waiting for a free one) may take.
     pub connect_timeout: Duration,
+    /// How long a pooled session may sit unused before it is closed
+    /// (`idle_timeout`): a host keeps no session per tenant it is not
+    /// syncing for now.
+    pub idle_timeout: Duration,
     /// Connections the host keeps open to this database, at most.
     pub max_connections: u32,
     /// Where the table stands in the tenant file, for errors found later.
@@ -88,6 +97,7 @@ pub(super) struct ConnectionEntry {
     statement_timeout: Option<Spanned<String>>,
     #[serde(default)]
     connect_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
     #[serde(default)]
     max_connections: Option<Spanned<u32>>,
 }
@@ -147,6 +157,7 @@ impl ConnectionEntry {
         };
         let statement_timeout = duration(&self.statement_timeout, "statement_timeout", Duration::from_secs(30));
         let connect_timeout = duration(&self.connect_timeout, "connect_timeout", Duration::from_secs(10));
+        let idle_timeout = duration(&self.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT);
         let max_connections = match &self.max_connections {
             None => 8,
             Some(n) if (1..=256).contains(n.get_ref()) => *n.get_ref(),
@@ -168,6 +179,7 @@ impl ConnectionEntry {
             password,
             statement_timeout,
             connect_timeout,
+            idle_timeout,
             max_connections,
             location: site.at(url_at),
         })

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration::{ABOVE_ZERO, parse_duration};
 use super::connection::Secret;
+use super::duration::{ABOVE_ZERO, parse_duration};
 use super::error::{ConfigError, ConfigErrors, Location, parse_toml};
 use crate::signing::TrustedKey;
 
@@ -584,9 +584,8 @@ fn parse_state(file: &HostFile, path: &Path, text: &str, base: &Path) -> Result<
         })?)),
         (None, Some(file)) => {
             let secret = base.join(file.get_ref());
-            let password = std::fs::read_to_string(&secret).map_err(|e| {
-                error(file, "state_password_file", format!("cannot read `{}`: {e}", secret.display()))
-            })?;
+            let password = std::fs::read_to_string(&secret)
+                .map_err(|e| error(file, "state_password_file", format!("cannot read `{}`: {e}", secret.display())))?;
             Some(Secret::new(password.trim_end_matches(['\r', '\n']).to_string()))
         }
         (None, None) => None,

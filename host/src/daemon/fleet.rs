@@ -12,9 +12,15 @@
 //! runs, so two hosts that briefly disagree about the live set (one has not
 //! yet seen a join) still never run a pipeline at once.
 //!
+//! Mid-rollout, a pipeline belongs among the hosts that serve the version of
+//! its tenant it last ran (its lease records it), while any does: the hosts
+//! that already have a new version leave it to them (see
+//! [`crate::sync::SyncJob`]'s rollout check, which holds for manual runs too).
+//!
 //! On a single host (SQLite, or one daemon on PostgreSQL) the fleet is that
 //! host, which owns everything.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -27,17 +33,29 @@ pub struct Fleet {
     me: String,
     /// The live hosts at the last heartbeat, this one included, by id.
     live: RwLock<Vec<HostInfo>>,
+    /// The version of its tenant each pipeline last ran, at the last heartbeat.
+    recorded: RwLock<HashMap<PipelineId, String>>,
 }
 
 impl Fleet {
     pub(super) fn new(me: &str) -> Fleet {
-        Fleet { me: me.to_string(), live: RwLock::default() }
+        Fleet { me: me.to_string(), live: RwLock::default(), recorded: RwLock::default() }
     }
 
-    /// Whether this host is the one to run `pipeline` now.
+    /// Whether this host is the one to run `pipeline` now: the one ranking
+    /// highest among the live hosts that serve the version it last ran, or
+    /// among all live hosts if none does.
     pub fn owns(&self, pipeline: &PipelineId) -> bool {
         let live = self.live.read().unwrap_or_else(PoisonError::into_inner);
-        owner(live.iter().map(|host| host.id.as_str()), pipeline).is_none_or(|owner| owner == self.me)
+        let recorded = self.recorded.read().unwrap_or_else(PoisonError::into_inner);
+        let serving = |host: &&HostInfo| {
+            recorded.get(pipeline).is_none_or(|version| host.versions.get(&pipeline.tenant) == Some(version))
+        };
+        let candidates: Vec<&str> = match live.iter().filter(serving).map(|h| h.id.as_str()).collect::<Vec<_>>() {
+            serving if !serving.is_empty() => serving,
+            _ => live.iter().map(|h| h.id.as_str()).collect(),
+        };
+        owner(candidates.into_iter(), pipeline).is_none_or(|owner| owner == self.me)
     }
 
     /// The live hosts at the last heartbeat.
@@ -54,8 +72,17 @@ impl Fleet {
             .flat_map(|t| t.config.pipelines.keys().map(|p| PipelineId::new(&t.config.name, p)).collect::<Vec<_>>())
             .collect();
         let owned = pipelines.iter().filter(|p| self.owns(p)).count() as u64;
-        let beat = runtime.state.heartbeat(&self.me, runtime.host.lease_time / 2, owned);
-        match beat.and_then(|()| runtime.state.hosts()) {
+        let versions: BTreeMap<String, String> =
+            runtime.tenants().iter().map(|t| (t.config.name.clone(), t.config.version_digest.clone())).collect();
+        let beat = runtime.state.heartbeat(&self.me, runtime.host.lease_time / 2, owned, &versions);
+        match beat.and_then(|()| runtime.state.leases()) {
+            Ok(leases) => {
+                let recorded = leases.into_iter().filter_map(|l| Some((l.pipeline, l.version?))).collect();
+                *self.recorded.write().unwrap_or_else(PoisonError::into_inner) = recorded;
+            }
+            Err(e) => tracing::warn!("cannot read the pipelines' leases: {e}"),
+        }
+        match runtime.state.hosts() {
             Ok(live) => {
                 let before = std::mem::replace(&mut *self.live.write().unwrap_or_else(PoisonError::into_inner), live);
                 let now = self.hosts();
@@ -148,6 +175,36 @@ mod tests {
             }
         }
         assert!((400..=600).contains(&moved), "{moved} of 2000 moved to the new host");
+    }
+
+    fn host(id: &str, version: &str) -> HostInfo {
+        HostInfo {
+            id: id.into(),
+            started_at: String::new(),
+            expires_at_ms: 0,
+            pipelines: 0,
+            versions: BTreeMap::from([("acme".to_string(), version.to_string())]),
+        }
+    }
+
+    #[test]
+    fn mid_rollout_a_pipeline_stays_with_the_hosts_serving_the_version_it_last_ran() {
+        let pipelines: Vec<PipelineId> = (0..200).map(|i| PipelineId::new("acme", &format!("p{i}"))).collect();
+        let fleets: Vec<Fleet> = ["a:1", "b:2", "c:3"].iter().map(|id| Fleet::new(id)).collect();
+        for fleet in &fleets {
+            *fleet.live.write().unwrap() = vec![host("a:1", "v2"), host("b:2", "v1"), host("c:3", "v1")];
+            *fleet.recorded.write().unwrap() = pipelines.iter().map(|p| (p.clone(), "v1".to_string())).collect();
+        }
+        for pipeline in &pipelines {
+            let owners: Vec<&str> = fleets.iter().filter(|f| f.owns(pipeline)).map(|f| f.me.as_str()).collect();
+            assert_eq!(owners.len(), 1, "{pipeline}: {owners:?}");
+            assert_ne!(owners[0], "a:1", "{pipeline} went to the host on the new version mid-rollout");
+        }
+        // Once every host has the new version, they share the pipelines again.
+        for fleet in &fleets {
+            *fleet.live.write().unwrap() = vec![host("a:1", "v2"), host("b:2", "v2"), host("c:3", "v2")];
+        }
+        assert!(pipelines.iter().any(|p| fleets[0].owns(p)));
     }
 
     #[test]

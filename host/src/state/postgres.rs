@@ -148,7 +148,8 @@ pub(super) const MIGRATIONS: &[&str] = &[r#"
         id            TEXT PRIMARY KEY,
         started_at    TEXT NOT NULL,
         expires_at_ms BIGINT NOT NULL,
-        pipelines     BIGINT NOT NULL
+        pipelines     BIGINT NOT NULL,
+        versions      JSONB NOT NULL
     );
 "#];
 
@@ -164,9 +165,10 @@ const MIGRATION_LOCK: i64 = 0x73796e63686f7374; // "synchost"
 /// database that hangs fails the call (and so the run) instead of holding it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connections kept open: enough for the daemon's pipelines committing side
-/// by side while the API reads.
-const MAX_CONNECTIONS: usize = 8;
+/// Connections kept open: enough for a few of the daemon's pipelines
+/// committing side by side while the API reads (a commit is one short
+/// transaction), and few, since every host of a fleet keeps its own.
+const MAX_CONNECTIONS: usize = 4;
 
 pub struct PostgresStore {
     /// `None` only while being dropped.
@@ -192,7 +194,8 @@ impl PostgresStore {
     /// date.
     pub fn open(url: &str, password: Option<&str>) -> StateResult<PostgresStore> {
         let refused = |why: String| StateError { context: format!("state `{url}`"), source: why.into() };
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| refused(format!("not a PostgreSQL URL: {e}")))?;
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| refused(format!("not a PostgreSQL URL: {e}")))?;
         if let Some(password) = password {
             config.password(password);
         }
@@ -541,16 +544,35 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn heartbeat(&self, id: &str, ttl: Duration, pipelines: u64) -> StateResult<()> {
+    fn lease(&self, pipeline: &PipelineId) -> StateResult<Option<Lease>> {
+        self.with(format!("cannot read the lease of {pipeline}"), async |client| {
+            let row = client
+                .query_opt(
+                    "SELECT * FROM leases WHERE tenant = $1 AND pipeline = $2 AND token > 0",
+                    &[&pipeline.tenant, &pipeline.pipeline],
+                )
+                .await?;
+            Ok(row.as_ref().map(lease_from_row))
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        id: &str,
+        ttl: Duration,
+        pipelines: u64,
+        versions: &BTreeMap<String, String>,
+    ) -> StateResult<()> {
         self.with(format!("cannot record the heartbeat of host `{id}`"), async |client| {
             client
                 .execute(
                     &format!(
-                        "INSERT INTO hosts (id, started_at, expires_at_ms, pipelines) VALUES ($1, $2, {NOW_MS} + $3, $4)
+                        "INSERT INTO hosts (id, started_at, expires_at_ms, pipelines, versions)
+                         VALUES ($1, $2, {NOW_MS} + $3, $4, $5)
                          ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms,
-                             pipelines = excluded.pipelines"
+                             pipelines = excluded.pipelines, versions = excluded.versions"
                     ),
-                    &[&id, &now(), &(ttl.as_millis() as i64), &(pipelines as i64)],
+                    &[&id, &now(), &(ttl.as_millis() as i64), &(pipelines as i64), &json(versions)],
                 )
                 .await
                 .map(drop)
@@ -562,8 +584,8 @@ impl StateStore for PostgresStore {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT id, started_at, expires_at_ms, pipelines FROM hosts WHERE expires_at_ms > {NOW_MS}
-                         ORDER BY id"
+                        "SELECT id, started_at, expires_at_ms, pipelines, versions FROM hosts
+                         WHERE expires_at_ms > {NOW_MS} ORDER BY id"
                     ),
                     &[],
                 )
@@ -575,6 +597,7 @@ impl StateStore for PostgresStore {
                     started_at: row.get(1),
                     expires_at_ms: row.get(2),
                     pipelines: row.get::<_, i64>(3) as u64,
+                    versions: serde_json::from_value(row.get(4)).unwrap_or_default(),
                 })
                 .collect())
         })
@@ -588,12 +611,10 @@ impl StateStore for PostgresStore {
 
     fn fenced_writes(&self) -> StateResult<BTreeMap<PipelineId, u64>> {
         self.with("cannot count fenced writes", async |client| {
-            let rows =
-                client.query("SELECT tenant, pipeline, count(*) FROM fenced_writes GROUP BY tenant, pipeline", &[]).await?;
-            Ok(rows
-                .iter()
-                .map(|row| (PipelineId::new(row.get(0), row.get(1)), row.get::<_, i64>(2) as u64))
-                .collect())
+            let rows = client
+                .query("SELECT tenant, pipeline, count(*) FROM fenced_writes GROUP BY tenant, pipeline", &[])
+                .await?;
+            Ok(rows.iter().map(|row| (PipelineId::new(row.get(0), row.get(1)), row.get::<_, i64>(2) as u64)).collect())
         })
     }
 
@@ -613,7 +634,8 @@ impl StateStore for PostgresStore {
                 )
                 .await?;
             for row in unfinished {
-                let (run, host, pid, token): (RunId, String, i32, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+                let (run, host, pid, token): (RunId, String, i32, i64) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
                 // Its process gone says more than its lease passed on.
                 let why = (host == self.machine)
                     .then(|| abandoned_because(run, pid as u32, &live))
@@ -735,9 +757,7 @@ impl StateStore for PostgresStore {
             let rows = client.query("SELECT tenant, pipeline, paused_at, reason FROM paused_pipelines", &[]).await?;
             Ok(rows
                 .iter()
-                .map(|row| {
-                    (PipelineId::new(row.get(0), row.get(1)), Pause { at: row.get(2), reason: row.get(3) })
-                })
+                .map(|row| (PipelineId::new(row.get(0), row.get(1)), Pause { at: row.get(2), reason: row.get(3) }))
                 .collect())
         })
     }

@@ -11,8 +11,7 @@ use super::{
     BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
     PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
     StateStore, abandoned_because, already_queued_refusal, holder_gone, lease_passed, lease_step, machine_name, now,
-    operation_from_text,
-    parse_mode, superseded_refusal,
+    operation_from_text, parse_mode, superseded_refusal,
 };
 use crate::config::Mode;
 
@@ -159,7 +158,8 @@ const MIGRATIONS: &[&str] = &[
         id            TEXT PRIMARY KEY,
         started_at    TEXT NOT NULL,
         expires_at_ms INTEGER NOT NULL,
-        pipelines     INTEGER NOT NULL
+        pipelines     INTEGER NOT NULL,
+        versions      TEXT NOT NULL
     ) WITHOUT ROWID;
 "#,
 ];
@@ -530,12 +530,30 @@ impl StateStore for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(failed("cannot list leases"))
     }
 
-    fn heartbeat(&self, id: &str, ttl: Duration, pipelines: u64) -> StateResult<()> {
+    fn lease(&self, pipeline: &PipelineId) -> StateResult<Option<Lease>> {
+        self.connection()
+            .query_row(
+                "SELECT * FROM leases WHERE tenant = ?1 AND pipeline = ?2 AND token > 0",
+                params![pipeline.tenant, pipeline.pipeline],
+                |row| lease_from_row(pipeline, row),
+            )
+            .optional()
+            .map_err(failed(format!("cannot read the lease of {pipeline}")))
+    }
+
+    fn heartbeat(
+        &self,
+        id: &str,
+        ttl: Duration,
+        pipelines: u64,
+        versions: &BTreeMap<String, String>,
+    ) -> StateResult<()> {
         self.connection()
             .execute(
-                "INSERT INTO hosts (id, started_at, expires_at_ms, pipelines) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, pipelines = excluded.pipelines",
-                params![id, now(), now_ms() + ttl.as_millis() as i64, pipelines as i64],
+                "INSERT INTO hosts (id, started_at, expires_at_ms, pipelines, versions) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms, pipelines = excluded.pipelines,
+                     versions = excluded.versions",
+                params![id, now(), now_ms() + ttl.as_millis() as i64, pipelines as i64, to_json(versions)],
             )
             .map(drop)
             .map_err(failed(format!("cannot record the heartbeat of host `{id}`")))
@@ -545,7 +563,8 @@ impl StateStore for SqliteStore {
         let connection = self.connection();
         let mut query = connection
             .prepare_cached(
-                "SELECT id, started_at, expires_at_ms, pipelines FROM hosts WHERE expires_at_ms > ?1 ORDER BY id",
+                "SELECT id, started_at, expires_at_ms, pipelines, versions FROM hosts WHERE expires_at_ms > ?1
+                 ORDER BY id",
             )
             .map_err(failed("cannot list hosts"))?;
         let rows = query
@@ -555,6 +574,7 @@ impl StateStore for SqliteStore {
                     started_at: row.get(1)?,
                     expires_at_ms: row.get(2)?,
                     pipelines: row.get::<_, i64>(3)? as u64,
+                    versions: serde_json::from_str(&row.get::<_, String>(4)?).unwrap_or_default(),
                 })
             })
             .map_err(failed("cannot list hosts"))?;
@@ -575,7 +595,10 @@ impl StateStore for SqliteStore {
             .map_err(failed("cannot count fenced writes"))?;
         let rows = query
             .query_map([], |row| {
-                Ok((PipelineId::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?), row.get::<_, i64>(2)? as u64))
+                Ok((
+                    PipelineId::new(&row.get::<_, String>(0)?, &row.get::<_, String>(1)?),
+                    row.get::<_, i64>(2)? as u64,
+                ))
             })
             .map_err(failed("cannot count fenced writes"))?;
         rows.collect::<Result<_, _>>().map_err(failed("cannot count fenced writes"))
@@ -586,9 +609,8 @@ impl StateStore for SqliteStore {
         let mut connection = self.connection();
         let mut live_runs = self.live_runs.lock().unwrap_or_else(PoisonError::into_inner);
         let context = format!("cannot record a run of {pipeline}");
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed(context.clone()))?;
+        let tx =
+            connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed(context.clone()))?;
         if let Some(fenced) = Self::check_lease(&tx, lease, None)? {
             drop(tx);
             note_fenced(&connection, &fenced);
@@ -765,9 +787,8 @@ impl StateStore for SqliteStore {
         let mut connection = self.connection();
         let mut live_runs = self.live_runs.lock().unwrap_or_else(PoisonError::into_inner);
         let context = format!("cannot restart run {run}");
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed(context.clone()))?;
+        let tx =
+            connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed(context.clone()))?;
         if let Some(fenced) = Self::check_lease(&tx, lease, Some(run))? {
             drop(tx);
             note_fenced(&connection, &fenced);
@@ -885,35 +906,29 @@ impl StateStore for SqliteStore {
         let pipeline = commit.pipeline;
         let (tenant, name) = (&pipeline.tenant, &pipeline.pipeline);
         self.fenced(commit.run, format!("cannot commit a batch of {pipeline}"), |tx, _| {
-        let at = now();
-        tx.execute(
-            "INSERT INTO cursors (tenant, pipeline, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
+            let at = now();
+            tx.execute(
+                "INSERT INTO cursors (tenant, pipeline, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (tenant, pipeline) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-            params![tenant, name, commit.cursor, at],
-        )
-        ?;
-        {
-            // Items queued by someone else since the batch read the queue, for a
-            // key the batch applied: older than what is now in the destination.
-            let mut late = tx
-                .prepare_cached("SELECT key FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND id > ?3")
-                ?;
-            let late_keys: Vec<String> = late
-                .query_map(params![tenant, name, commit.queue_seen_up_to], |row| row.get(0))
-                ?
-                .collect::<Result<_, _>>()
-                ?;
-            let mut unqueue = tx
-                .prepare_cached("DELETE FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3")
-                ?;
-            for key in late_keys.iter().filter(|key| (commit.applied_keys)(key)) {
-                unqueue.execute(params![tenant, name, key])?;
-            }
-            for key in commit.unqueued {
-                unqueue.execute(params![tenant, name, key])?;
-            }
-            let mut queue = tx
-                .prepare_cached(
+                params![tenant, name, commit.cursor, at],
+            )?;
+            {
+                // Items queued by someone else since the batch read the queue, for a
+                // key the batch applied: older than what is now in the destination.
+                let mut late =
+                    tx.prepare_cached("SELECT key FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND id > ?3")?;
+                let late_keys: Vec<String> = late
+                    .query_map(params![tenant, name, commit.queue_seen_up_to], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let mut unqueue =
+                    tx.prepare_cached("DELETE FROM retry_queue WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3")?;
+                for key in late_keys.iter().filter(|key| (commit.applied_keys)(key)) {
+                    unqueue.execute(params![tenant, name, key])?;
+                }
+                for key in commit.unqueued {
+                    unqueue.execute(params![tenant, name, key])?;
+                }
+                let mut queue = tx.prepare_cached(
                     "INSERT INTO retry_queue (tenant, pipeline, key, position, operation, attempts, next_attempt_at,
                                               last_error, created_at, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
@@ -921,11 +936,9 @@ impl StateStore for SqliteStore {
                          operation = excluded.operation, attempts = excluded.attempts,
                          next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
                          updated_at = excluded.updated_at",
-                )
-                ?;
-            for item in commit.queued {
-                queue
-                    .execute(params![
+                )?;
+                for item in commit.queued {
+                    queue.execute(params![
                         tenant,
                         name,
                         item.key,
@@ -935,27 +948,21 @@ impl StateStore for SqliteStore {
                         item.next_attempt_at,
                         item.last_error,
                         at
-                    ])
-                    ?;
-            }
-            let mut supersede = tx
-                .prepare_cached(
+                    ])?;
+                }
+                let mut supersede = tx.prepare_cached(
                     "UPDATE dead_letters SET superseded_by = ?4
                      WHERE tenant = ?1 AND pipeline = ?2 AND key = ?3 AND superseded_by IS NULL",
-                )
-                ?;
-            for (key, position) in commit.superseded_letters {
-                supersede.execute(params![tenant, name, key, position])?;
-            }
-            let mut insert = tx
-                .prepare_cached(
+                )?;
+                for (key, position) in commit.superseded_letters {
+                    supersede.execute(params![tenant, name, key, position])?;
+                }
+                let mut insert = tx.prepare_cached(
                     "INSERT INTO dead_letters (tenant, pipeline, run, position, key, operation, reason, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                ?;
-            for letter in commit.dead_letters {
-                insert
-                    .execute(params![
+                )?;
+                for letter in commit.dead_letters {
+                    insert.execute(params![
                         tenant,
                         name,
                         commit.run,
@@ -964,21 +971,18 @@ impl StateStore for SqliteStore {
                         letter.operation.to_string(),
                         letter.reason,
                         at
-                    ])
-                    ?;
+                    ])?;
+                }
             }
-        }
-        if let Some((seq, ms)) = commit.previous_commit_ms {
-            set_commit_time(&tx, commit.run, seq, ms)?;
-        }
-        tx.execute(
-            "INSERT INTO event_batches (run, seq, stats, committed_at) VALUES (?1, ?2, ?3, ?4)",
-            params![commit.run, commit.batch.seq as i64, to_json(commit.batch), at],
-        )
-        ?;
-        tx.execute("UPDATE runs SET stats = ?2 WHERE id = ?1", params![commit.run, to_json(commit.stats)])
-            ?;
-        Ok(())
+            if let Some((seq, ms)) = commit.previous_commit_ms {
+                set_commit_time(&tx, commit.run, seq, ms)?;
+            }
+            tx.execute(
+                "INSERT INTO event_batches (run, seq, stats, committed_at) VALUES (?1, ?2, ?3, ?4)",
+                params![commit.run, commit.batch.seq as i64, to_json(commit.batch), at],
+            )?;
+            tx.execute("UPDATE runs SET stats = ?2 WHERE id = ?1", params![commit.run, to_json(commit.stats)])?;
+            Ok(())
         })
     }
 

@@ -148,9 +148,10 @@ fn runs_are_listed_newest_first_with_their_outcome_and_found_by_filter() {
         assert_eq!(store.runs(None, 2).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![other, second]);
 
         let found = |filter: RunFilter| store.find_runs(&filter).unwrap().iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(found(RunFilter { tenant: Some("acme".into()), limit: 10, ..RunFilter::default() }), [
-            second, first
-        ]);
+        assert_eq!(
+            found(RunFilter { tenant: Some("acme".into()), limit: 10, ..RunFilter::default() }),
+            [second, first]
+        );
         assert_eq!(found(RunFilter { status: Some(RunStatus::Failed), limit: 10, ..RunFilter::default() }), [first]);
         assert_eq!(found(RunFilter { before: Some(other), limit: 1, ..RunFilter::default() }), [second]);
         assert_eq!(found(RunFilter { pipeline: Some("roster".into()), limit: 10, ..RunFilter::default() }).len(), 3);
@@ -241,18 +242,27 @@ fn the_retry_queue_holds_one_item_per_key_and_batches_keep_their_stats() {
     each_store(|store| {
         let pipeline = PipelineId::new("acme", "events");
         let run = start(store, &pipeline, Mode::Event);
-        commit(store, run, &pipeline, 1, CommitParts {
-            queued: vec![retry("a", "1", 1), retry("b", "2", 1)],
-            ..Default::default()
-        });
+        commit(
+            store,
+            run,
+            &pipeline,
+            1,
+            CommitParts { queued: vec![retry("a", "1", 1), retry("b", "2", 1)], ..Default::default() },
+        );
         // A later operation for `a` replaces its item (the last of two in one
         // batch wins); `b` is done with.
-        commit(store, run, &pipeline, 2, CommitParts {
-            queued: vec![retry("a", "6", 2), retry("a", "7", 2)],
-            unqueued: vec!["b".into()],
-            seen: 2,
-            ..Default::default()
-        });
+        commit(
+            store,
+            run,
+            &pipeline,
+            2,
+            CommitParts {
+                queued: vec![retry("a", "6", 2), retry("a", "7", 2)],
+                unqueued: vec!["b".into()],
+                seen: 2,
+                ..Default::default()
+            },
+        );
         let queue = store.retry_queue(&pipeline).unwrap();
         assert_eq!(queue.len(), 1);
         assert_eq!((queue[0].key.as_str(), queue[0].position.as_str(), queue[0].attempts), ("a", "7", 2));
@@ -275,14 +285,20 @@ fn dead_letters_are_requeued_unless_superseded_and_dropped_by_id() {
             operation: serde_json::json!({"delete": key}),
             reason: "rejected error: no".into(),
         };
-        commit(store, run, &pipeline, 1, CommitParts {
-            dead_letters: vec![letter("a"), letter("b"), letter("c")],
-            ..Default::default()
-        });
-        commit(store, run, &pipeline, 2, CommitParts {
-            superseded: vec![("b".into(), "9".into()), ("b".into(), "12".into())],
-            ..Default::default()
-        });
+        commit(
+            store,
+            run,
+            &pipeline,
+            1,
+            CommitParts { dead_letters: vec![letter("a"), letter("b"), letter("c")], ..Default::default() },
+        );
+        commit(
+            store,
+            run,
+            &pipeline,
+            2,
+            CommitParts { superseded: vec![("b".into(), "9".into()), ("b".into(), "12".into())], ..Default::default() },
+        );
         let letters = store.dead_letters(&pipeline).unwrap();
         assert_eq!(letters.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(letters[1].superseded_by.as_deref(), Some("9"));
@@ -334,6 +350,8 @@ fn a_lease_has_one_holder_until_it_ends_and_each_new_holder_gets_a_higher_token(
         let leases = store.leases().unwrap();
         assert_eq!(leases.iter().map(|l| (l.holder.as_str(), l.token)).collect::<Vec<_>>(), [("host-c", 3)]);
         assert_eq!(leases[0].version.as_deref(), Some("v1"));
+        assert_eq!(store.lease(&pipeline).unwrap().as_ref(), leases.first());
+        assert_eq!(store.lease(&PipelineId::new("acme", "never")).unwrap(), None);
     });
 }
 
@@ -392,16 +410,18 @@ fn a_run_whose_lease_passed_on_writes_nothing_and_each_refusal_is_counted() {
 #[test]
 fn hosts_are_live_while_they_beat_and_gone_once_they_leave_or_stop() {
     each_store(|store| {
-        store.heartbeat("host-a", LEASE, 3).unwrap();
-        store.heartbeat("host-b", Duration::from_millis(1), 2).unwrap();
-        store.heartbeat("host-c", LEASE, 0).unwrap();
+        let versions = |v: &str| BTreeMap::from([("acme".to_string(), v.to_string())]);
+        store.heartbeat("host-a", LEASE, 3, &versions("v1")).unwrap();
+        store.heartbeat("host-b", Duration::from_millis(1), 2, &versions("v1")).unwrap();
+        store.heartbeat("host-c", LEASE, 0, &BTreeMap::new()).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        store.heartbeat("host-a", LEASE, 4).unwrap();
+        store.heartbeat("host-a", LEASE, 4, &versions("v2")).unwrap();
         let hosts = store.hosts().unwrap();
-        assert_eq!(hosts.iter().map(|h| (h.id.as_str(), h.pipelines)).collect::<Vec<_>>(), [
-            ("host-a", 4),
-            ("host-c", 0)
-        ]);
+        assert_eq!(
+            hosts.iter().map(|h| (h.id.as_str(), h.pipelines)).collect::<Vec<_>>(),
+            [("host-a", 4), ("host-c", 0)]
+        );
+        assert_eq!(hosts[0].versions, versions("v2"));
         store.leave("host-c").unwrap();
         assert_eq!(store.hosts().unwrap().len(), 1);
     });

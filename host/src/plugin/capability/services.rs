@@ -37,7 +37,9 @@ impl HostServices {
             .thread_name("synchost-io")
             .enable_all()
             .build()?;
-        Ok(Arc::new(HostServices { io: Some(io), pools: Mutex::default(), nats: Mutex::default() }))
+        let services = Arc::new(HostServices { io: Some(io), pools: Mutex::default(), nats: Mutex::default() });
+        services.io().spawn(close_idle_sessions(Arc::downgrade(&services)));
+        Ok(services)
     }
 
     /// The runtime every database and broker connection runs on.
@@ -54,6 +56,32 @@ impl HostServices {
     ) -> Result<T, Elapsed> {
         let timeout = crate::plugin::deadline::bounded(timeout);
         self.io().block_on(async { tokio::time::timeout(timeout, future).await.map_err(|_| Elapsed) })
+    }
+}
+
+/// Closes the PostgreSQL pools' sessions idle for longer than their
+/// connection's `idle_timeout`, every second, for as long as the services
+/// live. A host serving many tenants would otherwise keep a session per
+/// tenant connection it ever used, and a fleet of hosts, among which
+/// pipelines move, one per host: past the server's connection limit. (MySQL
+/// pools do the same themselves: see `pool.rs`.)
+async fn close_idle_sessions(services: std::sync::Weak<HostServices>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(services) = services.upgrade() else { return };
+        let pools: Vec<(Duration, deadpool_postgres::Pool)> = services
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter_map(|(config, pool)| match pool {
+                super::sql::pool::Pool::Postgres(pool) => Some((config.idle_timeout, pool.clone())),
+                super::sql::pool::Pool::Mysql(_) => None,
+            })
+            .collect();
+        for (idle_timeout, pool) in pools {
+            pool.retain(|_, metrics| metrics.last_used() < idle_timeout);
+        }
     }
 }
 

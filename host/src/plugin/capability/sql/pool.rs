@@ -89,7 +89,8 @@ fn make(services: &HostServices, config: &ConnectionConfig) -> Result<Pool, WitE
                 mysql_async::PoolConstraints::new(0, config.max_connections as usize).expect("0 <= max_connections");
             let pool_opts = mysql_async::PoolOpts::default()
                 .with_constraints(constraints)
-                .with_inactive_connection_ttl(std::time::Duration::from_secs(300));
+                .with_inactive_connection_ttl(config.idle_timeout)
+                .with_ttl_check_interval(std::time::Duration::from_secs(1));
             let opts = mysql_async::OptsBuilder::from_opts(opts)
                 .pass(config.password.as_ref().map(|p| p.expose().to_string()))
                 .pool_opts(pool_opts);
