@@ -619,6 +619,12 @@ fn lease_step(current: &Lease, holder: &str, now_ms: i64, holder_gone: bool) -> 
     }
 }
 
+/// Why a new grant could replace `current` at `now_ms`, for the audit of
+/// grants: it had ended, or its holder's process was found gone.
+fn grant_reason(current: &Lease, now_ms: i64) -> &'static str {
+    if current.expires_at_ms > now_ms { "holder gone" } else { "ended" }
+}
+
 /// Whether the process `pid` of machine `machine`, as a lease records its
 /// holder, is known to be gone: only this machine can tell.
 fn holder_gone(machine: &str, pid: u32) -> bool {

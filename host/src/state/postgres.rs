@@ -21,7 +21,8 @@ use serde_json::Value;
 use super::{
     BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
     PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, holder_gone, lease_passed, lease_step, now, operation_from_text, parse_mode,
+    StateStore, abandoned_because, grant_reason, holder_gone, lease_passed, lease_step, now, operation_from_text,
+    parse_mode,
 };
 use crate::config::Mode;
 
@@ -129,7 +130,9 @@ pub(super) const MIGRATIONS: &[&str] = &[r#"
         token         BIGINT NOT NULL,
         holder        TEXT NOT NULL,
         granted_at_ms BIGINT NOT NULL,
-        -- the lease it replaced, as the grant found it: it had ended
+        -- the lease it replaced, as the grant found it: it had ended, or its
+        -- holder's process on this machine was gone (`why`)
+        why                    TEXT NOT NULL,
         previous_holder        TEXT NOT NULL,
         previous_expires_at_ms BIGINT NOT NULL,
         PRIMARY KEY (tenant, pipeline, token)
@@ -458,8 +461,8 @@ impl StateStore for PostgresStore {
                 LeaseStep::Grant(token) => {
                     tx.execute(
                         "INSERT INTO lease_grants (tenant, pipeline, token, holder, granted_at_ms, previous_holder,
-                                                   previous_expires_at_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                                                   previous_expires_at_ms, why)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                         &[
                             &pipeline.tenant,
                             &pipeline.pipeline,
@@ -468,6 +471,7 @@ impl StateStore for PostgresStore {
                             &now,
                             &current.holder,
                             &current.expires_at_ms,
+                            &grant_reason(&current, now),
                         ],
                     )
                     .await?;

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::{
     BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
     PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, already_queued_refusal, holder_gone, lease_passed, lease_step, machine_name, now,
-    operation_from_text, parse_mode, superseded_refusal,
+    StateStore, abandoned_because, already_queued_refusal, grant_reason, holder_gone, lease_passed, lease_step,
+    machine_name, now, operation_from_text, parse_mode, superseded_refusal,
 };
 use crate::config::Mode;
 
@@ -139,7 +139,9 @@ const MIGRATIONS: &[&str] = &[
         token         INTEGER NOT NULL,
         holder        TEXT NOT NULL,
         granted_at_ms INTEGER NOT NULL,
-        -- the lease it replaced, as the grant found it: it had ended
+        -- the lease it replaced, as the grant found it: it had ended, or its
+        -- holder's process on this machine was gone (`why`)
+        why                    TEXT NOT NULL,
         previous_holder        TEXT NOT NULL,
         previous_expires_at_ms INTEGER NOT NULL,
         PRIMARY KEY (tenant, pipeline, token)
@@ -452,7 +454,7 @@ impl StateStore for SqliteStore {
             LeaseStep::Grant(token) => {
                 tx.execute(
                     "INSERT INTO lease_grants (tenant, pipeline, token, holder, granted_at_ms, previous_holder,
-                                               previous_expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                               previous_expires_at_ms, why) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         pipeline.tenant,
                         pipeline.pipeline,
@@ -460,7 +462,8 @@ impl StateStore for SqliteStore {
                         holder,
                         now,
                         current.holder,
-                        current.expires_at_ms
+                        current.expires_at_ms,
+                        grant_reason(&current, now)
                     ],
                 )
                 .map_err(err())?;
