@@ -146,6 +146,7 @@ max_batch = {MAX_BATCH}
 apply_batch = {MAX_BATCH}
 
 [pipelines.load]
+mode = "diff"
 source = "csv"
 transforms = ["people"]
 destination = "load_dst"
