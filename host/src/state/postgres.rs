@@ -423,7 +423,7 @@ fn json<T: serde::Serialize>(value: &T) -> Value {
 
 /// The last of each key's entries, in their order: one statement may touch
 /// a row once only.
-fn last_per_key<'a, T>(items: &'a [T], key: impl Fn(&T) -> &str) -> Vec<&'a T> {
+fn last_per_key<T>(items: &[T], key: impl Fn(&T) -> &str) -> Vec<&T> {
     let mut seen = HashSet::new();
     let mut last: Vec<&T> = items.iter().rev().filter(|item| seen.insert(key(item).to_string())).collect();
     last.reverse();

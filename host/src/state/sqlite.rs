@@ -978,7 +978,7 @@ impl StateStore for SqliteStore {
                 }
             }
             if let Some((seq, ms)) = commit.previous_commit_ms {
-                set_commit_time(&tx, commit.run, seq, ms)?;
+                set_commit_time(tx, commit.run, seq, ms)?;
             }
             tx.execute(
                 "INSERT INTO event_batches (run, seq, stats, committed_at) VALUES (?1, ?2, ?3, ?4)",
