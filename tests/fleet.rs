@@ -159,14 +159,21 @@ retry_backoff_max = "2s"
     fn start_host_with(&mut self, tenants_dir: &str) -> Host {
         let (id, config) = self.host_config_with(tenants_dir);
         let log = self.path(&format!("{id}.log"));
-        let process = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .env("SYNCHOST_LOG", "info")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(BIN);
+        command.arg("--config").arg(&config).arg("run").env("SYNCHOST_LOG", "info");
+        command.stderr(std::fs::File::create(&log).unwrap());
+        // A host dies with the test process, even one killed outright (a
+        // timeout): a fleet left running would load the machine for the
+        // tests after it.
+        // SAFETY: prctl(2) between fork and exec, async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let process = command.spawn().unwrap();
         Host { id, process: KillOnDrop(process), log, stopped: false }
     }
 
