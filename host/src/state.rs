@@ -631,22 +631,36 @@ fn holder_gone(machine: &str, pid: u32) -> bool {
     pid != 0 && machine == machine_name() && pid != std::process::id() && process_is_gone(pid)
 }
 
-/// Why a run under lease token `run_token` is over once the lease is at `token`.
-fn lease_passed(run_token: i64, token: i64) -> String {
-    format!("its lease (token {run_token}) passed to another holder (token {token}) before it finished")
-}
-
-/// Why run `run`, recorded as `running` by process `pid` of this machine, is
-/// over though nobody recorded its end: its process is gone, or it is this
-/// process's and not among its `live` runs (its end could not be recorded).
-/// `None` while it may still be going. (Where a process cannot be looked up,
-/// nothing is over: a live run must never be marked.)
-fn abandoned_because(run: RunId, pid: u32, live: &std::collections::HashSet<RunId>) -> Option<String> {
-    if pid == std::process::id() {
-        return (!live.contains(&run))
-            .then(|| "it ended, but its end could not be recorded (the state store failed then)".to_string());
-    }
-    process_is_gone(pid).then(|| format!("the process running it (pid {pid}) ended before it finished"))
+/// Why run `run`, recorded as `running`, is over though nobody recorded its
+/// end; `None` while it may still be going. `pid` is its process if that
+/// ran on this machine (only this machine can look it up), `run_token` the
+/// lease token it started under, `token` the lease's token now.
+///
+/// Its process gone says more than its lease passed on, which follows: the
+/// process is gone, or it is this process's and not among its `live` runs
+/// (its end could not be recorded); else its lease passed to a newer holder.
+/// (Where a process cannot be looked up, nothing is over by it: a live run
+/// must never be marked.)
+fn abandoned_because(
+    run: RunId,
+    pid: Option<u32>,
+    run_token: Option<i64>,
+    token: i64,
+    live: &std::collections::HashSet<RunId>,
+) -> Option<String> {
+    let by_process = pid.and_then(|pid| {
+        if pid == std::process::id() {
+            (!live.contains(&run))
+                .then(|| "it ended, but its end could not be recorded (the state store failed then)".to_string())
+        } else {
+            process_is_gone(pid).then(|| format!("the process running it (pid {pid}) ended before it finished"))
+        }
+    });
+    by_process.or_else(|| {
+        run_token.filter(|run_token| *run_token < token).map(|run_token| {
+            format!("its lease (token {run_token}) passed to another holder (token {token}) before it finished")
+        })
+    })
 }
 
 /// Whether no process has this id any more. Only Linux's /proc is consulted;

@@ -66,14 +66,14 @@ impl Fleet {
     /// Beats once: records this host as live for half of `lease_time`, with
     /// the number of pipelines it owns, and learns the live hosts.
     pub(super) fn beat(&self, runtime: &Runtime) {
-        let pipelines: Vec<PipelineId> = runtime
-            .tenants()
+        let tenants = runtime.tenants();
+        let owned = tenants
             .iter()
-            .flat_map(|t| t.config.pipelines.keys().map(|p| PipelineId::new(&t.config.name, p)).collect::<Vec<_>>())
-            .collect();
-        let owned = pipelines.iter().filter(|p| self.owns(p)).count() as u64;
+            .flat_map(|t| t.config.pipelines.keys().map(|p| PipelineId::new(&t.config.name, p)))
+            .filter(|p| self.owns(p))
+            .count() as u64;
         let versions: BTreeMap<String, String> =
-            runtime.tenants().iter().map(|t| (t.config.name.clone(), t.config.version_digest.clone())).collect();
+            tenants.iter().map(|t| (t.config.name.clone(), t.config.version_digest.clone())).collect();
         let beat = runtime.state.heartbeat(&self.me, runtime.host.lease_time / 2, owned, &versions);
         match beat.and_then(|()| runtime.state.leases()) {
             Ok(leases) => {

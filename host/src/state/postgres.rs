@@ -21,8 +21,7 @@ use serde_json::Value;
 use super::{
     BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
     PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, grant_reason, holder_gone, lease_passed, lease_step, now, operation_from_text,
-    parse_mode,
+    StateStore, abandoned_because, grant_reason, holder_gone, lease_step, now, operation_from_text, parse_mode,
 };
 use crate::config::Mode;
 
@@ -640,12 +639,8 @@ impl StateStore for PostgresStore {
             for row in unfinished {
                 let (run, host, pid, token): (RunId, String, i32, i64) =
                     (row.get(0), row.get(1), row.get(2), row.get(3));
-                // Its process gone says more than its lease passed on.
-                let why = (host == self.machine)
-                    .then(|| abandoned_because(run, pid as u32, &live))
-                    .flatten()
-                    .or_else(|| (token < lease.token).then(|| lease_passed(token, lease.token)));
-                if let Some(why) = why {
+                let pid = (host == self.machine).then_some(pid as u32);
+                if let Some(why) = abandoned_because(run, pid, Some(token), lease.token, &live) {
                     tx.execute(
                         "UPDATE runs SET status = 'abandoned', finished_at = $2, error = $3 WHERE id = $1",
                         &[&run, &now(), &why],

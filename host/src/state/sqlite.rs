@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use super::{
     BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
     PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, already_queued_refusal, grant_reason, holder_gone, lease_passed, lease_step,
-    machine_name, now, operation_from_text, parse_mode, superseded_refusal,
+    StateStore, abandoned_because, already_queued_refusal, grant_reason, holder_gone, lease_step, machine_name, now,
+    operation_from_text, parse_mode, superseded_refusal,
 };
 use crate::config::Mode;
 
@@ -388,11 +388,7 @@ fn mark_abandoned(
         .collect::<Result<_, _>>()
         .map_err(failed(context.clone()))?;
     for (run, pid, run_token) in unfinished {
-        // Its process gone says more than its lease passed on, which follows.
-        let why = pid.and_then(|pid| abandoned_because(run, pid, live_runs)).or_else(|| {
-            run_token.filter(|run_token| *run_token < token).map(|run_token| lease_passed(run_token, token))
-        });
-        let Some(why) = why else { continue };
+        let Some(why) = abandoned_because(run, pid, run_token, token, live_runs) else { continue };
         connection
             .execute(
                 "UPDATE runs SET status = 'abandoned', finished_at = ?2, error = ?3 WHERE id = ?1",
