@@ -323,10 +323,14 @@ fn every_run_is_archived_and_replays_to_the_same_plan() {
     host.write("data/in/people.csv", "id,name\n1,Ann\n2,Rob\n3,Cy\n");
     let (_, report) = host.sync("acme/main", &[]);
     let run = report["run"].as_i64().unwrap().to_string();
-    let archive = host.path(&format!("state/runs/{run}"));
+    let shown = host.json(&["runs", "show", &run]);
+    let archived: Vec<&str> =
+        shown["archive"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     for file in ["source", "destination", "desired", "plan", "outcomes"] {
-        assert!(archive.join(format!("{file}.jsonl.zst")).is_file(), "no {file} in the archive");
+        assert!(archived.contains(&format!("{file}.jsonl.zst").as_str()), "no {file} in the archive: {shown}");
     }
+    assert!(archived.contains(&"meta.json"), "{shown}");
+    assert!(!host.path(&format!("state/runs/{run}")).exists(), "nothing left staged beside the state");
 
     let output = host.synchost(&["replay", &run, "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -503,11 +507,9 @@ fn old_run_archives_are_pruned_and_a_blocked_plan_is_superseded_by_the_next_run(
         host.write("data/in/people.csv", &format!("id,name\n1,{name}\n2,Bob\n"));
         assert!(host.sync("acme/main", &[]).0);
     }
-    let mut archived: Vec<i64> = std::fs::read_dir(host.path("state/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+    let archived: Vec<i64> = (1..=5)
+        .filter(|run| !host.json(&["runs", "show", &run.to_string()])["archive"].as_array().unwrap().is_empty())
         .collect();
-    archived.sort();
     assert_eq!(archived, [4, 5], "the newest two");
 
     let show = host.synchost(&["runs", "show", "2", "--json"]);

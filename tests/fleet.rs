@@ -660,3 +660,78 @@ fn mid_rollout_a_pipeline_stays_on_the_version_it_ran_until_every_host_has_moved
         assert_eq!(fleet.regressions(tenant).0, Vec::<String>::new());
     }
 }
+
+#[test]
+fn a_plan_blocked_on_one_host_is_shown_and_replayed_anywhere_and_approved_on_the_host_running_it() {
+    let mut fleet = Fleet::new(0);
+    let people = |names: [&str; 4]| -> String {
+        std::iter::once("id,name\n".to_string())
+            .chain(names.iter().enumerate().map(|(i, n)| format!("{i},{n}\n")))
+            .collect()
+    };
+    std::fs::write(fleet.path("data/in/people.csv"), people(["Ann", "Bob", "Cy", "Di"])).unwrap();
+    std::fs::create_dir_all(fleet.path("data/out")).unwrap();
+    let tenant = common::file_pipeline_tenant(
+        r#"{ snapshot = "/in/people.csv", key = "id" }"#,
+        r#"[{ name = "id", from = "id" }, { name = "name", from = "name" }]"#,
+        "mode = \"diff\"\nmax_change_ratio = 0.5\n",
+    );
+    std::fs::write(fleet.path("tenants/acme.toml"), tenant).unwrap();
+    let json = |output: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "no JSON ({e}): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    };
+
+    // A one-off command loads the destination, then plans a change of every
+    // record, which the guard blocks.
+    assert_eq!(json(&fleet.command(&["sync", "acme/main", "--json"]))["status"], "succeeded");
+    std::fs::write(fleet.path("data/in/people.csv"), people(["Anna", "Bo", "Cyd", "Dee"])).unwrap();
+    let blocked = json(&fleet.command(&["sync", "acme/main", "--json"]));
+    assert_eq!(blocked["status"], "blocked", "{blocked}");
+    let run = blocked["run"].to_string();
+
+    // Another host's command sees the archive and replays it: it is in the
+    // shared state, not in the state_dir of the command that made it.
+    let shown = json(&fleet.command(&["runs", "show", &run, "--json"]));
+    let files: Vec<&str> = shown["archive"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    for file in ["meta.json", "plan.jsonl.zst", "source.jsonl.zst", "destination.jsonl.zst"] {
+        assert!(files.contains(&file), "no {file} in run {run}'s archive: {shown}");
+    }
+    let replay = json(&fleet.command(&["replay", &run, "--json"]));
+    assert_eq!(replay["differing_keys"], 0, "{replay}");
+
+    // With a daemon sharing the state, an approval asked anywhere is applied
+    // by that daemon, the host that runs the pipeline.
+    let daemon = fleet.start_host();
+    wait_for("the daemon to join the fleet", Duration::from_secs(60), || {
+        fleet.value(&format!("SELECT count(*) FROM hosts WHERE id = '{}'", daemon.id)) == 1
+    });
+    let output = fleet.command(&["approve", &run, "--json"]);
+    let report = json(&output);
+    assert!(output.status.success(), "{report}\n{}", daemon.log());
+    assert_eq!((report["status"].as_str(), report["host"].as_str()), (Some("succeeded"), Some(daemon.id.as_str())));
+    assert_eq!(report["stats"]["updated"], 4, "{report}");
+    let names: Vec<String> = common::read_records(&fleet.path("data/out"))
+        .values()
+        .map(|fields| fields["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["Anna", "Bo", "Cyd", "Dee"]);
+    let asked = fleet.rows(&format!("SELECT requested_by, claimed_by FROM approvals WHERE run = {run}"));
+    assert!(asked[0][0].as_deref().unwrap().starts_with("command:"), "{asked:?}");
+    assert_eq!(asked[0][1].as_deref(), Some(daemon.id.as_str()), "{asked:?}");
+    // The run's outcomes joined its archive.
+    let shown = json(&fleet.command(&["runs", "show", &run, "--json"]));
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert!(shown["archive"].as_array().unwrap().iter().any(|f| f["name"] == "outcomes.jsonl.zst"), "{shown}");
+
+    // Asked again, the daemon refuses: the plan is applied.
+    let output = fleet.command(&["approve", &run]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not blocked"), "{stderr}");
+}

@@ -289,7 +289,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state = open_state(&cli.config)?;
             let record = state.run(run)?.with_context(|| format!("no run {run}"))?;
             let batches = state.batches(run)?;
-            output::run_with_batches(&record, &batches, json);
+            let archive = state.archive_files(run)?;
+            output::run_with_batches(&record, &batches, &archive, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(command) => dlq::run(&cli.config, command),

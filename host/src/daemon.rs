@@ -27,6 +27,7 @@
 //! boundary. Pipelines that appear start on their schedule; pipelines that
 //! disappear stop after their current run.
 
+pub mod approvals;
 mod control;
 mod fleet;
 mod watch;
@@ -127,6 +128,7 @@ async fn serve(
     let first_beat = (fleet.clone(), runtime.clone());
     let _ = tokio::task::spawn_blocking(move || first_beat.0.beat(&first_beat.1)).await;
     let beats = tokio::spawn(fleet.beat_until(runtime.clone(), shutdown_seen.clone()));
+    let approvals = tokio::spawn(approvals::serve(control.clone(), shutdown_seen.clone()));
     let mut scheduler =
         Scheduler { control: control.clone(), running: Arc::default(), loops: JoinSet::new(), shutdown: shutdown_seen };
     scheduler.start_new();
@@ -223,6 +225,7 @@ async fn serve(
     });
     while scheduler.loops.join_next().await.is_some() {}
     let _ = beats.await;
+    let _ = approvals.await;
     // The endpoint answers (`/readyz` says so) until the runs have stopped.
     admin.stop().await;
     tracing::info!("stopped");

@@ -326,6 +326,27 @@ impl StateError {
     }
 }
 
+/// An approval asked for on one host, for the host running the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    pub run: RunId,
+    pub pipeline: PipelineId,
+    pub requested_by: String,
+    pub requested_at: String,
+    /// The host that took it to apply.
+    pub claimed_by: Option<String>,
+    /// How it went, once it has: JSON.
+    pub answer: Option<String>,
+}
+
+/// One file of a run's archive, as `runs show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ArchivedFile {
+    pub name: String,
+    /// Its size as kept (zstd-compressed, but for `meta.json`).
+    pub bytes: u64,
+}
+
 /// Where runs, cursors and dead letters are kept.
 ///
 /// Every write a run makes is fenced: it commits only while the lease the run
@@ -392,8 +413,43 @@ pub trait StateStore: Send + Sync {
     /// afresh (a write of `by`'s).
     fn supersede_run(&self, by: RunId, old: RunId, why: &str) -> StateResult<()>;
 
-    /// Removes the record of a run that did nothing worth keeping.
+    /// Removes the record of a run that did nothing worth keeping, and its archive.
     fn forget_run(&self, run: RunId) -> StateResult<()>;
+
+    // --- run archives ---
+
+    /// Appends `data` to the archive file `name` of `run`, creating it (a
+    /// write of the run's, fenced like the others). Appending lets an
+    /// approval add its outcomes to those of the run it approves.
+    fn append_archive(&self, run: RunId, name: &str, data: &[u8]) -> StateResult<()>;
+
+    /// The archive file `name` of `run`, if it is kept.
+    fn archive(&self, run: RunId, name: &str) -> StateResult<Option<Vec<u8>>>;
+
+    /// The files kept in `run`'s archive, by name.
+    fn archive_files(&self, run: RunId) -> StateResult<Vec<ArchivedFile>>;
+
+    /// Removes the archives of `runs` (pruning; their run records stay).
+    fn drop_archives(&self, runs: &[RunId]) -> StateResult<()>;
+
+    // --- approvals asked on one host, applied on the one that runs the pipeline ---
+
+    /// Asks for the blocked plan of `run` (of `pipeline`) to be applied by
+    /// the host that runs its pipeline. Asking again after an answer asks anew.
+    fn request_approval(&self, run: RunId, pipeline: &PipelineId, by: &str) -> StateResult<()>;
+
+    /// The requests not yet answered.
+    fn approval_requests(&self) -> StateResult<Vec<ApprovalRequest>>;
+
+    /// Takes request `run` for `host` to apply, if no live host has taken it
+    /// (a host that took it and died leaves it to the next); whether it did.
+    fn claim_approval(&self, run: RunId, host: &str) -> StateResult<bool>;
+
+    /// Records how the approval went (JSON: see [`crate::daemon::approvals`]).
+    fn answer_approval(&self, run: RunId, answer: &str) -> StateResult<()>;
+
+    /// The latest request for `run`, answered or not.
+    fn approval(&self, run: RunId) -> StateResult<Option<ApprovalRequest>>;
 
     /// The cursor an event pipeline resumes after; `None` before its first batch.
     fn cursor(&self, pipeline: &PipelineId) -> StateResult<Option<String>>;

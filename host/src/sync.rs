@@ -40,6 +40,10 @@ pub struct SyncReport {
     /// The run ended at a batch boundary because a newer version of its
     /// plugins became active; the next run goes on from its cursor at once.
     pub handed_over: bool,
+    /// The host that ran it (its `host_id`, or `command:…` for a one-off
+    /// command).
+    #[serde(default)]
+    pub host: String,
 }
 
 /// Limits on one sync, from the CLI.
@@ -465,6 +469,7 @@ impl SyncJob<'_> {
             error,
             failures: std::mem::take(&mut progress.failures),
             handed_over,
+            host: self.holder.to_string(),
         })
     }
 
@@ -510,8 +515,8 @@ impl SyncJob<'_> {
         self.plugin_names().map(|name| (name.to_string(), self.plugins[name].digest.clone())).collect()
     }
 
-    pub(crate) fn archive_dir(&self, run: RunId) -> PathBuf {
-        diff::archive_dir(self.state_dir, run)
+    pub(crate) fn staging_dir(&self, run: RunId) -> PathBuf {
+        diff::archive::staging_dir(self.state_dir, run)
     }
 
     fn plugin_names(&self) -> impl Iterator<Item = &str> {

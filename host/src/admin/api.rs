@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use crate::daemon::Control;
 use crate::runtime::{PipelineStatus, PluginStatus, ReloadReport, Status, TenantChange, TenantStatus};
-use crate::state::{BatchStats, DeadLetter, PipelineId, RunFilter, RunId, RunRecord, RunStatus};
+use crate::state::{ArchivedFile, BatchStats, DeadLetter, PipelineId, RunFilter, RunId, RunRecord, RunStatus};
 use crate::sync::SyncReport;
 use crate::sync::diff::PlanSummary;
 
@@ -265,6 +265,8 @@ pub async fn runs(State(control): Ctl, Query(query): Query<RunsQuery>) -> Result
 pub struct RunDetail {
     pub run: RunRecord,
     pub batches: Vec<BatchStats>,
+    /// The files of its archive (diff runs), until pruned.
+    pub archive: Vec<ArchivedFile>,
 }
 
 async fn run_record(control: &Arc<Control>, run: RunId) -> Result<RunRecord, ApiError> {
@@ -279,7 +281,8 @@ async fn run_record(control: &Arc<Control>, run: RunId) -> Result<RunRecord, Api
 pub async fn run(State(control): Ctl, Path(run): Path<RunId>) -> Result<Json<RunDetail>, ApiError> {
     let record = run_record(&control, run).await?;
     let batches = control.runtime.state.batches(run)?;
-    Ok(Json(RunDetail { run: record, batches }))
+    let archive = control.runtime.state.archive_files(run)?;
+    Ok(Json(RunDetail { run: record, batches, archive }))
 }
 
 /// A diff run's plan as kept in its archive: counts and samples.
@@ -302,8 +305,8 @@ pub async fn plan(State(control): Ctl, Path(run): Path<RunId>) -> Result<Json<Pl
     if record.mode != crate::config::Mode::Diff {
         return Err(ApiError::not_found(format!("run {run} is an event run: event runs make no plan")));
     }
-    let state_dir = control.runtime.host.state_dir.clone();
-    let summary = tokio::task::spawn_blocking(move || PlanSummary::of_archived_run(&state_dir, run))
+    let state = control.runtime.state.clone();
+    let summary = tokio::task::spawn_blocking(move || PlanSummary::of_archived_run(state.as_ref(), run))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::not_found(format!("run {run} has no readable plan ({e})")))?;

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::cli::out::outln;
+
 use super::{load, open_state, output, progress};
 use crate::plugin::PluginKind;
 use crate::runtime::Tenants;
-use crate::state::{PipelineId, RunId};
-use crate::sync::{SyncJob, SyncOptions};
+use crate::state::{PipelineId, RunId, RunStatus};
+use crate::sync::{SyncError, SyncJob, SyncOptions};
 
 pub(super) fn plan(config: &Path, id: &PipelineId, json: bool) -> anyhow::Result<ExitCode> {
     let runtime = load(config, Tenants::Only(&id.tenant))?;
@@ -30,7 +32,8 @@ fn pipeline_of(config: &Path, run: RunId) -> anyhow::Result<PipelineId> {
 
 /// Applies a blocked plan: in the running daemon if there is one (which
 /// holds the pipeline's run lock, so the approval never overlaps one of its
-/// runs), else here.
+/// runs, and passes it on to the host that runs the pipeline), else on the
+/// host that runs it if daemons share this state, else here.
 pub(super) fn approve(config: &Path, run: RunId, json: bool) -> anyhow::Result<ExitCode> {
     let host = super::admin::host(config)?;
     let run_id = run.to_string();
@@ -43,9 +46,26 @@ pub(super) fn approve(config: &Path, run: RunId, json: bool) -> anyhow::Result<E
         Ok(None) => {}
         Err(e) => anyhow::bail!("cannot approve run {run}: {e}"),
     }
-    let id = pipeline_of(config, run)?;
-    let runtime = load(config, Tenants::Only(&id.tenant))?;
+    let state = crate::state::open(&host)?;
+    let record = state.run(run)?.with_context(|| format!("no run {run}"))?;
+    let id = record.pipeline;
     let stop = super::stop_on_signal();
+    if !state.hosts()?.is_empty() {
+        // A daemon shares this state: the pipeline is its to run.
+        if record.status != RunStatus::Blocked {
+            anyhow::bail!("cannot approve run {run}: {}", SyncError::NotBlocked { run, status: record.status });
+        }
+        let me = format!("command:{}:{}", crate::state::machine_name(), std::process::id());
+        let report = crate::daemon::approvals::ask(&*state, run, &id, &me, host.lease_time * 2, stop)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if !json {
+            outln!("applied by host `{}`, which runs {id}", report.host);
+        }
+        output::report(&report, json);
+        return Ok(super::exit_code(report.status));
+    }
+    drop(state);
+    let runtime = load(config, Tenants::Only(&id.tenant))?;
     let mut job = runtime.job(&id, stop, SyncOptions::default())?;
     job.observer = progress::observer(json);
     let report = job.approve(run).map_err(|e| anyhow::anyhow!("cannot approve run {run}: {e}"))?;

@@ -15,7 +15,7 @@ use crate::cli::out::outln;
 
 /// The host config `init` writes.
 const HOST_CONFIG: &str = r#"# synchost's host config. Paths are relative to this file.
-state_dir = "state"        # runs, cursors, dead letters (SQLite), run archives
+state_dir = "state"        # runs, cursors, dead letters, run archives (SQLite)
 plugin_dir = "plugins"     # where tenant files' plugin paths start
 tenants_dir = "tenants"    # one TENANT.toml per tenant
 

@@ -304,14 +304,24 @@ pub(super) fn replay(report: &crate::sync::diff::ReplayReport, json: bool) {
 }
 
 /// `runs show`: the run, and for an event run the stats of each batch.
-pub(super) fn run_with_batches(record: &RunRecord, batches: &[crate::state::BatchStats], json: bool) {
+pub(super) fn run_with_batches(
+    record: &RunRecord,
+    batches: &[crate::state::BatchStats],
+    archive: &[crate::state::ArchivedFile],
+    json: bool,
+) {
     if json {
         let mut value = serde_json::to_value(record).expect("runs serialise");
         value["batches"] = serde_json::to_value(batches).expect("batch stats serialise");
+        value["archive"] = serde_json::to_value(archive).expect("archive files serialise");
         print_json(&value);
         return;
     }
     run(record, false);
+    if !archive.is_empty() {
+        let files: Vec<String> = archive.iter().map(|f| format!("{} ({} bytes)", f.name, f.bytes)).collect();
+        outln!("  archive: {}", files.join(", "));
+    }
     if batches.is_empty() {
         return;
     }

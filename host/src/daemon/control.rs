@@ -198,9 +198,32 @@ impl Control {
         self.pipeline(id).await
     }
 
-    /// Applies the exact plan of blocked run `run`, once no other run of its
-    /// pipeline goes on.
+    /// Applies the exact plan of blocked run `run`: here if this host runs
+    /// its pipeline, else on the host that does (see [`super::approvals`]).
     pub async fn approve(self: &Arc<Self>, run: RunId) -> Result<SyncReport, ControlError> {
+        let record = self
+            .runtime
+            .state
+            .run(run)
+            .map_err(|e| ControlError::Failed(e.to_string()))?
+            .ok_or_else(|| ControlError::NotFound(format!("no run {run}")))?;
+        if self.fleet.owns(&record.pipeline) {
+            return self.approve_here(run).await;
+        }
+        let control = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let runtime = &control.runtime;
+            let unclaimed_for = runtime.host.lease_time * 2;
+            super::approvals::ask(&*runtime.state, run, &record.pipeline, &runtime.holder, unclaimed_for, &control.stop)
+                .map_err(ControlError::Conflict)
+        })
+        .await
+        .map_err(|e| ControlError::Failed(format!("the approval panicked: {e}")))?
+    }
+
+    /// Applies the exact plan of blocked run `run` on this host, once no
+    /// other run of its pipeline goes on here.
+    pub(super) async fn approve_here(self: &Arc<Self>, run: RunId) -> Result<SyncReport, ControlError> {
         let record = self
             .runtime
             .state

@@ -361,7 +361,7 @@ impl Runtime {
             let last = match self.state.runs(Some(&id), 20) {
                 Ok(runs) => runs.into_iter().find(|r| {
                     matches!(r.status, RunStatus::Succeeded | RunStatus::Blocked)
-                        && crate::sync::diff::archive_dir(&self.host.state_dir, r.id).is_dir()
+                        && crate::sync::diff::archive::Archive::new(self.state.as_ref(), r.id).is_kept()
                 }),
                 Err(e) => {
                     problems.push(format!("canary for {id}: cannot read its runs: {e}"));

@@ -19,9 +19,10 @@ use deadpool_postgres::{GenericClient, Object, Pool};
 use serde_json::Value;
 
 use super::{
-    BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
-    PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, grant_reason, holder_gone, lease_step, now, operation_from_text, parse_mode,
+    ApprovalRequest, ArchivedFile, BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer,
+    LeaseStep, Pause, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats,
+    RunStatus, StateError, StateResult, StateStore, abandoned_because, grant_reason, holder_gone, lease_step, now,
+    operation_from_text, parse_mode,
 };
 use crate::config::Mode;
 
@@ -29,7 +30,8 @@ use crate::config::Mode;
 /// `synchost_schema_version` records how many have been applied. The
 /// tables go into the connection's current schema: give synchost a database
 /// of its own, or a schema (`options=-csearch_path%3Dsynchost` in the URL).
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE runs (
         id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         tenant      TEXT NOT NULL,
@@ -153,7 +155,43 @@ pub(super) const MIGRATIONS: &[&str] = &[r#"
         pipelines     BIGINT NOT NULL,
         versions      JSONB NOT NULL
     );
-"#];
+"#,
+    // Run archives, so that any host can show, approve and replay any run.
+    // The files are zstd already: EXTERNAL spares PostgreSQL compressing
+    // them again.
+    r#"
+    CREATE TABLE run_archives (
+        run  BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (run, name)
+    );
+    ALTER TABLE run_archives ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE TABLE approvals (
+        run          BIGINT PRIMARY KEY,
+        tenant       TEXT NOT NULL,
+        pipeline     TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        claimed_by   TEXT,
+        answer       TEXT
+    );
+"#,
+];
+
+const APPROVAL_COLUMNS: &str =
+    "SELECT run, tenant, pipeline, requested_by, requested_at, claimed_by, answer FROM approvals";
+
+fn approval_request(row: &tokio_postgres::Row) -> ApprovalRequest {
+    ApprovalRequest {
+        run: row.get(0),
+        pipeline: PipelineId::new(row.get(1), row.get(2)),
+        requested_by: row.get(3),
+        requested_at: row.get(4),
+        claimed_by: row.get(5),
+        answer: row.get(6),
+    }
+}
 
 /// The database's clock in milliseconds since the epoch: leases end by it,
 /// whatever the hosts' clocks say.
@@ -700,7 +738,93 @@ impl StateStore for PostgresStore {
     fn forget_run(&self, run: RunId) -> StateResult<()> {
         self.live_runs().remove(&run);
         self.fenced(run, format!("cannot forget run {run}"), async |tx, _| {
+            tx.execute("DELETE FROM run_archives WHERE run = $1", &[&run]).await?;
             tx.execute("DELETE FROM runs WHERE id = $1", &[&run]).await.map(drop)
+        })
+    }
+
+    fn append_archive(&self, run: RunId, name: &str, data: &[u8]) -> StateResult<()> {
+        self.fenced(run, format!("cannot archive `{name}` of run {run}"), async |tx, _| {
+            tx.execute(
+                "INSERT INTO run_archives (run, name, data) VALUES ($1, $2, $3)
+                 ON CONFLICT (run, name) DO UPDATE SET data = run_archives.data || excluded.data",
+                &[&run, &name, &data],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn archive(&self, run: RunId, name: &str) -> StateResult<Option<Vec<u8>>> {
+        self.with(format!("cannot read `{name}` of run {run}'s archive"), async |client| {
+            let row =
+                client.query_opt("SELECT data FROM run_archives WHERE run = $1 AND name = $2", &[&run, &name]).await?;
+            Ok(row.map(|row| row.get(0)))
+        })
+    }
+
+    fn archive_files(&self, run: RunId) -> StateResult<Vec<ArchivedFile>> {
+        self.with(format!("cannot list run {run}'s archive"), async |client| {
+            let rows = client
+                .query("SELECT name, octet_length(data) FROM run_archives WHERE run = $1 ORDER BY name", &[&run])
+                .await?;
+            Ok(rows.iter().map(|row| ArchivedFile { name: row.get(0), bytes: row.get::<_, i32>(1) as u64 }).collect())
+        })
+    }
+
+    fn request_approval(&self, run: RunId, pipeline: &PipelineId, by: &str) -> StateResult<()> {
+        self.with(format!("cannot ask for run {run}'s approval"), async |client| {
+            client
+                .execute(
+                    "INSERT INTO approvals (run, tenant, pipeline, requested_by, requested_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (run) DO UPDATE SET requested_by = excluded.requested_by,
+                         requested_at = excluded.requested_at, claimed_by = NULL, answer = NULL",
+                    &[&run, &pipeline.tenant, &pipeline.pipeline, &by, &now()],
+                )
+                .await
+                .map(drop)
+        })
+    }
+
+    fn approval_requests(&self) -> StateResult<Vec<ApprovalRequest>> {
+        self.with("cannot read the approval requests", async |client| {
+            let rows = client.query(&format!("{APPROVAL_COLUMNS} WHERE answer IS NULL ORDER BY run"), &[]).await?;
+            Ok(rows.iter().map(approval_request).collect())
+        })
+    }
+
+    fn claim_approval(&self, run: RunId, host: &str) -> StateResult<bool> {
+        self.with(format!("cannot take run {run}'s approval"), async |client| {
+            let claimed = client
+                .execute(
+                    &format!(
+                        "UPDATE approvals SET claimed_by = $2 WHERE run = $1 AND answer IS NULL AND (claimed_by IS NULL
+                         OR claimed_by NOT IN (SELECT id FROM hosts WHERE expires_at_ms > {NOW_MS}))"
+                    ),
+                    &[&run, &host],
+                )
+                .await?;
+            Ok(claimed == 1)
+        })
+    }
+
+    fn answer_approval(&self, run: RunId, answer: &str) -> StateResult<()> {
+        self.with(format!("cannot answer run {run}'s approval"), async |client| {
+            client.execute("UPDATE approvals SET answer = $2 WHERE run = $1", &[&run, &answer]).await.map(drop)
+        })
+    }
+
+    fn approval(&self, run: RunId) -> StateResult<Option<ApprovalRequest>> {
+        self.with(format!("cannot read run {run}'s approval"), async |client| {
+            let row = client.query_opt(&format!("{APPROVAL_COLUMNS} WHERE run = $1"), &[&run]).await?;
+            Ok(row.as_ref().map(approval_request))
+        })
+    }
+
+    fn drop_archives(&self, runs: &[RunId]) -> StateResult<()> {
+        self.with("cannot remove run archives", async |client| {
+            client.execute("DELETE FROM run_archives WHERE run = ANY($1)", &[&runs]).await.map(drop)
         })
     }
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
-    BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer, LeaseStep, Pause, PermittedLoad,
-    PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats, RunStatus, StateError, StateResult,
-    StateStore, abandoned_because, already_queued_refusal, grant_reason, holder_gone, lease_step, machine_name, now,
-    operation_from_text, parse_mode, superseded_refusal,
+    ApprovalRequest, ArchivedFile, BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer,
+    LeaseStep, Pause, PermittedLoad, PipelineId, RequeueOutcome, RetryItem, RunFilter, RunId, RunRecord, RunStats,
+    RunStatus, StateError, StateResult, StateStore, abandoned_because, already_queued_refusal, grant_reason,
+    holder_gone, lease_step, machine_name, now, operation_from_text, parse_mode, superseded_refusal,
 };
 use crate::config::Mode;
 
@@ -164,7 +164,39 @@ const MIGRATIONS: &[&str] = &[
         versions      TEXT NOT NULL
     ) WITHOUT ROWID;
 "#,
+    // Run archives kept with the rest of the state rather than beside it.
+    r#"
+    CREATE TABLE run_archives (
+        run  INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (run, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE approvals (
+        run          INTEGER PRIMARY KEY,
+        tenant       TEXT NOT NULL,
+        pipeline     TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        claimed_by   TEXT,
+        answer       TEXT
+    );
+"#,
 ];
+
+const APPROVAL_COLUMNS: &str =
+    "SELECT run, tenant, pipeline, requested_by, requested_at, claimed_by, answer FROM approvals";
+
+fn approval_request(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRequest> {
+    Ok(ApprovalRequest {
+        run: row.get(0)?,
+        pipeline: PipelineId::new(&row.get::<_, String>(1)?, &row.get::<_, String>(2)?),
+        requested_by: row.get(3)?,
+        requested_at: row.get(4)?,
+        claimed_by: row.get(5)?,
+        answer: row.get(6)?,
+    })
+}
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
@@ -663,8 +695,109 @@ impl StateStore for SqliteStore {
     fn forget_run(&self, run: RunId) -> StateResult<()> {
         self.live_runs.lock().unwrap_or_else(PoisonError::into_inner).remove(&run);
         self.fenced(run, format!("cannot forget run {run}"), |tx, _| {
+            tx.execute("DELETE FROM run_archives WHERE run = ?1", params![run])?;
             tx.execute("DELETE FROM runs WHERE id = ?1", params![run]).map(drop)
         })
+    }
+
+    fn append_archive(&self, run: RunId, name: &str, data: &[u8]) -> StateResult<()> {
+        self.fenced(run, format!("cannot archive `{name}` of run {run}"), |tx, _| {
+            // `||` would make text of a blob: append here.
+            let kept: Option<Vec<u8>> = tx
+                .query_row("SELECT data FROM run_archives WHERE run = ?1 AND name = ?2", params![run, name], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            let whole = match kept {
+                Some(mut kept) => {
+                    kept.extend_from_slice(data);
+                    std::borrow::Cow::Owned(kept)
+                }
+                None => std::borrow::Cow::Borrowed(data),
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO run_archives (run, name, data) VALUES (?1, ?2, ?3)",
+                params![run, name, whole.as_ref()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn archive(&self, run: RunId, name: &str) -> StateResult<Option<Vec<u8>>> {
+        self.connection()
+            .query_row("SELECT data FROM run_archives WHERE run = ?1 AND name = ?2", params![run, name], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(failed(format!("cannot read `{name}` of run {run}'s archive")))
+    }
+
+    fn archive_files(&self, run: RunId) -> StateResult<Vec<ArchivedFile>> {
+        let connection = self.connection();
+        let mut query = connection
+            .prepare_cached("SELECT name, length(data) FROM run_archives WHERE run = ?1 ORDER BY name")
+            .map_err(failed(format!("cannot list run {run}'s archive")))?;
+        query
+            .query_map(params![run], |row| Ok(ArchivedFile { name: row.get(0)?, bytes: row.get::<_, i64>(1)? as u64 }))
+            .and_then(Iterator::collect)
+            .map_err(failed(format!("cannot list run {run}'s archive")))
+    }
+
+    fn request_approval(&self, run: RunId, pipeline: &PipelineId, by: &str) -> StateResult<()> {
+        self.connection()
+            .execute(
+                "INSERT OR REPLACE INTO approvals (run, tenant, pipeline, requested_by, requested_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, pipeline.tenant, pipeline.pipeline, by, now()],
+            )
+            .map(drop)
+            .map_err(failed(format!("cannot ask for run {run}'s approval")))
+    }
+
+    fn approval_requests(&self) -> StateResult<Vec<ApprovalRequest>> {
+        let connection = self.connection();
+        let mut query = connection
+            .prepare_cached(&format!("{APPROVAL_COLUMNS} WHERE answer IS NULL ORDER BY run"))
+            .map_err(failed("cannot read the approval requests"))?;
+        query
+            .query_map([], approval_request)
+            .and_then(Iterator::collect)
+            .map_err(failed("cannot read the approval requests"))
+    }
+
+    fn claim_approval(&self, run: RunId, host: &str) -> StateResult<bool> {
+        self.connection()
+            .execute(
+                "UPDATE approvals SET claimed_by = ?2 WHERE run = ?1 AND answer IS NULL AND (claimed_by IS NULL
+                 OR claimed_by NOT IN (SELECT id FROM hosts WHERE expires_at_ms > ?3))",
+                params![run, host, chrono::Utc::now().timestamp_millis()],
+            )
+            .map(|claimed| claimed == 1)
+            .map_err(failed(format!("cannot take run {run}'s approval")))
+    }
+
+    fn answer_approval(&self, run: RunId, answer: &str) -> StateResult<()> {
+        self.connection()
+            .execute("UPDATE approvals SET answer = ?2 WHERE run = ?1", params![run, answer])
+            .map(drop)
+            .map_err(failed(format!("cannot answer run {run}'s approval")))
+    }
+
+    fn approval(&self, run: RunId) -> StateResult<Option<ApprovalRequest>> {
+        self.connection()
+            .query_row(&format!("{APPROVAL_COLUMNS} WHERE run = ?1"), params![run], approval_request)
+            .optional()
+            .map_err(failed(format!("cannot read run {run}'s approval")))
+    }
+
+    fn drop_archives(&self, runs: &[RunId]) -> StateResult<()> {
+        let mut connection = self.connection();
+        let tx = connection.transaction().map_err(failed("cannot remove run archives"))?;
+        for run in runs {
+            tx.execute("DELETE FROM run_archives WHERE run = ?1", params![run])
+                .map_err(failed(format!("cannot remove the archive of run {run}")))?;
+        }
+        tx.commit().map_err(failed("cannot remove run archives"))
     }
 
     fn cursor(&self, pipeline: &PipelineId) -> StateResult<Option<String>> {

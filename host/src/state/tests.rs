@@ -238,6 +238,67 @@ fn commit(store: &dyn StateStore, run: RunId, pipeline: &PipelineId, seq: u64, p
 }
 
 #[test]
+fn run_archives_are_kept_appended_to_and_pruned_per_run() {
+    each_store(|store| {
+        let pipeline = PipelineId::new("acme", "main");
+        let first = start(store, &pipeline, Mode::Diff);
+        // Bytes as they are: zstd frames, with every byte value.
+        let plan: Vec<u8> = (0..=255u8).cycle().take(3 * 1024 * 1024).collect();
+        store.append_archive(first, "plan.jsonl.zst", &plan).unwrap();
+        store.append_archive(first, "outcomes.jsonl.zst", b"\0first\n").unwrap();
+        store.append_archive(first, "outcomes.jsonl.zst", b"approved\0\n").unwrap();
+        assert_eq!(store.archive(first, "plan.jsonl.zst").unwrap().as_deref(), Some(&plan[..]));
+        assert_eq!(store.archive(first, "outcomes.jsonl.zst").unwrap().as_deref(), Some(&b"\0first\napproved\0\n"[..]));
+        assert_eq!(store.archive(first, "meta.json").unwrap(), None);
+
+        store.finish_run(first, RunStatus::Succeeded, &RunStats::default(), None).unwrap();
+        let second = store.start_run(&store.lease(&pipeline).unwrap().unwrap(), Mode::Diff, &BTreeMap::new()).unwrap();
+        store.append_archive(second, "meta.json", b"{}").unwrap();
+        store.drop_archives(&[first]).unwrap();
+        assert_eq!(store.archive(first, "plan.jsonl.zst").unwrap(), None, "pruned");
+        assert!(store.run(first).unwrap().is_some(), "the run's record stays");
+        store.forget_run(second).unwrap();
+        assert_eq!(store.archive(second, "meta.json").unwrap(), None, "a forgotten run keeps no archive");
+    });
+}
+
+#[test]
+fn an_approval_request_is_taken_by_one_live_host_and_left_to_another_once_that_one_is_gone() {
+    each_store(|store| {
+        let pipeline = PipelineId::new("acme", "main");
+        let run = start(store, &pipeline, Mode::Diff);
+        for host in ["host-a", "host-b"] {
+            store.heartbeat(host, LEASE, 0, &BTreeMap::new()).unwrap();
+        }
+        store.request_approval(run, &pipeline, "command:x:1").unwrap();
+        let pending = store.approval_requests().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].run, &pending[0].pipeline, pending[0].requested_by.as_str()),
+            (run, &pipeline, "command:x:1")
+        );
+
+        assert!(store.claim_approval(run, "host-a").unwrap());
+        assert!(!store.claim_approval(run, "host-b").unwrap(), "host-a is live and has it");
+        store.leave("host-a").unwrap();
+        assert!(store.claim_approval(run, "host-b").unwrap(), "host-a is gone: its request passes on");
+        store.answer_approval(run, "{\"refused\":\"no\"}").unwrap();
+        assert!(store.approval_requests().unwrap().is_empty(), "answered");
+        assert!(!store.claim_approval(run, "host-c").unwrap(), "an answered request is not taken");
+        let kept = store.approval(run).unwrap().unwrap();
+        assert_eq!(
+            (kept.claimed_by.as_deref(), kept.answer.as_deref()),
+            (Some("host-b"), Some("{\"refused\":\"no\"}"))
+        );
+
+        // Asked again, it is asked anew.
+        store.request_approval(run, &pipeline, "command:y:2").unwrap();
+        let again = store.approval(run).unwrap().unwrap();
+        assert_eq!((again.claimed_by, again.answer, again.requested_by.as_str()), (None, None, "command:y:2"));
+    });
+}
+
+#[test]
 fn the_retry_queue_holds_one_item_per_key_and_batches_keep_their_stats() {
     each_store(|store| {
         let pipeline = PipelineId::new("acme", "events");
@@ -394,11 +455,14 @@ fn a_run_whose_lease_passed_on_writes_nothing_and_each_refusal_is_counted() {
         assert!(error.to_string().contains("`host-b`'s, token 2"), "{error}");
         assert!(store.finish_run(run, RunStatus::Succeeded, &RunStats::default(), None).unwrap_err().is_fenced());
         assert!(store.update_managed_keys(run, &["k".into()], &[]).unwrap_err().is_fenced());
+        assert!(store.append_archive(run, "plan.jsonl.zst", b"stale").unwrap_err().is_fenced());
         assert!(store.start_run(&stale, Mode::Event, &BTreeMap::new()).unwrap_err().is_fenced());
         assert_eq!(store.cursor(&pipeline).unwrap().as_deref(), Some("10"), "the cursor did not move");
         assert!(store.retry_queue(&pipeline).unwrap().is_empty());
         assert_eq!(store.run(run).unwrap().unwrap().status, RunStatus::Abandoned);
-        assert_eq!(store.fenced_writes().unwrap().get(&pipeline), Some(&4));
+        assert_eq!(store.run(run).unwrap().unwrap().status, RunStatus::Abandoned);
+        assert_eq!(store.archive(run, "plan.jsonl.zst").unwrap(), None, "nothing archived");
+        assert_eq!(store.fenced_writes().unwrap().get(&pipeline), Some(&5));
 
         // The new holder's run writes as usual.
         commit(store, taken_over, &pipeline, 1, CommitParts::default());

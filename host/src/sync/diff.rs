@@ -11,11 +11,10 @@ mod plan;
 mod replay;
 mod summary;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use archive::{Meta, RowWriter};
+use archive::{Archive, Meta, RowWriter};
 pub use plan::{Conflict, DestinationIndex, HashedRows, Plan, PlanError, Planner};
 pub use replay::{PlanCounts, ReplayDifference, ReplayReport};
 pub use summary::{PlanSamples, PlanSummary, SampleKey, SampleRow, SummaryCounts};
@@ -37,9 +36,9 @@ impl Recorder {
     fn create(dir: &std::path::Path) -> Result<Recorder, Halt> {
         std::fs::create_dir_all(dir).map_err(|e| Halt::Refused(format!("cannot create `{}`: {e}", dir.display())))?;
         Ok(Recorder {
-            source: RowWriter::create(dir.join("source.jsonl.zst"))?,
-            destination: RowWriter::create(dir.join("destination.jsonl.zst"))?,
-            desired: RowWriter::create(dir.join("desired.jsonl.zst"))?,
+            source: RowWriter::create(dir.join(archive::SOURCE))?,
+            destination: RowWriter::create(dir.join(archive::DESTINATION))?,
+            desired: RowWriter::create(dir.join(archive::DESIRED))?,
         })
     }
 
@@ -330,7 +329,7 @@ impl Planning {
 /// A diff sync: plan, guard, apply; everything kept in the run archive.
 pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<(), Halt> {
     prune_archives(job, run);
-    let dir = job.archive_dir(run);
+    let dir = job.staging_dir(run);
     let mut recorder = Recorder::create(&dir)?;
     let (plan, destination) = compute_plan(job, Some(&mut recorder), progress)?;
     recorder.finish()?;
@@ -350,15 +349,17 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
         // to approve, and this run leaves nothing behind.
         if let Some(waiting) = same_blocked_plan(job, run, &plan) {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(pipeline = %job.id(), "cannot remove the archive `{}`: {e}", dir.display());
+                tracing::warn!(pipeline = %job.id(), "cannot remove the staged archive `{}`: {e}", dir.display());
             }
             return Err(Halt::StillBlocked(waiting));
         }
+        archive::publish(job.state, run, &dir)?;
         supersede_blocked(job, run);
         return Err(Halt::Blocked(format!(
             "{reason}; approve this exact plan with `synchost approve {run}`, or run once with --force"
         )));
     }
+    archive::publish(job.state, run, &dir)?;
     supersede_blocked(job, run);
     let mut destinations = lanes(job, destination)?;
     let permission = match (&guard, resumed) {
@@ -423,8 +424,7 @@ fn resumable(job: &SyncJob<'_>, plan: &Plan) -> Result<Option<PermittedLoad>, Ha
 fn same_blocked_plan(job: &SyncJob<'_>, run: RunId, plan: &Plan) -> Option<RunId> {
     let runs = job.state.runs(Some(&job.id()), 1000).ok()?;
     let waiting = runs.iter().find(|r| r.id != run && r.status == RunStatus::Blocked)?;
-    let dir = job.archive_dir(waiting.id);
-    let recorded = archive::read_meta(&dir).and_then(|meta| archive::read_plan(&dir, &meta)).ok()?;
+    let (_, recorded) = Archive::new(job.state, waiting.id).plan().ok()?;
     (recorded.digest() == plan.digest()).then_some(waiting.id)
 }
 
@@ -442,23 +442,31 @@ fn supersede_blocked(job: &SyncJob<'_>, run: RunId) {
 
 /// Before a run: the archives of runs older than the newest
 /// `keep_run_archives` are removed, except those of plans waiting for
-/// approval. A failure here is logged, not fatal: it costs disk, not data.
+/// approval, and so are files an earlier run of the pipeline staged and
+/// never published (it was killed). A failure here is logged, not fatal: it
+/// costs room, not data.
 fn prune_archives(job: &SyncJob<'_>, run: RunId) {
     let keep = job.keep_run_archives.max(1);
     let runs = match job.state.runs(Some(&job.id()), usize::MAX >> 1) {
         Ok(runs) => runs,
         Err(e) => return tracing::warn!(pipeline = %job.id(), "cannot list runs to prune archives: {e}"),
     };
-    for (i, old) in runs.iter().filter(|r| r.id != run).enumerate() {
-        if old.status == RunStatus::Blocked {
-            continue;
-        }
-        let dir = job.archive_dir(old.id);
-        if i + 1 >= keep
-            && dir.exists()
-            && let Err(e) = std::fs::remove_dir_all(&dir)
+    let older = runs.iter().filter(|r| r.id != run);
+    let pruned: Vec<RunId> = older
+        .clone()
+        .enumerate()
+        .filter(|(i, old)| i + 1 >= keep && old.status != RunStatus::Blocked)
+        .map(|(_, old)| old.id)
+        .collect();
+    if let Err(e) = job.state.drop_archives(&pruned) {
+        tracing::warn!(pipeline = %job.id(), "cannot remove old run archives: {e}");
+    }
+    for old in older {
+        let staged = job.staging_dir(old.id);
+        if staged.exists()
+            && let Err(e) = std::fs::remove_dir_all(&staged)
         {
-            tracing::warn!(pipeline = %job.id(), "cannot remove the archive `{}`: {e}", dir.display());
+            tracing::warn!(pipeline = %job.id(), "cannot remove the staged archive `{}`: {e}", staged.display());
         }
     }
 }
@@ -507,7 +515,7 @@ pub(super) fn approve(
 ) -> Result<(), Halt> {
     let mut destinations = lanes(job, destination)?;
     let permission = permitted(run, "approved plan", &plan);
-    let dir = job.archive_dir(run);
+    let dir = job.staging_dir(run);
     apply_permitted(
         job,
         run,
@@ -520,9 +528,7 @@ pub(super) fn approve(
 /// Checks that the plan of blocked run `run` can still be applied: its
 /// archive reads back and the destination is what it was when it was made.
 pub(super) fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Result<Approvable, Halt> {
-    let dir = job.archive_dir(run);
-    let meta = archive::read_meta(&dir)?;
-    let plan = archive::read_plan(&dir, &meta)?;
+    let (_, plan) = Archive::new(job.state, run).plan()?;
     let mut destination = job.destination()?;
     let mut index = DestinationIndex::new(&plan.columns);
     let mut token: Option<String> = None;
@@ -551,8 +557,3 @@ pub(super) fn approvable(job: &SyncJob<'_>, run: RunId, progress: &mut Progress)
 }
 
 pub(super) use replay::replay;
-
-/// Where the archive of `run` lives under `state_dir`.
-pub(crate) fn archive_dir(state_dir: &std::path::Path, run: RunId) -> PathBuf {
-    archive::run_dir(state_dir, run)
-}

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::archive::{ArchiveError, OutcomeWriter};
+use super::archive::{self, ArchiveError, OutcomeWriter};
 use super::plan::Plan;
 use crate::plugin::DestinationInstance;
 use crate::state::RunId;
@@ -32,9 +32,11 @@ pub(super) fn apply(
     let started = Instant::now();
     let mut outcomes = OutcomeWriter::create(dir)?;
     let result = apply_phases(job, run, destinations, plan, &mut outcomes, progress);
-    outcomes.finish()?;
+    // An approval's outcomes join those of the run it approves.
+    let archived = outcomes.finish().and_then(|()| archive::publish(job.state, run, dir));
     progress.timing("apply", started);
-    result
+    // Why the apply stopped matters more than what could not be archived.
+    result.and(archived.map_err(Halt::from))
 }
 
 fn apply_phases(

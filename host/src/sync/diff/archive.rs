@@ -1,11 +1,16 @@
-//! The run archive: what a diff run read, planned and did, kept beside the
-//! state as zstd-compressed JSON lines so that it can be inspected and replayed.
+//! The run archive: what a diff run read, planned and did, kept in the state
+//! store as zstd-compressed JSON lines so that any host sharing that store
+//! can inspect, approve and replay the run.
 //!
-//! `runs/<run>/` holds `source`, `destination` and `desired` (row streams: a
+//! A run's archive holds `source`, `destination` and `desired` (row streams: a
 //! `{"columns": [...]}` line opens each page, then one `[key, value, ...]` line
 //! per row), `plan` (one operation per line), `outcomes` (one per applied
 //! operation) and `meta.json`. Values use the lossless encoding of
 //! [`crate::sync::values::encode_value`].
+//!
+//! The streams are written to a staging directory as they pass (a million
+//! rows need not sit in memory), then [`publish`]ed to the store, each file a
+//! write fenced by the run's lease like every other.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -15,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::plan::{Conflict, Plan};
-use crate::state::RunId;
+use crate::state::{RunId, StateStore};
 use crate::sync::values::{Encoded, decode_value, encode_value};
 use synchost_model::{Row, RowUpdate, Table};
 
@@ -25,21 +30,100 @@ use synchost_model::{Row, RowUpdate, Table};
 /// its plan.
 const ZSTD_LEVEL: i32 = 1;
 
-/// Where a run's archive lives.
-pub fn run_dir(state_dir: &Path, run: RunId) -> PathBuf {
+pub const META: &str = "meta.json";
+pub const PLAN: &str = "plan.jsonl.zst";
+pub const OUTCOMES: &str = "outcomes.jsonl.zst";
+pub const SOURCE: &str = "source.jsonl.zst";
+pub const DESTINATION: &str = "destination.jsonl.zst";
+pub const DESIRED: &str = "desired.jsonl.zst";
+
+/// Where a run's archive files are written before they are published.
+pub fn staging_dir(state_dir: &Path, run: RunId) -> PathBuf {
     state_dir.join("runs").join(run.to_string())
 }
 
 /// A failure reading or writing the archive, naming the file.
 #[derive(Debug, thiserror::Error)]
-#[error("run archive `{path}`: {detail}")]
+#[error("run archive `{file}`: {detail}")]
 pub struct ArchiveError {
-    pub path: PathBuf,
+    /// `run N/NAME` for a file in the store, the path of a staged one.
+    pub file: String,
     pub detail: String,
 }
 
-fn error(path: &Path, detail: impl ToString) -> ArchiveError {
-    ArchiveError { path: path.to_path_buf(), detail: detail.to_string() }
+fn error(file: impl std::fmt::Display, detail: impl ToString) -> ArchiveError {
+    ArchiveError { file: file.to_string(), detail: detail.to_string() }
+}
+
+fn staged_error(path: &Path, detail: impl ToString) -> ArchiveError {
+    error(path.display(), detail)
+}
+
+/// One archive file, read back whole.
+pub struct ArchiveFile {
+    /// How errors name it.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The archive of one run, as the state store keeps it.
+pub struct Archive<'a> {
+    state: &'a dyn StateStore,
+    run: RunId,
+}
+
+impl<'a> Archive<'a> {
+    pub fn new(state: &'a dyn StateStore, run: RunId) -> Archive<'a> {
+        Archive { state, run }
+    }
+
+    pub fn file(&self, name: &str) -> Result<ArchiveFile, ArchiveError> {
+        let label = format!("run {}/{name}", self.run);
+        match self.state.archive(self.run, name) {
+            Ok(Some(bytes)) => Ok(ArchiveFile { name: label, bytes }),
+            Ok(None) => Err(error(label, "not kept: the run archived nothing, or it was pruned (`keep_run_archives`)")),
+            Err(e) => Err(error(label, e)),
+        }
+    }
+
+    /// Whether the run's archive is kept (its `meta.json` is).
+    pub fn is_kept(&self) -> bool {
+        matches!(self.state.archive(self.run, META), Ok(Some(_)))
+    }
+
+    pub fn meta(&self) -> Result<Meta, ArchiveError> {
+        read_meta(&self.file(META)?)
+    }
+
+    /// The run's plan, with the meta it was read by.
+    pub fn plan(&self) -> Result<(Meta, Plan), ArchiveError> {
+        let meta = self.meta()?;
+        let plan = read_plan(&self.file(PLAN)?, &meta)?;
+        Ok((meta, plan))
+    }
+
+    /// A row stream ([`SOURCE`], [`DESTINATION`], [`DESIRED`]), page by page.
+    pub fn pages(&self, name: &str) -> Result<Vec<Table>, ArchiveError> {
+        read_pages(&self.file(name)?)
+    }
+}
+
+/// Moves every file staged in `dir` into the state store's archive of `run`
+/// (appending to a file already kept, as an approval's outcomes do), then
+/// removes `dir`. A file is removed once it is kept, so a publish cut short
+/// by a refused write leaves only what was not.
+pub(crate) fn publish(state: &dyn StateStore, run: RunId, dir: &Path) -> Result<(), ArchiveError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| staged_error(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| staged_error(dir, e))?.path();
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else { continue };
+        let bytes = std::fs::read(&path).map_err(|e| staged_error(&path, e))?;
+        // A refusal because the lease passed on stops the run like any
+        // other fenced write: its record is refused next.
+        state.append_archive(run, name, &bytes).map_err(|e| error(format!("run {run}/{name}"), e))?;
+        std::fs::remove_file(&path).map_err(|e| staged_error(&path, e))?;
+    }
+    std::fs::remove_dir(dir).map_err(|e| staged_error(dir, e))
 }
 
 /// What the archive says about its run besides the streams.
@@ -60,15 +144,13 @@ pub struct Meta {
 }
 
 fn compressed_writer(path: &Path) -> Result<zstd::Encoder<'static, BufWriter<File>>, ArchiveError> {
-    let file = File::create(path).map_err(|e| error(path, e))?;
-    zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL).map_err(|e| error(path, e))
+    let file = File::create(path).map_err(|e| staged_error(path, e))?;
+    zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL).map_err(|e| staged_error(path, e))
 }
 
-fn compressed_lines(path: &Path) -> Result<impl Iterator<Item = Result<String, ArchiveError>>, ArchiveError> {
-    let file = File::open(path).map_err(|e| error(path, e))?;
-    let decoder = zstd::Decoder::new(file).map_err(|e| error(path, e))?;
-    let path = path.to_path_buf();
-    Ok(BufReader::new(decoder).lines().map(move |line| line.map_err(|e| error(&path, e))))
+fn compressed_lines(file: &ArchiveFile) -> Result<impl Iterator<Item = Result<String, ArchiveError>>, ArchiveError> {
+    let decoder = zstd::Decoder::new(&file.bytes[..]).map_err(|e| error(&file.name, e))?;
+    Ok(BufReader::new(decoder).lines().map(|line| line.map_err(|e| error(&file.name, e))))
 }
 
 /// A stream of rows in pages, written as they pass.
@@ -96,11 +178,11 @@ impl RowWriter {
             }
             self.line.extend_from_slice(b"]\n");
         }
-        self.out.write_all(&self.line).map_err(|e| error(&self.path, e))
+        self.out.write_all(&self.line).map_err(|e| staged_error(&self.path, e))
     }
 
     pub(crate) fn finish(self) -> Result<(), ArchiveError> {
-        self.out.finish().and_then(|mut w| w.flush()).map_err(|e| error(&self.path, e))
+        self.out.finish().and_then(|mut w| w.flush()).map_err(|e| staged_error(&self.path, e))
     }
 }
 
@@ -108,9 +190,10 @@ impl RowWriter {
 type ArchivedPage = (Vec<String>, Vec<Row>);
 
 /// Reads a row stream back, page by page.
-pub fn read_pages(path: &Path) -> Result<Vec<Table>, ArchiveError> {
+pub fn read_pages(file: &ArchiveFile) -> Result<Vec<Table>, ArchiveError> {
+    let path = &file.name;
     let mut pages: Vec<ArchivedPage> = Vec::new();
-    for line in compressed_lines(path)? {
+    for line in compressed_lines(file)? {
         let line = line?;
         let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| error(path, e))?;
         match value {
@@ -158,9 +241,9 @@ fn encode_row(row: &Row) -> serde_json::Value {
 
 /// Writes the plan, one operation per line.
 pub(crate) fn write_plan(dir: &Path, plan: &Plan) -> Result<(), ArchiveError> {
-    let path = dir.join("plan.jsonl.zst");
+    let path = dir.join(PLAN);
     let mut out = compressed_writer(&path)?;
-    let mut write = |line: serde_json::Value| writeln!(out, "{line}").map_err(|e| error(&path, e));
+    let mut write = |line: serde_json::Value| writeln!(out, "{line}").map_err(|e| staged_error(&path, e));
     write(json!({ "columns": plan.columns }))?;
     for key in &plan.deletes {
         write(json!({ "delete": key }))?;
@@ -174,24 +257,25 @@ pub(crate) fn write_plan(dir: &Path, plan: &Plan) -> Result<(), ArchiveError> {
     for conflict in &plan.held {
         write(json!({ "held": conflict }))?;
     }
-    out.finish().and_then(|mut w| w.flush()).map_err(|e| error(&path, e))
+    out.finish().and_then(|mut w| w.flush()).map_err(|e| staged_error(&path, e))
 }
 
 /// Reads a plan back; counts that are not operations come from `meta`.
-pub fn read_plan(dir: &Path, meta: &Meta) -> Result<Plan, ArchiveError> {
-    let path = dir.join("plan.jsonl.zst");
+pub fn read_plan(file: &ArchiveFile, meta: &Meta) -> Result<Plan, ArchiveError> {
+    let path = &file.name;
     let mut plan = Plan {
         unchanged: meta.unchanged,
         desired_rows: meta.desired_rows,
         destination_rows: meta.destination_rows,
-        fingerprint: u64::from_str_radix(&meta.fingerprint, 16).map_err(|e| error(&dir.join("meta.json"), e))?,
+        fingerprint: u64::from_str_radix(&meta.fingerprint, 16)
+            .map_err(|e| error(path, format!("its meta.json's fingerprint: {e}")))?,
         ..Plan::default()
     };
-    for line in compressed_lines(&path)? {
+    for line in compressed_lines(file)? {
         let line = line?;
         let mut value: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&line).map_err(|e| error(&path, e))?;
-        let bad = |e: String| error(&path, format!("{e} in `{line}`"));
+            serde_json::from_str(&line).map_err(|e| error(path, e))?;
+        let bad = |e: String| error(path, format!("{e} in `{line}`"));
         // A row must fit the plan's columns (the line that gives them comes
         // first): an edited or damaged archive must not reach a destination.
         let columns = &plan.columns;
@@ -235,15 +319,13 @@ pub fn read_plan(dir: &Path, meta: &Meta) -> Result<Plan, ArchiveError> {
 }
 
 pub(crate) fn write_meta(dir: &Path, meta: &Meta) -> Result<(), ArchiveError> {
-    let path = dir.join("meta.json");
+    let path = dir.join(META);
     let text = serde_json::to_string_pretty(meta).expect("meta serialises");
-    std::fs::write(&path, text).map_err(|e| error(&path, e))
+    std::fs::write(&path, text).map_err(|e| staged_error(&path, e))
 }
 
-pub fn read_meta(dir: &Path) -> Result<Meta, ArchiveError> {
-    let path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| error(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| error(&path, e))
+pub fn read_meta(file: &ArchiveFile) -> Result<Meta, ArchiveError> {
+    serde_json::from_slice(&file.bytes).map_err(|e| error(&file.name, e))
 }
 
 /// The outcome of every operation, appended as they come back.
@@ -254,11 +336,9 @@ pub(crate) struct OutcomeWriter {
 
 impl OutcomeWriter {
     pub(crate) fn create(dir: &Path) -> Result<OutcomeWriter, ArchiveError> {
-        // An approved plan appends to the outcomes of the run it belongs to.
-        let path = dir.join("outcomes.jsonl.zst");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| error(&path, e))?;
-        let out = zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL).map_err(|e| error(&path, e))?;
-        Ok(OutcomeWriter { path, out })
+        std::fs::create_dir_all(dir).map_err(|e| staged_error(dir, e))?;
+        let path = dir.join(OUTCOMES);
+        Ok(OutcomeWriter { out: compressed_writer(&path)?, path })
     }
 
     pub(crate) fn record(
@@ -269,11 +349,11 @@ impl OutcomeWriter {
         detail: Option<&str>,
     ) -> Result<(), ArchiveError> {
         let line = json!({ "op": op, "key": key, "outcome": outcome, "error": detail });
-        writeln!(self.out, "{line}").map_err(|e| error(&self.path, e))
+        writeln!(self.out, "{line}").map_err(|e| staged_error(&self.path, e))
     }
 
     pub(crate) fn finish(self) -> Result<(), ArchiveError> {
-        self.out.finish().and_then(|mut w| w.flush()).map_err(|e| error(&self.path, e))
+        self.out.finish().and_then(|mut w| w.flush()).map_err(|e| staged_error(&self.path, e))
     }
 }
 
@@ -281,6 +361,11 @@ impl OutcomeWriter {
 mod tests {
     use super::*;
     use synchost_model::Value;
+
+    /// A staged file, read back as the store would give it.
+    fn staged(dir: &Path, name: &str) -> ArchiveFile {
+        ArchiveFile { name: name.to_string(), bytes: std::fs::read(dir.join(name)).unwrap() }
+    }
 
     #[test]
     fn pages_and_plans_read_back_as_written() {
@@ -296,7 +381,7 @@ mod tests {
             writer.page(page).unwrap();
         }
         writer.finish().unwrap();
-        assert_eq!(read_pages(&dir.path().join("source.jsonl.zst")).unwrap(), pages);
+        assert_eq!(read_pages(&staged(dir.path(), SOURCE)).unwrap(), pages);
 
         let plan = Plan {
             columns,
@@ -312,7 +397,7 @@ mod tests {
         write_plan(dir.path(), &plan).unwrap();
         let meta =
             Meta { fingerprint: "feed".into(), unchanged: 7, desired_rows: 9, destination_rows: 8, ..Meta::default() };
-        let back = read_plan(dir.path(), &meta).unwrap();
+        let back = read_plan(&staged(dir.path(), PLAN), &meta).unwrap();
         assert_eq!(back.creates, plan.creates);
         assert_eq!(back.updates, plan.updates);
         assert_eq!(back.deletes, plan.deletes);
@@ -324,24 +409,23 @@ mod tests {
     /// rows that did not fit its columns, and would have gone to a destination.
     #[test]
     fn a_damaged_archive_is_refused_naming_its_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
         let meta = Meta { fingerprint: "0".into(), ..Meta::default() };
-        let write = |name: &str, lines: &str| {
-            std::fs::write(dir.path().join(name), zstd::encode_all(lines.as_bytes(), 1).unwrap()).unwrap();
+        let file = |name: &str, lines: &str| ArchiveFile {
+            name: format!("run 7/{name}"),
+            bytes: zstd::encode_all(lines.as_bytes(), 1).unwrap(),
         };
-        let refusal = |lines: &str| {
-            write("plan.jsonl.zst", lines);
-            read_plan(dir.path(), &meta).unwrap_err().to_string()
-        };
+        let refusal = |lines: &str| read_plan(&file(PLAN, lines), &meta).unwrap_err().to_string();
         let short = refusal("{\"columns\":[\"a\",\"b\"]}\n{\"create\":[\"k\",1]}\n");
-        assert!(short.contains("plan.jsonl.zst") && short.contains("row `k` has 1 values for 2 columns"), "{short}");
+        assert!(
+            short.contains("run 7/plan.jsonl.zst") && short.contains("row `k` has 1 values for 2 columns"),
+            "{short}"
+        );
         let unknown = refusal("{\"columns\":[\"a\"]}\n{\"update\":[\"k\",1],\"changed\":[\"z\"]}\n");
         assert!(unknown.contains("changed field `z` is not one of the plan's columns"), "{unknown}");
         let twice = refusal("{\"columns\":[\"a\",\"a\"]}\n");
         assert!(twice.contains("column `a` appears twice"), "{twice}");
 
-        write("source.jsonl.zst", "{\"columns\":[\"a\",\"a\"]}\n[\"k\",1,2]\n");
-        let page = read_pages(&dir.path().join("source.jsonl.zst")).unwrap_err().to_string();
-        assert!(page.contains("source.jsonl.zst") && page.contains("column `a` appears twice"), "{page}");
+        let page = read_pages(&file(SOURCE, "{\"columns\":[\"a\",\"a\"]}\n[\"k\",1,2]\n")).unwrap_err().to_string();
+        assert!(page.contains("run 7/source.jsonl.zst") && page.contains("column `a` appears twice"), "{page}");
     }
 }

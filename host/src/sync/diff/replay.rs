@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::archive;
+use super::archive::{self, Archive};
 use super::plan::{DestinationIndex, HashedRows, Plan, Planner};
 use crate::config::Deletes;
 use crate::state::RunId;
@@ -59,14 +59,13 @@ pub struct ReplayDifference {
 const SHOWN_DIFFERENCES: usize = 20;
 
 pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt> {
-    let dir = job.archive_dir(run);
-    let meta = archive::read_meta(&dir)?;
-    let recorded = archive::read_plan(&dir, &meta)?;
+    let archived = Archive::new(job.state, run);
+    let (_, recorded) = archived.plan()?;
     let policy = &job.pipeline.diff;
 
     let mut transforms = job.transforms()?;
     let mut transformed = Vec::new();
-    for page in archive::read_pages(&dir.join("source.jsonl.zst"))? {
+    for page in archived.pages(archive::SOURCE)? {
         transformed.push(transforms.apply(page)?.table);
     }
     let owned = match (&policy.owned_fields, transformed.first()) {
@@ -75,7 +74,7 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
         (None, None) => recorded.columns.clone(),
     };
     let mut index = DestinationIndex::new(&owned);
-    for page in archive::read_pages(&dir.join("destination.jsonl.zst"))? {
+    for page in archived.pages(archive::DESTINATION)? {
         index.add_page(&page)?;
     }
     let mut planner = Planner::new(index, policy)?;

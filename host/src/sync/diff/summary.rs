@@ -3,14 +3,13 @@
 //! console show of a blocked plan before an operator approves it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::Serialize;
 use synchost_model::{row_to_json, value_to_json};
 
-use super::archive::{self, ArchiveError};
+use super::archive::{Archive, ArchiveError};
 use super::{Conflict, Plan};
-use crate::state::RunId;
+use crate::state::{RunId, StateStore};
 
 /// How many operations of each kind a summary shows.
 pub const SAMPLE: usize = 20;
@@ -119,11 +118,9 @@ impl PlanSummary {
         }
     }
 
-    /// The summary of the plan kept in run `run`'s archive under `state_dir`.
-    pub fn of_archived_run(state_dir: &Path, run: RunId) -> Result<PlanSummary, ArchiveError> {
-        let dir = archive::run_dir(state_dir, run);
-        let meta = archive::read_meta(&dir)?;
-        let plan = archive::read_plan(&dir, &meta)?;
+    /// The summary of the plan kept in run `run`'s archive.
+    pub fn of_archived_run(state: &dyn StateStore, run: RunId) -> Result<PlanSummary, ArchiveError> {
+        let (meta, plan) = Archive::new(state, run).plan()?;
         Ok(PlanSummary::new(run, meta.blocked, &plan))
     }
 }
