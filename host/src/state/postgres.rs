@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Object, Pool};
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 
 use super::{
     ApprovalRequest, ArchivedFile, BatchStats, DeadLetter, EventCommit, Fenced, HostInfo, Lease, LeaseAnswer,
@@ -178,6 +179,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
 "#,
 ];
+
+// The statements of every event batch's commit, prepared once per connection.
+const UPSERT_CURSOR: &str = "INSERT INTO cursors (tenant, pipeline, cursor, updated_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (tenant, pipeline) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at";
+const LATE_QUEUE_ITEMS: &str = "SELECT key FROM retry_queue WHERE tenant = $1 AND pipeline = $2 AND id > $3";
+const UNQUEUE: &str = "DELETE FROM retry_queue WHERE tenant = $1 AND pipeline = $2 AND key = ANY($3)";
+const INSERT_BATCH: &str = "INSERT INTO event_batches (run, seq, stats, committed_at) VALUES ($1, $2, $3, $4)";
+const UPDATE_RUN_STATS: &str = "UPDATE runs SET stats = $2 WHERE id = $1";
+
+/// The retry items a commit queues, as one array per column.
+struct QueuedColumns<'a> {
+    keys: Vec<&'a str>,
+    positions: Vec<&'a str>,
+    operations: Vec<String>,
+    attempts: Vec<i32>,
+    due: Vec<i64>,
+    errors: Vec<&'a str>,
+}
+
+impl<'a> QueuedColumns<'a> {
+    fn of(items: &[&'a super::NewRetry]) -> QueuedColumns<'a> {
+        QueuedColumns {
+            keys: items.iter().map(|item| item.key.as_str()).collect(),
+            positions: items.iter().map(|item| item.position.as_str()).collect(),
+            operations: items.iter().map(|item| item.operation.to_string()).collect(),
+            attempts: items.iter().map(|item| item.attempts as i32).collect(),
+            due: items.iter().map(|item| item.next_attempt_at).collect(),
+            errors: items.iter().map(|item| item.last_error.as_str()).collect(),
+        }
+    }
+}
 
 const APPROVAL_COLUMNS: &str =
     "SELECT run, tenant, pipeline, requested_by, requested_at, claimed_by, answer FROM approvals";
@@ -348,16 +380,26 @@ impl PostgresStore {
     ) -> StateResult<T> {
         let outcome = self.with(context, async |client| {
             let tx = client.transaction().await?;
-            let row = tx.query_one("SELECT tenant, pipeline, token FROM runs WHERE id = $1", &[&run]).await?;
-            let pipeline = PipelineId::new(row.get(0), row.get(1));
-            let run_token: i64 = row.get(2);
-            let lease = tx
-                .query_opt(
-                    "SELECT token, holder FROM leases WHERE tenant = $1 AND pipeline = $2 FOR SHARE",
-                    &[&pipeline.tenant, &pipeline.pipeline],
+            // One round trip in the usual case: the run with its lease.
+            let check = tx
+                .prepare_cached(
+                    "SELECT r.tenant, r.pipeline, r.token, l.token, l.holder FROM runs r
+                     JOIN leases l ON l.tenant = r.tenant AND l.pipeline = r.pipeline
+                     WHERE r.id = $1 FOR SHARE OF l",
                 )
-                .await?
-                .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)));
+                .await?;
+            let (pipeline, run_token, lease) = match tx.query_opt(&check, &[&run]).await? {
+                Some(row) => (
+                    PipelineId::new(row.get(0), row.get(1)),
+                    row.get::<_, i64>(2),
+                    Some((row.get::<_, i64>(3), row.get::<_, String>(4))),
+                ),
+                // No lease row: the run's pipeline, to name it in the refusal.
+                None => {
+                    let row = tx.query_one("SELECT tenant, pipeline, token FROM runs WHERE id = $1", &[&run]).await?;
+                    (PipelineId::new(row.get(0), row.get(1)), row.get(2), None)
+                }
+            };
             if lease.as_ref().is_none_or(|(token, _)| *token != run_token) {
                 let (token, holder) = lease.map_or((0, None), |(token, holder)| (token, Some(holder)));
                 return Ok(Err(Fenced { run: Some(run), pipeline, run_token, holder, token }));
@@ -1075,89 +1117,94 @@ impl StateStore for PostgresStore {
         };
         self.fenced(commit.run, format!("cannot commit a batch of {pipeline}"), async |tx, _| {
             let at = now();
-            tx.execute(
-                "INSERT INTO cursors (tenant, pipeline, cursor, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant, pipeline) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
-                &[tenant, name, &commit.cursor, &at],
+            // Prepared once per connection, and sent without waiting for each
+            // answer (tokio-postgres pipelines the queries of one client):
+            // the commit costs three round trips besides the fence check,
+            // not two per statement.
+            let statements = futures_util::future::try_join_all(
+                [UPSERT_CURSOR, LATE_QUEUE_ITEMS, UNQUEUE, INSERT_BATCH, UPDATE_RUN_STATS]
+                    .map(|sql| tx.prepare_cached(sql)),
             )
             .await?;
+            let [upsert_cursor, late_items, unqueue, insert_batch, update_run] = &statements[..] else {
+                unreachable!("five statements")
+            };
             // Items queued by someone else since the batch read the queue, for
             // a key the batch applied: older than what is now in the destination.
-            let late = tx
-                .query(
-                    "SELECT key FROM retry_queue WHERE tenant = $1 AND pipeline = $2 AND id > $3",
-                    &[tenant, name, &commit.queue_seen_up_to],
-                )
-                .await?;
-            let mut unqueued: Vec<&str> = late
-                .iter()
-                .map(|row| row.get::<_, &str>(0))
-                .filter(|key| (commit.applied_keys)(key))
-                .collect();
+            let cursor_params: [&(dyn ToSql + Sync); 4] = [tenant, name, &commit.cursor, &at];
+            let late_params: [&(dyn ToSql + Sync); 3] = [tenant, name, &commit.queue_seen_up_to];
+            let (_, late) =
+                tokio::try_join!(tx.execute(upsert_cursor, &cursor_params), tx.query(late_items, &late_params))?;
+            let mut unqueued: Vec<&str> =
+                late.iter().map(|row| row.get::<_, &str>(0)).filter(|key| (commit.applied_keys)(key)).collect();
             unqueued.extend(commit.unqueued.iter().map(String::as_str));
-            tx.execute(
-                "DELETE FROM retry_queue WHERE tenant = $1 AND pipeline = $2 AND key = ANY($3)",
-                &[tenant, name, &unqueued],
-            )
-            .await?;
-            if !queued.is_empty() {
-                let keys: Vec<&str> = queued.iter().map(|item| item.key.as_str()).collect();
-                let positions: Vec<&str> = queued.iter().map(|item| item.position.as_str()).collect();
-                let operations: Vec<String> = queued.iter().map(|item| item.operation.to_string()).collect();
-                let attempts: Vec<i32> = queued.iter().map(|item| item.attempts as i32).collect();
-                let due: Vec<i64> = queued.iter().map(|item| item.next_attempt_at).collect();
-                let errors: Vec<&str> = queued.iter().map(|item| item.last_error.as_str()).collect();
-                tx.execute(
-                    "INSERT INTO retry_queue (tenant, pipeline, key, position, operation, attempts, next_attempt_at,
-                                              last_error, created_at, updated_at)
-                     SELECT $1, $2, key, position, operation, attempts, due, error, $9, $9
-                     FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[], $8::text[])
-                         AS item (key, position, operation, attempts, due, error)
-                     ON CONFLICT (tenant, pipeline, key) DO UPDATE SET position = excluded.position,
-                         operation = excluded.operation, attempts = excluded.attempts,
-                         next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
-                         updated_at = excluded.updated_at",
-                    &[tenant, name, &keys, &positions, &operations, &attempts, &due, &errors, &at],
-                )
-                .await?;
-            }
-            if !superseded.is_empty() {
+
+            let queued_columns = (!queued.is_empty()).then(|| QueuedColumns::of(&queued));
+            let superseded_columns = (!superseded.is_empty()).then(|| {
                 let keys: Vec<&str> = superseded.iter().map(|(key, _)| key.as_str()).collect();
                 let positions: Vec<&str> = superseded.iter().map(|(_, position)| position.as_str()).collect();
-                tx.execute(
-                    "UPDATE dead_letters SET superseded_by = later.position
-                     FROM unnest($3::text[], $4::text[]) AS later (key, position)
-                     WHERE tenant = $1 AND pipeline = $2 AND dead_letters.key = later.key
-                       AND superseded_by IS NULL",
-                    &[tenant, name, &keys, &positions],
-                )
-                .await?;
-            }
-            if !commit.dead_letters.is_empty() {
-                let letters = commit.dead_letters;
+                (keys, positions)
+            });
+            let letters = commit.dead_letters;
+            let letter_columns = (!letters.is_empty()).then(|| {
                 let positions: Vec<&str> = letters.iter().map(|l| l.position.as_str()).collect();
                 let keys: Vec<&str> = letters.iter().map(|l| l.key.as_str()).collect();
                 let operations: Vec<String> = letters.iter().map(|l| l.operation.to_string()).collect();
                 let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
-                tx.execute(
-                    "INSERT INTO dead_letters (tenant, pipeline, run, position, key, operation, reason, created_at)
-                     SELECT $1, $2, $3, position, key, operation, reason, $8
-                     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY
-                         AS letter (position, key, operation, reason, n)
-                     ORDER BY n",
-                    &[tenant, name, &commit.run, &positions, &keys, &operations, &reasons, &at],
-                )
-                .await?;
-            }
-            if let Some((seq, ms)) = commit.previous_commit_ms {
-                set_commit_time(tx, commit.run, seq, ms).await?;
-            }
-            tx.execute(
-                "INSERT INTO event_batches (run, seq, stats, committed_at) VALUES ($1, $2, $3, $4)",
-                &[&commit.run, &(commit.batch.seq as i64), &json(commit.batch), &at],
-            )
-            .await?;
-            tx.execute("UPDATE runs SET stats = $2 WHERE id = $1", &[&commit.run, &json(commit.stats)]).await.map(drop)
+                (positions, keys, operations, reasons)
+            });
+            let (batch_stats, run_stats) = (json(commit.batch), json(commit.stats));
+            let seq = commit.batch.seq as i64;
+            let optional = async {
+                if let Some(q) = &queued_columns {
+                    tx.execute(
+                        "INSERT INTO retry_queue (tenant, pipeline, key, position, operation, attempts, next_attempt_at,
+                                                  last_error, created_at, updated_at)
+                         SELECT $1, $2, key, position, operation, attempts, due, error, $9, $9
+                         FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::bigint[], $8::text[])
+                             AS item (key, position, operation, attempts, due, error)
+                         ON CONFLICT (tenant, pipeline, key) DO UPDATE SET position = excluded.position,
+                             operation = excluded.operation, attempts = excluded.attempts,
+                             next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error,
+                             updated_at = excluded.updated_at",
+                        &[tenant, name, &q.keys, &q.positions, &q.operations, &q.attempts, &q.due, &q.errors, &at],
+                    )
+                    .await?;
+                }
+                if let Some((keys, positions)) = &superseded_columns {
+                    tx.execute(
+                        "UPDATE dead_letters SET superseded_by = later.position
+                         FROM unnest($3::text[], $4::text[]) AS later (key, position)
+                         WHERE tenant = $1 AND pipeline = $2 AND dead_letters.key = later.key
+                           AND superseded_by IS NULL",
+                        &[tenant, name, keys, positions],
+                    )
+                    .await?;
+                }
+                if let Some((positions, keys, operations, reasons)) = &letter_columns {
+                    tx.execute(
+                        "INSERT INTO dead_letters (tenant, pipeline, run, position, key, operation, reason, created_at)
+                         SELECT $1, $2, $3, position, key, operation, reason, $8
+                         FROM unnest($4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY
+                             AS letter (position, key, operation, reason, n)
+                         ORDER BY n",
+                        &[tenant, name, &commit.run, positions, keys, operations, reasons, &at],
+                    )
+                    .await?;
+                }
+                if let Some((seq, ms)) = commit.previous_commit_ms {
+                    set_commit_time(tx, commit.run, seq, ms).await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            };
+            // The queue's items go before the new ones are queued: a key
+            // both unqueued and queued again ends queued, as one statement
+            // after the other would leave it.
+            tx.execute(unqueue, &[tenant, name, &unqueued]).await?;
+            let batch_params: [&(dyn ToSql + Sync); 4] = [&commit.run, &seq, &batch_stats, &at];
+            let run_params: [&(dyn ToSql + Sync); 2] = [&commit.run, &run_stats];
+            tokio::try_join!(optional, tx.execute(insert_batch, &batch_params), tx.execute(update_run, &run_params))?;
+            Ok(())
         })
     }
 
