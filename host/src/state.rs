@@ -429,8 +429,9 @@ pub trait StateStore: Send + Sync {
     /// The files kept in `run`'s archive, by name.
     fn archive_files(&self, run: RunId) -> StateResult<Vec<ArchivedFile>>;
 
-    /// Removes the archives of `runs` (pruning; their run records stay).
-    fn drop_archives(&self, runs: &[RunId]) -> StateResult<()>;
+    /// Removes the archives of `pipeline`'s runs but those of `keep`
+    /// (pruning; the run records stay).
+    fn drop_archives_except(&self, pipeline: &PipelineId, keep: &[RunId]) -> StateResult<()>;
 
     // --- approvals asked on one host, applied on the one that runs the pipeline ---
 

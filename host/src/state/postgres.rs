@@ -864,9 +864,16 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn drop_archives(&self, runs: &[RunId]) -> StateResult<()> {
-        self.with("cannot remove run archives", async |client| {
-            client.execute("DELETE FROM run_archives WHERE run = ANY($1)", &[&runs]).await.map(drop)
+    fn drop_archives_except(&self, pipeline: &PipelineId, keep: &[RunId]) -> StateResult<()> {
+        self.with(format!("cannot remove old run archives of {pipeline}"), async |client| {
+            client
+                .execute(
+                    "DELETE FROM run_archives a USING runs r
+                     WHERE a.run = r.id AND r.tenant = $1 AND r.pipeline = $2 AND NOT (a.run = ANY($3))",
+                    &[&pipeline.tenant, &pipeline.pipeline, &keep],
+                )
+                .await
+                .map(drop)
         })
     }
 
@@ -1082,13 +1089,14 @@ impl StateStore for PostgresStore {
 
     fn retry_queue(&self, pipeline: &PipelineId) -> StateResult<Vec<RetryItem>> {
         self.with(format!("cannot read the retry queue of {pipeline}"), async |client| {
-            let rows = client
-                .query(
+            // Read before every event batch: prepared once per connection.
+            let query = client
+                .prepare_cached(
                     "SELECT id, key, position, operation, attempts, next_attempt_at, last_error FROM retry_queue
                      WHERE tenant = $1 AND pipeline = $2 ORDER BY id",
-                    &[&pipeline.tenant, &pipeline.pipeline],
                 )
                 .await?;
+            let rows = client.query(&query, &[&pipeline.tenant, &pipeline.pipeline]).await?;
             Ok(rows
                 .iter()
                 .map(|row| RetryItem {

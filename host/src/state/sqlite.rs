@@ -790,14 +790,16 @@ impl StateStore for SqliteStore {
             .map_err(failed(format!("cannot read run {run}'s approval")))
     }
 
-    fn drop_archives(&self, runs: &[RunId]) -> StateResult<()> {
-        let mut connection = self.connection();
-        let tx = connection.transaction().map_err(failed("cannot remove run archives"))?;
-        for run in runs {
-            tx.execute("DELETE FROM run_archives WHERE run = ?1", params![run])
-                .map_err(failed(format!("cannot remove the archive of run {run}")))?;
-        }
-        tx.commit().map_err(failed("cannot remove run archives"))
+    fn drop_archives_except(&self, pipeline: &PipelineId, keep: &[RunId]) -> StateResult<()> {
+        let keep = serde_json::to_string(keep).expect("run ids serialise");
+        self.connection()
+            .execute(
+                "DELETE FROM run_archives WHERE run IN (SELECT id FROM runs WHERE tenant = ?1 AND pipeline = ?2)
+                 AND run NOT IN (SELECT value FROM json_each(?3))",
+                params![pipeline.tenant, pipeline.pipeline, keep],
+            )
+            .map(drop)
+            .map_err(failed(format!("cannot remove old run archives of {pipeline}")))
     }
 
     fn cursor(&self, pipeline: &PipelineId) -> StateResult<Option<String>> {

@@ -452,18 +452,26 @@ fn prune_archives(job: &SyncJob<'_>, run: RunId) {
         Err(e) => return tracing::warn!(pipeline = %job.id(), "cannot list runs to prune archives: {e}"),
     };
     let older = runs.iter().filter(|r| r.id != run);
-    let pruned: Vec<RunId> = older
-        .clone()
-        .enumerate()
-        .filter(|(i, old)| i + 1 >= keep && old.status != RunStatus::Blocked)
-        .map(|(_, old)| old.id)
+    let kept: Vec<RunId> = std::iter::once(run)
+        .chain(
+            older
+                .clone()
+                .enumerate()
+                .filter(|(i, old)| i + 1 < keep || old.status == RunStatus::Blocked)
+                .map(|(_, old)| old.id),
+        )
         .collect();
-    if let Err(e) = job.state.drop_archives(&pruned) {
+    if let Err(e) = job.state.drop_archives_except(&job.id(), &kept) {
         tracing::warn!(pipeline = %job.id(), "cannot remove old run archives: {e}");
     }
-    for old in older {
-        let staged = job.staging_dir(old.id);
-        if staged.exists()
+    // Few staged directories, many runs: look at the directories.
+    let this_pipelines: std::collections::HashSet<RunId> = older.map(|old| old.id).collect();
+    let staging = job.staging_dir(run);
+    let Some(Ok(entries)) = staging.parent().map(std::fs::read_dir) else { return };
+    for entry in entries.flatten() {
+        let staged = entry.path();
+        let id = entry.file_name().to_str().and_then(|name| name.parse::<RunId>().ok());
+        if id.is_some_and(|id| this_pipelines.contains(&id))
             && let Err(e) = std::fs::remove_dir_all(&staged)
         {
             tracing::warn!(pipeline = %job.id(), "cannot remove the staged archive `{}`: {e}", staged.display());
