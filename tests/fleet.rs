@@ -243,9 +243,8 @@ retry_backoff_max = "2s"
         (back, log.lines().count())
     }
 
-    /// Which pipelines host `id` holds an unexpired lease on now, as
-    /// `(tenant, pipeline)`.
-    fn leases_of(&self, id: &str) -> Vec<(String, String)> {
+    /// Which pipelines host `id` holds an unexpired lease on now.
+    fn leases_of(&self, id: &str) -> Vec<Pipeline> {
         let now = chrono::Utc::now().timestamp_millis();
         self.rows(&format!("SELECT tenant, pipeline FROM leases WHERE holder = '{id}' AND expires_at_ms > {now}"))
             .into_iter()
@@ -410,7 +409,8 @@ fn a_stalled_host_comes_back_to_find_its_leases_gone_and_commits_nothing() {
 /// The people of tenant `t`'s snapshot in version `version`: ids 0 to 19,
 /// each named for the version, but for a few that come and go.
 fn people(tenant: &str, version: u64) -> String {
-    let rows = (0..20u64).filter(|id| (id + version) % 7 != 0).map(|id| format!("{id},{tenant}-{id}-v{version}\n"));
+    let rows =
+        (0..20u64).filter(|id| !(id + version).is_multiple_of(7)).map(|id| format!("{id},{tenant}-{id}-v{version}\n"));
     std::iter::once("id,name\n".to_string()).chain(rows).collect()
 }
 
@@ -431,6 +431,9 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, path).unwrap();
 }
+
+/// A pipeline, as `(tenant, pipeline)`.
+type Pipeline = (String, String);
 
 /// How many tenants of a chaos run also have a diff pipeline.
 const DIFF_TENANTS: usize = 5;
@@ -473,7 +476,7 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
                 writer.append(&dir, &tenants[i % tenants.len()], n);
                 drop(writer);
                 // About every three seconds, a snapshot changes.
-                if i % 150 == 0 {
+                if i.is_multiple_of(150) {
                     let tenant = &diff_tenants[(i / 150) % diff_tenants.len()];
                     write_atomically(&dir.join(format!("data/in/{tenant}.csv")), &people(tenant, i as u64));
                 }
@@ -576,7 +579,7 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     // another host of each pipeline the host held. A killed host's process
     // is seen gone at once on its own machine; a stalled one is what a dead
     // host on another machine looks like: its leases must end first.
-    let takeover = |events: &[(String, i64, Vec<(String, String)>)]| -> String {
+    let takeover = |events: &[(String, i64, Vec<Pipeline>)]| -> String {
         let mut times = Vec::new();
         for (id, at, held) in events {
             for (tenant, pipeline) in held {

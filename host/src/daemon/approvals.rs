@@ -46,7 +46,41 @@ pub fn ask(
     unclaimed_for: Duration,
     stop: &AtomicBool,
 ) -> Result<SyncReport, String> {
-    waiting(state, run, pipeline, by, unclaimed_for, stop).map_err(|e| match e {
+    let waited = || -> Result<SyncReport, Refusal> {
+        state.request_approval(run, pipeline, by)?;
+        tracing::info!(pipeline = %pipeline, "asked the host that runs {pipeline} to apply run {run}'s plan");
+        let asked = Instant::now();
+        loop {
+            let request = state.approval(run)?.ok_or_else(|| Refusal::Here("its approval request is gone".into()))?;
+            if let Some(answer) = &request.answer {
+                return match serde_json::from_str(answer) {
+                    Ok(ApprovalAnswer::Applied(report)) => Ok(*report),
+                    Ok(ApprovalAnswer::Refused(why)) => Err(Refusal::Remote(why)),
+                    Err(e) => Err(Refusal::Here(format!("the answer is unreadable ({e}): {answer}"))),
+                };
+            }
+            if request.claimed_by.is_none() && asked.elapsed() > unclaimed_for {
+                let live = state.hosts()?;
+                let ids: Vec<&str> = live.iter().map(|h| h.id.as_str()).collect();
+                let why = format!(
+                    "no host took the approval within {}: live hosts {}; is tenant `{}` deployed on them?",
+                    humantime::format_duration(unclaimed_for),
+                    if ids.is_empty() { "none".to_string() } else { ids.join(", ") },
+                    pipeline.tenant
+                );
+                let closed = serde_json::to_string(&ApprovalAnswer::Refused(why.clone())).expect("answers serialise");
+                state.answer_approval(run, &closed)?;
+                return Err(Refusal::Here(why));
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(Refusal::Here(format!(
+                    "stopped waiting; the approval goes on if a host has taken it (`synchost runs show {run}`)"
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
+    };
+    waited().map_err(|refusal| match refusal {
         Refusal::Remote(why) => why,
         Refusal::Here(why) => format!("cannot approve run {run}: {why}"),
     })
@@ -62,48 +96,6 @@ enum Refusal {
 impl<E: std::fmt::Display> From<E> for Refusal {
     fn from(error: E) -> Refusal {
         Refusal::Here(error.to_string())
-    }
-}
-
-fn waiting(
-    state: &dyn StateStore,
-    run: RunId,
-    pipeline: &PipelineId,
-    by: &str,
-    unclaimed_for: Duration,
-    stop: &AtomicBool,
-) -> Result<SyncReport, Refusal> {
-    state.request_approval(run, pipeline, by)?;
-    tracing::info!(pipeline = %pipeline, "asked the host that runs {pipeline} to apply run {run}'s plan");
-    let asked = Instant::now();
-    loop {
-        let request = state.approval(run)?.ok_or_else(|| Refusal::Here("its approval request is gone".into()))?;
-        if let Some(answer) = &request.answer {
-            return match serde_json::from_str(answer) {
-                Ok(ApprovalAnswer::Applied(report)) => Ok(*report),
-                Ok(ApprovalAnswer::Refused(why)) => Err(Refusal::Remote(why)),
-                Err(e) => Err(Refusal::Here(format!("the answer is unreadable ({e}): {answer}"))),
-            };
-        }
-        if request.claimed_by.is_none() && asked.elapsed() > unclaimed_for {
-            let live = state.hosts()?;
-            let ids: Vec<&str> = live.iter().map(|h| h.id.as_str()).collect();
-            let why = format!(
-                "no host took the approval within {}: live hosts {}; is tenant `{}` deployed on them?",
-                humantime::format_duration(unclaimed_for),
-                if ids.is_empty() { "none".to_string() } else { ids.join(", ") },
-                pipeline.tenant
-            );
-            let closed = serde_json::to_string(&ApprovalAnswer::Refused(why.clone())).expect("answers serialise");
-            state.answer_approval(run, &closed)?;
-            return Err(Refusal::Here(why));
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Err(Refusal::Here(format!(
-                "stopped waiting; the approval goes on if a host has taken it (`synchost runs show {run}`)"
-            )));
-        }
-        std::thread::sleep(POLL);
     }
 }
 
