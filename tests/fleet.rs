@@ -1,8 +1,7 @@
 //! Several `synchost run` hosts sharing tenants through PostgreSQL state,
 //! against the real server: leases with fencing tokens, hosts killed,
-//! stalled and started while events flow and snapshots change, a state
-//! connection cut mid-batch, a manual sync beside a daemon, a rollout, and
-//! a blocked plan approved from anywhere.
+//! stalled and started while events flow, a state connection cut mid-batch,
+//! and a manual sync beside a daemon.
 //!
 //! The destination is the file destination with a log of every write (the
 //! `flaky_destination` fixture, with no faults and `write_log`): the tests
@@ -209,13 +208,31 @@ retry_backoff_max = "2s"
     /// Waits until every tenant's cursor stands at the end of its changelog,
     /// with nothing left in its retry queue.
     fn wait_caught_up(&self, tenants: &[String], limit: Duration) {
-        wait_for("every cursor at the end of its changelog, every retry queue empty", limit, || {
+        let lagging = || -> Vec<String> {
             let cursors = self.cursors();
-            tenants.iter().all(|t| {
-                let end = std::fs::metadata(self.path(&format!("data/in/{t}.jsonl"))).unwrap().len();
-                end == 0 || cursors.get(t) == Some(&end)
-            }) && self.value("SELECT count(*) FROM retry_queue") == 0
-        });
+            tenants
+                .iter()
+                .filter_map(|t| {
+                    let end = std::fs::metadata(self.path(&format!("data/in/{t}.jsonl"))).unwrap().len();
+                    (end != 0 && cursors.get(t) != Some(&end)).then(|| format!("{t} at {:?} of {end}", cursors.get(t)))
+                })
+                .collect()
+        };
+        let caught_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for("every cursor at the end of its changelog, every retry queue empty", limit, || {
+                lagging().is_empty() && self.value("SELECT count(*) FROM retry_queue") == 0
+            })
+        }));
+        if let Err(timed_out) = caught_up {
+            // What a failure needs to be understood: who lags, and why.
+            eprintln!("lagging: {:?}", lagging());
+            for table in ["retry_queue", "paused_pipelines", "leases"] {
+                eprintln!("{table}: {:?}", self.rows(&format!("SELECT * FROM {table}")));
+            }
+            let recent = "SELECT id, tenant, pipeline, status, error FROM runs ORDER BY id DESC LIMIT 20";
+            eprintln!("latest runs: {:?}", self.rows(recent));
+            std::panic::resume_unwind(timed_out);
+        }
     }
 
     /// Each key's seq in tenant `t`'s destination.
@@ -244,63 +261,11 @@ retry_backoff_max = "2s"
     }
 
     /// Which pipelines host `id` holds an unexpired lease on now.
-    fn leases_of(&self, id: &str) -> Vec<Pipeline> {
+    fn leases_of(&self, id: &str) -> Vec<String> {
         let now = chrono::Utc::now().timestamp_millis();
-        self.rows(&format!("SELECT tenant, pipeline FROM leases WHERE holder = '{id}' AND expires_at_ms > {now}"))
+        self.rows(&format!("SELECT tenant FROM leases WHERE holder = '{id}' AND expires_at_ms > {now}"))
             .into_iter()
-            .map(|row| (row[0].clone().unwrap(), row[1].clone().unwrap()))
-            .collect()
-    }
-
-    /// Gives tenant `t` a diff pipeline too, `snapshot`: the people in
-    /// `data/in/{t}.csv` into their own folder, every two seconds.
-    fn add_diff_pipeline(&self, tenant: &str) {
-        use synchost::bundled::{FIELD_MAPPER, FILE_DESTINATION, FILE_SOURCE};
-        std::fs::create_dir_all(self.path(&format!("data/out/{tenant}-snapshot"))).unwrap();
-        write_atomically(&self.path(&format!("data/in/{tenant}.csv")), &people(tenant, 0));
-        let file = self.path(&format!("tenants/{tenant}.toml"));
-        let more = format!(
-            r#"
-[plugins.snap]
-path = "{src}"
-sha256 = "{src_digest}"
-dirs = [{{ host = "../data/in", guest = "/in" }}]
-config = {{ snapshot = "/in/{tenant}.csv", key = "id" }}
-
-[plugins.people]
-path = "{map}"
-sha256 = "{map_digest}"
-config = {{ fields = [{{ name = "id", from = "id" }}, {{ name = "name", from = "name" }}] }}
-
-[plugins.snap_dst]
-path = "{dst}"
-sha256 = "{dst_digest}"
-dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
-config = {{ dir = "/out/{tenant}-snapshot", shards = 2, lock_stale_ms = 60000 }}
-
-[pipelines.snapshot]
-mode = "diff"
-source = "snap"
-transforms = ["people"]
-destination = "snap_dst"
-schedule = "every 2s"
-max_change_ratio = 10.0
-"#,
-            src = FILE_SOURCE.file_name,
-            src_digest = sha256(FILE_SOURCE.bytes),
-            map = FIELD_MAPPER.file_name,
-            map_digest = sha256(FIELD_MAPPER.bytes),
-            dst = FILE_DESTINATION.file_name,
-            dst_digest = sha256(FILE_DESTINATION.bytes),
-        );
-        std::fs::write(&file, std::fs::read_to_string(&file).unwrap() + &more).unwrap();
-    }
-
-    /// Tenant `t`'s snapshot destination: key → name.
-    fn snapshot(&self, tenant: &str) -> BTreeMap<String, String> {
-        common::read_records(&self.path(&format!("data/out/{tenant}-snapshot")))
-            .into_iter()
-            .map(|(key, fields)| (key, fields["name"].as_str().expect("a name").to_string()))
+            .map(|row| row[0].clone().unwrap())
             .collect()
     }
 }
@@ -406,51 +371,14 @@ fn a_stalled_host_comes_back_to_find_its_leases_gone_and_commits_nothing() {
     eprintln!("destination writes that went back after stalls: {}", regressions.len());
 }
 
-/// The people of tenant `t`'s snapshot in version `version`: ids 0 to 19,
-/// each named for the version, but for a few that come and go.
-fn people(tenant: &str, version: u64) -> String {
-    let rows =
-        (0..20u64).filter(|id| !(id + version).is_multiple_of(7)).map(|id| format!("{id},{tenant}-{id}-v{version}\n"));
-    std::iter::once("id,name\n".to_string()).chain(rows).collect()
-}
-
-/// The snapshot `people` describes, as the destination should hold it.
-fn expected_snapshot(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let (id, name) = line.split_once(',').unwrap();
-            (id.to_string(), name.to_string())
-        })
-        .collect()
-}
-
-/// A file replaced whole, as a reader never sees it half written.
-fn write_atomically(path: &Path, text: &str) {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, text).unwrap();
-    std::fs::rename(&temporary, path).unwrap();
-}
-
-/// A pipeline, as `(tenant, pipeline)`.
-type Pipeline = (String, String);
-
-/// How many tenants of a chaos run also have a diff pipeline.
-const DIFF_TENANTS: usize = 5;
-
 /// Runs hosts over `tenants` tenants for `length`, doing `actions` in turn
-/// to them while events flow and the first few tenants' snapshots change
-/// (diff pipelines), then checks that everything was applied, that no two
-/// hosts held a pipeline at once, and that stale writes were refused;
+/// to them while events flow, then checks that everything was applied, that
+/// no two hosts held a pipeline at once, and that stale writes were refused;
 /// prints the figures. Returns the destination writes that went back.
 fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     let chaos = length;
     let mut fleet = Fleet::new(tenants_n);
     let tenants: Vec<String> = (0..tenants_n).map(|t| format!("t{t:02}")).collect();
-    let diff_tenants: Vec<String> = tenants.iter().take(DIFF_TENANTS).cloned().collect();
-    for tenant in &diff_tenants {
-        fleet.add_diff_pipeline(tenant);
-    }
     let mut hosts: Vec<Host> = (0..3).map(|_| fleet.start_host()).collect();
     // They find each other, and split the pipelines between them.
     wait_for("three live hosts sharing the pipelines", Duration::from_secs(120), || {
@@ -466,8 +394,8 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     let writer = Arc::new(Mutex::new(Writer::new()));
     let writing = Arc::new(AtomicBool::new(true));
     let writer_thread = {
-        let (writer, writing, dir, tenants, diff_tenants) =
-            (writer.clone(), writing.clone(), fleet.dir.path().to_path_buf(), tenants.clone(), diff_tenants.clone());
+        let (writer, writing, dir, tenants) =
+            (writer.clone(), writing.clone(), fleet.dir.path().to_path_buf(), tenants.clone());
         std::thread::spawn(move || {
             let mut i = 0usize;
             while writing.load(Ordering::Relaxed) {
@@ -475,11 +403,6 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
                 let n = 5 + (writer.next() % 40) as usize;
                 writer.append(&dir, &tenants[i % tenants.len()], n);
                 drop(writer);
-                // About every three seconds, a snapshot changes.
-                if i.is_multiple_of(150) {
-                    let tenant = &diff_tenants[(i / 150) % diff_tenants.len()];
-                    write_atomically(&dir.join(format!("data/in/{tenant}.csv")), &people(tenant, i as u64));
-                }
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -531,16 +454,6 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     writer_thread.join().unwrap();
     fleet.wait_caught_up(&tenants, Duration::from_secs(300));
 
-    // Every snapshot in its destination, after the kills of diff runs in
-    // flight (a killed run's shard lock is broken after a minute).
-    wait_for("every snapshot destination equal to its snapshot", Duration::from_secs(300), || {
-        diff_tenants.iter().all(|tenant| {
-            let text = std::fs::read_to_string(fleet.path(&format!("data/in/{tenant}.csv"))).unwrap();
-            fleet.snapshot(tenant) == expected_snapshot(&text)
-        })
-    });
-    let diff_runs = fleet.value("SELECT count(*) FROM runs WHERE pipeline = 'snapshot' AND status = 'succeeded'");
-
     // Every event applied: each key holds its last event's seq.
     let writer = writer.lock().unwrap();
     let mut events = 0;
@@ -579,15 +492,15 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     // another host of each pipeline the host held. A killed host's process
     // is seen gone at once on its own machine; a stalled one is what a dead
     // host on another machine looks like: its leases must end first.
-    let takeover = |events: &[(String, i64, Vec<Pipeline>)]| -> String {
+    let takeover = |events: &[(String, i64, Vec<String>)]| -> String {
         let mut times = Vec::new();
         for (id, at, held) in events {
-            for (tenant, pipeline) in held {
+            for tenant in held {
                 let first = fleet.value(&format!(
-                    "SELECT coalesce(min(granted_at_ms), 0) FROM lease_grants WHERE tenant = '{tenant}'
-                     AND pipeline = '{pipeline}' AND granted_at_ms > {at} AND holder <> '{id}'"
+                    "SELECT coalesce(min(granted_at_ms), 0) FROM lease_grants
+                     WHERE tenant = '{tenant}' AND granted_at_ms > {at} AND holder <> '{id}'"
                 ));
-                assert!(first > 0, "{tenant}/{pipeline}, held by {id}, was never taken over");
+                assert!(first > 0, "{tenant}, held by {id}, was never taken over");
                 times.push(first - at);
             }
         }
@@ -597,9 +510,9 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
         }
     };
     eprintln!(
-        "fleet: {} s of chaos, {events} events over {tenants_n} tenants, {writes} destination writes, {diff_runs} \
-         diff runs over {DIFF_TENANTS} snapshots; {} kills, {} stalls ({stalls_holding} holding leases), {joins} \
-         joins; {grants} lease grants, {fenced} fenced writes refused; takeover after a kill: {}; after a stall: {}",
+        "fleet: {} s of chaos, {events} events over {tenants_n} tenants, {writes} destination writes; {} kills, {} \
+         stalls ({stalls_holding} holding leases), {joins} joins; {grants} lease grants, {fenced} fenced writes \
+         refused; takeover after a kill: {}; after a stall: {}",
         chaos.as_secs(),
         kills.len(),
         stalled.len(),
