@@ -148,7 +148,7 @@ impl Runtime {
     /// host's `host_id`, so that a command can never renew (and so share) a
     /// daemon's lease.
     pub fn for_command(mut self) -> Runtime {
-        self.holder = format!("command:{}:{}", crate::state::machine_name(), std::process::id());
+        self.holder = command_holder();
         self
     }
 
@@ -377,4 +377,10 @@ fn compile_tenant(
         }
     }
     errors.into_result(compiled)
+}
+
+/// How a one-off command of this process names itself as a lease holder or
+/// an asker: `command:MACHINE:PID`.
+pub(crate) fn command_holder() -> String {
+    format!("command:{}:{}", crate::state::machine_name(), std::process::id())
 }

@@ -55,7 +55,7 @@ pub(super) fn approve(config: &Path, run: RunId, json: bool) -> anyhow::Result<E
         if record.status != RunStatus::Blocked {
             anyhow::bail!("cannot approve run {run}: {}", SyncError::NotBlocked { run, status: record.status });
         }
-        let me = format!("command:{}:{}", crate::state::machine_name(), std::process::id());
+        let me = crate::runtime::command_holder();
         let report = crate::daemon::approvals::ask(&*state, run, &id, &me, host.lease_time * 2, stop)
             .map_err(|e| anyhow::anyhow!(e))?;
         if !json {
