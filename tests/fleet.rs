@@ -260,6 +260,15 @@ retry_backoff_max = "2s"
         (back, log.lines().count())
     }
 
+    /// When `tenant`'s pipeline was first granted after `at_ms` to a host
+    /// other than `id`, in ms since the epoch; 0 if it has not been.
+    fn granted_elsewhere(&self, tenant: &str, id: &str, at_ms: i64) -> i64 {
+        self.value(&format!(
+            "SELECT coalesce(min(granted_at_ms), 0) FROM lease_grants
+             WHERE tenant = '{tenant}' AND granted_at_ms > {at_ms} AND holder <> '{id}'"
+        ))
+    }
+
     /// Which pipelines host `id` holds an unexpired lease on now.
     fn leases_of(&self, id: &str) -> Vec<String> {
         let now = chrono::Utc::now().timestamp_millis();
@@ -346,7 +355,8 @@ fn median(mut values: Vec<i64>) -> i64 {
 enum Chaos {
     /// SIGKILL a host and start another in its place.
     Kill,
-    /// SIGSTOP a host for three lease times, then SIGCONT it.
+    /// SIGSTOP a host for three lease times at least, and until its leases
+    /// have passed to other hosts, then SIGCONT it.
     Stall,
     /// Start one more host (up to five).
     Join,
@@ -433,14 +443,36 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
                 hosts.push(fleet.start_host());
             }
             Chaos::Stall => {
+                // A host that holds leases now, so that the stall catches
+                // runs under way (between batches, or mid-apply), if one
+                // does within a few seconds.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let pick = loop {
+                    let holding = (0..live.len())
+                        .map(|i| live[(i + step as usize) % live.len()])
+                        .find(|&i| !fleet.leases_of(&hosts[i].id).is_empty());
+                    match holding {
+                        Some(holding) => break holding,
+                        None if Instant::now() > deadline => break pick,
+                        None => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                };
                 let at = chrono::Utc::now().timestamp_millis();
                 hosts[pick].signal(libc::SIGSTOP);
                 let held = fleet.leases_of(&hosts[pick].id);
                 if !held.is_empty() {
                     stalls_holding += 1;
                 }
-                stalled.push((hosts[pick].id.clone(), at, held));
+                // Stalled for three lease times at least, and until every
+                // lease it held has passed to another host (on a busy
+                // machine that can take longer), so that it comes back to
+                // find them gone.
                 std::thread::sleep(Duration::from_millis(3 * LEASE_MS as u64));
+                let id = hosts[pick].id.clone();
+                wait_for("the stalled host's leases to pass to others", Duration::from_secs(120), || {
+                    held.iter().all(|tenant| fleet.granted_elsewhere(tenant, &id, at) > 0)
+                });
+                stalled.push((id, at, held));
                 hosts[pick].signal(libc::SIGCONT);
             }
             Chaos::Join if live.len() < 5 => {
@@ -502,10 +534,7 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
         let mut times = Vec::new();
         for (id, at, held) in events {
             for tenant in held {
-                let first = fleet.value(&format!(
-                    "SELECT coalesce(min(granted_at_ms), 0) FROM lease_grants
-                     WHERE tenant = '{tenant}' AND granted_at_ms > {at} AND holder <> '{id}'"
-                ));
+                let first = fleet.granted_elsewhere(tenant, id, *at);
                 assert!(first > 0, "{tenant}, held by {id}, was never taken over");
                 times.push(first - at);
             }

@@ -646,7 +646,7 @@ pub fn open(host: &crate::config::HostConfig) -> StateResult<std::sync::Arc<dyn 
                 context: format!("cannot create the state directory `{}`", host.state_dir.display()),
                 source: Box::new(e),
             })?;
-            std::sync::Arc::new(PostgresStore::open(url, password.as_ref().map(|p| p.expose()))?)
+            std::sync::Arc::new(PostgresStore::open(url, password.as_ref().map(|p| p.expose()), host.lease_time)?)
         }
     })
 }

@@ -263,8 +263,8 @@ fn failed(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> S
 impl PostgresStore {
     /// Connects to the database at `url` (a `postgres://` URL without a
     /// password; `password` stands beside it) and brings its schema up to
-    /// date.
-    pub fn open(url: &str, password: Option<&str>) -> StateResult<PostgresStore> {
+    /// date. `lease_time` is the fleet's (see [`StateStore::acquire_lease`]).
+    pub fn open(url: &str, password: Option<&str>, lease_time: Duration) -> StateResult<PostgresStore> {
         let refused = |why: String| StateError { context: format!("state `{url}`"), source: why.into() };
         let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| refused(format!("not a PostgreSQL URL: {e}")))?;
@@ -272,6 +272,18 @@ impl PostgresStore {
             config.password(password);
         }
         config.connect_timeout(Duration::from_secs(10));
+        // A host that stalls (paused, swapped out, its network hung) inside
+        // one of its short transactions would keep that transaction's locks,
+        // the lease row's among them, and with them keep every other host
+        // from taking its pipelines over for as long as the stall lasts. The
+        // server ends a transaction left idle for a third of the lease time.
+        let idle_limit = (lease_time / 3).max(Duration::from_millis(500));
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={}",
+            config.get_options().unwrap_or_default(),
+            idle_limit.as_millis()
+        );
+        config.options(options.trim_start());
         if config.get_application_name().is_none() {
             // Told apart from the plugins' sessions (`synchost`) in
             // pg_stat_activity.

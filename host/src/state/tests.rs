@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::*;
 
+/// The fleet's lease time, as a host would open the store with it.
+const LEASE_TIME: Duration = Duration::from_secs(15);
+
 fn postgres_url() -> String {
     std::env::var("SYNCHOST_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
@@ -34,7 +37,7 @@ impl TestSchema {
     }
 
     fn store(&self) -> PostgresStore {
-        PostgresStore::open(&self.url(), None).unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"))
+        PostgresStore::open(&self.url(), None, LEASE_TIME).unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"))
     }
 
     /// Runs `sql` on a session of its own, in this schema.
@@ -499,7 +502,7 @@ fn hosts_opening_a_new_postgres_state_at_once_each_migrate_it_once() {
     let openers: Vec<_> = (0..4)
         .map(|_| {
             let url = schema.url();
-            std::thread::spawn(move || PostgresStore::open(&url, None).map(drop).map_err(|e| e.to_string()))
+            std::thread::spawn(move || PostgresStore::open(&url, None, LEASE_TIME).map(drop).map_err(|e| e.to_string()))
         })
         .collect();
     for opener in openers {
@@ -515,7 +518,7 @@ fn a_postgres_state_newer_than_this_synchost_is_refused_naming_both_versions() {
     let schema = TestSchema::new();
     drop(schema.store());
     schema.execute("UPDATE synchost_schema_version SET version = 99");
-    let error = PostgresStore::open(&schema.url(), None).err().expect("a newer schema is refused").to_string();
+    let error = PostgresStore::open(&schema.url(), None, LEASE_TIME).err().expect("a newer schema is refused").to_string();
     assert!(error.contains("schema version 99"), "{error}");
     assert!(error.contains(&format!("versions up to {}", postgres::MIGRATIONS.len())), "{error}");
 }
