@@ -31,9 +31,9 @@ fn plugin_inspect_describes_every_bundled_plugin() {
         let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(info["kind"], kind, "{info}");
         assert_eq!(info["world"], format!("synchost:plugin/{kind}-plugin"));
-        assert_eq!(info["wit_version"], "0.2.2");
+        assert_eq!(info["wit_version"], "0.2.3");
         assert_eq!(info["info"]["name"], name);
-        assert_eq!(info["info"]["wit_version"], "0.2.2");
+        assert_eq!(info["info"]["wit_version"], "0.2.3");
         assert_eq!(info["sha256"], common::sha256(&std::fs::read(&path).unwrap()));
     }
 }

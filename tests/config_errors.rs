@@ -162,7 +162,7 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
     // The bundled mapper with its export renamed to a future WIT version (the
     // same length, so the binary stays well formed).
     let host = HostDir::new();
-    let from = b"synchost:plugin/transform@0.2.2";
+    let from = b"synchost:plugin/transform@0.2.3";
     let to = b"synchost:plugin/transform@0.9.0";
     let mut bytes = synchost::bundled::FIELD_MAPPER.bytes.to_vec();
     let mut replaced = 0;
@@ -182,7 +182,7 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both_versions() {
     let error = validate_fails(&host, &tenant);
     assert!(
         error.contains(
-            "plugin `map` was built against synchost:plugin@0.9.0, but this host supports synchost:plugin@0.2.2 (or 0.1.x up to 0.1.1)"
+            "plugin `map` was built against synchost:plugin@0.9.0, but this host supports synchost:plugin@0.2.3 (or 0.1.x up to 0.1.1)"
         ),
         "{error}"
     );

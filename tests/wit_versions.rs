@@ -75,11 +75,11 @@ fn a_plugin_built_against_0_1_0_runs_an_event_sync() {
 
 #[test]
 fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
-    // The bundled file source with its export renamed to 0.2.3 (the same
+    // The bundled file source with its export renamed to 0.2.4 (the same
     // length, so the component stays well formed): it might call functions
-    // that 0.2.2 lacks.
+    // that 0.2.3 lacks.
     let host = HostDir::new();
-    let (from, to) = (b"synchost:plugin/source@0.2.2", b"synchost:plugin/source@0.2.3");
+    let (from, to) = (b"synchost:plugin/source@0.2.3", b"synchost:plugin/source@0.2.4");
     let mut bytes = synchost::bundled::FILE_SOURCE.bytes.to_vec();
     let mut replaced = 0;
     for i in 0..=bytes.len() - from.len() {
@@ -95,7 +95,7 @@ fn a_plugin_built_against_a_newer_patch_than_the_host_is_refused() {
     assert!(!output.status.success());
     assert!(
         stderr(&output)
-            .contains("built against synchost:plugin@0.2.3, but this host supports synchost:plugin@0.2.2 (or 0.1.x"),
+            .contains("built against synchost:plugin@0.2.4, but this host supports synchost:plugin@0.2.3 (or 0.1.x"),
         "{}",
         stderr(&output)
     );

@@ -25,6 +25,6 @@ pub use capability::jetstream::Acknowledger;
 pub use engine::{CompileStats, CompiledPlugin, DEFAULT_MAX_PLUGIN_SIZE, EngineError, EngineOptions, PluginEngine};
 pub use error::{PluginError, WitError};
 pub use instance::{
-    DestinationInstance, PluginSetup, SourceInstance, TransformInstance, Transformed, config_schema, plugin_info,
+    DestinationInstance, Fence, PluginSetup, SourceInstance, TransformInstance, Transformed, config_schema, plugin_info,
 };
 pub use kind::{PluginKind, WIT_PACKAGE, WIT_VERSION};

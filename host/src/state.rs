@@ -354,6 +354,11 @@ pub struct ArchivedFile {
 /// write's own transaction. Otherwise it fails with [`Fenced`], is counted
 /// (see [`StateStore::fenced_writes`]), and changes nothing.
 pub trait StateStore: Send + Sync {
+    /// Which state this is: made at random when the store is first created,
+    /// so that the leases of a new state (whose tokens start again from 1)
+    /// are never compared with an old one's (see [`crate::plugin::Fence`]).
+    fn identity(&self) -> &str;
+
     // --- leases and hosts ---
 
     /// Takes the lease of `pipeline` for `holder` for `ttl`, if it is free,

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::config::{Mode, PipelineConfig, TenantConfig};
 use crate::plugin::{
-    CompiledPlugin, DestinationInstance, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
+    CompiledPlugin, DestinationInstance, Fence, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
 };
 use crate::state::{Lease, LeaseAnswer, PipelineId, RunId, RunStats, RunStatus, StateError, StateStore};
 pub(crate) use event::operation_from_json;
@@ -141,15 +141,31 @@ pub struct LeaseWatch {
     /// Milliseconds after `started` until which the lease surely holds; 0
     /// once it is known lost. `u64::MAX` before the lease is taken.
     holds_until_ms: std::sync::atomic::AtomicU64,
+    /// The lease's fencing token once granted; 0 before.
+    token: std::sync::atomic::AtomicU64,
 }
 
 impl Default for LeaseWatch {
     fn default() -> LeaseWatch {
-        LeaseWatch { started: Instant::now(), holds_until_ms: std::sync::atomic::AtomicU64::new(u64::MAX) }
+        LeaseWatch {
+            started: Instant::now(),
+            holds_until_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            token: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 }
 
 impl LeaseWatch {
+    /// The lease was granted, with `token`.
+    fn granted(&self, token: u64) {
+        self.token.store(token, Ordering::Relaxed);
+    }
+
+    /// The fencing token of the lease, once granted.
+    fn token(&self) -> Option<u64> {
+        Some(self.token.load(Ordering::Relaxed)).filter(|&token| token > 0)
+    }
+
     /// The lease was granted or renewed by a request sent at `asked`, for
     /// `ttl`: it holds at least until `asked + ttl` (the store dates it from
     /// when it got the request, later), less a tenth for clock-rate drift.
@@ -525,8 +541,14 @@ impl SyncJob<'_> {
             .chain(std::iter::once(self.pipeline.destination.as_str()))
     }
 
+    /// What the tenant grants `plugin`, and the run's lease, which a
+    /// destination may use to refuse writes of a run whose lease has passed
+    /// on (see `host.run-fence` in `wit/host.wit`).
     fn setup(&self, plugin: &str) -> PluginSetup {
-        PluginSetup::from_config(&self.tenant.name, &self.tenant.plugins[plugin])
+        let mut setup = PluginSetup::from_config(&self.tenant.name, &self.tenant.plugins[plugin]);
+        setup.fence =
+            self.lease.token().map(|token| Fence { scope: format!("{}/{}", self.state.identity(), self.id()), token });
+        setup
     }
 
     pub(crate) fn should_stop(&self) -> bool {
@@ -542,6 +564,7 @@ impl SyncJob<'_> {
         match self.state.acquire_lease(&self.id(), self.holder, self.lease_time, Some(version))? {
             LeaseAnswer::Granted(lease) => {
                 self.lease.renewed(asked, self.lease_time);
+                self.lease.granted(lease.token as u64);
                 Ok(lease)
             }
             LeaseAnswer::HeldBy(lease) => Err(SyncError::Leased(lease)),

@@ -13,9 +13,9 @@
 // rowsOf reads one as [key, fields] pairs and TableBuilder builds one; both
 // count offsets in UTF-8 bytes, not in JavaScript's UTF-16 units.
 
-import { config as hostConfig, log as hostLog, secret as hostSecret } from 'synchost:plugin/host@0.2.2';
+import { config as hostConfig, log as hostLog, secret as hostSecret } from 'synchost:plugin/host@0.2.3';
 
-export const WIT_VERSION = '0.2.2';
+export const WIT_VERSION = '0.2.3';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

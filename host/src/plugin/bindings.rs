@@ -29,7 +29,7 @@ pub mod types {
         for<'a> D::Data<'a>: Host,
         T: 'static,
     {
-        linker.instance("synchost:plugin/types@0.2.2")?;
+        linker.instance("synchost:plugin/types@0.2.3")?;
         Ok(())
     }
 }
@@ -40,10 +40,10 @@ mod source_world {
         inline: "
             package synchost:host;
             world source-plugin {
-                    import synchost:plugin/host@0.2.2;
-                    import synchost:plugin/sql@0.2.2;
-                    import synchost:plugin/jetstream@0.2.2;
-                    export synchost:plugin/source@0.2.2;
+                    import synchost:plugin/host@0.2.3;
+                    import synchost:plugin/sql@0.2.3;
+                    import synchost:plugin/jetstream@0.2.3;
+                    export synchost:plugin/source@0.2.3;
             }
         ",
         world: "synchost:host/source-plugin",
@@ -61,9 +61,9 @@ mod destination_world {
         inline: "
             package synchost:host;
             world destination-plugin {
-                    import synchost:plugin/host@0.2.2;
-                    import synchost:plugin/sql@0.2.2;
-                    export synchost:plugin/destination@0.2.2;
+                    import synchost:plugin/host@0.2.3;
+                    import synchost:plugin/sql@0.2.3;
+                    export synchost:plugin/destination@0.2.3;
             }
         ",
         world: "synchost:host/destination-plugin",
@@ -81,9 +81,9 @@ mod transform_world {
         inline: "
             package synchost:host;
             world transform-plugin {
-                    import synchost:plugin/host@0.2.2;
-                    import synchost:plugin/sql@0.2.2;
-                    export synchost:plugin/transform@0.2.2;
+                    import synchost:plugin/host@0.2.3;
+                    import synchost:plugin/sql@0.2.3;
+                    export synchost:plugin/transform@0.2.3;
             }
         ",
         world: "synchost:host/transform-plugin",
@@ -107,7 +107,7 @@ mod config_world {
         inline: "
             package synchost:host;
             world configured {
-                export synchost:plugin/config@0.2.2;
+                export synchost:plugin/config@0.2.3;
             }
         ",
         world: "synchost:host/configured",
@@ -120,4 +120,4 @@ mod config_world {
 pub use config_world::exports::synchost::plugin::config::GuestIndices as ConfigSchemaIndices;
 
 /// The name a component exports the `config` interface under.
-pub const CONFIG_EXPORT: &str = "synchost:plugin/config@0.2.2";
+pub const CONFIG_EXPORT: &str = "synchost:plugin/config@0.2.3";

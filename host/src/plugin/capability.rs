@@ -9,7 +9,8 @@
 //! - [`jetstream`]: the `jetstream` interface, on the streams granted by name;
 //! - [`logging`]: stdout, stderr and `host.log`, one `max_log` budget a call;
 //! - secrets and config: `host.secret` gives only the plugin's own secrets,
-//!   `host.config` its own config table (the `host` interface, below).
+//!   `host.config` its own config table, `host.run-fence` the lease of the run
+//!   it works for (the `host` interface, below).
 //!
 //! What the units share across instances (the I/O runtime, pools, clients)
 //! is the engine's ([`services`]), closed with it. Every interface of the
@@ -28,7 +29,7 @@ pub(super) mod sql;
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::bindings::host::{self, Host, Level};
+use super::bindings::host::{self, Fence, Host, Level};
 use super::ctx::PluginCtx;
 
 /// Links every capability's interfaces, WASI's first.
@@ -68,6 +69,11 @@ impl Host for PluginCtx {
     /// Only the plugin's own secrets, as its tenant file grants them.
     fn secret(&mut self, name: String) -> Option<String> {
         self.secrets.get(&name).cloned()
+    }
+
+    /// The lease of the run this instance works for (see [`crate::sync`]).
+    fn run_fence(&mut self) -> Option<Fence> {
+        self.fence.clone()
     }
 }
 

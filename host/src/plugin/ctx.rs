@@ -35,6 +35,7 @@ pub struct PluginCtx {
     pub(super) plugin: String,
     pub(super) config_json: String,
     pub(super) secrets: BTreeMap<String, String>,
+    pub(super) fence: Option<super::bindings::host::Fence>,
     pub(super) sql: SqlGrants,
     pub(super) jetstream: JetStreamGrants,
 }
@@ -75,6 +76,7 @@ impl PluginCtx {
             plugin: setup.plugin.clone(),
             config_json: setup.config.to_string(),
             secrets: setup.secrets.clone(),
+            fence: setup.fence.clone(),
             sql: SqlGrants::new(&setup.tenant, &setup.plugin, &setup.connections, services.clone()),
             jetstream: JetStreamGrants::new(&setup.tenant, &setup.plugin, &setup.streams, services.clone()),
         })

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 pub use super::bindings::Transformed;
+pub use super::bindings::host::Fence;
 use super::bindings::{DestinationPlugin, SourcePlugin, TransformPlugin};
 use super::ctx::PluginCtx;
 use super::engine::{CompiledPlugin, EPOCH_TICK, MAX_WASM_STACK, PluginEngine, WorldPre};
@@ -33,6 +34,9 @@ pub struct PluginSetup {
     /// The JetStream streams the plugin may fetch from.
     pub streams: Vec<Arc<StreamConfig>>,
     pub limits: Limits,
+    /// The lease of the run the instance works for, as `host.run-fence()`
+    /// returns it; none outside a run.
+    pub fence: Option<Fence>,
 }
 
 impl PluginSetup {
@@ -47,6 +51,7 @@ impl PluginSetup {
             connections: plugin.connections.clone(),
             streams: plugin.streams.clone(),
             limits: plugin.limits,
+            fence: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl PluginSetup {
             connections: vec![],
             streams: vec![],
             limits: Limits::default(),
+            fence: None,
         }
     }
 }

@@ -8,9 +8,11 @@ pub const WIT_PACKAGE: &str = "synchost:plugin";
 /// pages and transforms as tables laid out by column; 0.2.1 adds the
 /// `config` export (a plugin's config schema), which 0.2.0 plugins lack and
 /// still load without; 0.2.2 adds `sql.connection.bulk-upsert` and
-/// `sql.rows.next-table`, which older plugins never call; plugins built against 0.1.x still load, through
+/// `sql.rows.next-table`, and 0.2.3 `host.run-fence` (the run's lease, for
+/// destinations that fence out stale writers), which older plugins never
+/// call; plugins built against 0.1.x still load, through
 /// [`super::legacy`] (see [`is_compatible`]).
-pub const WIT_VERSION: &str = "0.2.2";
+pub const WIT_VERSION: &str = "0.2.3";
 
 /// The three plugin worlds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -123,7 +125,8 @@ mod tests {
         // Newer on a track: may need functions this host lacks.
         assert!(!is_compatible("0.1.7"));
         assert!(is_compatible("0.2.2"));
-        assert!(!is_compatible("0.2.3"));
+        assert!(is_compatible("0.2.3"));
+        assert!(!is_compatible("0.2.4"));
         // Another track.
         assert!(!is_compatible("0.3.0"));
         assert!(!is_compatible("0.0.1"));

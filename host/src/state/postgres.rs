@@ -178,6 +178,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         answer       TEXT
     );
 "#,
+    // Which state this is (see the SQLite store's migration).
+    r#"
+    CREATE TABLE state_identity (id TEXT NOT NULL);
+    INSERT INTO state_identity (id) VALUES (md5(random()::text || clock_timestamp()::text));
+"#,
 ];
 
 // The statements of every event batch's commit, prepared once per connection.
@@ -253,6 +258,8 @@ pub struct PostgresStore {
     machine: String,
     /// The runs this process started and has not finished (see `SqliteStore`).
     live_runs: Mutex<HashSet<RunId>>,
+    /// See [`StateStore::identity`]; read once the schema is up to date.
+    identity: String,
 }
 
 fn failed(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> StateError {
@@ -308,14 +315,18 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| refused(format!("cannot make a connection pool: {e}")))?;
-        let store = PostgresStore {
+        let mut store = PostgresStore {
             io: Some(io),
             pool,
             url: url.to_string(),
             machine: super::machine_name(),
             live_runs: Mutex::default(),
+            identity: String::new(),
         };
         store.migrate()?;
+        store.identity = store.with("cannot read the state's identity", async |client| {
+            Ok(client.query_one("SELECT id FROM state_identity", &[]).await?.get(0))
+        })?;
         Ok(store)
     }
 
@@ -522,6 +533,10 @@ fn last_per_key<T>(items: &[T], key: impl Fn(&T) -> &str) -> Vec<&T> {
 }
 
 impl StateStore for PostgresStore {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
     fn acquire_lease(
         &self,
         pipeline: &PipelineId,

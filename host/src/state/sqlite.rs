@@ -182,6 +182,13 @@ const MIGRATIONS: &[&str] = &[
         answer       TEXT
     );
 "#,
+    // Which state this is, for the scope of the fences handed to
+    // destinations: a new state (its tokens starting again from 1) is not
+    // taken for a stale holder of the old one's leases.
+    r#"
+    CREATE TABLE state_identity (id TEXT NOT NULL);
+    INSERT INTO state_identity (id) VALUES (lower(hex(randomblob(16))));
+"#,
 ];
 
 const APPROVAL_COLUMNS: &str =
@@ -200,6 +207,8 @@ fn approval_request(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRequest
 
 pub struct SqliteStore {
     connection: Mutex<Connection>,
+    /// See [`StateStore::identity`].
+    identity: String,
     /// The runs this process started and has not finished: a run of this
     /// process that is `running` in the store but not here is one whose end
     /// could not be recorded (the disk was full, say), and is abandoned.
@@ -292,7 +301,10 @@ impl SqliteStore {
             }
             migrated?;
         }
-        Ok(SqliteStore { connection: Mutex::new(connection), live_runs: Mutex::default() })
+        let identity = connection
+            .query_row("SELECT id FROM state_identity", [], |row| row.get(0))
+            .map_err(failed(format!("cannot read the identity of `{name}`")))?;
+        Ok(SqliteStore { connection: Mutex::new(connection), identity, live_runs: Mutex::default() })
     }
 
     fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -453,6 +465,10 @@ fn run_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 impl StateStore for SqliteStore {
+    fn identity(&self) -> &str {
+        &self.identity
+    }
+
     fn acquire_lease(
         &self,
         pipeline: &PipelineId,

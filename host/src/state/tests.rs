@@ -513,6 +513,24 @@ fn hosts_opening_a_new_postgres_state_at_once_each_migrate_it_once() {
     assert!(store.run(run).unwrap().is_some());
 }
 
+/// The identity scoping the fences handed to destinations: the same state
+/// keeps it across opens (and hosts), a new state gets another.
+#[test]
+fn a_state_keeps_its_identity_across_opens_and_a_new_state_has_another() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sqlite = |dir: &tempfile::TempDir| SqliteStore::open(dir.path()).unwrap().identity().to_string();
+    let identity = sqlite(&first);
+    assert_eq!(identity.len(), 32, "{identity}");
+    assert_eq!(sqlite(&first), identity);
+    assert_ne!(sqlite(&second), identity);
+
+    let (first, second) = (TestSchema::new(), TestSchema::new());
+    let identity = first.store().identity().to_string();
+    assert_eq!(identity.len(), 32, "{identity}");
+    assert_eq!(first.store().identity(), identity);
+    assert_ne!(second.store().identity(), identity);
+}
+
 #[test]
 fn a_postgres_state_newer_than_this_synchost_is_refused_naming_both_versions() {
     let schema = TestSchema::new();

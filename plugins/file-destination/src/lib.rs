@@ -10,9 +10,14 @@
 //! hand: a key's record is its last line, in the shard and then its log, and
 //! fields a sync does not own are kept as they are.
 //!
+//! Each shard also keeps the newest lease token it was written under
+//! (`shard-NNN.fence`): a host whose lease passed on while it stalled cannot
+//! write over the new holder's writes (see [`fence`]).
+//!
 //! Config: `dir`, `shards` (for a new data set; default 16), `page_size`,
 //! `lock_stale_ms` (see [`files`]: several writers may share a data set).
 
+mod fence;
 mod files;
 mod shard;
 mod store;

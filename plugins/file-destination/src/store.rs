@@ -2,7 +2,8 @@
 //! key lives in the shard its hash picks (see [`crate::shard`]). Snapshots
 //! read the shards in order; `apply` appends each batch's changes to the logs
 //! of the shards it touches, each under its lock (see [`crate::files`]), so
-//! that applying costs what the operations do, not what the data set holds.
+//! that applying costs what the operations do, not what the data set holds,
+//! and only under the newest lease the shard has seen (see [`crate::fence`]).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -194,8 +195,20 @@ impl DataSet {
     }
 
     /// Applies the operations shard by shard: one synced append to each
-    /// shard's log.
+    /// shard's log, under the run's lease (see [`crate::fence`]).
     pub(crate) fn apply(&self, batch: OperationBatch) -> Result<Vec<Result<(), Error>>, Error> {
+        self.apply_with(batch, |_| Ok(()))
+    }
+
+    /// The same, calling `written` with the indexes of each shard's
+    /// operations that applied, while the shard's lock is still held: what it
+    /// does (a test fixture's log of every write) is ordered with the writes.
+    pub(crate) fn apply_with(
+        &self,
+        batch: OperationBatch,
+        mut written: impl FnMut(&[usize]) -> Result<(), Error>,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let fence = sdk::host::run_fence();
         let OperationBatch { columns, operations } = batch;
         let mut by_shard: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for (i, op) in operations.iter().enumerate() {
@@ -205,6 +218,9 @@ impl DataSet {
         for (shard, indexes) in by_shard {
             let lock = ShardLock::take(&format!("{}/shard-{shard:03}.lock", self.dir), self.lock_stale_ms);
             let applied = lock.and_then(|_lock| {
+                if let Some(fence) = &fence {
+                    crate::fence::admit(&format!("{}/shard-{shard:03}.fence", self.dir), fence)?;
+                }
                 self.with_shard(shard, |shard| {
                     // Each key's state as this batch leaves it, in the order
                     // first changed.
@@ -231,7 +247,9 @@ impl DataSet {
                         }
                     }
                     shard.append(&changed)
-                })
+                })?;
+                let applied: Vec<usize> = indexes.iter().copied().filter(|&i| results[i].is_ok()).collect();
+                written(&applied)
             });
             if let Err(e) = applied {
                 for &i in &indexes {

@@ -33,7 +33,7 @@ except ImportError:
     # componentize-py then names by package.
     from wit_world.imports import synchost_plugin_types as types
 
-WIT_VERSION = "0.2.2"
+WIT_VERSION = "0.2.3"
 
 Fields = Dict[str, Any]
 

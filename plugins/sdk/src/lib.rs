@@ -22,16 +22,16 @@ mod bindings {
         inline: "
             package synchost:sdk;
             world imports {
-                import synchost:plugin/types@0.2.2;
-                import synchost:plugin/host@0.2.2;
-                import synchost:plugin/sql@0.2.2;
-                import synchost:plugin/jetstream@0.2.2;
+                import synchost:plugin/types@0.2.3;
+                import synchost:plugin/host@0.2.3;
+                import synchost:plugin/sql@0.2.3;
+                import synchost:plugin/jetstream@0.2.3;
             }
         ",
         world: "synchost:sdk/imports",
         // The data types are the host's own (see `synchost-model`): a table
         // is laid out, checked and read by the same code on both sides.
-        with: { "synchost:plugin/types@0.2.2": synchost_model::types },
+        with: { "synchost:plugin/types@0.2.3": synchost_model::types },
         generate_unused_types: true,
         generate_all,
     });
@@ -56,7 +56,7 @@ pub use types::{
 
 /// The version of the `synchost:plugin` WIT package this SDK targets: a host
 /// that knows this version or a later 0.2.x runs its plugins.
-pub const WIT_VERSION: &str = "0.2.2";
+pub const WIT_VERSION: &str = "0.2.3";
 
 /// The `info()` answer for a plugin built with this SDK.
 pub fn plugin_info(name: &str, version: &str, description: &str) -> PluginInfo {
