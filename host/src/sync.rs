@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::config::{Mode, PipelineConfig, TenantConfig};
 use crate::plugin::{
-    CompiledPlugin, DestinationInstance, Fence, PluginEngine, PluginError, PluginSetup, SourceInstance, TransformInstance,
+    CompiledPlugin, DestinationInstance, Fence, PluginEngine, PluginError, PluginSetup, SourceInstance,
+    TransformInstance,
 };
 use crate::state::{Lease, LeaseAnswer, PipelineId, RunId, RunStats, RunStatus, StateError, StateStore};
 pub(crate) use event::operation_from_json;

@@ -37,7 +37,8 @@ impl TestSchema {
     }
 
     fn store(&self) -> PostgresStore {
-        PostgresStore::open(&self.url(), None, LEASE_TIME).unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"))
+        PostgresStore::open(&self.url(), None, LEASE_TIME)
+            .unwrap_or_else(|e| panic!("cannot open the PostgreSQL store: {e}"))
     }
 
     /// Runs `sql` on a session of its own, in this schema.
@@ -536,7 +537,8 @@ fn a_postgres_state_newer_than_this_synchost_is_refused_naming_both_versions() {
     let schema = TestSchema::new();
     drop(schema.store());
     schema.execute("UPDATE synchost_schema_version SET version = 99");
-    let error = PostgresStore::open(&schema.url(), None, LEASE_TIME).err().expect("a newer schema is refused").to_string();
+    let error =
+        PostgresStore::open(&schema.url(), None, LEASE_TIME).err().expect("a newer schema is refused").to_string();
     assert!(error.contains("schema version 99"), "{error}");
     assert!(error.contains(&format!("versions up to {}", postgres::MIGRATIONS.len())), "{error}");
 }
