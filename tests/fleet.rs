@@ -351,7 +351,7 @@ fn median(mut values: Vec<i64>) -> i64 {
 }
 
 /// What the chaos driver does to a host, in turn, every few seconds.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Chaos {
     /// SIGKILL a host and start another in its place.
     Kill,
@@ -445,6 +445,18 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     let chaos = length;
     let mut fleet = Fleet::new(tenants_n);
     let tenants: Vec<String> = (0..tenants_n).map(|t| format!("t{t:02}")).collect();
+    if actions.contains(&Chaos::Stall) {
+        // Apply calls that take a while (the delay comes before any write),
+        // so that stalls catch hosts mid-apply, whose late writes the
+        // destination must refuse.
+        for tenant in &tenants {
+            let path = fleet.path(&format!("tenants/{tenant}.toml"));
+            let file = std::fs::read_to_string(&path).unwrap();
+            let slowed = file.replace("lock_stale_ms = 60000 }", "lock_stale_ms = 60000, apply_delay_ms = 100 }");
+            assert_ne!(slowed, file, "the destination's config was not found in {tenant}'s file");
+            std::fs::write(&path, slowed).unwrap();
+        }
+    }
     let mut hosts: Vec<Host> = (0..3).map(|_| fleet.start_host()).collect();
     // They find each other, and split the pipelines between them.
     wait_for("three live hosts sharing the pipelines", Duration::from_secs(120), || {
