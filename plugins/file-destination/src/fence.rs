@@ -3,7 +3,7 @@
 //! host that stalled mid-apply (paused, swapped out) may lose its lease to
 //! another and still finish, when it resumes, the writes it had begun, over
 //! the new holder's. So each shard keeps, beside its files, the highest token
-//! it was written under for each lease scope (`shard-NNN.fence`, a JSON object
+//! it was written under for each lease scope (`fence-NNN.json`, a JSON object
 //! of scope → token), and refuses a write under a lower token of the same
 //! scope. The check and the write it allows hold the shard's lock, so no
 //! write of a newer holder comes between them.

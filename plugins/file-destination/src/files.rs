@@ -22,6 +22,15 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How old the file at `path` is (its modification time), if it is there.
+fn age_ms(path: &str) -> Option<u64> {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map(|d| d.as_millis() as u64)
+}
+
 /// A shard's lock, held while it is rewritten; released when dropped.
 pub(crate) struct ShardLock {
     path: String,
@@ -41,15 +50,8 @@ impl ShardLock {
                 // of the sandbox per shard per batch.
                 Ok(_) => return Ok(ShardLock { path: path.to_string() }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // The lock's age is its modification time.
-                    let age_ms = fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-                        .map(|d| d.as_millis() as u64);
-                    if age_ms.is_some_and(|age| age > stale_ms) {
-                        sdk::log::warn(&format!("breaking the stale lock `{path}` (older than {stale_ms} ms)"));
-                        let _ = fs::remove_file(path);
+                    if age_ms(path).is_some_and(|age| age > stale_ms) {
+                        Self::break_stale(path, stale_ms);
                         continue;
                     }
                     if now_ms().saturating_sub(started) > Self::MAX_WAIT_MS {
@@ -61,6 +63,33 @@ impl ShardLock {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
                 Err(e) => return Err(sdk::io_error(&format!("cannot create the lock `{path}`"), e)),
+            }
+        }
+    }
+
+    /// Removes the lock at `path` if it is still stale, one breaker at a
+    /// time: a breaker holds `….break` (made with `create_new`) while it
+    /// looks again and removes. Without it, two writers that both saw the
+    /// stale lock could each remove "it", the second removing the fresh lock
+    /// the first had just taken, and both would write the shard at once (the
+    /// fleet test caught lanes doing so).
+    fn break_stale(path: &str, stale_ms: u64) {
+        let breaker = format!("{path}.break");
+        match fs::OpenOptions::new().write(true).create_new(true).open(&breaker) {
+            Ok(_) => {
+                if age_ms(path).is_some_and(|age| age > stale_ms) {
+                    sdk::log::warn(&format!("breaking the stale lock `{path}` (older than {stale_ms} ms)"));
+                    let _ = fs::remove_file(path);
+                }
+                let _ = fs::remove_file(&breaker);
+            }
+            // Another writer is breaking it. A breaker is held for a few
+            // calls: one left by a writer killed meanwhile is itself stale.
+            Err(_) => {
+                if age_ms(&breaker).is_some_and(|age| age > stale_ms) {
+                    let _ = fs::remove_file(&breaker);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
     }

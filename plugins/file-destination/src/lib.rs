@@ -11,7 +11,7 @@
 //! fields a sync does not own are kept as they are.
 //!
 //! Each shard also keeps the newest lease token it was written under
-//! (`shard-NNN.fence`): a host whose lease passed on while it stalled cannot
+//! (`fence-NNN.json`): a host whose lease passed on while it stalled cannot
 //! write over the new holder's writes (see [`fence`]).
 //!
 //! Config: `dir`, `shards` (for a new data set; default 16), `page_size`,

@@ -219,7 +219,7 @@ impl DataSet {
             let lock = ShardLock::take(&format!("{}/shard-{shard:03}.lock", self.dir), self.lock_stale_ms);
             let applied = lock.and_then(|_lock| {
                 if let Some(fence) = &fence {
-                    crate::fence::admit(&format!("{}/shard-{shard:03}.fence", self.dir), fence)?;
+                    crate::fence::admit(&format!("{}/fence-{shard:03}.json", self.dir), fence)?;
                 }
                 self.with_shard(shard, |shard| {
                     // Each key's state as this batch leaves it, in the order
