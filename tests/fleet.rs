@@ -260,22 +260,71 @@ retry_backoff_max = "2s"
         (back, log.lines().count())
     }
 
-    /// When `tenant`'s pipeline was first granted after `at_ms` to a host
-    /// other than `id`, in ms since the epoch; 0 if it has not been.
-    fn granted_elsewhere(&self, tenant: &str, id: &str, at_ms: i64) -> i64 {
+    /// When `pipeline` (`tenant/pipeline`) was first granted after `at_ms`
+    /// to a host other than `id`, in ms since the epoch; 0 if it has not been.
+    fn granted_elsewhere(&self, pipeline: &str, id: &str, at_ms: i64) -> i64 {
+        let (tenant, pipeline) = pipeline.split_once('/').unwrap();
         self.value(&format!(
             "SELECT coalesce(min(granted_at_ms), 0) FROM lease_grants
-             WHERE tenant = '{tenant}' AND granted_at_ms > {at_ms} AND holder <> '{id}'"
+             WHERE tenant = '{tenant}' AND pipeline = '{pipeline}' AND granted_at_ms > {at_ms} AND holder <> '{id}'"
         ))
     }
 
-    /// Which pipelines host `id` holds an unexpired lease on now.
+    /// Which pipelines (`tenant/pipeline`) host `id` holds an unexpired
+    /// lease on now.
     fn leases_of(&self, id: &str) -> Vec<String> {
         let now = chrono::Utc::now().timestamp_millis();
-        self.rows(&format!("SELECT tenant FROM leases WHERE holder = '{id}' AND expires_at_ms > {now}"))
-            .into_iter()
-            .map(|row| row[0].clone().unwrap())
-            .collect()
+        self.rows(&format!(
+            "SELECT tenant || '/' || pipeline FROM leases WHERE holder = '{id}' AND expires_at_ms > {now}"
+        ))
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
+        .collect()
+    }
+
+    /// Gives tenant `tenant` a diff pipeline too: a CSV snapshot of people
+    /// (`data/in/{tenant}.people.csv`, its rows' `seq` only growing) → its
+    /// own folder `data/out/{tenant}-people`, with its write log beside it.
+    fn add_diff_pipeline(&self, tenant: &str) {
+        use std::io::Write;
+        use synchost::bundled::{FIELD_MAPPER, FILE_SOURCE};
+        std::fs::create_dir_all(self.path(&format!("data/out/{tenant}-people"))).unwrap();
+        let pipeline = format!(
+            r#"
+[plugins.people]
+path = "{src}"
+sha256 = "{src_digest}"
+dirs = [{{ host = "../data/in", guest = "/in" }}]
+config = {{ snapshot = "/in/{tenant}.people.csv", key = "id" }}
+
+[plugins.people_map]
+path = "{map}"
+sha256 = "{map_digest}"
+config = {{ fields = [{{ name = "id", from = "id" }}, {{ name = "seq", from = "seq", type = "integer" }}] }}
+
+[plugins.people_dst]
+path = "flaky_destination.wasm"
+sha256 = "{dst_digest}"
+dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
+config = {{ dir = "/out/{tenant}-people", shards = 2, write_log = "/out/{tenant}-people.writes.jsonl", lock_stale_ms = 60000 }}
+
+[pipelines.people]
+mode = "diff"
+source = "people"
+transforms = ["people_map"]
+destination = "people_dst"
+schedule = "every 1s"
+# Each new snapshot may change most rows: no approval is asked for.
+max_change_ratio = 10.0
+"#,
+            src = FILE_SOURCE.file_name,
+            src_digest = sha256(FILE_SOURCE.bytes),
+            map = FIELD_MAPPER.file_name,
+            map_digest = sha256(FIELD_MAPPER.bytes),
+            dst_digest = sha256(&common::fixture_plugin("flaky_destination.wasm")),
+        );
+        let path = self.path(&format!("tenants/{tenant}.toml"));
+        std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(pipeline.as_bytes()).unwrap();
     }
 }
 
@@ -315,12 +364,39 @@ impl Host {
 struct Writer {
     last: BTreeMap<String, BTreeMap<String, u64>>,
     seq: BTreeMap<String, u64>,
+    /// Each diff tenant's last snapshot of people: key → seq.
+    people: BTreeMap<String, BTreeMap<String, u64>>,
     random: u64,
 }
 
 impl Writer {
     fn new() -> Writer {
-        Writer { last: BTreeMap::new(), seq: BTreeMap::new(), random: 0x5eed }
+        Writer { last: BTreeMap::new(), seq: BTreeMap::new(), people: BTreeMap::new(), random: 0x5eed }
+    }
+
+    /// Writes a new snapshot of tenant `t`'s 30 people, whole (renamed over
+    /// the old one, so a run reads one snapshot or the other): about a third
+    /// of them get the tenant's next seq, the rest keep theirs.
+    fn snapshot(&mut self, dir: &Path, tenant: &str) {
+        let seq = {
+            let seq = self.seq.entry(format!("{tenant}-people")).or_insert(0);
+            *seq += 1;
+            *seq
+        };
+        let changed: Vec<bool> = (0..30).map(|_| self.next() % 3 == 0).collect();
+        let people = self.people.entry(tenant.to_string()).or_default();
+        let mut csv = String::from("id,seq\n");
+        for (p, changed) in changed.into_iter().enumerate() {
+            let person = people.entry(format!("p{p:02}")).or_insert(seq);
+            if changed {
+                *person = seq;
+            }
+            csv += &format!("p{p:02},{person}\n");
+        }
+        let path = dir.join(format!("data/in/{tenant}.people.csv"));
+        let temporary = path.with_extension("csv.tmp");
+        std::fs::write(&temporary, csv).unwrap();
+        std::fs::rename(&temporary, &path).unwrap();
     }
 
     fn next(&mut self) -> u64 {
@@ -445,6 +521,14 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     let chaos = length;
     let mut fleet = Fleet::new(tenants_n);
     let tenants: Vec<String> = (0..tenants_n).map(|t| format!("t{t:02}")).collect();
+    // The writer appends events all along; five tenants also sync a
+    // snapshot it rewrites now and then, through a diff pipeline.
+    let diff_tenants: Vec<String> = tenants.iter().take(5).cloned().collect();
+    let writer = Arc::new(Mutex::new(Writer::new()));
+    for tenant in &diff_tenants {
+        fleet.add_diff_pipeline(tenant);
+        writer.lock().unwrap().snapshot(fleet.dir.path(), tenant);
+    }
     if actions.contains(&Chaos::Stall) {
         // Apply calls that take a while (the delay comes before any write),
         // so that stalls catch hosts mid-apply, whose late writes the
@@ -468,18 +552,20 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
         })
     });
 
-    // The writer appends events all along, from a thread of its own.
-    let writer = Arc::new(Mutex::new(Writer::new()));
+    // The writer, from a thread of its own.
     let writing = Arc::new(AtomicBool::new(true));
     let writer_thread = {
-        let (writer, writing, dir, tenants) =
-            (writer.clone(), writing.clone(), fleet.dir.path().to_path_buf(), tenants.clone());
+        let (writer, writing, dir, tenants, diff_tenants) =
+            (writer.clone(), writing.clone(), fleet.dir.path().to_path_buf(), tenants.clone(), diff_tenants.clone());
         std::thread::spawn(move || {
             let mut i = 0usize;
             while writing.load(Ordering::Relaxed) {
                 let mut writer = writer.lock().unwrap();
                 let n = 5 + (writer.next() % 40) as usize;
                 writer.append(&dir, &tenants[i % tenants.len()], n);
+                if i % 25 == 0 {
+                    writer.snapshot(&dir, &diff_tenants[(i / 25) % diff_tenants.len()]);
+                }
                 drop(writer);
                 i += 1;
                 std::thread::sleep(Duration::from_millis(20));
@@ -553,9 +639,13 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     writing.store(false, Ordering::Relaxed);
     writer_thread.join().unwrap();
     fleet.wait_caught_up(&tenants, Duration::from_secs(300));
+    let writer = writer.lock().unwrap();
+    // Every diff destination equal to its last snapshot.
+    wait_for("every diff destination equal to its last snapshot", Duration::from_secs(300), || {
+        diff_tenants.iter().all(|t| fleet.destination(&format!("{t}-people")) == writer.people[t])
+    });
 
     // Every event applied: each key holds its last event's seq.
-    let writer = writer.lock().unwrap();
     let mut events = 0;
     for tenant in &tenants {
         let expected = writer.last.get(tenant).cloned().unwrap_or_default();
@@ -565,11 +655,14 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
     assert_eq!(fleet.value("SELECT count(*) FROM dead_letters"), 0, "events were dead-lettered");
     // Every write to the destinations, in order: those that went back.
     let (mut writes, mut regressions) = (0, Vec::new());
-    for tenant in &tenants {
-        let (back, written) = fleet.regressions(tenant);
+    let diff_destinations = diff_tenants.iter().map(|t| format!("{t}-people"));
+    for destination in tenants.iter().cloned().chain(diff_destinations) {
+        let (back, written) = fleet.regressions(&destination);
         regressions.extend(back);
         writes += written;
     }
+    let diff_runs = fleet.value("SELECT count(*) FROM runs WHERE pipeline = 'people' AND status = 'succeeded'");
+    let snapshots: u64 = diff_tenants.iter().map(|t| writer.seq[&format!("{t}-people")]).sum();
     // No two holders of one pipeline at any moment: each grant found the
     // lease it replaced ended (by the database's clock), or its holder's
     // process gone, which only a killed host's can be; tokens only grow.
@@ -616,11 +709,13 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
         }
     };
     eprintln!(
-        "fleet: {} s of chaos, {events} events over {tenants_n} tenants, {writes} destination writes; {} kills, {} \
+        "fleet: {} s of chaos, {events} events over {tenants_n} tenants, {diff_runs} diff runs over {snapshots} \
+         snapshots of {} tenants, {writes} destination writes; {} kills, {} \
          stalls ({stalls_holding} holding leases), {joins} joins; {grants} lease grants, {fenced} state writes \
          and {fenced_at_destination} destination writes refused as stale; takeover after a kill: {}; after a \
          stall: {}",
         chaos.as_secs(),
+        diff_tenants.len(),
         kills.len(),
         stalled.len(),
         takeover(&kills),
