@@ -383,7 +383,7 @@ impl Writer {
             *seq += 1;
             *seq
         };
-        let changed: Vec<bool> = (0..30).map(|_| self.next() % 3 == 0).collect();
+        let changed: Vec<bool> = (0..30).map(|_| self.next().is_multiple_of(3)).collect();
         let people = self.people.entry(tenant.to_string()).or_default();
         let mut csv = String::from("id,seq\n");
         for (p, changed) in changed.into_iter().enumerate() {
@@ -563,7 +563,7 @@ fn chaos(tenants_n: usize, length: Duration, actions: &[Chaos]) -> Vec<String> {
                 let mut writer = writer.lock().unwrap();
                 let n = 5 + (writer.next() % 40) as usize;
                 writer.append(&dir, &tenants[i % tenants.len()], n);
-                if i % 25 == 0 {
+                if i.is_multiple_of(25) {
                     writer.snapshot(&dir, &diff_tenants[(i / 25) % diff_tenants.len()]);
                 }
                 drop(writer);
