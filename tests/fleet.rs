@@ -84,46 +84,14 @@ impl Fleet {
     /// A tenant with an event pipeline: its changelog → field mapper → its
     /// folder under `data/out`, with its write log beside it.
     fn add_tenant(&self, tenant: &str) {
-        use synchost::bundled::{FIELD_MAPPER, FILE_SOURCE};
         std::fs::create_dir_all(self.path(&format!("data/out/{tenant}"))).unwrap();
         std::fs::write(self.path(&format!("data/in/{tenant}.jsonl")), "").unwrap();
-        let file = format!(
-            r#"[plugins.src]
-path = "{src}"
-sha256 = "{src_digest}"
-dirs = [{{ host = "../data/in", guest = "/in" }}]
-config = {{ changelog = "/in/{tenant}.jsonl", key = "id" }}
-
-[plugins.map]
-path = "{map}"
-sha256 = "{map_digest}"
-config = {{ fields = [{{ name = "id", from = "id" }}, {{ name = "seq", from = "seq" }}] }}
-
-[plugins.dst]
-path = "flaky_destination.wasm"
-sha256 = "{dst_digest}"
-dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
-config = {{ dir = "/out/{tenant}", shards = 2, write_log = "/out/{tenant}.writes.jsonl", lock_stale_ms = 60000 }}
-
-[pipelines.events]
-mode = "event"
-source = "src"
-transforms = ["map"]
-destination = "dst"
-schedule = "every 1s"
-max_batch = 100
-# A shard lock held by a killed host is broken after a minute (never during
-# a stall: see the README); what waits for it fails transiently and is
-# retried until it applies, never dead-lettered here.
-max_attempts = 1000
-retry_backoff_max = "2s"
-"#,
-            src = FILE_SOURCE.file_name,
-            src_digest = sha256(FILE_SOURCE.bytes),
-            map = FIELD_MAPPER.file_name,
-            map_digest = sha256(FIELD_MAPPER.bytes),
-            dst_digest = sha256(&common::fixture_plugin("flaky_destination.wasm")),
-        );
+        let source = format!(r#"changelog = "/in/{tenant}.jsonl""#);
+        // A shard lock held by a killed host is broken after a minute (never
+        // during a stall: see the README); what waits for it fails
+        // transiently and is retried until it applies, never dead-lettered.
+        let settings = "mode = \"event\"\nmax_batch = 100\nmax_attempts = 1000\nretry_backoff_max = \"2s\"\n";
+        let file = pipeline_toml("", &source, r#"from = "seq""#, tenant, "events", settings);
         std::fs::write(self.path(&format!("tenants/{tenant}.toml")), file).unwrap();
     }
 
@@ -287,45 +255,55 @@ retry_backoff_max = "2s"
     /// own folder `data/out/{tenant}-people`, with its write log beside it.
     fn add_diff_pipeline(&self, tenant: &str) {
         use std::io::Write;
-        use synchost::bundled::{FIELD_MAPPER, FILE_SOURCE};
         std::fs::create_dir_all(self.path(&format!("data/out/{tenant}-people"))).unwrap();
-        let pipeline = format!(
-            r#"
-[plugins.people]
-path = "{src}"
-sha256 = "{src_digest}"
-dirs = [{{ host = "../data/in", guest = "/in" }}]
-config = {{ snapshot = "/in/{tenant}.people.csv", key = "id" }}
-
-[plugins.people_map]
-path = "{map}"
-sha256 = "{map_digest}"
-config = {{ fields = [{{ name = "id", from = "id" }}, {{ name = "seq", from = "seq", type = "integer" }}] }}
-
-[plugins.people_dst]
-path = "flaky_destination.wasm"
-sha256 = "{dst_digest}"
-dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
-config = {{ dir = "/out/{tenant}-people", shards = 2, write_log = "/out/{tenant}-people.writes.jsonl", lock_stale_ms = 60000 }}
-
-[pipelines.people]
-mode = "diff"
-source = "people"
-transforms = ["people_map"]
-destination = "people_dst"
-schedule = "every 1s"
-# Each new snapshot may change most rows: no approval is asked for.
-max_change_ratio = 10.0
-"#,
-            src = FILE_SOURCE.file_name,
-            src_digest = sha256(FILE_SOURCE.bytes),
-            map = FIELD_MAPPER.file_name,
-            map_digest = sha256(FIELD_MAPPER.bytes),
-            dst_digest = sha256(&common::fixture_plugin("flaky_destination.wasm")),
-        );
+        let source = format!(r#"snapshot = "/in/{tenant}.people.csv""#);
+        // Each new snapshot may change most rows: no approval is asked for.
+        let settings = "mode = \"diff\"\nmax_change_ratio = 10.0\n";
+        let out = format!("{tenant}-people");
+        let pipeline = pipeline_toml("people_", &source, r#"from = "seq", type = "integer""#, &out, "people", settings);
         let path = self.path(&format!("tenants/{tenant}.toml"));
         std::fs::OpenOptions::new().append(true).open(path).unwrap().write_all(pipeline.as_bytes()).unwrap();
     }
+}
+
+/// A tenant file's part for one pipeline, run every second: a file source
+/// (`source`, keyed by `id`) → the field mapper (`id`, and `seq` as
+/// `seq_field` says) → the flaky destination in `data/out/{out}`, which logs
+/// every write to `data/out/{out}.writes.jsonl`; then `[pipelines.{pipeline}]`
+/// with `settings`. Its plugins' names start with `prefix`.
+fn pipeline_toml(prefix: &str, source: &str, seq_field: &str, out: &str, pipeline: &str, settings: &str) -> String {
+    use synchost::bundled::{FIELD_MAPPER, FILE_SOURCE};
+    format!(
+        r#"
+[plugins.{prefix}src]
+path = "{src}"
+sha256 = "{src_digest}"
+dirs = [{{ host = "../data/in", guest = "/in" }}]
+config = {{ {source}, key = "id" }}
+
+[plugins.{prefix}map]
+path = "{map}"
+sha256 = "{map_digest}"
+config = {{ fields = [{{ name = "id", from = "id" }}, {{ name = "seq", {seq_field} }}] }}
+
+[plugins.{prefix}dst]
+path = "flaky_destination.wasm"
+sha256 = "{dst_digest}"
+dirs = [{{ host = "../data/out", guest = "/out", write = true }}]
+config = {{ dir = "/out/{out}", shards = 2, write_log = "/out/{out}.writes.jsonl", lock_stale_ms = 60000 }}
+
+[pipelines.{pipeline}]
+source = "{prefix}src"
+transforms = ["{prefix}map"]
+destination = "{prefix}dst"
+schedule = "every 1s"
+{settings}"#,
+        src = FILE_SOURCE.file_name,
+        src_digest = sha256(FILE_SOURCE.bytes),
+        map = FIELD_MAPPER.file_name,
+        map_digest = sha256(FIELD_MAPPER.bytes),
+        dst_digest = sha256(&common::fixture_plugin("flaky_destination.wasm")),
+    )
 }
 
 impl Drop for Fleet {
