@@ -454,3 +454,106 @@ fn a_snapshot_leaves_out_rows_its_deleted_column_marks_and_the_marker_itself() {
     assert!(common::stderr(&output).contains("7 row(s) in 3 page(s)"), "{}", common::stderr(&output));
     pg.run(&format!("DROP TABLE {table}"));
 }
+
+/// A destination database, PostgreSQL or MariaDB, for tests that run on both.
+enum Destination {
+    Postgres(Postgres),
+    MariaDb(MariaDb),
+}
+
+impl Destination {
+    fn run(&mut self, sql: &str) {
+        match self {
+            Destination::Postgres(pg) => pg.run(sql),
+            Destination::MariaDb(maria) => maria.run(sql),
+        }
+    }
+
+    fn rows(&mut self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            Destination::Postgres(pg) => pg.rows(sql),
+            Destination::MariaDb(maria) => maria.rows(sql),
+        }
+    }
+
+    fn connection(&self) -> &'static str {
+        match self {
+            Destination::Postgres(_) => "pg",
+            Destination::MariaDb(_) => "maria",
+        }
+    }
+}
+
+/// With `fence_table`, a batch under an older lease of its pipeline than the
+/// one the table records (a host that stalled and lost its lease) is refused
+/// whole, and leaves the table as it was; a batch under the newest lease
+/// goes through. The newer holder is played by raising the recorded token by
+/// hand.
+fn a_batch_under_an_older_lease_than_the_fence_table_records_is_refused(mut destination: Destination) {
+    let pg = Postgres::connect();
+    let (source, table, fences) = (unique_name("fenced_src"), unique_name("fenced_dst"), unique_name("fences"));
+    people_in_postgres(&pg, &source, 100);
+    destination.run(&format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, name VARCHAR(100) NOT NULL)"));
+    let connection = destination.connection();
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            (
+                "\"pg\"",
+                &format!(
+                    r#"{{ connection = "pg", table = "{source}", key = "id", cursor = "seq", columns = ["id", "name"] }}"#
+                ),
+            ),
+            (
+                &format!("\"{connection}\""),
+                &format!(r#"{{ connection = "{connection}", table = "{table}", key = "id", fence_table = "{fences}" }}"#),
+            ),
+            "mode = \"event\"\nmax_batch = 50\nlanes = 2",
+        ),
+    );
+    let names = |destination: &mut Destination| {
+        destination.rows(&format!("SELECT count(*), count(CASE WHEN name = 'changed' THEN 1 END) FROM {table}"))
+    };
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(names(&mut destination), [[Some("100".into()), Some("0".into())]]);
+    // One scope, the state's and the pipeline's, at the run's token.
+    let recorded = destination.rows(&format!("SELECT scope, token FROM {fences}"));
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(recorded[0][0].as_deref().unwrap().ends_with("/acme/main"), "{recorded:?}");
+
+    // A newer holder has written: every batch of this host's next run is
+    // refused, naming both tokens, and nothing of it lands.
+    destination.run(&format!("UPDATE {fences} SET token = token + 1000"));
+    pg.run(&format!("UPDATE {source} SET name = 'changed', seq = 5000 + id WHERE id <= 60"));
+    // (Refused as transient: the operations wait in the retry queue.)
+    let (_, report) = host.sync("acme/main", &[]);
+    assert_eq!(report["stats"]["upserted"], 0, "a run under an older lease went through: {report}");
+    assert_eq!(report["stats"]["pending_retries"], 60, "{report}");
+    assert!(report["failures"][0][1].as_str().unwrap().contains("has passed to another holder"), "{report}");
+    assert_eq!(names(&mut destination), [[Some("100".into()), Some("0".into())]]);
+
+    // Under the newest lease again (the recorded one put back below this
+    // host's next), the refused operations go through, as their retries
+    // come due.
+    destination.run(&format!("UPDATE {fences} SET token = 0"));
+    common::admin::wait_for("the refused changes to apply", std::time::Duration::from_secs(120), || {
+        host.sync("acme/main", &[]);
+        names(&mut destination) == [[Some("100".into()), Some("60".into())]]
+    });
+
+    pg.run(&format!("DROP TABLE {source}"));
+    destination.run(&format!("DROP TABLE {table}"));
+    destination.run(&format!("DROP TABLE {fences}"));
+}
+
+#[test]
+fn postgres_fence_table_refuses_a_batch_under_an_older_lease() {
+    a_batch_under_an_older_lease_than_the_fence_table_records_is_refused(Destination::Postgres(Postgres::connect()));
+}
+
+#[test]
+fn mariadb_fence_table_refuses_a_batch_under_an_older_lease() {
+    a_batch_under_an_older_lease_than_the_fence_table_records_is_refused(Destination::MariaDb(MariaDb::connect()));
+}

@@ -25,9 +25,12 @@
 //! | `columns` | every column | the columns the snapshot reads (what a diff compares is the pipeline's owned fields) |
 //! | `page_size` | `5000` | rows per snapshot page |
 //! | `statement_rows` | `500` | rows per delete statement |
+//! | `fence_table` | none | a table (made if missing) recording each pipeline's newest lease, so that a host whose lease passed on while it stalled cannot commit a batch over the new holder's (see [`fence`]) |
 //!
 //! Columns the table has but a batch does not carry must be nullable or have
 //! a default, since a new row is inserted with the batch's columns only.
+
+mod fence;
 
 use std::collections::HashSet;
 
@@ -66,6 +69,12 @@ struct Config {
     #[serde(default = "default_statement_rows")]
     #[schemars(range(min = 1))]
     statement_rows: usize,
+    /// A table, e.g. "synchost_fences" or "crm.synchost_fences", made if
+    /// missing, where each batch records the lease it was written under, in
+    /// its own transaction: a batch under an older lease of its pipeline than
+    /// one recorded (a host that stalled and lost its lease) is refused. Set
+    /// it when several hosts share pipelines.
+    fence_table: Option<String>,
 }
 
 fn default_page_size() -> u32 {
@@ -81,6 +90,7 @@ fn default_statement_rows() -> usize {
 struct SqlDestination {
     config: Config,
     table: Table,
+    fences: Option<fence::FenceTable>,
 }
 
 impl sdk::Plugin for SqlDestination {
@@ -99,7 +109,11 @@ impl sdk::Plugin for SqlDestination {
             return Err(Error::Config("`page_size` and `statement_rows` must be at least 1".into()));
         }
         let table = Table::open(&config.connection, &config.table, &config.key, config.columns.as_deref())?;
-        Ok(SqlDestination { config, table })
+        let fences = match &config.fence_table {
+            Some(name) => Some(fence::FenceTable::open(&table.connection, name)?),
+            None => None,
+        };
+        Ok(SqlDestination { config, table, fences })
     }
 }
 
@@ -331,12 +345,19 @@ impl sdk::Destination for SqlDestination {
         let connection = &self.table.connection;
         let operations = &batch.operations;
         let shape = self.shape(&batch.columns);
+        let fence = sdk::host::run_fence();
+        // Admits the batch under the run's lease, in its transaction.
+        let admit = || match (&self.fences, &fence) {
+            (Some(fences), Some(fence)) => fences.admit(connection, fence),
+            _ => Ok(()),
+        };
         // Fast path: every statement of the batch in one transaction.
         connection.begin()?;
-        let fast = self
-            .groups(operations, shape.insert_columns.len())
-            .iter()
-            .try_for_each(|g| self.run(&shape, operations, g, true));
+        let fast = admit().and_then(|()| {
+            self.groups(operations, shape.insert_columns.len())
+                .iter()
+                .try_for_each(|g| self.run(&shape, operations, g, true))
+        });
         match fast {
             Ok(()) => {
                 connection.commit()?;
@@ -358,6 +379,10 @@ impl sdk::Destination for SqlDestination {
         // Slow path: one operation at a time, each in a savepoint, so that a
         // rejected row is rolled back alone.
         connection.begin()?;
+        if let Err(refused) = admit() {
+            let _ = connection.rollback();
+            return Err(refused);
+        }
         let mut outcomes = Vec::with_capacity(operations.len());
         for i in 0..operations.len() {
             let group = match operations[i].action {
