@@ -90,6 +90,12 @@ fn mariadb_digest(maria: &mut MariaDb, table: &str) -> (String, String) {
     (row[0][0].clone().unwrap(), row[0][1].clone().unwrap())
 }
 
+/// The SQL source's config for PostgreSQL table `table` read as events by
+/// its `seq` column: `columns`, a TOML list.
+fn seq_cursor_source(table: &str, columns: &str) -> String {
+    format!(r#"{{ connection = "pg", table = "{table}", key = "id", cursor = "seq", columns = {columns} }}"#)
+}
+
 const OWNED: &str = r#"["id", "name", "email", "score", "active", "updated_at"]"#;
 
 #[test]
@@ -159,12 +165,7 @@ fn postgres_to_mariadb_event_sync_follows_a_cursor_column_and_keeps_hand_edits_o
     host.write(
         "tenants/acme.toml",
         &tenant(
-            (
-                "\"pg\"",
-                &format!(
-                    r#"{{ connection = "pg", table = "{source}", key = "id", cursor = "seq", columns = {OWNED} }}"#
-                ),
-            ),
+            ("\"pg\"", &seq_cursor_source(&source, OWNED)),
             ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
             "mode = \"event\"\nmax_batch = 300\nlanes = 2",
         ),
@@ -499,15 +500,12 @@ fn a_batch_under_an_older_lease_than_the_fence_table_records_is_refused(mut dest
     host.write(
         "tenants/acme.toml",
         &tenant(
-            (
-                "\"pg\"",
-                &format!(
-                    r#"{{ connection = "pg", table = "{source}", key = "id", cursor = "seq", columns = ["id", "name"] }}"#
-                ),
-            ),
+            ("\"pg\"", &seq_cursor_source(&source, r#"["id", "name"]"#)),
             (
                 &format!("\"{connection}\""),
-                &format!(r#"{{ connection = "{connection}", table = "{table}", key = "id", fence_table = "{fences}" }}"#),
+                &format!(
+                    r#"{{ connection = "{connection}", table = "{table}", key = "id", fence_table = "{fences}" }}"#
+                ),
             ),
             "mode = \"event\"\nmax_batch = 50\nlanes = 2",
         ),
