@@ -31,9 +31,8 @@ pub(crate) fn admit(path: &str, fence: &Fence) -> Result<(), Error> {
     match fences.get(&fence.scope) {
         // Refused as transient: the stale run is stopping anyway (its state
         // writes are refused too), and the new holder applies these
-        // operations itself.
-        // Logged too: an operator sees in the host's log that a stale
-        // writer was kept out.
+        // operations itself. Logged too, so that an operator sees in the
+        // host's log that a stale writer was kept out.
         Some(&newest) if newest > fence.token => {
             let refusal = format!(
                 "this run's lease (token {}) has passed to another holder, which wrote here under token {newest} \

@@ -86,10 +86,7 @@ impl Table {
 
     /// The placeholder for parameter `n` (1-based).
     pub fn placeholder(&self, n: usize) -> String {
-        match self.dialect {
-            Dialect::Postgres => format!("${n}"),
-            Dialect::Mysql | Dialect::Sqlite => "?".to_string(),
-        }
+        placeholder(self.dialect, n)
     }
 
     /// A condition that holds for rows whose `columns` come after `values`
@@ -171,6 +168,14 @@ impl Table {
     pub fn key_of(&self, values: &[Value]) -> Result<String, Error> {
         let parts: Vec<&Value> = (0..self.key.len()).map(|i| &values[i]).collect();
         key_text(&self.key, &parts)
+    }
+}
+
+/// The placeholder for parameter `n` (1-based) in `dialect`.
+pub fn placeholder(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Postgres => format!("${n}"),
+        Dialect::Mysql | Dialect::Sqlite => "?".to_string(),
     }
 }
 

@@ -10,7 +10,7 @@
 //! the batches in flight under the old token, and every batch of the old
 //! holder after it is refused.
 
-use sql_common::{quote, read_all};
+use sql_common::{placeholder, quote, read_all};
 use synchost_plugin_sdk::host::Fence;
 use synchost_plugin_sdk::sql::{Connection, Dialect};
 use synchost_plugin_sdk::{Error, Value};
@@ -45,10 +45,7 @@ impl FenceTable {
     /// anyway, and the new holder applies these operations itself).
     pub(crate) fn admit(&self, connection: &Connection, fence: &Fence) -> Result<(), Error> {
         let t = &self.sql_name;
-        let (p1, p2) = match self.dialect {
-            Dialect::Postgres => ("$1", "$2"),
-            Dialect::Mysql | Dialect::Sqlite => ("?", "?"),
-        };
+        let (p1, p2) = (placeholder(self.dialect, 1), placeholder(self.dialect, 2));
         let scope = Value::Text(fence.scope.clone());
         let token = fence.token as i64;
         if self.recorded(connection, &scope, "")?.is_none_or(|recorded| recorded < token) {
@@ -86,7 +83,7 @@ impl FenceTable {
 
     /// The token recorded for `scope`, read with `lock` (a locking clause).
     fn recorded(&self, connection: &Connection, scope: &Value, lock: &str) -> Result<Option<i64>, Error> {
-        let p1 = if self.dialect == Dialect::Postgres { "$1" } else { "?" };
+        let p1 = placeholder(self.dialect, 1);
         let sql = format!("SELECT token FROM {} WHERE scope = {p1}{lock}", self.sql_name);
         let rows = read_all(connection, &sql, std::slice::from_ref(scope), 1)?;
         rows.first()
