@@ -72,6 +72,25 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Reconcile an event pipeline now: diff its source's snapshot against
+    /// the destination and repair the drift the event stream will not,
+    /// never writing a key's older state over a newer one. Exits as `sync`.
+    #[command(
+        after_help = "Examples:\n  synchost reconcile acme/orders --plan\n  synchost reconcile acme/orders --json"
+    )]
+    Reconcile {
+        /// The event pipeline, as TENANT/PIPELINE.
+        pipeline: PipelineId,
+        /// Show the drift and the repair, writing nothing.
+        #[arg(long)]
+        plan: bool,
+        /// Repair even if a guard (`max_change_ratio`) blocks it, this once.
+        #[arg(long, conflicts_with = "plan")]
+        force: bool,
+        /// Print JSON (errors too) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a diff sync would do now, writing nothing.
     #[command(after_help = "Example:\n  synchost plan acme/roster")]
     Plan {
@@ -219,6 +238,7 @@ impl Command {
     fn json(&self) -> bool {
         match self {
             Command::Sync { json, .. }
+            | Command::Reconcile { json, .. }
             | Command::Plan { json, .. }
             | Command::Approve { json, .. }
             | Command::Replay { json, .. }
@@ -259,6 +279,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { pipeline, json, max_batches, force } => {
             let options = SyncOptions { max_batches, force, ..SyncOptions::default() };
             sync(&cli.config, &pipeline, json, options)
+        }
+        Command::Reconcile { pipeline, plan, force, json } => {
+            diff::reconcile(&cli.config, &pipeline, plan, force, json)
         }
         Command::Plan { pipeline, json } => diff::plan(&cli.config, &pipeline, json),
         Command::Approve { run, json } => diff::approve(&cli.config, run, json),

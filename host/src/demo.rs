@@ -242,6 +242,18 @@ fn show(report: &SyncReport) {
             s.upserted,
             s.deleted
         ),
+        crate::config::Mode::Reconcile => {
+            let drift = s.drift.clone().unwrap_or_default();
+            outln!(
+                "   run {}: drift {} missing, {} extra, {} different -> repaired {}, left to the stream {}",
+                report.run,
+                drift.missing,
+                drift.extra,
+                drift.different,
+                drift.repaired,
+                drift.left_to_stream
+            )
+        }
     }
 }
 

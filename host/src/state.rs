@@ -157,6 +157,60 @@ pub struct RunStats {
     pub held: u64,
     /// Milliseconds spent per phase (diff syncs: read, apply).
     pub timings_ms: BTreeMap<String, u64>,
+    /// Reconcile runs: how far the destination had drifted from the source,
+    /// and what the run repaired or left to the event stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+/// What a reconciliation found: keys whose owned fields the destination does
+/// not hold as the source's snapshot has them. Keys the event stream was
+/// about to bring to a newer state (events between the watermarks, the retry
+/// queue, dead letters) are counted but left to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Drift {
+    /// Keys the source has and the destination lacks.
+    pub missing: u64,
+    /// Keys the destination has and the source does not (as many as the
+    /// pipeline's `deletes` lets it remove).
+    pub extra: u64,
+    /// Keys in both whose owned fields differ.
+    pub different: u64,
+    /// Owned field → how many of the different keys differ in it.
+    pub fields: BTreeMap<String, u64>,
+    /// Of the drifted keys, those left to the event stream.
+    pub left_to_stream: u64,
+    /// Operations the run applied to repair the rest (see the run's
+    /// `created`, `updated` and `deleted` for which).
+    pub repaired: u64,
+    /// The committed event cursor before the snapshots were read: the
+    /// stream goes on from here.
+    pub low_watermark: Option<String>,
+    /// The event position read up to after the snapshots were read.
+    pub high_watermark: Option<String>,
+    /// Events between the two watermarks, read and not applied.
+    pub events_between: u64,
+    /// Distinct keys those events, the retry queue and the dead letters touch.
+    pub keys_in_flight: u64,
+    pub samples: DriftSamples,
+}
+
+/// The first few drifted keys of each kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct DriftSamples {
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+    pub different: Vec<DifferentKey>,
+    pub left_to_stream: Vec<String>,
+}
+
+/// A key whose owned fields differ, and which.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DifferentKey {
+    pub key: String,
+    pub fields: Vec<String>,
 }
 
 impl RunStats {
@@ -198,6 +252,8 @@ pub struct RunFilter {
     pub tenant: Option<String>,
     pub pipeline: Option<String>,
     pub status: Option<RunStatus>,
+    /// Only runs of this kind.
+    pub mode: Option<Mode>,
     /// Only runs older than this one (paging back through the history).
     pub before: Option<RunId>,
     pub limit: usize,
@@ -739,7 +795,11 @@ pub(crate) fn machine_name() -> String {
 }
 
 fn parse_mode(text: &str) -> Mode {
-    if text == "event" { Mode::Event } else { Mode::Diff }
+    match text {
+        "event" => Mode::Event,
+        "reconcile" => Mode::Reconcile,
+        _ => Mode::Diff,
+    }
 }
 
 /// An operation as stored (JSON text); text that is not JSON is shown as it is.

@@ -100,13 +100,15 @@ pub enum SyncError {
     NoPipeline { tenant: String, pipeline: String, known: Vec<String> },
     #[error("no run {0}")]
     NoRun(RunId),
-    #[error("run {run} is not a diff run of {pipeline}")]
+    #[error("run {run} is not a diff or reconcile run of {pipeline}")]
     NotThisPipeline { run: RunId, pipeline: PipelineId },
     #[error("run {run} is not blocked (it is {status}); only a blocked plan can be approved")]
     NotBlocked { run: RunId, status: RunStatus },
-    #[error("{0} is an event pipeline; only diff pipelines plan")]
+    #[error("{0} is an event pipeline; only diff pipelines plan (`synchost reconcile {0} --plan` shows its drift)")]
     NotDiff(PipelineId),
-    #[error("run {0} is an event run; only diff runs can be replayed")]
+    #[error("{0} is a diff pipeline: every run of it reconciles (`synchost sync`, `synchost plan`)")]
+    NotEvent(PipelineId),
+    #[error("run {0} is an event run; only diff and reconcile runs can be replayed")]
     EventRun(RunId),
     /// Another host or command runs the pipeline now.
     #[error(
@@ -370,10 +372,42 @@ impl SyncJob<'_> {
             let run = self.state.start_run(&lease, self.pipeline.mode, &self.digests())?;
             let from = RunStats::default();
             (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: self.pipeline.mode, from: &from });
-            Ok(self.record(run, |progress| match self.pipeline.mode {
+            Ok(self.record(run, self.pipeline.mode, |progress| match self.pipeline.mode {
                 Mode::Diff => diff::run(self, run, progress),
                 Mode::Event => event::run(self, run, progress),
+                Mode::Reconcile => unreachable!("no pipeline has the mode `reconcile`: its config is refused"),
             })?)
+        })
+    }
+
+    /// Reconciles an event pipeline against a diff of its source's snapshot,
+    /// as its `reconcile` schedule does (see [`diff::reconcile`]): a run of
+    /// its own kind, between event runs.
+    pub fn reconcile(&self) -> Result<SyncReport, SyncError> {
+        let id = self.id();
+        if self.pipeline.mode != Mode::Event {
+            return Err(SyncError::NotEvent(id));
+        }
+        let lease = self.take_lease()?;
+        self.holding(&lease, || {
+            let run = self.state.start_run(&lease, Mode::Reconcile, &self.digests())?;
+            let from = RunStats::default();
+            (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: Mode::Reconcile, from: &from });
+            Ok(self.record(run, Mode::Reconcile, |progress| diff::reconcile::run(self, run, progress))?)
+        })
+    }
+
+    /// What a reconciliation would find and repair now, writing nothing:
+    /// what `synchost reconcile --plan` shows. It holds the lease while it
+    /// reads, so that no event batch applies between its watermarks.
+    pub fn reconcile_preview(&self) -> Result<diff::reconcile::ReconcilePreview, SyncError> {
+        if self.pipeline.mode != Mode::Event {
+            return Err(SyncError::NotEvent(self.id()));
+        }
+        let lease = self.take_lease()?;
+        self.holding(&lease, || {
+            let mut progress = Progress::new(self, None);
+            Ok(diff::reconcile::preview(self, &mut progress)?)
         })
     }
 
@@ -381,7 +415,7 @@ impl SyncJob<'_> {
     /// destination has not changed since. The run record is that run's.
     pub fn approve(&self, run: RunId) -> Result<SyncReport, SyncError> {
         let record = self.state.run(run)?.ok_or(SyncError::NoRun(run))?;
-        if record.pipeline != self.id() || record.mode != Mode::Diff {
+        if record.pipeline != self.id() || record.mode == Mode::Event {
             return Err(SyncError::NotThisPipeline { run, pipeline: self.id() });
         }
         if record.status != RunStatus::Blocked {
@@ -393,12 +427,19 @@ impl SyncJob<'_> {
             // leaves the blocked run as it was. The check reads the destination
             // once, and the apply goes on with what it read.
             let mut progress = Progress::new(self, Some(run));
+            let id = self.id();
+            if record.mode == Mode::Reconcile {
+                let approvable = diff::reconcile::approvable(self, run, &mut progress)?;
+                self.state.restart_run(run, &lease)?;
+                (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: record.mode, from: &record.stats });
+                let approve = |progress: &mut Progress| diff::reconcile::approve(self, run, approvable, progress);
+                return Ok(self.record(run, Mode::Reconcile, approve)?);
+            }
             let approvable = diff::approvable(self, run, &mut progress)?;
             self.state.restart_run(run, &lease)?;
-            let id = self.id();
             (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: Mode::Diff, from: &record.stats });
             // The run keeps what its planning counted (rows read, desired...).
-            let report = self.record(run, |progress| {
+            let report = self.record(run, Mode::Diff, |progress| {
                 progress.stats = record.stats.clone();
                 diff::approve(self, run, approvable, progress)
             })?;
@@ -419,16 +460,17 @@ impl SyncJob<'_> {
     /// plugins, and compares it with the recorded plan.
     pub fn replay(&self, run: RunId) -> Result<diff::ReplayReport, SyncError> {
         let record = self.state.run(run)?.ok_or(SyncError::NoRun(run))?;
-        if record.mode != Mode::Diff {
+        if record.mode == Mode::Event {
             return Err(SyncError::EventRun(run));
         }
         Ok(diff::replay(self, run)?)
     }
 
-    /// Runs `work` as run `run` and records how it ended.
+    /// Runs `work` as run `run`, of kind `kind`, and records how it ended.
     fn record(
         &self,
         run: RunId,
+        kind: Mode,
         work: impl FnOnce(&mut Progress) -> Result<(), Halt>,
     ) -> Result<SyncReport, StateError> {
         let id = self.id();
@@ -441,13 +483,13 @@ impl SyncJob<'_> {
             _ => None,
         };
         let (status, error) = match outcome {
-            Ok(()) | Err(Halt::HandedOver) => match self.did_not_apply(&progress.stats) {
+            Ok(()) | Err(Halt::HandedOver) => match self.did_not_apply(kind, &progress.stats) {
                 None => (RunStatus::Succeeded, None),
                 Some(summary) => (RunStatus::SucceededWithErrors, Some(summary)),
             },
             Err(Halt::Stopped) => (RunStatus::Stopped, Some(Halt::Stopped.to_string())),
             Err(Halt::LeaseLost) => (RunStatus::Stopped, Some(Halt::LeaseLost.to_string())),
-            Err(Halt::OverBudget(breach)) if self.pipeline.mode == Mode::Event => {
+            Err(Halt::OverBudget(breach)) if kind == Mode::Event => {
                 (RunStatus::Stopped, Some(format!("{}; the next run goes on from its cursor", breach.detail)))
             }
             Err(Halt::Blocked(reason)) => (RunStatus::Blocked, Some(reason)),
@@ -463,7 +505,7 @@ impl SyncJob<'_> {
         let idle = status == RunStatus::Succeeded && progress.stats.read == 0 && progress.stats.batches == 0;
         // A run that found the plan already waiting reports that run instead.
         let reported_run = waiting.unwrap_or(run);
-        if waiting.is_some() || (idle && self.pipeline.mode == Mode::Event && self.options.forget_idle_runs) {
+        if waiting.is_some() || (idle && kind == Mode::Event && self.options.forget_idle_runs) {
             self.state.forget_run(run)?;
         } else {
             self.state.finish_run(run, status, &progress.stats, error.as_deref())?;
@@ -480,7 +522,7 @@ impl SyncJob<'_> {
         Ok(SyncReport {
             run: reported_run,
             pipeline: id,
-            mode: self.pipeline.mode,
+            mode: kind,
             status,
             stats: std::mem::take(&mut progress.stats),
             error,
@@ -492,16 +534,16 @@ impl SyncJob<'_> {
 
     /// What of a run that went to its end did not apply, if anything: items
     /// rejected, dead-lettered, or (diff runs) given up after their attempts.
-    fn did_not_apply(&self, stats: &RunStats) -> Option<String> {
+    fn did_not_apply(&self, kind: Mode, stats: &RunStats) -> Option<String> {
         let mut parts = Vec::new();
         if stats.rejected > 0 {
             parts.push(format!("{} rejected", stats.rejected));
         }
-        match self.pipeline.mode {
+        match kind {
             Mode::Event if stats.dead_lettered > 0 => {
                 parts.push(format!("{} dead-lettered (see `synchost dlq list {}`)", stats.dead_lettered, self.id()))
             }
-            Mode::Diff if stats.failed > 0 => {
+            Mode::Diff | Mode::Reconcile if stats.failed > 0 => {
                 parts.push(format!("{} gave up after their attempts (the next run plans them again)", stats.failed))
             }
             _ => {}

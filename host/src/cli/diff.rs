@@ -1,4 +1,4 @@
-//! The diff-sync commands: `plan`, `approve` and `replay`.
+//! The diff-sync commands: `plan`, `reconcile`, `approve` and `replay`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +22,29 @@ pub(super) fn plan(config: &Path, id: &PipelineId, json: bool) -> anyhow::Result
     let preview = job.preview()?;
     output::preview(id, &preview, job.pipeline.diff.max_change_ratio, json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reconciles an event pipeline here (its lease keeps a daemon's event runs
+/// of it away meanwhile), or shows what a reconciliation would do.
+pub(super) fn reconcile(
+    config: &Path,
+    id: &PipelineId,
+    plan: bool,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let runtime = load(config, Tenants::Only(&id.tenant))?;
+    let stop = super::stop_on_signal();
+    let mut job = runtime.job(id, stop, SyncOptions { force, ..SyncOptions::default() })?;
+    job.observer = progress::observer(json);
+    if plan {
+        let preview = job.reconcile_preview()?;
+        output::reconcile_preview(id, &preview, json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = job.reconcile()?;
+    output::report(&report, json);
+    Ok(super::exit_code(report.status))
 }
 
 /// The pipeline a recorded run belongs to.

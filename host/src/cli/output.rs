@@ -81,7 +81,7 @@ pub(super) fn report(report: &SyncReport, json: bool) {
         print_json(report);
         return;
     }
-    outln!("{}: run {} {} ({} sync)", report.pipeline, report.run, status_word(report.status), report.mode);
+    outln!("{}: run {} {} ({})", report.pipeline, report.run, status_word(report.status), run_kind(report.mode));
     print_stats(&report.stats);
     if let Some(error) = &report.error {
         outln!("  error: {error}");
@@ -106,7 +106,18 @@ fn status_word(status: crate::state::RunStatus) -> &'static str {
     }
 }
 
+/// A kind of run as people read it.
+fn run_kind(mode: crate::config::Mode) -> String {
+    match mode {
+        crate::config::Mode::Reconcile => "reconciliation".into(),
+        mode => format!("{mode} sync"),
+    }
+}
+
 fn print_stats(stats: &RunStats) {
+    if let Some(drift) = &stats.drift {
+        print_drift(drift);
+    }
     match (&stats.cursor_before, &stats.cursor_after) {
         (before, Some(after)) => {
             outln!(
@@ -162,15 +173,22 @@ pub(super) fn runs(runs: &[RunRecord], json: bool) {
         outln!("no runs recorded");
         return;
     }
-    outln!("{:>6}  {:<32} {:<6} {:<10} {:<25} summary", "run", "pipeline", "mode", "status", "started");
+    outln!("{:>6}  {:<32} {:<9} {:<10} {:<25} summary", "run", "pipeline", "kind", "status", "started");
     for run in runs {
         let s = &run.stats;
         let summary = match run.mode {
             crate::config::Mode::Diff => format!("+{} ~{} -{} ={}", s.created, s.updated, s.deleted, s.unchanged),
             crate::config::Mode::Event => format!("{} events, {} batches", s.read, s.batches),
+            crate::config::Mode::Reconcile => match &s.drift {
+                Some(d) => format!(
+                    "drift {} missing {} extra {} different; repaired {}, left to the stream {}",
+                    d.missing, d.extra, d.different, d.repaired, d.left_to_stream
+                ),
+                None => "no drift measured".into(),
+            },
         };
         outln!(
-            "{:>6}  {:<32} {:<6} {:<10} {:<25} {summary}",
+            "{:>6}  {:<32} {:<9} {:<10} {:<25} {summary}",
             run.id,
             run.pipeline.to_string(),
             run.mode.to_string(),
@@ -185,7 +203,7 @@ pub(super) fn run(run: &RunRecord, json: bool) {
         print_json(run);
         return;
     }
-    outln!("run {} of {} ({} sync): {}", run.id, run.pipeline, run.mode, status_word(run.status));
+    outln!("run {} of {} ({}): {}", run.id, run.pipeline, run_kind(run.mode), status_word(run.status));
     outln!("  started  {}", run.started_at);
     outln!("  finished {}", run.finished_at.as_deref().unwrap_or("-"));
     print_stats(&run.stats);
@@ -410,5 +428,71 @@ pub(super) fn hosts(hosts: &[crate::state::HostInfo], leases: &[crate::state::Le
     outln!("{:<32} {:<26} {:>6} {:>6}", "HOST", "STARTED", "OWNS", "HOLDS");
     for host in hosts {
         outln!("{:<32} {:<26} {:>6} {:>6}", host.id, host.started_at, host.pipelines, holding(&host.id));
+    }
+}
+
+/// What a reconciliation found: the drift by kind and field, samples, and
+/// what was repaired or left to the event stream.
+fn print_drift(drift: &crate::state::Drift) {
+    outln!(
+        "  drift: {} missing, {} extra, {} different; {} left to the event stream, {} repaired",
+        drift.missing,
+        drift.extra,
+        drift.different,
+        drift.left_to_stream,
+        drift.repaired
+    );
+    if !drift.fields.is_empty() {
+        let fields: Vec<String> = drift.fields.iter().map(|(field, keys)| format!("{field} ({keys})")).collect();
+        outln!("  fields that differed: {}", fields.join(", "));
+    }
+    let samples = &drift.samples;
+    for (kind, keys) in [("missing", &samples.missing), ("extra", &samples.extra), ("left", &samples.left_to_stream)] {
+        if !keys.is_empty() {
+            outln!("  {kind}: {}", keys.join(", "));
+        }
+    }
+    for key in &samples.different {
+        outln!("  different: {} ({})", key.key, key.fields.join(", "));
+    }
+    outln!(
+        "  watermarks: {} -> {} ({} events between, {} keys in flight)",
+        drift.low_watermark.as_deref().unwrap_or("(start)"),
+        drift.high_watermark.as_deref().unwrap_or("(start)"),
+        drift.events_between,
+        drift.keys_in_flight
+    );
+}
+
+/// What `synchost reconcile --plan` shows.
+pub(super) fn reconcile_preview(
+    id: &crate::state::PipelineId,
+    preview: &crate::sync::diff::reconcile::ReconcilePreview,
+    json: bool,
+) {
+    let repair = &preview.repair;
+    if json {
+        print_json(&serde_json::json!({
+            "pipeline": id.to_string(),
+            "drift": preview.drift,
+            "repair": {
+                "creates": repair.creates.len(),
+                "updates": repair.updates.len(),
+                "deletes": repair.deletes.len(),
+            },
+            "blocked": preview.blocked,
+        }));
+        return;
+    }
+    outln!("{id}: reconciliation plan (nothing was written)");
+    print_drift(&preview.drift);
+    outln!(
+        "  would repair: create {}, update {}, delete {}",
+        repair.creates.len(),
+        repair.updates.len(),
+        repair.deletes.len()
+    );
+    if let Some(reason) = &preview.blocked {
+        outln!("  blocked: {reason}");
     }
 }

@@ -56,6 +56,25 @@ impl Schedule {
             }
         }
     }
+
+    /// When a run is next due, for a schedule kept by when it last ran
+    /// (`last`, `None` if never; then the schedule counts from `since`): an
+    /// interval after the last run (at once if there was none), or the
+    /// first cron time after it. `None` when manual.
+    pub fn due_after(
+        &self,
+        last: Option<chrono::DateTime<chrono::Utc>>,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Schedule::Manual => None,
+            Schedule::Every(interval) => Some(match last {
+                Some(last) => last + chrono::TimeDelta::from_std(*interval).unwrap_or(chrono::TimeDelta::MAX),
+                None => since,
+            }),
+            Schedule::Cron(cron) => cron.find_next_occurrence(&last.unwrap_or(since), false).ok(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +101,18 @@ mod tests {
         let schedule: Schedule = "0 * * * *".parse().unwrap();
         let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:59:00Z").unwrap().to_utc();
         assert_eq!(schedule.wait_from(now), Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_schedule_kept_by_its_last_run_is_due_after_it() {
+        let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let since = at("2026-01-01T10:00:00Z");
+        let every: Schedule = "every 1h".parse().unwrap();
+        assert_eq!(every.due_after(None, since), Some(since), "never run: due at once");
+        assert_eq!(every.due_after(Some(at("2026-01-01T09:30:00Z")), since), Some(at("2026-01-01T10:30:00Z")));
+        let nightly: Schedule = "0 3 * * *".parse().unwrap();
+        assert_eq!(nightly.due_after(None, since), Some(at("2026-01-02T03:00:00Z")));
+        assert_eq!(nightly.due_after(Some(at("2026-01-01T02:59:00Z")), since), Some(at("2026-01-01T03:00:00Z")));
+        assert_eq!(Schedule::Manual.due_after(None, since), None);
     }
 }

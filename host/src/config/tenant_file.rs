@@ -80,12 +80,15 @@ pub struct DirGrant {
     pub write: bool,
 }
 
-/// The two ways a pipeline syncs.
+/// The two ways a pipeline syncs, and the kinds of run: a run of an event
+/// pipeline that repairs it against a diff (its `reconcile` schedule) is a
+/// `reconcile` run. No pipeline has the mode `reconcile`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Diff,
     Event,
+    Reconcile,
 }
 
 impl std::fmt::Display for Mode {
@@ -93,6 +96,7 @@ impl std::fmt::Display for Mode {
         f.write_str(match self {
             Mode::Diff => "diff",
             Mode::Event => "event",
+            Mode::Reconcile => "reconcile",
         })
     }
 }
@@ -106,6 +110,9 @@ pub struct PipelineConfig {
     pub transforms: Vec<String>,
     pub destination: String,
     pub schedule: Schedule,
+    /// Event syncs: when to reconcile the destination against a diff of the
+    /// source's snapshot (see [`crate::sync::diff`]'s `reconcile`).
+    pub reconcile: Option<Schedule>,
     /// Events asked of the source per batch (event syncs).
     pub max_batch: u32,
     /// Operations handed to the destination per call (for a diff pipeline
@@ -281,6 +288,9 @@ struct PipelineEntry {
     destination: Spanned<String>,
     #[serde(default)]
     schedule: Option<Spanned<String>>,
+    // Event syncs: a diff on its own schedule, which the diff keys shape.
+    #[serde(default)]
+    reconcile: Option<Spanned<String>>,
     #[serde(default)]
     max_batch: Option<Spanned<u32>>,
     #[serde(default)]
@@ -679,11 +689,17 @@ impl Checker<'_> {
         }
     }
 
-    /// The diff-sync keys of a pipeline, checked; on an event pipeline they are
-    /// errors, since they would silently do nothing there.
+    /// The diff-sync keys of a pipeline, checked; on an event pipeline that
+    /// does not reconcile they are errors, since they would silently do
+    /// nothing there. (One that reconciles plans its repairs with them.)
     fn diff_policy(&self, table: &str, entry: &PipelineEntry, errors: &mut ConfigErrors) -> DiffPolicy {
         let mut policy = DiffPolicy::default();
-        if entry.mode == Mode::Event {
+        if entry.mode == Mode::Event && entry.reconcile.is_some() {
+            if let Some(canary) = &entry.canary {
+                let key = format!("{table}.canary");
+                errors.push(self.error(canary.span().start, key, "applies to diff pipelines only".into()));
+            }
+        } else if entry.mode == Mode::Event {
             let diff_only = [
                 ("owned_fields", entry.owned_fields.as_ref().map(|v| v.span())),
                 ("deletes", entry.deletes.as_ref().map(|v| v.span())),
@@ -845,17 +861,31 @@ impl Checker<'_> {
         }
         reference(Role::Destination, format!("{table}.destination"), &entry.destination, &mut errors);
 
-        let schedule = match &entry.schedule {
-            None => Schedule::Manual,
-            Some(text) => text.get_ref().parse().unwrap_or_else(|e| {
-                errors.push(self.error(
-                    text.span().start,
-                    format!("{table}.schedule"),
-                    format!("invalid schedule {e}"),
-                ));
-                Schedule::Manual
-            }),
+        let mut schedule_at = |key: &str, text: &Spanned<String>| {
+            text.get_ref().parse().map_err(|e| {
+                errors.push(self.error(text.span().start, format!("{table}.{key}"), format!("invalid schedule {e}")))
+            })
         };
+        let schedule = entry.schedule.as_ref().and_then(|text| schedule_at("schedule", text).ok());
+        let reconcile = entry.reconcile.as_ref().and_then(|text| schedule_at("reconcile", text).ok());
+        let schedule = schedule.unwrap_or(Schedule::Manual);
+        match (entry.mode, &entry.reconcile) {
+            (Mode::Diff, Some(text)) => errors.push(self.error(
+                text.span().start,
+                format!("{table}.reconcile"),
+                "applies to event pipelines only (a diff pipeline reconciles on every run)".into(),
+            )),
+            (Mode::Reconcile, _) => errors.push(
+                self.error(
+                    name_at,
+                    format!("{table}.mode"),
+                    "`reconcile` is a kind of run, not a mode: make the pipeline `mode = \"event\"` and give it \
+                 `reconcile = \"<schedule>\"`"
+                        .into(),
+                ),
+            ),
+            _ => {}
+        }
         let mut positive = |value: &Option<Spanned<usize>>, key: &str, default: usize| match value {
             Some(v) if *v.get_ref() == 0 => {
                 errors.push(self.error(v.span().start, format!("{table}.{key}"), "must be at least 1".into()));
@@ -888,6 +918,7 @@ impl Checker<'_> {
             transforms: entry.transforms.into_iter().map(Spanned::into_inner).collect(),
             destination: entry.destination.into_inner(),
             schedule,
+            reconcile,
             max_batch,
             apply_batch,
             apply_batch_set: entry.apply_batch.is_some(),

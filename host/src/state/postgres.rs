@@ -932,13 +932,15 @@ impl StateStore for PostgresStore {
 
     fn find_runs(&self, filter: &RunFilter) -> StateResult<Vec<RunRecord>> {
         let status = filter.status.map(RunStatus::as_str);
+        let mode = filter.mode.map(|mode| mode.to_string());
         self.with("cannot list runs", async |client| {
             let rows = client
                 .query(
                     "SELECT * FROM runs WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR pipeline = $2)
                      AND ($3::text IS NULL OR status = $3) AND ($4::bigint IS NULL OR id < $4)
+                     AND ($6::text IS NULL OR mode = $6)
                      ORDER BY id DESC LIMIT $5",
-                    &[&filter.tenant, &filter.pipeline, &status, &filter.before, &(filter.limit as i64)],
+                    &[&filter.tenant, &filter.pipeline, &status, &filter.before, &(filter.limit as i64), &mode],
                 )
                 .await?;
             Ok(rows.iter().map(run_from_row).collect())

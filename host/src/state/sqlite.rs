@@ -848,14 +848,15 @@ impl StateStore for SqliteStore {
         let mut query = connection
             .prepare_cached(
                 "SELECT * FROM runs WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR pipeline = ?2)
-                 AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4)
+                 AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR id < ?4) AND (?6 IS NULL OR mode = ?6)
                  ORDER BY id DESC LIMIT ?5",
             )
             .map_err(failed("cannot list runs"))?;
         let status = filter.status.map(RunStatus::as_str);
+        let mode = filter.mode.map(|mode| mode.to_string());
         let rows = query
             .query_map(
-                params![filter.tenant, filter.pipeline, status, filter.before, filter.limit as i64],
+                params![filter.tenant, filter.pipeline, status, filter.before, filter.limit as i64, mode],
                 run_from_row,
             )
             .map_err(failed("cannot list runs"))?;

@@ -8,6 +8,7 @@
 mod apply;
 pub mod archive;
 mod plan;
+pub mod reconcile;
 mod replay;
 mod summary;
 
@@ -333,6 +334,20 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
     let mut recorder = Recorder::create(&dir)?;
     let (plan, destination) = compute_plan(job, Some(&mut recorder), progress)?;
     recorder.finish()?;
+    guard_and_apply(job, run, &dir, plan, destination, Vec::new(), progress)
+}
+
+/// Archives `plan` (with `left_to_stream`, the keys a reconciliation left
+/// out of it), then applies it unless a guard blocks it.
+fn guard_and_apply(
+    job: &SyncJob<'_>,
+    run: RunId,
+    dir: &std::path::Path,
+    plan: Plan,
+    destination: DestinationInstance,
+    left_to_stream: Vec<String>,
+    progress: &mut Progress,
+) -> Result<(), Halt> {
     let guard = plan.blocked_reason(&job.pipeline.diff);
     // A load let past the guard earlier and interrupted (killed, stopped, or
     // failed mid-apply) goes on under the same permission, as long as this
@@ -342,24 +357,30 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
         None => None,
     };
     let blocked = guard.clone().filter(|_| resumed.is_none());
-    archive::write_plan(&dir, &plan)?;
-    archive::write_meta(&dir, &meta(job, run, &plan, blocked.clone()))?;
+    archive::write_plan(dir, &plan)?;
+    archive::write_meta(dir, &Meta { left_to_stream, ..meta(job, run, &plan, blocked.clone()) })?;
     if let Some(reason) = blocked.filter(|_| !job.options.force) {
         // The same plan as the one already waiting: that one stays the one
         // to approve, and this run leaves nothing behind.
         if let Some(waiting) = same_blocked_plan(job, run, &plan) {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
                 tracing::warn!(pipeline = %job.id(), "cannot remove the staged archive `{}`: {e}", dir.display());
             }
             return Err(Halt::StillBlocked(waiting));
         }
-        archive::publish(job.state, run, &dir)?;
+        archive::publish(job.state, run, dir)?;
         supersede_blocked(job, run);
-        return Err(Halt::Blocked(format!(
-            "{reason}; approve this exact plan with `synchost approve {run}`, or run once with --force"
-        )));
+        let approval = match job.pipeline.mode {
+            // The stream moves on meanwhile: an approval reconciles again.
+            crate::config::Mode::Event => format!(
+                "approve it with `synchost approve {run}` (which reconciles again and applies no more than this \
+                 plan), or reconcile once with --force"
+            ),
+            _ => format!("approve this exact plan with `synchost approve {run}`, or run once with --force"),
+        };
+        return Err(Halt::Blocked(format!("{reason}; {approval}")));
     }
-    archive::publish(job.state, run, &dir)?;
+    archive::publish(job.state, run, dir)?;
     supersede_blocked(job, run);
     let mut destinations = lanes(job, destination)?;
     let permission = match (&guard, resumed) {
@@ -375,7 +396,7 @@ pub(super) fn run(job: &SyncJob<'_>, run: RunId, progress: &mut Progress) -> Res
         job,
         run,
         permission,
-        |progress| apply::apply(job, run, &dir, &mut destinations, &plan, progress),
+        |progress| apply::apply(job, run, dir, &mut destinations, &plan, progress),
         progress,
     )
 }
@@ -490,6 +511,7 @@ fn meta(job: &SyncJob<'_>, run: RunId, plan: &Plan, blocked: Option<String>) -> 
         unchanged: plan.unchanged,
         blocked,
         plugins: job.digests(),
+        left_to_stream: Vec::new(),
     }
 }
 

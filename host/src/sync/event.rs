@@ -574,6 +574,48 @@ impl<'j, 'a> Batch<'j, 'a> {
     }
 }
 
+/// What the event stream holds past a cursor, up to its head when read: for
+/// a reconciliation, which keys the stream is about to bring to a newer state.
+pub(crate) struct StreamAhead {
+    /// Keys of the events, as read and as the transforms made them.
+    pub keys: HashSet<String>,
+    pub events: u64,
+    /// The cursor after the last event read (the high watermark).
+    pub head: Option<String>,
+}
+
+/// Reads (and transforms, applying nothing) every event after `from` up to
+/// the stream's head, with the pipeline's own source and transforms.
+pub(crate) fn read_ahead(job: &SyncJob<'_>, from: Option<&str>, progress: &Progress) -> Result<StreamAhead, Halt> {
+    let id = job.id();
+    let mut source = job.source().map_err(|e| halt(e, from))?;
+    let mut transforms = job.transforms().map_err(|e| halt(e, from))?;
+    let mut ahead = StreamAhead { keys: HashSet::new(), events: 0, head: from.map(str::to_string) };
+    loop {
+        if job.should_stop() {
+            return Err(Halt::Stopped);
+        }
+        progress.budget.time()?;
+        let read = read(&mut source, job.pipeline.max_batch, ahead.head.as_deref())?;
+        if read.batch.events.is_empty() {
+            return Ok(ahead);
+        }
+        for event in &read.batch.events {
+            let key = match &event.change {
+                Change::Upsert(row) => &row.key,
+                Change::Delete(key) => key,
+            };
+            if !ahead.keys.contains(key) {
+                ahead.keys.insert(key.clone());
+            }
+        }
+        let fetched = transform(&id, &mut transforms, read)?;
+        ahead.keys.extend(fetched.operations.into_iter().map(|op| op.key));
+        ahead.events += fetched.events;
+        ahead.head = Some(fetched.next_cursor);
+    }
+}
+
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }

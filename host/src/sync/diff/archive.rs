@@ -141,6 +141,11 @@ pub struct Meta {
     pub blocked: Option<String>,
     /// Plugin name → sha256.
     pub plugins: std::collections::BTreeMap<String, String>,
+    /// Reconcile runs: the drifted keys left out of the plan because the
+    /// event stream brings them to a newer state (a replay leaves them out
+    /// too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_to_stream: Vec<String>,
 }
 
 fn compressed_writer(path: &Path) -> Result<zstd::Encoder<'static, BufWriter<File>>, ArchiveError> {

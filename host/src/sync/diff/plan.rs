@@ -70,6 +70,27 @@ impl Plan {
         creates.chain(updates).chain(deletes).fold(self.fingerprint, u64::wrapping_add)
     }
 
+    /// Takes the operations on keys `leave` holds out of the plan, and
+    /// returns them as a plan of their own (for the same destination).
+    pub fn split_off(&mut self, leave: impl Fn(&str) -> bool) -> Plan {
+        let (left_creates, creates) = std::mem::take(&mut self.creates).into_iter().partition(|r| leave(&r.key));
+        let (left_updates, updates) =
+            std::mem::take(&mut self.updates).into_iter().partition(|u: &RowUpdate| leave(&u.row.key));
+        let (left_deletes, deletes) = std::mem::take(&mut self.deletes).into_iter().partition(|k| leave(k));
+        (self.creates, self.updates, self.deletes) = (creates, updates, deletes);
+        Plan {
+            columns: self.columns.clone(),
+            creates: left_creates,
+            updates: left_updates,
+            deletes: left_deletes,
+            unchanged: 0,
+            held: Vec::new(),
+            desired_rows: self.desired_rows,
+            destination_rows: self.destination_rows,
+            fingerprint: self.fingerprint,
+        }
+    }
+
     /// Why the plan must wait for an operator, if it must.
     pub fn blocked_reason(&self, policy: &DiffPolicy) -> Option<String> {
         let ratio = self.change_ratio();

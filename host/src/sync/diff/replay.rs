@@ -60,7 +60,7 @@ const SHOWN_DIFFERENCES: usize = 20;
 
 pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt> {
     let archived = Archive::new(job.state, run);
-    let (_, recorded) = archived.plan()?;
+    let (meta, recorded) = archived.plan()?;
     let policy = &job.pipeline.diff;
 
     let mut transforms = job.transforms()?;
@@ -84,7 +84,8 @@ pub(crate) fn replay(job: &SyncJob<'_>, run: RunId) -> Result<ReplayReport, Halt
     // Which records the pipeline managed then is not archived: the ones the
     // recorded plan deleted stand in for them.
     let managed = (policy.deletes == Deletes::Managed).then(|| recorded.deletes.iter().cloned().collect());
-    let replayed = planner.finish(policy, managed.as_ref());
+    let mut replayed = planner.finish(policy, managed.as_ref());
+    super::reconcile::leave_out(&mut replayed, &meta.left_to_stream);
 
     let (before, after) = (signatures(&recorded), signatures(&replayed));
     let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
