@@ -54,6 +54,7 @@ fn router(control: Arc<Control>, token: Option<auth::Token>) -> Router {
         .route("/api/v1/tenants/{tenant}", get(api::tenant))
         .route("/api/v1/tenants/{tenant}/pipelines/{pipeline}", get(api::pipeline))
         .route("/api/v1/tenants/{tenant}/pipelines/{pipeline}/sync", post(api::sync))
+        .route("/api/v1/tenants/{tenant}/pipelines/{pipeline}/reconcile", post(api::reconcile))
         .route("/api/v1/tenants/{tenant}/pipelines/{pipeline}/pause", post(api::pause))
         .route("/api/v1/tenants/{tenant}/pipelines/{pipeline}/resume", post(api::resume))
         .route("/api/v1/tenants/{tenant}/pipelines/{pipeline}/dead-letters", get(api::dead_letters))

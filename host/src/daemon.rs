@@ -241,14 +241,20 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
     // a cron schedule waits for its next time. A run that handed over to a new
     // plugin version is followed at once by one on the new version.
     let mut run_now = true;
+    // An event pipeline's `reconcile` schedule counts from its newest
+    // reconciliation, wherever it ran.
+    let started = chrono::Utc::now();
+    let mut last_reconcile = last_reconcile_of(&runtime, &id);
     loop {
-        // The schedule as the tenant has it now: a reload may change it.
-        let Some(schedule) =
-            runtime.tenant(&id.tenant).and_then(|t| t.config.pipelines.get(&id.pipeline).map(|p| p.schedule.clone()))
+        // The schedules as the tenant has them now: a reload may change them.
+        let Some((schedule, reconcile)) = runtime
+            .tenant(&id.tenant)
+            .and_then(|t| t.config.pipelines.get(&id.pipeline).map(|p| (p.schedule.clone(), p.reconcile.clone())))
         else {
             tracing::info!(pipeline = %id, "no longer served: its tenant file dropped it");
             return;
         };
+        let reconcile_at = reconcile.and_then(|r| r.due_after(last_reconcile, started));
         let paused = || match runtime.state.pauses() {
             Ok(pauses) => pauses.contains_key(&id),
             Err(e) => {
@@ -262,16 +268,24 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
             Schedule::Every(_) if run_now => Some(std::time::Duration::ZERO),
             _ => Some(schedule.wait_from(chrono::Utc::now()).unwrap_or_default()),
         };
+        let reconcile_wait = reconcile_at.map(|at| (at - chrono::Utc::now()).to_std().unwrap_or_default());
+        let wait = match (wait, reconcile_wait) {
+            _ if paused() => None,
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let next = wait
             .and_then(|wait| chrono::TimeDelta::from_std(wait).ok())
             .map(|wait| (chrono::Utc::now() + wait).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         *slot.next_run_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-        let mut asked = false;
+        let (mut asked, mut asked_to_reconcile) = (false, false);
         tokio::select! {
             _ = until(wait) => {}
-            // Asked to run now; or resumed, paused or reloaded: look again.
+            // Asked to run or reconcile now; or resumed, paused or reloaded:
+            // look again.
             _ = slot.wake.notified() => {
-                if !slot.requested.swap(false, Ordering::SeqCst) {
+                asked_to_reconcile = slot.reconcile_requested.swap(false, Ordering::SeqCst);
+                if !slot.requested.swap(false, Ordering::SeqCst) && !asked_to_reconcile {
                     continue;
                 }
                 asked = true;
@@ -288,19 +302,32 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
         // share of the fleet's; one an operator asked for is tried here.
         if !asked && !control.fleet.owns(&id) {
             run_now = false;
+            // Its owner reconciles it; this host counts the schedule again
+            // from now rather than wake for it at once.
+            if reconcile_at.is_some_and(|at| at <= chrono::Utc::now()) {
+                last_reconcile = Some(chrono::Utc::now());
+            }
             continue;
         }
         *slot.next_run_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let Some(tenant) = runtime.tenant(&id.tenant) else { continue };
+        // A reconciliation that is due, or asked for, runs between two event
+        // runs; a sync asked for is an event run.
+        let reconciling = asked_to_reconcile || (!asked && reconcile_at.is_some_and(|at| at <= chrono::Utc::now()));
+        if reconciling {
+            last_reconcile = Some(chrono::Utc::now());
+        }
         let running = slot.run_lock.lock().await;
         let (runtime, job_id, job_stop) = (runtime.clone(), id.clone(), control.stop.clone());
         let outcome = tokio::task::spawn_blocking(move || -> Result<SyncReport, SyncError> {
             let options = SyncOptions { forget_idle_runs: true, ..SyncOptions::default() };
-            runtime.job(&job_id, &job_stop, options)?.run()
+            let job = runtime.job(&job_id, &job_stop, options)?;
+            if reconciling { job.reconcile() } else { job.run() }
         })
         .await;
         drop(running);
-        run_now = false;
+        // After a reconciliation the stream goes on at once.
+        run_now = reconciling;
         match outcome {
             Ok(Ok(report)) if report.status == RunStatus::Paused => {
                 tracing::error!(
@@ -323,7 +350,7 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
                 run_now = true;
             }
             // The run's outcome was logged as it finished (see `log_event`).
-            Ok(Ok(report)) => run_now = report.handed_over,
+            Ok(Ok(report)) => run_now |= report.handed_over,
             // Another host runs it now (the fleet's view moved, or a
             // command runs it): the next turn looks again.
             Ok(Err(e @ (SyncError::Leased(_) | SyncError::Rollout { .. }))) => {
@@ -338,12 +365,33 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
     }
 }
 
+/// When the pipeline was last reconciled, by any host or command.
+fn last_reconcile_of(runtime: &crate::runtime::Runtime, id: &PipelineId) -> Option<chrono::DateTime<chrono::Utc>> {
+    let filter = crate::state::RunFilter {
+        tenant: Some(id.tenant.clone()),
+        pipeline: Some(id.pipeline.clone()),
+        mode: Some(crate::config::Mode::Reconcile),
+        limit: 1,
+        ..Default::default()
+    };
+    let run = runtime.state.find_runs(&filter).ok()?.into_iter().next()?;
+    chrono::DateTime::parse_from_rfc3339(&run.started_at).ok().map(|at| at.to_utc())
+}
+
 /// The daemon's log, as an observer of the engine's events: a clean run at
 /// INFO with its counts; anything else at WARN, with the counts of what did
 /// not apply, so that a run that dead-lettered half its batch never reads as a
 /// success; swaps and breached limits as they happen.
 fn log_event(event: &SyncEvent<'_>) {
     match event {
+        SyncEvent::RunFinished { pipeline, run, status, stats, error: None, .. } if stats.drift.is_some() => {
+            let d = stats.drift.as_ref().expect("matched");
+            tracing::info!(
+                pipeline = %pipeline, run, status = %status, missing = d.missing, extra = d.extra,
+                different = d.different, repaired = d.repaired, left_to_stream = d.left_to_stream,
+                "reconciliation finished"
+            )
+        }
         SyncEvent::RunFinished { pipeline, run, status, stats: s, error: None, handed_over } => tracing::info!(
             pipeline = %pipeline, run, status = %status,
             read = s.read, created = s.created, updated = s.updated, deleted = s.deleted, upserted = s.upserted,

@@ -54,6 +54,12 @@ fn describe() {
     describe_counter!("synchost_events_retried_total", "Event syncs: further attempts at queued operations");
     describe_counter!("synchost_events_dead_lettered_total", "Event syncs: operations sent to the dead letters");
     describe_histogram!("synchost_batch_commit_seconds", "Event syncs: time to commit a batch's state");
+    describe_gauge!("synchost_reconcile_drift_keys", "Keys the last reconciliation found drifted, by kind");
+    describe_counter!("synchost_reconcile_repaired_total", "Operations reconciliations applied to repair drift");
+    describe_counter!(
+        "synchost_reconcile_left_to_stream_total",
+        "Drifted keys reconciliations left to the event stream"
+    );
     describe_counter!("synchost_plans_blocked_total", "Diff plans a guard held back for an operator");
     describe_gauge!("synchost_retry_queue_depth", "Operations waiting in an event pipeline's retry queue");
     describe_gauge!("synchost_dead_letters", "Dead letters no later event superseded");
@@ -95,6 +101,9 @@ pub fn observer() -> Observer {
                     seen: RunStats::default(),
                 });
                 run.count(&tenant, &name, stats);
+                if let Some(drift) = &stats.drift {
+                    record_drift(&tenant, &name, drift);
+                }
                 let outcome = status.to_string().replace(' ', "_");
                 let mode = run.mode.to_string();
                 let started = run.started;
@@ -119,6 +128,17 @@ pub fn observer() -> Observer {
             SyncEvent::PlanBlocked { .. } => {}
         }
     })
+}
+
+/// What a reconciliation found and did.
+fn record_drift(tenant: &str, pipeline: &str, drift: &crate::state::Drift) {
+    for (kind, keys) in [("missing", drift.missing), ("extra", drift.extra), ("different", drift.different)] {
+        let labels = [("tenant", tenant.to_string()), ("pipeline", pipeline.to_string()), ("kind", kind.to_string())];
+        gauge!("synchost_reconcile_drift_keys", &labels).set(keys as f64);
+    }
+    let labels = [("tenant", tenant.to_string()), ("pipeline", pipeline.to_string())];
+    counter!("synchost_reconcile_repaired_total", &labels).increment(drift.repaired);
+    counter!("synchost_reconcile_left_to_stream_total", &labels).increment(drift.left_to_stream);
 }
 
 /// A run in progress, with the figures already counted.
@@ -167,9 +187,9 @@ pub fn record_state(status: &Status) {
             if p.mode == Mode::Event {
                 gauge!("synchost_retry_queue_depth", &labels).set(p.retry_queue as f64);
                 gauge!("synchost_dead_letters", &labels).set(p.dead_letters as f64);
-            } else {
-                gauge!("synchost_blocked_plans", &labels).set(f64::from(u8::from(p.blocked_run.is_some())));
             }
+            // Event pipelines' reconciliations make plans too.
+            gauge!("synchost_blocked_plans", &labels).set(f64::from(u8::from(p.blocked_run.is_some())));
             gauge!("synchost_pipeline_paused", &labels).set(f64::from(u8::from(p.paused.is_some())));
             gauge!("synchost_pipeline_running", &labels).set(f64::from(u8::from(p.running.is_some())));
         }

@@ -79,6 +79,24 @@ pub async fn sync(
     Ok((StatusCode::ACCEPTED, Json(Triggered { pipeline: id, queued: true })))
 }
 
+/// Reconciles an event pipeline now, between its event runs: its source's
+/// snapshot diffed against the destination, the drift repaired except for
+/// keys the event stream is about to bring; the run's stats say what it found
+/// (see `last_reconcile` in the pipeline's status). Refused for a diff
+/// pipeline, and while it is paused or running.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/pipelines/{pipeline}/reconcile", tag = "pipelines",
+    params(("tenant" = String, Path), ("pipeline" = String, Path)),
+    responses((status = 202, body = Triggered), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "a diff pipeline, paused, or already running")))]
+pub async fn reconcile(
+    State(control): Ctl,
+    Path(id): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Triggered>), ApiError> {
+    let id = PipelineId::new(&id.0, &id.1);
+    control.trigger_reconcile(&id)?;
+    Ok((StatusCode::ACCEPTED, Json(Triggered { pipeline: id, queued: true })))
+}
+
 /// Why a pipeline is paused, for the record.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +255,8 @@ pub struct RunsQuery {
     pub pipeline: Option<String>,
     /// Only runs that ended (or stand) so.
     pub status: Option<RunStatus>,
+    /// Only runs of this kind: `diff`, `event` or `reconcile`.
+    pub mode: Option<crate::config::Mode>,
     /// Only runs older than this one: the id of the last run of a page.
     pub before: Option<RunId>,
     /// How many, newest first: 1 to 1000, 50 unless given.
@@ -251,8 +271,8 @@ pub async fn runs(State(control): Ctl, Query(query): Query<RunsQuery>) -> Result
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit {limit}: give 1 to 1000")));
     }
-    let filter =
-        RunFilter { tenant: query.tenant, pipeline: query.pipeline, status: query.status, before: query.before, limit };
+    let RunsQuery { tenant, pipeline, status, mode, before, .. } = query;
+    let filter = RunFilter { tenant, pipeline, status, mode, before, limit };
     let state = control.runtime.state.clone();
     let runs = tokio::task::spawn_blocking(move || state.find_runs(&filter))
         .await
@@ -295,14 +315,15 @@ pub struct PlanView {
     pub plan: PlanSummary,
 }
 
-/// The plan a diff run made, with samples of each kind of operation.
+/// The plan a diff or reconcile run made (a reconcile run's: the repair it
+/// applies, without the keys it left to the event stream), with samples of each kind of operation.
 #[utoipa::path(get, path = "/api/v1/runs/{run}/plan", tag = "runs",
     params(("run" = i64, Path)),
     responses((status = 200, body = PlanView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such run, an event run, or its archive is gone")))]
 pub async fn plan(State(control): Ctl, Path(run): Path<RunId>) -> Result<Json<PlanView>, ApiError> {
     let record = run_record(&control, run).await?;
-    if record.mode != crate::config::Mode::Diff {
+    if record.mode == crate::config::Mode::Event {
         return Err(ApiError::not_found(format!("run {run} is an event run: event runs make no plan")));
     }
     let state = control.runtime.state.clone();

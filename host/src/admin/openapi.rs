@@ -15,7 +15,7 @@ use super::api;
                        the token being the content of `[admin] token_file`."
     ),
     paths(
-        api::status, api::tenants, api::tenant, api::pipeline, api::sync, api::pause, api::resume,
+        api::status, api::tenants, api::tenant, api::pipeline, api::sync, api::reconcile, api::pause, api::resume,
         api::dead_letters, api::retry_dead_letters, api::drop_dead_letters, api::plugins, api::rollback,
         api::runs, api::run, api::plan, api::approve, api::reload, api::healthz, api::readyz, api::metrics,
     ),

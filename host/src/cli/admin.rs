@@ -149,6 +149,24 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             if let Some(run) = pipeline.blocked_run {
                 outln!("    run {run} is blocked: `synchost plan`, then `synchost approve {run}`");
             }
+            if let Some(run) = &pipeline.last_reconcile {
+                let drift = run.stats.drift.clone().unwrap_or_default();
+                outln!(
+                    "    last reconciliation: run {} {} at {}: {} missing, {} extra, {} different; repaired {}, \
+                     left to the stream {}",
+                    run.id,
+                    run.status,
+                    run.finished_at.as_deref().unwrap_or(&run.started_at),
+                    drift.missing,
+                    drift.extra,
+                    drift.different,
+                    drift.repaired,
+                    drift.left_to_stream
+                );
+            }
+            if let Some(reconcile) = &pipeline.reconcile {
+                outln!("    reconciles: {reconcile}");
+            }
             if pipeline.mode == crate::config::Mode::Event {
                 outln!(
                     "    dead letters {}, retry queue {}{}",

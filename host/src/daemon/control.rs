@@ -37,6 +37,8 @@ pub(super) struct Slot {
     pub wake: Notify,
     /// Set with a wake when a run is asked for now.
     pub requested: AtomicBool,
+    /// Set with a wake when a reconciliation is asked for now.
+    pub reconcile_requested: AtomicBool,
     /// Held for as long as a run of the pipeline goes on in this daemon.
     pub run_lock: tokio::sync::Mutex<()>,
     /// When the schedule loop runs it next, if it waits for a time.
@@ -159,6 +161,25 @@ impl Control {
     /// Asks for a run of the pipeline now. Refused while it is paused or
     /// running.
     pub fn trigger(&self, id: &PipelineId) -> Result<(), ControlError> {
+        self.request(id, |slot| &slot.requested)
+    }
+
+    /// Asks for a reconciliation of an event pipeline now, between its event
+    /// runs. Refused for a diff pipeline, and while it is paused or running.
+    pub fn trigger_reconcile(&self, id: &PipelineId) -> Result<(), ControlError> {
+        self.check_pipeline(id)?;
+        let mode = self.runtime.tenant(&id.tenant).and_then(|t| t.config.pipelines.get(&id.pipeline).map(|p| p.mode));
+        if mode != Some(crate::config::Mode::Event) {
+            return Err(ControlError::Conflict(format!(
+                "{id} is a diff pipeline: every run of it reconciles (ask for a sync)"
+            )));
+        }
+        self.request(id, |slot| &slot.reconcile_requested)
+    }
+
+    /// Sets the slot's flag that `flag` picks and wakes its loop, unless the
+    /// pipeline is paused or running.
+    fn request(&self, id: &PipelineId, flag: impl Fn(&Slot) -> &AtomicBool) -> Result<(), ControlError> {
         self.check_pipeline(id)?;
         if !self.is_ready() {
             return Err(ControlError::Unavailable("the daemon is shutting down".into()));
@@ -170,7 +191,7 @@ impl Control {
             return Err(ControlError::Conflict(format!("{id} is running (run {})", live.run)));
         }
         let slot = self.slot(id);
-        slot.requested.store(true, Ordering::SeqCst);
+        flag(&slot).store(true, Ordering::SeqCst);
         slot.wake.notify_one();
         Ok(())
     }

@@ -83,7 +83,14 @@ pub struct PipelineStatus {
     /// The run in progress in the daemon, if any, with its figures so far.
     pub running: Option<LiveRun>,
     pub last_run: Option<RunRecord>,
-    /// The newest diff run blocked by a guard and still approvable.
+    /// Event pipelines: the `reconcile` schedule, if it has one.
+    #[serde(default)]
+    pub reconcile: Option<String>,
+    /// Event pipelines: the newest reconciliation (scheduled or asked for),
+    /// with the drift it found in its stats.
+    #[serde(default)]
+    pub last_reconcile: Option<RunRecord>,
+    /// The newest diff or reconcile run blocked by a guard and still approvable.
     pub blocked_run: Option<RunId>,
     /// Event pipelines: the position the next run reads after.
     pub cursor: Option<String>,
@@ -154,7 +161,9 @@ impl Runtime {
                         paused: pauses.get(&id).cloned(),
                         running: None,
                         last_run: self.state.runs(Some(&id), 1).ok().and_then(|runs| runs.into_iter().next()),
-                        blocked_run: (!event).then(|| self.blocked_run(&id)).flatten(),
+                        reconcile: p.reconcile.as_ref().map(ToString::to_string),
+                        last_reconcile: event.then(|| self.last_reconcile(&id)).flatten(),
+                        blocked_run: self.blocked_run(&id),
                         cursor: if event { self.state.cursor(&id).ok().flatten() } else { None },
                         lag: None,
                         dead_letters: self
@@ -211,7 +220,19 @@ impl Runtime {
         Status { source: source.to_string(), tenants }
     }
 
-    /// The newest blocked run of a diff pipeline, if no later run planned
+    /// The newest reconcile run of an event pipeline.
+    fn last_reconcile(&self, id: &PipelineId) -> Option<RunRecord> {
+        let filter = RunFilter {
+            tenant: Some(id.tenant.clone()),
+            pipeline: Some(id.pipeline.clone()),
+            mode: Some(Mode::Reconcile),
+            limit: 1,
+            ..RunFilter::default()
+        };
+        self.state.find_runs(&filter).ok()?.into_iter().next()
+    }
+
+    /// The newest blocked run of a pipeline, if no later run planned
     /// afresh (a blocked run that a later one superseded is marked so).
     fn blocked_run(&self, id: &PipelineId) -> Option<RunId> {
         let filter = RunFilter {
