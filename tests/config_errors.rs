@@ -561,3 +561,34 @@ fn a_watch_debounce_of_zero_or_no_duration_is_refused_at_its_line() {
         );
     }
 }
+
+#[test]
+fn reconcile_belongs_to_event_pipelines_and_lets_them_take_the_diff_keys() {
+    let host = HostDir::new();
+    let source = r#"{ snapshot = "/in/people.csv", changelog = "/in/changes.jsonl", key = "id" }"#;
+    let tenant = |pipeline: &str| file_pipeline_tenant(source, FIELDS, pipeline);
+
+    let text = tenant("mode = \"diff\"\nreconcile = \"every 1h\"");
+    let errors = validate_fails(&host, &text);
+    let line = line_of(&text, "reconcile =");
+    assert!(errors.contains(&format!("tenants/acme.toml:{line}")), "{errors}");
+    assert!(errors.contains("pipelines.main.reconcile: applies to event pipelines only"), "{errors}");
+
+    let errors = validate_fails(&host, &tenant("mode = \"reconcile\""));
+    assert!(errors.contains("pipelines.main.mode: `reconcile` is a kind of run, not a mode"), "{errors}");
+
+    let errors = validate_fails(&host, &tenant("mode = \"event\"\nreconcile = \"at dawn\""));
+    assert!(errors.contains("pipelines.main.reconcile: invalid schedule `at dawn`"), "{errors}");
+
+    // Without `reconcile`, the diff keys would do nothing on an event pipeline.
+    let errors = validate_fails(&host, &tenant("mode = \"event\"\nmax_change_ratio = 0.1"));
+    assert!(errors.contains("pipelines.main.max_change_ratio: applies to diff pipelines only"), "{errors}");
+
+    // With it, they shape its reconciliations.
+    host.write(
+        "tenants/acme.toml",
+        &tenant("mode = \"event\"\nreconcile = \"0 3 * * *\"\nmax_change_ratio = 0.1\ndeletes = \"never\""),
+    );
+    let output = host.synchost(&["validate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}

@@ -200,6 +200,116 @@ fn postgres_to_mariadb_event_sync_follows_a_cursor_column_and_keeps_hand_edits_o
     maria.run(&format!("DROP TABLE {destination}"));
 }
 
+/// Rows changed behind the stream's back (updates that leave the cursor
+/// column alone, deletes, hand edits in MariaDB) are found and repaired by a
+/// reconciliation, exactly those, while a writer keeps producing events;
+/// keys with events in flight are left to the stream.
+#[test]
+fn postgres_to_mariadb_reconciliation_repairs_what_bypassed_the_cursor_while_events_flow() {
+    let (pg, mut maria) = (Postgres::connect(), MariaDb::connect());
+    let (source, destination) = (unique_name("drift_src"), unique_name("drift_dst"));
+    people_in_postgres(&pg, &source, 1000);
+    pg.run(&format!("CREATE SEQUENCE {source}_seq START 1000000"));
+    people_in_mariadb(&mut maria, &destination);
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            ("\"pg\"", &seq_cursor_source(&source, OWNED)),
+            ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
+            "mode = \"event\"\nmax_batch = 300\nlanes = 2\nreconcile = \"0 3 * * *\"",
+        ),
+    );
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["upserted"], 1000, "{report}");
+
+    // The writer: people 500 to 999 renamed through the cursor column, one
+    // every few milliseconds, until told to stop.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let (writing, writes, source) = (writing.clone(), writes.clone(), source.clone());
+        std::thread::spawn(move || {
+            let pg = Postgres::connect();
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let id = 500 + (n * 7919) % 500;
+                pg.run(&format!(
+                    "UPDATE {source} SET name = 'written {n}', seq = nextval('{source}_seq') WHERE id = {id}"
+                ));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    // Behind the stream's back: renames that leave `seq` alone, deletes,
+    // and hand edits of MariaDB; and two changes the stream does see.
+    pg.run(&format!("UPDATE {source} SET name = 'quiet' WHERE id IN (10, 11, 12)"));
+    pg.run(&format!("DELETE FROM {source} WHERE id IN (20, 21)"));
+    maria.run(&format!("UPDATE {destination} SET email = 'hand@example.com' WHERE id IN (32, 33)"));
+    maria.run(&format!("DELETE FROM {destination} WHERE id = 40"));
+    pg.run(&format!("UPDATE {source} SET name = 'streamed', seq = nextval('{source}_seq') WHERE id IN (10, 45)"));
+    let wait_for_writes = |more: u64| {
+        let until = writes.load(std::sync::atomic::Ordering::Relaxed) + more;
+        common::admin::wait_for("the writer", std::time::Duration::from_secs(60), || {
+            writes.load(std::sync::atomic::Ordering::Relaxed) >= until
+        });
+    };
+    wait_for_writes(20);
+
+    let plan = host.json(&["reconcile", "acme/main", "--plan"]);
+    let drift = &plan["drift"];
+    let keys = |samples: &serde_json::Value| -> Vec<String> {
+        samples
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap_or_else(|| k["key"].as_str().unwrap()).to_string())
+            .collect()
+    };
+    assert_eq!(keys(&drift["samples"]["missing"]), ["40"], "{plan}");
+    assert_eq!(keys(&drift["samples"]["extra"]), ["20", "21"], "{plan}");
+    // Sorted by key, the writer's (500 and up) come after these.
+    let different: Vec<String> = keys(&drift["samples"]["different"]);
+    assert_eq!(different[..6], ["10", "11", "12", "32", "33", "45"], "{plan}");
+    assert_eq!(drift["fields"]["email"], 2, "{plan}");
+    let left = keys(&drift["samples"]["left_to_stream"]);
+    assert!(left.contains(&"10".to_string()) && left.contains(&"45".to_string()), "{plan}");
+    assert_eq!(maria.value(&format!("SELECT count(*) FROM {destination} WHERE id = 40")).unwrap(), "0");
+
+    wait_for_writes(20);
+    let output = host.synchost(&["reconcile", "acme/main", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(output.status.success(), "{report}");
+    let stats = &report["stats"];
+    // The writer's events since the last event run, and the two above.
+    assert!(stats["drift"]["events_between"].as_u64().unwrap() > 20, "{report}");
+    // Exactly the changes behind the stream's back: the writer's keys are
+    // all in flight or in step.
+    assert_eq!((stats["created"].as_u64(), stats["deleted"].as_u64()), (Some(1), Some(2)), "{report}");
+    assert_eq!(stats["updated"], 4, "11, 12, 32 and 33: {report}");
+    let names =
+        maria.rows(&format!("SELECT id, name, email FROM {destination} WHERE id IN (10, 11, 32, 45) ORDER BY id"));
+    assert_eq!(names[0][1].as_deref(), Some("name-10"), "10 is the stream's to bring: {names:?}");
+    assert_eq!(names[1][1].as_deref(), Some("quiet"));
+    assert_eq!(names[2][2].as_deref(), Some("user32@example.com"), "the hand edit is repaired");
+    assert_eq!(names[3][1].as_deref(), Some("name-45"));
+    assert_eq!(maria.value(&format!("SELECT count(*) FROM {destination} WHERE id IN (20, 21, 40)")).unwrap(), "1");
+
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let written = writes.load(std::sync::atomic::Ordering::Relaxed);
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(mariadb_digest(&mut maria, &destination), postgres_digest(&pg, &source), "after {written} writes");
+    let plan = host.json(&["reconcile", "acme/main", "--plan"]);
+    let drift = &plan["drift"];
+    assert_eq!([&drift["missing"], &drift["extra"], &drift["different"]], [&serde_json::json!(0); 3], "{plan}");
+
+    pg.run(&format!("DROP TABLE {source}; DROP SEQUENCE {source}_seq"));
+    maria.run(&format!("DROP TABLE {destination}"));
+}
+
 #[test]
 fn postgres_connection_not_granted_to_the_plugin_is_a_config_error_naming_it() {
     let pg = Postgres::connect();
