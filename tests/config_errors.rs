@@ -575,7 +575,7 @@ fn reconcile_belongs_to_event_pipelines_and_lets_them_take_the_diff_keys() {
     assert!(errors.contains("pipelines.main.reconcile: applies to event pipelines only"), "{errors}");
 
     let errors = validate_fails(&host, &tenant("mode = \"reconcile\""));
-    assert!(errors.contains("pipelines.main.mode: `reconcile` is a kind of run, not a mode"), "{errors}");
+    assert!(errors.contains("unknown variant `reconcile`, expected `diff` or `event`"), "{errors}");
 
     let errors = validate_fails(&host, &tenant("mode = \"event\"\nreconcile = \"at dawn\""));
     assert!(errors.contains("pipelines.main.reconcile: invalid schedule `at dawn`"), "{errors}");

@@ -82,7 +82,8 @@ pub struct DirGrant {
 
 /// The two ways a pipeline syncs, and the kinds of run: a run of an event
 /// pipeline that repairs it against a diff (its `reconcile` schedule) is a
-/// `reconcile` run. No pipeline has the mode `reconcile`.
+/// `reconcile` run. No pipeline has the mode `reconcile` (a tenant file
+/// gives `diff` or `event`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -98,6 +99,23 @@ impl std::fmt::Display for Mode {
             Mode::Event => "event",
             Mode::Reconcile => "reconcile",
         })
+    }
+}
+
+/// The modes a tenant file may give a pipeline (a `reconcile` run is not one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PipelineMode {
+    Diff,
+    Event,
+}
+
+impl From<PipelineMode> for Mode {
+    fn from(mode: PipelineMode) -> Mode {
+        match mode {
+            PipelineMode::Diff => Mode::Diff,
+            PipelineMode::Event => Mode::Event,
+        }
     }
 }
 
@@ -281,7 +299,7 @@ fn default_guest_dir() -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PipelineEntry {
-    mode: Mode,
+    mode: PipelineMode,
     source: Spanned<String>,
     #[serde(default)]
     transforms: Vec<Spanned<String>>,
@@ -694,12 +712,12 @@ impl Checker<'_> {
     /// nothing there. (One that reconciles plans its repairs with them.)
     fn diff_policy(&self, table: &str, entry: &PipelineEntry, errors: &mut ConfigErrors) -> DiffPolicy {
         let mut policy = DiffPolicy::default();
-        if entry.mode == Mode::Event && entry.reconcile.is_some() {
+        if entry.mode == PipelineMode::Event && entry.reconcile.is_some() {
             if let Some(canary) = &entry.canary {
                 let key = format!("{table}.canary");
                 errors.push(self.error(canary.span().start, key, "applies to diff pipelines only".into()));
             }
-        } else if entry.mode == Mode::Event {
+        } else if entry.mode == PipelineMode::Event {
             let diff_only = [
                 ("owned_fields", entry.owned_fields.as_ref().map(|v| v.span())),
                 ("deletes", entry.deletes.as_ref().map(|v| v.span())),
@@ -774,7 +792,7 @@ impl Checker<'_> {
     /// errors, since they would silently do nothing there.
     fn event_policy(&self, table: &str, entry: &PipelineEntry, errors: &mut ConfigErrors) -> EventPolicy {
         let mut policy = EventPolicy::default();
-        if entry.mode == Mode::Diff {
+        if entry.mode == PipelineMode::Diff {
             let event_only = [
                 ("max_attempts", entry.max_attempts.as_ref().map(|v| v.span())),
                 ("retry_backoff", entry.retry_backoff.as_ref().map(|v| v.span())),
@@ -869,22 +887,12 @@ impl Checker<'_> {
         let schedule = entry.schedule.as_ref().and_then(|text| schedule_at("schedule", text).ok());
         let reconcile = entry.reconcile.as_ref().and_then(|text| schedule_at("reconcile", text).ok());
         let schedule = schedule.unwrap_or(Schedule::Manual);
-        match (entry.mode, &entry.reconcile) {
-            (Mode::Diff, Some(text)) => errors.push(self.error(
+        if let (PipelineMode::Diff, Some(text)) = (entry.mode, &entry.reconcile) {
+            errors.push(self.error(
                 text.span().start,
                 format!("{table}.reconcile"),
                 "applies to event pipelines only (a diff pipeline reconciles on every run)".into(),
-            )),
-            (Mode::Reconcile, _) => errors.push(
-                self.error(
-                    name_at,
-                    format!("{table}.mode"),
-                    "`reconcile` is a kind of run, not a mode: make the pipeline `mode = \"event\"` and give it \
-                 `reconcile = \"<schedule>\"`"
-                        .into(),
-                ),
-            ),
-            _ => {}
+            ));
         }
         let mut positive = |value: &Option<Spanned<usize>>, key: &str, default: usize| match value {
             Some(v) if *v.get_ref() == 0 => {
@@ -913,7 +921,7 @@ impl Checker<'_> {
         });
         errors.into_result(PipelineConfig {
             name: name.to_string(),
-            mode: entry.mode,
+            mode: entry.mode.into(),
             source: entry.source.into_inner(),
             transforms: entry.transforms.into_iter().map(Spanned::into_inner).collect(),
             destination: entry.destination.into_inner(),
