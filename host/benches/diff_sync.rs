@@ -13,7 +13,6 @@
 //! --apply-batch N`; without `--apply-batch`, the pipeline leaves it unset and
 //! its batches grow while the destination answers quickly).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -21,35 +20,12 @@ use std::time::Instant;
 use synchost::{PipelineId, Runtime, SyncOptions, Tenants};
 
 mod common;
+use common::students::{MAPPER_FIELDS, write_source};
 use common::{digest, median, prepare_host_dir};
 
 // The allocator the `synchost` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const FIRST: [&str; 8] = ["Ada", "Alan", "Grace", "Maria", "Kwame", "Li", "Noor", "Tomas"];
-const LAST: [&str; 8] = ["Lovelace", "Turing", "Hopper", "Garcia", "Mensah", "Wei", "Haddad", "Novak"];
-const CITIES: [&str; 4] = ["Springfield", "Riverton", "Lakeside", "Hillview"];
-
-/// The source CSV: `rows` students, of whom every hundredth has a changed
-/// score when `changed`.
-fn write_source(path: &Path, rows: u64, changed: bool) -> std::io::Result<()> {
-    let mut csv = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(csv, "student_id,first_name,last_name,email,grade,school,city,status,score,updated")?;
-    for i in 1..=rows {
-        let score = if changed && i % 100 == 0 { 1000 + i % 7 } else { i * 7919 % 1000 };
-        writeln!(
-            csv,
-            "{i},{},{},s{i}@students.example.edu,{},School {},{},active,{score},2026-01-01",
-            FIRST[(i % 8) as usize],
-            LAST[(i / 8 % 8) as usize],
-            6 + i % 7,
-            i % 40,
-            CITIES[(i % 4) as usize],
-        )?;
-    }
-    csv.flush()
-}
 
 /// A host directory whose tenant `bench` diffs the CSV into `data/out`, with
 /// `apply_batch` set when given (else the pipeline's default).
@@ -72,18 +48,7 @@ config = {{ snapshot = "/in/students.csv", key = "student_id", page_size = 10000
 [plugins.map]
 path = "{}"
 sha256 = "{}"
-config = {{ fields = [
-  {{ name = "sis_id", from = "student_id" }},
-  {{ name = "given_name", from = "first_name" }},
-  {{ name = "family_name", from = "last_name" }},
-  {{ name = "email", from = "email" }},
-  {{ name = "grade", from = "grade" }},
-  {{ name = "school", from = "school" }},
-  {{ name = "city", from = "city" }},
-  {{ name = "status", from = "status" }},
-  {{ name = "score", from = "score" }},
-  {{ name = "username", template = "{{first_name|lower|first:1}}{{last_name|lower}}{{student_id}}" }},
-] }}
+config = {{ fields = {MAPPER_FIELDS} }}
 
 [plugins.dst]
 path = "{}"
@@ -150,10 +115,10 @@ fn main() {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_host(dir.path(), apply_batch).expect("host directory");
         let csv = dir.path().join("data/in/students.csv");
-        write_source(&csv, rows, false).expect("source");
+        write_source(&csv, rows, None).expect("source");
         let runtime = Runtime::load(&config, Tenants::All).expect("the bench tenant loads");
         let first = step(&runtime, (rows, 0, 0));
-        write_source(&csv, rows, true).expect("source");
+        write_source(&csv, rows, Some(100)).expect("source");
         let change = step(&runtime, (0, changed, rows - changed));
         let idle = step(&runtime, (0, 0, rows));
         eprintln!(

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+pub mod students;
+
 /// Makes `subdirs` under `dir` and writes every bundled plugin into
 /// `dir/plugins`, as a host directory holds them.
 pub fn prepare_host_dir(dir: &Path, subdirs: &[&str]) -> std::io::Result<()> {
