@@ -432,7 +432,12 @@ impl SyncJob<'_> {
                 let approvable = diff::reconcile::approvable(self, run, &mut progress)?;
                 self.state.restart_run(run, &lease)?;
                 (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: record.mode, from: &record.stats });
-                let approve = |progress: &mut Progress| diff::reconcile::approve(self, run, approvable, progress);
+                // The run counts what the new survey read.
+                let surveyed = std::mem::take(&mut progress.stats);
+                let approve = |progress: &mut Progress| {
+                    progress.stats = surveyed;
+                    diff::reconcile::approve(self, run, approvable, progress)
+                };
                 return Ok(self.record(run, Mode::Reconcile, approve)?);
             }
             let approvable = diff::approvable(self, run, &mut progress)?;

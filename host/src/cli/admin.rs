@@ -147,7 +147,13 @@ pub(super) fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 outln!("    lease: {}", super::output::lease(lease));
             }
             if let Some(run) = pipeline.blocked_run {
-                outln!("    run {run} is blocked: `synchost plan`, then `synchost approve {run}`");
+                let look = match pipeline.mode {
+                    crate::config::Mode::Event => {
+                        format!("synchost reconcile {}/{} --plan", tenant.name, pipeline.name)
+                    }
+                    _ => format!("synchost plan {}/{}", tenant.name, pipeline.name),
+                };
+                outln!("    run {run} is blocked: `{look}`, then `synchost approve {run}`");
             }
             if let Some(run) = &pipeline.last_reconcile {
                 let drift = run.stats.drift.clone().unwrap_or_default();

@@ -472,7 +472,9 @@ fn prune_archives(job: &SyncJob<'_>, run: RunId) {
         Ok(runs) => runs,
         Err(e) => return tracing::warn!(pipeline = %job.id(), "cannot list runs to prune archives: {e}"),
     };
-    let older = runs.iter().filter(|r| r.id != run);
+    // Event runs keep no archive: the newest archives are counted among the
+    // runs that keep one (a pipeline's reconciliations among its event runs).
+    let older = runs.iter().filter(|r| r.id != run && r.mode != crate::config::Mode::Event);
     let kept: Vec<RunId> = std::iter::once(run)
         .chain(
             older
