@@ -37,11 +37,19 @@ fn host() -> HostDir {
         .map(|i| format!("{}\n", json!({"op": "upsert", "row": {"id": format!("order{i}"), "seq": 1}})))
         .collect();
     host.write("data/in/changes.jsonl", &changelog);
+    // A third order never came as an event.
+    let orders: String = (0..3).map(|i| format!("{}\n", json!({"id": format!("order{i}"), "seq": 1}))).collect();
+    host.write("data/in/orders.jsonl", &orders);
     host
 }
 
+/// The shop's orders: events on a changelog, and a snapshot (which its
+/// reconciliations read).
 fn shop_tenant(digest: &str, reject_percent: u32) -> String {
-    flaky_event_tenant(digest, &format!("reject_percent = {reject_percent}"), "")
+    flaky_event_tenant(digest, &format!("reject_percent = {reject_percent}"), "").replace(
+        r#"{ changelog = "/in/changes.jsonl", key = "id" }"#,
+        r#"{ snapshot = "/in/orders.jsonl", changelog = "/in/changes.jsonl", key = "id" }"#,
+    )
 }
 
 /// Where the screenshots go: kept after the test, as its artifacts.
@@ -115,7 +123,18 @@ fn an_operator_works_the_console_in_a_real_browser() {
     assert_eq!(status["tenants"][1]["name"], "shop");
     assert_eq!(status["tenants"][1]["rolled_back"], true, "{status}");
 
-    for page in ["overview.png", "plan.png", "approved.png", "pipeline.png", "plugins.png", "run.png"] {
+    // A reconciliation asked for from the page finds the three orders the
+    // destination lacks (it rejects every one of them).
+    browser(&daemon, &daemon.token, &["reconcile", "--tenant", "shop", "--pipeline", "main", "--missing", "3"]);
+    let last = &daemon.pipeline("shop/main")["last_reconcile"];
+    assert_eq!(
+        (last["mode"].as_str(), last["stats"]["drift"]["missing"].as_u64()),
+        (Some("reconcile"), Some(3)),
+        "{last}"
+    );
+
+    for page in ["overview.png", "plan.png", "approved.png", "pipeline.png", "plugins.png", "run.png", "reconcile.png"]
+    {
         assert!(screenshots().join(page).exists(), "no screenshot {page}");
     }
 }

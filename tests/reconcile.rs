@@ -110,6 +110,17 @@ fn host_with(pipeline: &str, destination: &str) -> HostDir {
     host
 }
 
+/// [`host_with`] `pipeline` and `destination`, its source `keys` people,
+/// loaded by an event sync.
+fn loaded(pipeline: &str, destination: &str, keys: usize) -> (HostDir, Source) {
+    let host = host_with(pipeline, destination);
+    let source = Source::new(&host, keys);
+    let (ok, report) = host.sync("acme/people", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(records(&host), source.expected());
+    (host, source)
+}
+
 fn records(host: &HostDir) -> BTreeMap<String, Value> {
     host.records("data/out/people")
 }
@@ -151,11 +162,7 @@ fn sorted(keys: &Value) -> Vec<String> {
 
 #[test]
 fn a_reconciliation_repairs_exactly_what_the_stream_missed_and_leaves_keys_in_flight_to_it() {
-    let host = host_with("", "lock_stale_ms = 300");
-    let mut source = Source::new(&host, 200);
-    let (ok, report) = host.sync("acme/people", &[]);
-    assert!(ok, "{report}");
-    assert_eq!(records(&host), source.expected());
+    let (host, mut source) = loaded("", "lock_stale_ms = 300", 200);
 
     // Behind the stream's back: two lost updates and a lost create, a
     // delete never sent, and two hand edits of the destination.
@@ -240,10 +247,7 @@ fn report_run(host: &HostDir, kind: &str) -> u64 {
 
 #[test]
 fn a_reconciliation_that_would_change_too_much_waits_for_approval_which_reconciles_again() {
-    let host = host_with("reconcile = \"manual\"\nmax_change_ratio = 0.05", "lock_stale_ms = 300");
-    let mut source = Source::new(&host, 100);
-    let (ok, report) = host.sync("acme/people", &[]);
-    assert!(ok, "{report}");
+    let (host, mut source) = loaded("reconcile = \"manual\"\nmax_change_ratio = 0.05", "lock_stale_ms = 300", 100);
     for i in 0..10 {
         source.set(&format!("{i:04}"), "lost");
     }
@@ -350,10 +354,8 @@ fn the_daemon_reconciles_on_its_schedule_and_when_asked_and_shows_the_drift() {
 fn reconciliations_and_event_runs_killed_at_random_while_events_flow_never_move_a_key_back() {
     const KEYS: usize = 1000;
     const RUNS: usize = 80;
-    let host = host_with("apply_batch = 10\nlanes = 2", "lock_stale_ms = 300, apply_delay_ms = 10");
-    let source = Arc::new(Mutex::new(Source::new(&host, KEYS)));
-    let (ok, report) = host.sync("acme/people", &[]);
-    assert!(ok, "{report}");
+    let (host, source) = loaded("apply_batch = 10\nlanes = 2", "lock_stale_ms = 300, apply_delay_ms = 10", KEYS);
+    let source = Arc::new(Mutex::new(source));
 
     // The writer: every few milliseconds a handful of changes, most as
     // events, some behind the stream's back.

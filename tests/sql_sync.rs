@@ -98,6 +98,32 @@ fn seq_cursor_source(table: &str, columns: &str) -> String {
 
 const OWNED: &str = r#"["id", "name", "email", "score", "active", "updated_at"]"#;
 
+/// 1,000 people in PostgreSQL table `source`, and an event pipeline
+/// `acme/main` (by their `seq` column, `more` in its table) that has loaded
+/// them into MariaDB table `destination`.
+fn loaded_event_pipeline(
+    pg: &Postgres,
+    maria: &mut MariaDb,
+    (source, destination): (&str, &str),
+    more: &str,
+) -> HostDir {
+    people_in_postgres(pg, source, 1000);
+    people_in_mariadb(maria, destination);
+    let host = HostDir::new();
+    host.write(
+        "tenants/acme.toml",
+        &tenant(
+            ("\"pg\"", &seq_cursor_source(source, OWNED)),
+            ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
+            &format!("mode = \"event\"\nmax_batch = 300\nlanes = 2\n{more}"),
+        ),
+    );
+    let (ok, report) = host.sync("acme/main", &[]);
+    assert!(ok, "{report}");
+    assert_eq!(report["stats"]["upserted"], 1000, "{report}");
+    host
+}
+
 #[test]
 fn postgres_to_mariadb_diff_sync_of_100k_rows_with_changes_and_deletes_then_nothing_to_do() {
     let (pg, mut maria) = (Postgres::connect(), MariaDb::connect());
@@ -159,20 +185,7 @@ fn postgres_to_mariadb_diff_sync_of_100k_rows_with_changes_and_deletes_then_noth
 fn postgres_to_mariadb_event_sync_follows_a_cursor_column_and_keeps_hand_edits_of_untouched_rows() {
     let (pg, mut maria) = (Postgres::connect(), MariaDb::connect());
     let (source, destination) = (unique_name("events_src"), unique_name("events_dst"));
-    people_in_postgres(&pg, &source, 1000);
-    people_in_mariadb(&mut maria, &destination);
-    let host = HostDir::new();
-    host.write(
-        "tenants/acme.toml",
-        &tenant(
-            ("\"pg\"", &seq_cursor_source(&source, OWNED)),
-            ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
-            "mode = \"event\"\nmax_batch = 300\nlanes = 2",
-        ),
-    );
-    let (ok, report) = host.sync("acme/main", &[]);
-    assert!(ok, "{report}");
-    assert_eq!(report["stats"]["upserted"], 1000, "{report}");
+    let host = loaded_event_pipeline(&pg, &mut maria, (&source, &destination), "");
     assert_eq!(mariadb_digest(&mut maria, &destination), postgres_digest(&pg, &source));
 
     // Hand edits; then changes to other rows, which bump their cursor.
@@ -208,21 +221,8 @@ fn postgres_to_mariadb_event_sync_follows_a_cursor_column_and_keeps_hand_edits_o
 fn postgres_to_mariadb_reconciliation_repairs_what_bypassed_the_cursor_while_events_flow() {
     let (pg, mut maria) = (Postgres::connect(), MariaDb::connect());
     let (source, destination) = (unique_name("drift_src"), unique_name("drift_dst"));
-    people_in_postgres(&pg, &source, 1000);
+    let host = loaded_event_pipeline(&pg, &mut maria, (&source, &destination), "reconcile = \"0 3 * * *\"");
     pg.run(&format!("CREATE SEQUENCE {source}_seq START 1000000"));
-    people_in_mariadb(&mut maria, &destination);
-    let host = HostDir::new();
-    host.write(
-        "tenants/acme.toml",
-        &tenant(
-            ("\"pg\"", &seq_cursor_source(&source, OWNED)),
-            ("\"maria\"", &format!(r#"{{ connection = "maria", table = "{destination}", key = "id" }}"#)),
-            "mode = \"event\"\nmax_batch = 300\nlanes = 2\nreconcile = \"0 3 * * *\"",
-        ),
-    );
-    let (ok, report) = host.sync("acme/main", &[]);
-    assert!(ok, "{report}");
-    assert_eq!(report["stats"]["upserted"], 1000, "{report}");
 
     // The writer: people 500 to 999 renamed through the cursor column, one
     // every few milliseconds, until told to stop.

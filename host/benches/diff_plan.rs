@@ -32,32 +32,14 @@ use synchost::sync::diff::{DestinationIndex, HashedRows, Plan, Planner};
 use synchost::{Runtime, SyncOptions, Tenants};
 
 mod common;
+use common::students::{HEADER, MAPPER_FIELDS, student};
 use common::{digest, median, prepare_host_dir};
 
 // The allocator the `synchost` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const FIRST: [&str; 8] = ["Ada", "Alan", "Grace", "Maria", "Kwame", "Li", "Noor", "Tomas"];
-const LAST: [&str; 8] = ["Lovelace", "Turing", "Hopper", "Garcia", "Mensah", "Wei", "Haddad", "Novak"];
-const CITIES: [&str; 4] = ["Springfield", "Riverton", "Lakeside", "Hillview"];
-const SOURCE_COLUMNS: [&str; 10] =
-    ["student_id", "first_name", "last_name", "email", "grade", "school", "city", "status", "score", "updated"];
 const SHARDS: u64 = 16;
-
-/// The transform under test, as the field-mapper config of the tenant file.
-const MAPPER_FIELDS: &str = r#"[
-  { name = "sis_id", from = "student_id" },
-  { name = "given_name", from = "first_name" },
-  { name = "family_name", from = "last_name" },
-  { name = "email", from = "email" },
-  { name = "grade", from = "grade" },
-  { name = "school", from = "school" },
-  { name = "city", from = "city" },
-  { name = "status", from = "status" },
-  { name = "score", from = "score" },
-  { name = "username", template = "{first_name|lower|first:1}{last_name|lower}{student_id}" },
-]"#;
 
 const OUTPUT_COLUMNS: [&str; 10] =
     ["sis_id", "given_name", "family_name", "email", "grade", "school", "city", "status", "score", "username"];
@@ -85,21 +67,6 @@ fn native_transform(cells: &[&str]) -> [String; 10] {
     ]
 }
 
-fn source_cells(i: u64) -> [String; 10] {
-    [
-        i.to_string(),
-        FIRST[(i % 8) as usize].to_string(),
-        LAST[(i / 8 % 8) as usize].to_string(),
-        format!("s{i}@students.example.edu"),
-        (6 + i % 7).to_string(),
-        format!("School {}", i % 40),
-        CITIES[(i % 4) as usize].to_string(),
-        "active".to_string(),
-        (i * 7919 % 1000).to_string(),
-        "2026-01-01".to_string(),
-    ]
-}
-
 fn shard_of(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) % SHARDS
 }
@@ -111,7 +78,7 @@ fn generate(dir: &Path, rows: u64) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("data/in"))?;
     std::fs::create_dir_all(dir.join("data/out"))?;
     let mut csv = std::io::BufWriter::new(std::fs::File::create(dir.join("data/in/students.csv"))?);
-    writeln!(csv, "{}", SOURCE_COLUMNS.join(","))?;
+    writeln!(csv, "{}", HEADER)?;
     let mut shards: Vec<BTreeMap<String, String>> = vec![BTreeMap::new(); SHARDS as usize];
     let record = |key: &str, values: &[String]| {
         let fields: serde_json::Map<String, serde_json::Value> =
@@ -119,7 +86,7 @@ fn generate(dir: &Path, rows: u64) -> std::io::Result<()> {
         serde_json::json!({ "key": key, "fields": fields }).to_string()
     };
     for i in 1..=rows {
-        let cells = source_cells(i);
+        let cells = student(i, false);
         writeln!(csv, "{}", cells.join(","))?;
         if i % 400 == 0 {
             continue;
@@ -133,7 +100,7 @@ fn generate(dir: &Path, rows: u64) -> std::io::Result<()> {
     }
     for k in 0..rows / 400 {
         let key = (10 * rows + k).to_string();
-        let cells = source_cells(10 * rows + k);
+        let cells = student(10 * rows + k, false);
         let out = native_transform(&cells.iter().map(String::as_str).collect::<Vec<_>>());
         shards[shard_of(&key) as usize].insert(key.clone(), record(&key, &out));
     }

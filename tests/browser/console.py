@@ -295,6 +295,34 @@ def step_run(c, args, token):
     c.finish()
 
 
+def step_reconcile(c, args, token):
+    page = c.page
+    route = f"/pipeline/{quote(args.tenant, safe='')}/{quote(args.pipeline, safe='')}"
+    c.sign_in(token, route)
+    c.expect_signed_in()
+    button = page.get_by_role("button", name="Reconcile now", exact=True)
+    expect(button, "an event pipeline's page should offer 'Reconcile now'").to_be_visible()
+    button.click()
+    expect(page.locator("#status")).to_contain_text(
+        f"Reconciliation of {args.tenant}/{args.pipeline} queued.", timeout=TIMEOUT_MS)
+    ok("clicked 'Reconcile now': queued")
+    # The reconciliation runs in the daemon; its outcome shows once it ended.
+    last = page.locator("#last-reconcile")
+    for _ in range(TIMEOUT_MS // 500):
+        if last.count() and "missing" in last.inner_text():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    expect(last).to_contain_text("missing", timeout=TIMEOUT_MS)
+    ok(f"last reconciliation shown: {last.inner_text().strip()!r}")
+    last.get_by_role("link").first.click()
+    expect(page.locator("#run-drift")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#drift-found")).to_contain_text(f"{args.missing} missing")
+    ok(f"the run's drift: {page.locator('#drift-found').inner_text().strip()!r}")
+    c.shot("reconcile.png")
+    c.finish()
+
+
 STEPS = {
     "overview": step_overview,
     "unauthorised": step_unauthorised,
@@ -302,6 +330,7 @@ STEPS = {
     "retry": step_retry,
     "rollback": step_rollback,
     "run": step_run,
+    "reconcile": step_reconcile,
 }
 
 
@@ -318,6 +347,10 @@ def main(argv):
     p.add_argument("--tenant", required=True)
     p.add_argument("--plugin", required=True)
     sub.add_parser("run").add_argument("--run", type=int, required=True)
+    p = sub.add_parser("reconcile")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--pipeline", required=True)
+    p.add_argument("--missing", type=int, required=True, help="the keys the reconciliation should find missing")
     args = parser.parse_args(argv)
 
     try:

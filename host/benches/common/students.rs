@@ -8,7 +8,8 @@ const FIRST: [&str; 8] = ["Ada", "Alan", "Grace", "Maria", "Kwame", "Li", "Noor"
 const LAST: [&str; 8] = ["Lovelace", "Turing", "Hopper", "Garcia", "Mensah", "Wei", "Haddad", "Novak"];
 const CITIES: [&str; 4] = ["Springfield", "Riverton", "Lakeside", "Hillview"];
 
-/// The field mapper's `fields`, as an inline TOML array.
+/// The field mapper's `fields`, as an inline TOML array: the transform the
+/// file benches put in the path.
 pub const MAPPER_FIELDS: &str = r#"[
   { name = "sis_id", from = "student_id" },
   { name = "given_name", from = "first_name" },

@@ -333,6 +333,10 @@
         await post(`${base}/sync`);
         return `Sync of ${tenant}/${pipeline} queued.`;
       });
+      const reconcile = () => act('reconcile', `Queueing a reconciliation of ${tenant}/${pipeline}…`, async () => {
+        await post(`${base}/reconcile`);
+        return `Reconciliation of ${tenant}/${pipeline} queued.`;
+      });
       const pauseForm = p.paused
         ? button('Resume', () => act('pause', `Resuming ${tenant}/${pipeline}…`, async () => {
           await post(`${base}/resume`);
@@ -412,7 +416,8 @@
       return [
         crumbs([`tenant ${tenant}`], [`pipeline ${pipeline}`]),
         h('h1', { id: 'page-title', tabindex: '-1' }, `Pipeline ${tenant}/${pipeline}`),
-        h('div', { class: 'toolbar' }, button('Sync now', sync, { id: 'sync', busyKey: 'sync' }), pauseForm),
+        h('div', { class: 'toolbar' }, button('Sync now', sync, { id: 'sync', busyKey: 'sync' }),
+          p.mode === 'event' ? button('Reconcile now', reconcile, { id: 'reconcile', busyKey: 'reconcile' }) : null, pauseForm),
         dl([
           ['Mode', p.mode],
           ['Schedule', p.schedule],
@@ -423,6 +428,9 @@
           ['Retry queue', num(p.retry_queue)],
           ['Dead letters', num(p.dead_letters)],
           ['Last run', p.last_run ? [runLink(p.last_run.id), ' ', badge(p.last_run.status)] : h('span', { class: 'none' }, 'never')],
+          p.reconcile ? ['Reconciles', p.reconcile] : null,
+          p.last_reconcile ? ['Last reconciliation', [runLink(p.last_reconcile.id), ' ', badge(p.last_reconcile.status), ' ',
+            driftText(p.last_reconcile.stats.drift)], 'last-reconcile'] : null,
           p.blocked_run !== null && p.blocked_run !== undefined ? ['Blocked plan', h('a', { href: hrefPlan(p.blocked_run), class: 'warn' }, `Blocked plan: review run ${p.blocked_run}`)] : null,
         ], { id: 'pipeline-facts' }),
         live,
@@ -439,6 +447,30 @@
       ];
     },
   };
+
+  // What a reconciliation found, in a line.
+  function driftText(d) {
+    if (!d) return '';
+    return `${num(d.missing)} missing, ${num(d.extra)} extra, ${num(d.different)} different; `
+      + `${num(d.repaired)} repaired, ${num(d.left_to_stream)} left to the stream`;
+  }
+  // A reconcile run's drift: counts, fields, samples, watermarks.
+  function driftSection(d) {
+    const keys = (list) => (list && list.length ? list.map((k) => h('code', {}, k)).reduce((a, k) => [...a, a.length ? ', ' : '', k], [])
+      : h('span', { class: 'none' }, 'none'));
+    return h('section', { 'aria-labelledby': 'drift-h' },
+      h('h2', { id: 'drift-h' }, 'Drift'),
+      dl([
+        ['Found', driftText(d), 'drift-found'],
+        ['Fields that differed', Object.keys(d.fields || {}).length
+          ? Object.entries(d.fields).map(([f, n]) => `${f} (${num(n)})`).join(', ') : h('span', { class: 'none' }, 'none')],
+        ['Missing', keys(d.samples.missing)],
+        ['Extra', keys(d.samples.extra)],
+        ['Different', keys((d.samples.different || []).map((x) => `${x.key} (${x.fields.join(', ')})`))],
+        ['Left to the stream', keys(d.samples.left_to_stream)],
+        ['Watermarks', `${d.low_watermark ?? 'start'} → ${d.high_watermark ?? 'start'} (${num(d.events_between)} events between)`],
+      ], { id: 'run-drift', class: 'facts' }));
+  }
 
   // Run
   const STAT_ORDER = ['read', 'desired', 'destination', 'created', 'updated', 'deleted', 'upserted', 'unchanged', 'failed',
@@ -476,11 +508,12 @@
           h('h2', { id: 'stats-h' }, 'Stats'),
           dl([
             ...STAT_ORDER.filter((k) => k in st).map((k) => [word(k), num(st[k])]),
-            ...Object.keys(st).filter((k) => !STAT_ORDER.includes(k) && !['cursor_before', 'cursor_after', 'timings_ms'].includes(k)).map((k) => [word(k), val(st[k])]),
+            ...Object.keys(st).filter((k) => !STAT_ORDER.includes(k) && !['cursor_before', 'cursor_after', 'timings_ms', 'drift'].includes(k)).map((k) => [word(k), val(st[k])]),
             ['cursor before', st.cursor_before === null || st.cursor_before === undefined ? h('span', { class: 'none' }, 'none') : h('code', {}, st.cursor_before)],
             ['cursor after', st.cursor_after === null || st.cursor_after === undefined ? h('span', { class: 'none' }, 'none') : h('code', {}, st.cursor_after)],
           ], { id: 'run-stats', class: 'facts grid' }),
           timings.length ? [h('h3', {}, 'Timings'), dl(timings.map(([k, v]) => [word(k), ms(v)]), { class: 'facts grid' })] : null),
+        st.drift ? driftSection(st.drift) : null,
         h('section', { 'aria-labelledby': 'plugins-h' },
           h('h2', { id: 'plugins-h' }, 'Plugins'),
           Object.keys(run.plugins || {}).length
