@@ -367,14 +367,7 @@ async fn schedule_loop(control: Arc<Control>, id: PipelineId, mut shutdown: sign
 
 /// When the pipeline was last reconciled, by any host or command.
 fn last_reconcile_of(runtime: &crate::runtime::Runtime, id: &PipelineId) -> Option<chrono::DateTime<chrono::Utc>> {
-    let filter = crate::state::RunFilter {
-        tenant: Some(id.tenant.clone()),
-        pipeline: Some(id.pipeline.clone()),
-        mode: Some(crate::config::Mode::Reconcile),
-        limit: 1,
-        ..Default::default()
-    };
-    let run = runtime.state.find_runs(&filter).ok()?.into_iter().next()?;
+    let run = runtime.last_reconcile(id)?;
     chrono::DateTime::parse_from_rfc3339(&run.started_at).ok().map(|at| at.to_utc())
 }
 

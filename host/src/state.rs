@@ -259,6 +259,18 @@ pub struct RunFilter {
     pub limit: usize,
 }
 
+impl RunFilter {
+    /// The newest run of `pipeline`; narrowed further by the caller.
+    pub fn newest_of(pipeline: &PipelineId) -> RunFilter {
+        RunFilter {
+            tenant: Some(pipeline.tenant.clone()),
+            pipeline: Some(pipeline.pipeline.clone()),
+            limit: 1,
+            ..RunFilter::default()
+        }
+    }
+}
+
 /// An operator's pause of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pause {

@@ -220,28 +220,16 @@ impl Runtime {
         Status { source: source.to_string(), tenants }
     }
 
-    /// The newest reconcile run of an event pipeline.
-    fn last_reconcile(&self, id: &PipelineId) -> Option<RunRecord> {
-        let filter = RunFilter {
-            tenant: Some(id.tenant.clone()),
-            pipeline: Some(id.pipeline.clone()),
-            mode: Some(Mode::Reconcile),
-            limit: 1,
-            ..RunFilter::default()
-        };
+    /// The newest reconcile run of an event pipeline, wherever it ran.
+    pub(crate) fn last_reconcile(&self, id: &PipelineId) -> Option<RunRecord> {
+        let filter = RunFilter { mode: Some(Mode::Reconcile), ..RunFilter::newest_of(id) };
         self.state.find_runs(&filter).ok()?.into_iter().next()
     }
 
     /// The newest blocked run of a pipeline, if no later run planned
     /// afresh (a blocked run that a later one superseded is marked so).
     fn blocked_run(&self, id: &PipelineId) -> Option<RunId> {
-        let filter = RunFilter {
-            tenant: Some(id.tenant.clone()),
-            pipeline: Some(id.pipeline.clone()),
-            status: Some(RunStatus::Blocked),
-            limit: 1,
-            ..RunFilter::default()
-        };
+        let filter = RunFilter { status: Some(RunStatus::Blocked), ..RunFilter::newest_of(id) };
         self.state.find_runs(&filter).ok()?.into_iter().next().map(|run| run.id)
     }
 }
