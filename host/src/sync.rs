@@ -366,17 +366,10 @@ impl SyncJob<'_> {
     /// failure of the state store itself is an `Err`: anything else is a run
     /// that failed, recorded and reported.
     pub fn run(&self) -> Result<SyncReport, SyncError> {
-        let id = self.id();
-        let lease = self.take_lease()?;
-        self.holding(&lease, || {
-            let run = self.state.start_run(&lease, self.pipeline.mode, &self.digests())?;
-            let from = RunStats::default();
-            (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: self.pipeline.mode, from: &from });
-            Ok(self.record(run, self.pipeline.mode, |progress| match self.pipeline.mode {
-                Mode::Diff => diff::run(self, run, progress),
-                Mode::Event => event::run(self, run, progress),
-                Mode::Reconcile => unreachable!("no pipeline has the mode `reconcile`: its config is refused"),
-            })?)
+        self.run_as(self.pipeline.mode, |run, progress| match self.pipeline.mode {
+            Mode::Diff => diff::run(self, run, progress),
+            Mode::Event => event::run(self, run, progress),
+            Mode::Reconcile => unreachable!("no pipeline has the mode `reconcile`: its config is refused"),
         })
     }
 
@@ -384,16 +377,26 @@ impl SyncJob<'_> {
     /// as its `reconcile` schedule does (see [`diff::reconcile`]): a run of
     /// its own kind, between event runs.
     pub fn reconcile(&self) -> Result<SyncReport, SyncError> {
-        let id = self.id();
         if self.pipeline.mode != Mode::Event {
-            return Err(SyncError::NotEvent(id));
+            return Err(SyncError::NotEvent(self.id()));
         }
+        self.run_as(Mode::Reconcile, |run, progress| diff::reconcile::run(self, run, progress))
+    }
+
+    /// Takes the pipeline's lease and does `work` as a new run of kind
+    /// `kind`, recorded from its start to how it ended.
+    fn run_as(
+        &self,
+        kind: Mode,
+        work: impl FnOnce(RunId, &mut Progress) -> Result<(), Halt>,
+    ) -> Result<SyncReport, SyncError> {
+        let id = self.id();
         let lease = self.take_lease()?;
         self.holding(&lease, || {
-            let run = self.state.start_run(&lease, Mode::Reconcile, &self.digests())?;
+            let run = self.state.start_run(&lease, kind, &self.digests())?;
             let from = RunStats::default();
-            (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: Mode::Reconcile, from: &from });
-            Ok(self.record(run, Mode::Reconcile, |progress| diff::reconcile::run(self, run, progress))?)
+            (self.observer)(&SyncEvent::RunStarted { pipeline: &id, run, mode: kind, from: &from });
+            Ok(self.record(run, kind, |progress| work(run, progress))?)
         })
     }
 

@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::{Plan, Recorder, compute_plan, guard_and_apply, lanes, permitted, prune_archives};
+use super::{Plan, Recorder, compute_plan, guard_and_apply, prune_archives};
 use crate::plugin::DestinationInstance;
 use crate::state::{DifferentKey, Drift, DriftSamples, RunId};
 use crate::sync::event::{StreamAhead, read_ahead};
@@ -35,12 +35,12 @@ use crate::sync::{Halt, Progress, SyncJob};
 const SAMPLES: usize = 10;
 
 /// What a reconciliation found, before it repairs anything.
-pub struct Survey {
+struct Survey {
     /// What it would apply: the drift, less the keys left to the stream.
-    pub repair: Plan,
-    pub drift: Drift,
+    repair: Plan,
+    drift: Drift,
     /// The drifted keys left to the stream.
-    pub left_to_stream: Vec<String>,
+    left_to_stream: Vec<String>,
     destination: DestinationInstance,
 }
 
@@ -164,16 +164,8 @@ pub(in crate::sync) fn approve(
 ) -> Result<(), Halt> {
     let Survey { repair, drift, destination, .. } = survey;
     progress.stats.drift = Some(drift);
-    let mut destinations = lanes(job, destination)?;
-    let dir = job.staging_dir(run);
-    let permission = permitted(run, "approved plan", &repair);
-    let outcome = super::apply_permitted(
-        job,
-        run,
-        Some(permission),
-        |progress| super::apply::apply(job, run, &dir, &mut destinations, &repair, progress),
-        progress,
-    );
+    // The new repair, applied as an approved diff plan is.
+    let outcome = super::approve(job, run, super::Approvable { plan: repair, destination }, progress);
     note_repaired(progress);
     outcome
 }
